@@ -1,0 +1,246 @@
+/*
+ * polyplug.h — the host library's public C API (the `pp_` layer) on top of the
+ * frozen ABI in polyplug_abi.h.
+ *
+ * This header is the single truth for the C compiler and for cffi: the Python build
+ * preprocesses it with -DPP_CDEF and feeds the result to cdef().  Conventions:
+ *
+ *   - Fallible functions return a pp_status (PP_OK == 0) and, when given a non-NULL
+ *     pp_error*, fill it with the status, a full message and structured fields.
+ *     A pp_error is written on failure only; initialise it with pp_error_clear().
+ *   - Strings crossing this API are StringView (UTF-8, not NUL-terminated) unless a
+ *     parameter says `const char *`.
+ *   - Objects have one constructor and one NULL-safe destructor (`pp_x_new/free`).
+ *   - Ownership: functions that take ownership say so in their comment.
+ *   - Thread safety: every pp_runtime_* / pp_registry_* function may be called from
+ *     any thread.  Log and reload callbacks are never invoked with a runtime lock held.
+ */
+#ifndef POLYPLUG_H
+#define POLYPLUG_H
+
+#include "polyplug_abi.h"
+
+#ifndef PP_CDEF
+#define PP_API __attribute__((visibility("default")))
+#else
+#define PP_API
+#endif
+
+/* ── status codes and errors ───────────────────────────────────────────────── */
+
+typedef enum pp_status {
+#define PP_ERRDEF(name, pyclass, text) PP_##name,
+#include "../pp_errors.def"
+#undef PP_ERRDEF
+    PP_STATUS_COUNT
+} pp_status;
+
+/*
+ * A failure report.  `message` is the full display text; the other fields carry the
+ * structured parts (which ones are set depends on the status; see _errors.py):
+ * `bundle` the bundle/contract/path the error is about, `detail` the inner error
+ * text (e.g. the Lua message), `aux` a short extra (loader name, source kind).
+ */
+typedef struct pp_error {
+    int32_t status;
+    uint32_t abi_code;
+    char bundle[256];
+    char aux[128];
+    char detail[2048];
+    char message[3072];
+} pp_error;
+
+PP_API void pp_error_clear(pp_error *err);
+/* Python class name for a status ("InitFailed"); "RuntimeError" for unknown codes. */
+PP_API const char *pp_status_exception(int32_t status);
+/* Symbolic name for a status ("PP_ERR_INIT_FAILED"). */
+PP_API const char *pp_status_name(int32_t status);
+
+/* ── library facts ─────────────────────────────────────────────────────────── */
+
+PP_API const char *pp_version(void);
+PP_API const char *pp_luajit_version(void);
+PP_API uint64_t pp_fnv1a64(const uint8_t *data, size_t len);
+
+/* ── manifests and sources (what a loader receives) ────────────────────────── */
+
+typedef struct pp_dependency {
+    StringView contract;
+    uint64_t contract_id;  /* 0 grants nothing (upstream rule) */
+    uint32_t min_version;  /* min_version string parsed as a bare u32 (upstream rule) */
+    uint64_t bundle_id;    /* 0 = any provider */
+} pp_dependency;
+
+/* A parsed and validated manifest.  Borrowed by every call that takes it. */
+typedef struct pp_manifest {
+    uint64_t id;
+    StringView name;
+    StringView loader;
+    StringView file;
+    StringView path; /* the bundle directory */
+    StringView version_text;
+    Version version;
+    const StringView *provides;
+    size_t provides_len;
+    const pp_dependency *dependencies;
+    size_t dependencies_len;
+    bool needs_reinit_on_dep_reload;
+} pp_manifest;
+
+typedef enum pp_source_kind {
+    PP_SOURCE_PATH = 0,  /* data = bundle directory; entry = manifest.file inside it */
+    PP_SOURCE_CODE = 1,  /* data = Lua source text */
+    PP_SOURCE_BYTES = 2  /* data = raw bytes, must be UTF-8 */
+} pp_source_kind;
+
+typedef struct pp_source {
+    uint32_t kind;
+    StringView data;
+} pp_source;
+
+/* ── loaders (our C interface; upstream's is a Rust trait object) ──────────── */
+
+typedef struct pp_runtime pp_runtime;
+typedef struct pp_loader pp_loader;
+
+typedef struct pp_loader_vtable {
+    const char *name; /* matched against manifest `loader`; static storage */
+    bool supports_hot_reload;
+    /* Acquire the source, run the guest's init inside the bundle's init window
+     * (pp_runtime_begin_init / end_init) and register its contracts.  On failure
+     * nothing it registered may stay registered. */
+    int32_t (*load)(void *self, pp_runtime *rt, const pp_manifest *m, const pp_source *src,
+                    pp_error *err);
+    /* Re-read the bundle from m->path and register the new contracts; the runtime
+     * has opened a reload window, so registrations are pending until it commits. */
+    int32_t (*reload)(void *self, pp_runtime *rt, const pp_manifest *m, pp_error *err);
+    /* Reclaim everything held for the bundle; its contracts are already retired. */
+    void (*unload)(void *self, pp_runtime *rt, uint64_t bundle_id);
+    /* Free `self`; called when the last reference to the loader goes away. */
+    void (*destroy)(void *self);
+} pp_loader_vtable;
+
+/* Wrap a loader implementation; returns a reference count of 1 (NULL on OOM).
+ * `vtable` must outlive the loader. */
+PP_API pp_loader *pp_loader_new(const pp_loader_vtable *vtable, void *self);
+PP_API pp_loader *pp_loader_retain(pp_loader *loader);
+PP_API void pp_loader_release(pp_loader *loader);
+PP_API const char *pp_loader_name(const pp_loader *loader);
+PP_API bool pp_loader_supports_hot_reload(const pp_loader *loader);
+/* Run the loader's load directly against `rt` (no manifest bookkeeping). */
+PP_API int32_t pp_loader_load(pp_loader *loader, pp_runtime *rt, const pp_manifest *m,
+                              const pp_source *src, pp_error *err);
+
+/* ── the LuaJIT loader ─────────────────────────────────────────────────────── */
+
+typedef struct pp_lua_config {
+    uint8_t _reserved;
+} pp_lua_config;
+
+/* A new Lua loader ("lua"); cfg may be NULL.  Reference count 1. */
+PP_API pp_loader *pp_lua_loader_new(const pp_lua_config *cfg);
+
+/* ── runtime ───────────────────────────────────────────────────────────────── */
+
+/* Upstream's two exported entry points.  NULL config = defaults. */
+PP_API const HostApi *polyplug_runtime_create(const RuntimeConfig *config);
+PP_API void polyplug_runtime_destroy(const HostApi *host);
+
+/* Same as polyplug_runtime_create, with a reason on failure.  NULL config = defaults
+ * (Strict, no hot reload, stderr logging at Warn). */
+PP_API pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err);
+/* Unloads every bundle, releases loaders, frees the runtime.  NULL-safe. */
+PP_API void pp_runtime_free(pp_runtime *rt);
+PP_API const HostApi *pp_runtime_host(pp_runtime *rt);
+PP_API pp_runtime *pp_runtime_from_host(const HostApi *host);
+PP_API bool pp_runtime_hot_reload_enabled(const pp_runtime *rt);
+PP_API uint32_t pp_runtime_compatibility(const pp_runtime *rt);
+
+/* Register a loader under its name; the runtime takes a reference of its own. */
+PP_API int32_t pp_runtime_add_loader(pp_runtime *rt, pp_loader *loader, pp_error *err);
+
+/* Load a bundle from an already parsed, validated manifest (upstream §8 steps 4-10). */
+PP_API int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *src,
+                               pp_error *err);
+/* Hot-reload a loaded bundle from disk (upstream §9), firing the reload phases. */
+PP_API int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err);
+/* Unload a bundle (upstream §10). */
+PP_API int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err);
+
+/*
+ * HostApi.load_bundle/reload_bundle take a path; turning it into a pp_manifest needs a
+ * manifest reader, which the Python driver installs here.  Without hooks those two
+ * HostApi calls fail with a message saying so.  A hook must not raise or longjmp.
+ */
+typedef int32_t (*pp_path_hook)(void *user_data, pp_runtime *rt, StringView path,
+                                pp_error *err);
+PP_API void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook reload,
+                                      void *user_data);
+
+/* Fire a Failed reload phase for a reload that failed before reaching the runtime
+ * (e.g. the new manifest did not validate). */
+PP_API void pp_runtime_notify_reload_failed(pp_runtime *rt, uint64_t bundle_id,
+                                            StringView bundle_name, StringView reason);
+
+/* Emit a record through the runtime's log funnel (level clamped to 1..5). */
+PP_API void pp_runtime_log(pp_runtime *rt, uint32_t level, StringView scope,
+                           StringView message);
+
+/* The init-bundle attribution window: registrations made by this thread between
+ * begin and end belong to `bundle_id`.  Windows nest (a stack per thread). */
+PP_API int32_t pp_runtime_begin_init(pp_runtime *rt, uint64_t bundle_id, pp_error *err);
+PP_API void pp_runtime_end_init(pp_runtime *rt);
+
+/* Bundles currently loaded: fills up to `cap` ids, returns the total count. */
+PP_API size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap);
+
+/* ── registry ──────────────────────────────────────────────────────────────── */
+
+PP_API int32_t pp_registry_find(pp_runtime *rt, uint64_t contract_id, uint32_t min_major,
+                                GuestContractHandle *out, pp_error *err);
+/* Like pp_registry_find, but only slots owned by `bundle_id`. */
+PP_API int32_t pp_registry_find_by_bundle(pp_runtime *rt, uint64_t bundle_id,
+                                          uint64_t contract_id, uint32_t min_major,
+                                          GuestContractHandle *out, pp_error *err);
+PP_API int32_t pp_registry_resolve(pp_runtime *rt, GuestContractHandle handle,
+                                   const GuestContractInterface **out, pp_error *err);
+/* Retire every slot owned by `bundle_id` (generation bump); returns how many. */
+PP_API int32_t pp_registry_invalidate_bundle(pp_runtime *rt, uint64_t bundle_id,
+                                             size_t *retired, pp_error *err);
+/* Facts about a live slot, for listings: owner bundle and descriptor names. */
+typedef struct pp_slot_info {
+    uint64_t bundle_id;
+    uint64_t contract_id;
+    Version version;
+    char contract_name[256];
+    char plugin_name[256];
+} pp_slot_info;
+/* Fill up to `cap` infos for slots owned by `bundle_id`; returns the total count. */
+PP_API size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_slot_info *out,
+                                       size_t cap);
+
+/* ── per-call arenas ───────────────────────────────────────────────────────── */
+
+/* Initialise `arena` over caller memory [buf, buf+cap) with overflow from `host`. */
+PP_API void pp_arena_init(CallArena *arena, const HostApi *host, uint8_t *buf, size_t cap);
+/* A heap arena with a `cap`-byte bump region; free with pp_arena_free. */
+PP_API CallArena *pp_arena_new(const HostApi *host, size_t cap);
+PP_API void pp_arena_free(CallArena *arena);
+/* upstream's CallArena::alloc: NULL if size == 0 or align is not a power of two. */
+PP_API void *pp_arena_alloc(CallArena *arena, size_t size, size_t align);
+/* Rewind the bump region; keep overflow blocks for reuse. */
+PP_API void pp_arena_reset(CallArena *arena);
+/* Free the overflow blocks (not the bump region). */
+PP_API void pp_arena_release(CallArena *arena);
+/* Bytes handed out since the last reset (bump region + overflow). */
+PP_API size_t pp_arena_used(const CallArena *arena);
+
+/* ── calls ─────────────────────────────────────────────────────────────────── */
+
+/* Dispatch through an interface (VM or native) the way upstream's formula says.
+ * A NULL interface writes InvalidPointer. */
+PP_API void pp_call(const GuestContractInterface *iface, void *instance_data,
+                    uint64_t instance_contract_id, uint32_t fn_id, const void *args, void *out,
+                    CallArena *arena, AbiError *out_err);
+
+#endif /* POLYPLUG_H */

@@ -1,0 +1,555 @@
+/*
+ * pp_hostapi.c — the 21 HostApi entry points (abi-runtime.md §5).  Each one recovers
+ * the runtime from `self`, tolerates NULL the way upstream does, and reports through
+ * the AbiError out-param plus the runtime's last_error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pp_internal.h"
+
+static pp_runtime *rt_of(const HostApi *self) { return self ? (pp_runtime *)self->runtime : NULL; }
+
+static void set_err(AbiError *out_err, uint32_t code, const char *static_msg) {
+    if (!out_err) return;
+    out_err->code = code;
+    out_err->message = static_msg ? ppi_view(static_msg) : (StringView){NULL, 0};
+}
+
+/* Report a pp_error: code from its abi_code, text into last_error. */
+static void set_err_from(pp_runtime *rt, AbiError *out_err, const pp_error *e) {
+    if (e->status == PP_OK) {
+        set_err(out_err, AbiErrorCode_Ok, NULL);
+        return;
+    }
+    if (rt) ppi_set_last_error(rt, e->message);
+    set_err(out_err, e->abi_code ? e->abi_code : AbiErrorCode_Generic, NULL);
+}
+
+/* ── registration ──────────────────────────────────────────────────────────── */
+
+static void host_register_guest_contract(const HostApi *self, const PluginDescriptor *desc,
+                                         const GuestContractInterface *iface,
+                                         AbiError *out_err) {
+    pp_runtime *rt = rt_of(self);
+    if (!desc) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_guest_contract: descriptor pointer is null");
+        return;
+    }
+    if (!iface) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_guest_contract: interface pointer is null");
+        return;
+    }
+    if (!iface->create_instance) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_guest_contract: create_instance is null — the field is required; "
+                "signal create failure by returning a null instance handle instead");
+        return;
+    }
+    if (!iface->destroy_instance) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_guest_contract: destroy_instance is null — the field is required; "
+                "use a no-op function for stateless contracts");
+        return;
+    }
+    if (iface->dispatch_type == DispatchType_VirtualMachine && !iface->dispatch.vm.call) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_guest_contract: dispatch.vm.call is null — required for "
+                "VirtualMachine dispatch");
+        return;
+    }
+    if (iface->dispatch_type == DispatchType_Native) {
+        const NativeDispatch *nd = &iface->dispatch.native;
+        if (nd->function_count > 0 && !nd->functions) {
+            set_err(out_err, AbiErrorCode_InvalidPointer,
+                    "register_guest_contract: dispatch.native.functions is null while "
+                    "function_count > 0");
+            return;
+        }
+        for (uint32_t i = 0; i < nd->function_count; i++) {
+            if (!nd->functions[i]) {
+                set_err(out_err, AbiErrorCode_InvalidPointer,
+                        "register_guest_contract: dispatch.native.functions contains a null "
+                        "entry within function_count");
+                return;
+            }
+        }
+    }
+    if (!desc->contract_name.ptr || desc->contract_name.len == 0) {
+        set_err(out_err, AbiErrorCode_Generic, "PluginDescriptor.contract_name is null or empty");
+        return;
+    }
+    if (!rt) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "null HostApi in register_guest_contract");
+        return;
+    }
+    pp_error e;
+    pp_error_clear(&e);
+    if (!ppi_utf8_valid(desc->contract_name.ptr, desc->contract_name.len)) {
+        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.contract_name");
+    } else if (iface->dispatch_type > DispatchType_VirtualMachine) {
+        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid dispatch_type %u in guest contract interface (untrusted plugin)",
+                 iface->dispatch_type);
+    } else if (desc->name.len && (!desc->name.ptr ||
+                                  !ppi_utf8_valid(desc->name.ptr, desc->name.len))) {
+        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.name");
+    } else {
+        uint64_t bundle = ppi_current_init_bundle(rt);
+        ppi_registry_register(&rt->reg, bundle, desc, iface, &e);
+    }
+    if (e.status != PP_OK) ppi_logf(rt, LogLevel_Error, "registry", "%s", e.message);
+    set_err_from(rt, out_err, &e);
+}
+
+/* ── memory ────────────────────────────────────────────────────────────────── */
+
+static bool valid_layout(size_t size, size_t align) {
+    return size != 0 && align != 0 && (align & (align - 1)) == 0;
+}
+
+static uint8_t *host_alloc(const HostApi *self, size_t size, size_t align) {
+    (void)self;
+    if (!valid_layout(size, align)) return NULL;
+    if (align <= _Alignof(max_align_t)) return malloc(size);
+    void *p = NULL;
+    if (align < sizeof(void *)) align = sizeof(void *);
+    return posix_memalign(&p, align, size) == 0 ? p : NULL;
+}
+
+static void host_free(const HostApi *self, uint8_t *ptr, size_t size, size_t align) {
+    (void)self;
+    if (!ptr || !valid_layout(size, align)) return;
+    free(ptr);
+}
+
+/* ── lookups ───────────────────────────────────────────────────────────────── */
+
+/* During a bundle's init window only its declared dependencies are visible. */
+static bool lookup_denied(pp_runtime *rt, uint64_t contract_id) {
+    uint64_t bundle = ppi_current_init_bundle(rt);
+    return bundle != 0 && !ppi_registry_declares(&rt->reg, bundle, contract_id);
+}
+
+static GuestContractHandle host_find_guest_contract(const HostApi *self, uint64_t contract_id,
+                                                    uint32_t min_major) {
+    GuestContractHandle none = {UINT32_MAX, 0};
+    pp_runtime *rt = rt_of(self);
+    if (!rt || lookup_denied(rt, contract_id)) return none;
+    return ppi_registry_find(&rt->reg, contract_id, min_major, false, 0);
+}
+
+static ArrayGuestContractHandle host_find_all_guest_contracts(const HostApi *self,
+                                                              uint64_t contract_id,
+                                                              uint32_t min_major) {
+    ArrayGuestContractHandle arr = {NULL, 0, _Alignof(GuestContractHandle)};
+    pp_runtime *rt = rt_of(self);
+    if (!rt || lookup_denied(rt, contract_id)) return arr;
+    for (;;) {
+        size_t n = ppi_registry_find_all(&rt->reg, contract_id, min_major, NULL, 0);
+        if (n == 0) return arr;
+        GuestContractHandle *items = (GuestContractHandle *)host_alloc(
+            self, n * sizeof *items, _Alignof(GuestContractHandle));
+        if (!items) return arr;
+        size_t got = ppi_registry_find_all(&rt->reg, contract_id, min_major, items, n);
+        if (got <= n) {
+            if (got == 0) {
+                host_free(self, (uint8_t *)items, n * sizeof *items, arr.align);
+                return arr;
+            }
+            /* shrink is not needed: the caller frees len*size, so report exact length
+             * only when it matches the allocation */
+            if (got == n) {
+                arr.items = items;
+                arr.len = n;
+                return arr;
+            }
+        }
+        host_free(self, (uint8_t *)items, n * sizeof *items, arr.align); /* raced; retry */
+    }
+}
+
+static const GuestContractInterface *host_resolve_guest_contract(const HostApi *self,
+                                                                 GuestContractHandle h) {
+    pp_runtime *rt = rt_of(self);
+    const GuestContractInterface *iface = NULL;
+    if (rt) ppi_registry_resolve(&rt->reg, h, &iface, NULL);
+    return iface;
+}
+
+/* ── host contracts ────────────────────────────────────────────────────────── */
+
+static bool host_version_ok(const Version *v, uint32_t packed) {
+    if (packed == 0) return true;
+    return v->major == (packed >> 16) && v->minor >= (packed & 0xFFFF);
+}
+
+static HostContractInstance host_get_host_contract(const HostApi *self, uint64_t contract_id,
+                                                   uint32_t packed) {
+    HostContractInstance none = {NULL};
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return none;
+    const HostContractInterface *iface = NULL;
+    HostContractInstance cached = none;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->host_contracts_len; i++) {
+        ppi_host_contract *hc = &rt->host_contracts[i];
+        if (hc->iface->contract_id == contract_id &&
+            host_version_ok(&hc->iface->contract_version, packed)) {
+            iface = hc->iface;
+            cached = hc->cached;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (!iface) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "host contract not found: id=%llu, min_version=%u",
+                 (unsigned long long)contract_id, packed);
+        ppi_set_last_error(rt, msg);
+        return none;
+    }
+    if (iface->singleton && cached.data) return cached;
+    HostContractInstance inst = none;
+    iface->create_instance(iface, NULL, &inst);
+    if (iface->singleton && inst.data) {
+        pthread_mutex_lock(&rt->lock);
+        for (size_t i = 0; i < rt->host_contracts_len; i++) {
+            ppi_host_contract *hc = &rt->host_contracts[i];
+            if (hc->iface != iface) continue;
+            if (hc->cached.data) {
+                /* another thread won the race: keep its instance, drop ours */
+                HostContractInstance mine = inst;
+                inst = hc->cached;
+                pthread_mutex_unlock(&rt->lock);
+                iface->destroy_instance(iface, mine);
+                return inst;
+            }
+            hc->cached = inst;
+        }
+        pthread_mutex_unlock(&rt->lock);
+    }
+    return inst;
+}
+
+static const HostContractInterface *host_resolve_host_contract_interface(const HostApi *self,
+                                                                         uint64_t contract_id,
+                                                                         uint32_t packed) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return NULL;
+    const HostContractInterface *iface = NULL;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->host_contracts_len && !iface; i++) {
+        const HostContractInterface *c = rt->host_contracts[i].iface;
+        if (c->contract_id == contract_id && host_version_ok(&c->contract_version, packed))
+            iface = c;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (!iface) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "host contract interface not found: id=%llu, min_version=%u",
+                 (unsigned long long)contract_id, packed);
+        ppi_set_last_error(rt, msg);
+    }
+    return iface;
+}
+
+static void host_register_host_contract(const HostApi *self, const HostContractInterface *iface,
+                                        AbiError *out_err) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt || !iface) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "null pointer in register_host_contract");
+        return;
+    }
+    if (!iface->create_instance) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_host_contract: create_instance is null — the field is required; "
+                "signal create failure by returning a null instance handle instead");
+        return;
+    }
+    if (!iface->destroy_instance) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_host_contract: destroy_instance is null — the field is required; "
+                "use a no-op function for singleton/stateless contracts");
+        return;
+    }
+    if (iface->dispatch_type == DispatchType_VirtualMachine && !iface->dispatch.vm.call) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                "register_host_contract: dispatch.vm.call is null — required for "
+                "VirtualMachine dispatch");
+        return;
+    }
+    uint32_t code = AbiErrorCode_Ok;
+    const char *msg = NULL;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->host_contracts_len; i++) {
+        if (rt->host_contracts[i].iface->contract_id == iface->contract_id) {
+            code = AbiErrorCode_Generic;
+            msg = "duplicate host contract registration";
+        }
+    }
+    if (code == AbiErrorCode_Ok) {
+        if (ppi_grow((void **)&rt->host_contracts, &rt->host_contracts_cap,
+                     rt->host_contracts_len + 1, sizeof rt->host_contracts[0])) {
+            rt->host_contracts[rt->host_contracts_len].iface = iface;
+            rt->host_contracts[rt->host_contracts_len].cached.data = NULL;
+            rt->host_contracts_len++;
+        } else {
+            code = AbiErrorCode_Generic;
+            msg = "out of memory registering a host contract";
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (code == AbiErrorCode_Ok) atomic_fetch_add(&rt->reg.revision, 1);
+    set_err(out_err, code, msg);
+}
+
+/* ── bundles ───────────────────────────────────────────────────────────────── */
+
+static ArrayU64 host_list_bundles(const HostApi *self) {
+    ArrayU64 arr = {NULL, 0, _Alignof(uint64_t)};
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return arr;
+    for (;;) {
+        size_t n = pp_runtime_bundle_ids(rt, NULL, 0);
+        if (n == 0) return arr;
+        uint64_t *items = (uint64_t *)host_alloc(self, n * sizeof *items, arr.align);
+        if (!items) return arr;
+        if (pp_runtime_bundle_ids(rt, items, n) == n) {
+            arr.items = items;
+            arr.len = n;
+            return arr;
+        }
+        host_free(self, (uint8_t *)items, n * sizeof *items, arr.align);
+    }
+}
+
+static ArrayDependencyInfo host_get_dependencies(const HostApi *self) {
+    ArrayDependencyInfo arr = {NULL, 0, _Alignof(DependencyInfo)};
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return arr;
+    uint64_t bundle = ppi_current_init_bundle(rt);
+    if (bundle == 0) return arr;
+    pthread_mutex_lock(&rt->lock);
+    const ppi_bundle *b = NULL;
+    for (size_t i = 0; i < rt->bundles_len && !b; i++)
+        if (rt->bundles[i].id == bundle) b = &rt->bundles[i];
+    if (b && b->deps_len) {
+        DependencyInfo *items = (DependencyInfo *)host_alloc(self, b->deps_len * sizeof *items,
+                                                             arr.align);
+        if (items) {
+            for (size_t i = 0; i < b->deps_len; i++) {
+                memset(&items[i], 0, sizeof items[i]);
+                items[i].contract_id = b->deps[i].contract_id;
+                items[i].min_version = b->deps[i].min_version;
+                items[i].bundle_id = b->deps[i].bundle_id;
+            }
+            arr.items = items;
+            arr.len = b->deps_len;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return arr;
+}
+
+static void path_op(const HostApi *self, const uint8_t *path, size_t path_len,
+                    AbiError *out_err, bool reload) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) {
+        set_err(out_err, AbiErrorCode_InvalidPointer,
+                reload ? "null HostApi in reload_bundle" : "null HostApi in load_bundle");
+        return;
+    }
+    if (!path) {
+        const char *msg =
+            reload ? "null path pointer in reload_bundle" : "null path pointer in load_bundle";
+        ppi_set_last_error(rt, msg);
+        set_err(out_err, AbiErrorCode_InvalidPointer, msg);
+        return;
+    }
+    pp_error e;
+    pp_error_clear(&e);
+    pthread_mutex_lock(&rt->lock);
+    pp_path_hook hook = reload ? rt->reload_hook : rt->load_hook;
+    void *ud = rt->hook_user_data;
+    pthread_mutex_unlock(&rt->lock);
+    if (reload && !rt->hot_reload_enabled) {
+        ppi_fail(&e, PP_ERR_HOT_RELOAD_DISABLED, NULL, NULL, NULL,
+                 "hot-reload is disabled in runtime config");
+    } else if (!ppi_utf8_valid(path, path_len)) {
+        ppi_fail(&e, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                 "invalid UTF-8 in bundle path passed to %s",
+                 reload ? "reload_bundle" : "load_bundle");
+    } else if (!hook) {
+        ppi_fail(&e, PP_ERR_GENERIC, NULL, NULL, NULL,
+                 "%s: this runtime has no manifest reader installed (the Python driver "
+                 "installs one); C hosts call pp_runtime_%s with a parsed pp_manifest",
+                 reload ? "reload_bundle" : "load_bundle", reload ? "reload" : "load");
+    } else {
+        StringView p = {path, path_len};
+        if (hook(ud, rt, p, &e) != PP_OK && e.status == PP_OK)
+            ppi_fail(&e, PP_ERR_HOST_EXCEPTION, NULL, NULL, NULL, "the manifest reader failed");
+    }
+    set_err_from(rt, out_err, &e);
+}
+
+static void host_load_bundle(const HostApi *self, const uint8_t *path, size_t path_len,
+                             AbiError *out_err) {
+    path_op(self, path, path_len, out_err, false);
+}
+
+static void host_reload_bundle(const HostApi *self, const uint8_t *path, size_t path_len,
+                               AbiError *out_err) {
+    path_op(self, path, path_len, out_err, true);
+}
+
+static void host_unload_bundle(const HostApi *self, uint64_t bundle_id, AbiError *out_err) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "null HostApi in unload_bundle");
+        return;
+    }
+    pp_error e;
+    pp_error_clear(&e);
+    pp_runtime_unload(rt, bundle_id, &e);
+    set_err_from(rt, out_err, &e);
+}
+
+static void host_register_loader(const HostApi *self, void *loader_ptr, AbiError *out_err) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt || !loader_ptr) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "null pointer in register_loader");
+        return;
+    }
+    /* Takes ownership of one reference of `loader_ptr` (a pp_loader*), success or not. */
+    pp_loader *loader = loader_ptr;
+    pp_error e;
+    pp_error_clear(&e);
+    pp_runtime_add_loader(rt, loader, &e);
+    pp_loader_release(loader);
+    set_err_from(rt, out_err, &e);
+}
+
+/* ── error channel, logging, instances, revision ───────────────────────────── */
+
+static size_t host_get_last_error(const HostApi *self, uint8_t *buf, size_t buf_len) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return 0;
+    pthread_mutex_lock(&rt->lock);
+    size_t len = rt->last_error_len, n;
+    if (!buf) {
+        n = len;
+    } else {
+        n = len < buf_len ? len : buf_len;
+        if (n) memcpy(buf, rt->last_error, n);
+    }
+    free(rt->last_error); /* reading always clears, even when truncated (upstream) */
+    rt->last_error = NULL;
+    rt->last_error_len = 0;
+    pthread_mutex_unlock(&rt->lock);
+    return n;
+}
+
+static size_t host_get_error_len(const HostApi *self) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return 0;
+    pthread_mutex_lock(&rt->lock);
+    size_t len = rt->last_error_len;
+    pthread_mutex_unlock(&rt->lock);
+    return len;
+}
+
+static void host_log(const HostApi *self, uint32_t level, StringView scope, StringView message) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt) return;
+    if (!scope.ptr) scope.len = 0;
+    if (!message.ptr) message.len = 0;
+    ppi_log_emit(&rt->log, level, scope, message);
+}
+
+static VmLoaderData loader_data_of(const GuestContractInterface *iface) {
+    VmLoaderData none = {NULL};
+    return iface->dispatch_type == DispatchType_VirtualMachine ? iface->dispatch.vm.loader_data
+                                                               : none;
+}
+
+static void host_create_guest_instance(const HostApi *self, const GuestContractInterface *iface,
+                                       const void *args, GuestContractInstance *out_instance) {
+    if (!out_instance) return;
+    out_instance->data = NULL;
+    out_instance->contract_id = 0;
+    pp_runtime *rt = rt_of(self);
+    if (!rt || !iface) return;
+    iface->create_instance(loader_data_of(iface), self, args, out_instance);
+    if (out_instance->data) ppi_registry_count_instance(&rt->reg, out_instance->contract_id, 1);
+}
+
+static void host_destroy_guest_instance(const HostApi *self, const GuestContractInterface *iface,
+                                        GuestContractInstance instance) {
+    pp_runtime *rt = rt_of(self);
+    if (!rt || !iface) return;
+    iface->destroy_instance(loader_data_of(iface), self, instance);
+    if (instance.data) ppi_registry_count_instance(&rt->reg, instance.contract_id, -1);
+}
+
+static const uint64_t *host_revision_counter(const HostApi *self) {
+    pp_runtime *rt = rt_of(self);
+    /* the atomic has the same size and representation as uint64_t on every target */
+    return rt ? (const uint64_t *)&rt->reg.revision : NULL;
+}
+
+void ppi_fill_host_api(HostApi *api, pp_runtime *rt) {
+    memset(api, 0, sizeof *api);
+    api->runtime = rt;
+    api->register_guest_contract = host_register_guest_contract;
+    api->alloc = host_alloc;
+    api->free = host_free;
+    api->find_guest_contract = host_find_guest_contract;
+    api->find_all_guest_contracts = host_find_all_guest_contracts;
+    api->resolve_guest_contract = host_resolve_guest_contract;
+    api->get_host_contract = host_get_host_contract;
+    api->resolve_host_contract_interface = host_resolve_host_contract_interface;
+    api->list_bundles = host_list_bundles;
+    api->get_dependencies = host_get_dependencies;
+    api->load_bundle = host_load_bundle;
+    api->reload_bundle = host_reload_bundle;
+    api->register_host_contract = host_register_host_contract;
+    api->register_loader = host_register_loader;
+    api->get_last_error = host_get_last_error;
+    api->get_error_len = host_get_error_len;
+    api->unload_bundle = host_unload_bundle;
+    api->log = host_log;
+    api->create_guest_instance = host_create_guest_instance;
+    api->destroy_guest_instance = host_destroy_guest_instance;
+    api->revision_counter = host_revision_counter;
+    api->reserved = NULL;
+}
+
+/* ── pp_call: the formula of §2.4 in one place ─────────────────────────────── */
+
+void pp_call(const GuestContractInterface *iface, void *instance_data,
+             uint64_t instance_contract_id, uint32_t fn_id, const void *args, void *out,
+             CallArena *arena, AbiError *out_err) {
+    if (PP_UNLIKELY(!iface)) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "pp_call: interface pointer is null");
+        return;
+    }
+    GuestContractInstance inst = {instance_data, instance_contract_id};
+    if (PP_LIKELY(iface->dispatch_type == DispatchType_VirtualMachine)) {
+        iface->dispatch.vm.call(iface->dispatch.vm.loader_data, inst, fn_id, args, out, arena,
+                                out_err);
+        return;
+    }
+    if (fn_id >= iface->dispatch.native.function_count) {
+        set_err(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
+        return;
+    }
+    NativeGuestFn fn = (NativeGuestFn)(uintptr_t)iface->dispatch.native.functions[fn_id];
+    set_err(out_err, AbiErrorCode_Ok, NULL);
+    fn(inst, args, out, out_err);
+}

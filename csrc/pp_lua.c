@@ -1,0 +1,1004 @@
+/*
+ * pp_lua.c — the LuaJIT loader: one lua_State per bundle load, the polyplug_init
+ * protocol (lua-loader.md §2), the vm.call trampoline (§3) and hot reload.
+ *
+ * The rules:
+ *   1. Lua is entered from C only through lua_pcall with the traceback handler that
+ *      sits at stack index 1 of every VM; a lua_error never unwinds a C frame that
+ *      owns anything.  Stack index 2 holds the per-VM `arena_alloc` closure.
+ *   2. A bundle's lock serialises every use of its lua_State.  `owner` names the
+ *      thread inside the VM; a same-thread nested call (a guest calling vm.call on
+ *      its own bundle through the FFI) is refused with ReentrantCall, never run:
+ *      re-entering a lua_State from an FFI call is undefined in LuaJIT.
+ *   3. Nothing is logged, and no runtime lock is taken, while a bundle lock is held;
+ *      errors are formatted into buffers and reported after unlocking.
+ *   4. The success path of a call allocates nothing on the heap.
+ *
+ * Object model: a `lua_bundle` lives from load to unload and survives reloads; its
+ * `lua_contract` records are what the interfaces' loader_data point at, so old
+ * interface pointers and handles stay valid across a reload.  A reload builds a new
+ * VM, then swaps the records' references and the VM pointer under the bundle lock
+ * and closes the old VM right away: no call can be running in it at that point.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
+#include "pp_internal.h"
+
+enum { STACK_TRACEBACK = 1, STACK_ARENA_ALLOC = 2, STACK_BASE = 2 };
+
+typedef struct lua_contract {
+    struct lua_bundle *bundle;
+    char *name; /* bare contract name, the registrations key */
+    uint64_t contract_id;
+    uint32_t major;
+    uint32_t fn_count;
+    int *fn_refs;      /* registry refs of functions[0..fn_count) */
+    int factory_ref;   /* registry ref of the factory */
+    int default_ref;   /* registry ref of the default impl */
+    int instances_ref; /* registry ref of the id -> impl table */
+    uint64_t next_instance;
+    bool retired; /* dropped by a reload: every call is FunctionNotAvailable */
+    struct lua_contract *next;
+} lua_contract;
+
+typedef struct lua_bundle {
+    struct lua_loader *loader;
+    pp_runtime *rt;
+    uint64_t id;
+    char *name;
+    pthread_mutex_t lock;
+    _Atomic uintptr_t owner; /* thread inside the VM, 0 when idle */
+    lua_State *L;
+    lua_contract *contracts; /* live and retired records */
+    struct lua_bundle *next;
+} lua_bundle;
+
+typedef struct lua_loader {
+    pthread_mutex_t lock; /* guards `bundles` */
+    lua_bundle *bundles;
+} lua_loader;
+
+/* The message of the last failed call on this thread: AbiError.message points here,
+ * valid until the next call on the same thread. */
+static _Thread_local char call_error_text[1024];
+
+/* ── small helpers ─────────────────────────────────────────────────────────── */
+
+static void push_pointer(lua_State *L, const void *p) {
+    lua_pushnumber(L, (lua_Number)(uintptr_t)p);
+}
+
+/* The error value on top of the stack as text (never NULL). */
+static const char *error_text(lua_State *L) {
+    const char *s = lua_tostring(L, -1);
+    return s ? s : "(error object is not a string)";
+}
+
+/* Traceback message handler, stack index 1 of every VM. */
+static int traceback_handler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            msg = lua_tostring(L, -1);
+        } else {
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* arena_alloc(size, arena_ptr) -> address; upvalue 1 = the HostApi (light userdata). */
+static int arena_alloc(lua_State *L) {
+    lua_Number size = luaL_checknumber(L, 1);
+    lua_Number where = luaL_optnumber(L, 2, 0);
+    if (!(size >= 0 && size <= (lua_Number)UINT32_MAX) || size != (lua_Number)(uint32_t)size)
+        return luaL_argerror(L, 1, "size must be an integer in 0..4294967295");
+    if (!(where >= 0 && where < 9007199254740992.0))
+        return luaL_argerror(L, 2, "arena_ptr must be a non-negative address");
+    const HostApi *host = lua_touserdata(L, lua_upvalueindex(1));
+    CallArena *arena = (CallArena *)(uintptr_t)where;
+    void *p;
+    if (arena)
+        p = pp_arena_alloc(arena, (size_t)size, 1);
+    else
+        p = host ? host->alloc(host, (size_t)size, 1) : NULL;
+    push_pointer(L, p);
+    return 1;
+}
+
+/* ── embedded SDK: a searcher that serves polyplug_guest / polyplug_abi / abi ── */
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Would the bundle directory (upvalue 1, may be nil) satisfy `require(name)` itself? */
+static bool bundle_has_module(lua_State *L, const char *name) {
+    const char *dir = lua_tostring(L, lua_upvalueindex(1));
+    if (!dir) return false;
+    static const char *const patterns[] = {"%s/%s.lua", "%s/%s/init.lua", "%s/%s.init.lua"};
+    char path[4096];
+    for (size_t i = 0; i < PP_COUNTOF(patterns); i++) {
+        int n = snprintf(path, sizeof path, patterns[i], dir, name);
+        if (n > 0 && (size_t)n < sizeof path && file_exists(path)) return true;
+    }
+    return false;
+}
+
+static int sdk_searcher(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < ppi_sdk_modules_len; i++) {
+        const ppi_embedded_module *mod = &ppi_sdk_modules[i];
+        if (strcmp(mod->name, name) != 0) continue;
+        if (bundle_has_module(L, name)) {
+            lua_pushfstring(L, "\n\tembedded %s skipped: the bundle has its own copy", name);
+            return 1;
+        }
+        char chunk[128];
+        snprintf(chunk, sizeof chunk, "=[polyplug sdk %s]", name);
+        if (luaL_loadbuffer(L, mod->source, mod->len, chunk) != 0) return lua_error(L);
+        return 1;
+    }
+    lua_pushfstring(L, "\n\tno embedded polyplug module '%s'", name);
+    return 1;
+}
+
+/* ── VM construction ───────────────────────────────────────────────────────── */
+
+/* Prepend `prefix` to package[field] through the table API (never via Lua source). */
+static void prepend_package_field(lua_State *L, const char *field, const char *prefix) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, field);
+    const char *old = lua_tostring(L, -1);
+    lua_pushstring(L, prefix);
+    lua_pushstring(L, old ? old : "");
+    lua_concat(L, 2);
+    lua_setfield(L, -3, field);
+    lua_pop(L, 2);
+}
+
+static int setup_vm(lua_State *L) {
+    const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
+    luaL_openlibs(L);
+    if (dir) {
+        size_t n = strlen(dir);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        static const char *const suffixes[] = {"/?.lua;", "/?/init.lua;", "/?.init.lua;"};
+        for (size_t i = 0; i < PP_COUNTOF(suffixes); i++) {
+            luaL_addlstring(&b, dir, n);
+            luaL_addstring(&b, suffixes[i]);
+        }
+        luaL_pushresult(&b);
+        prepend_package_field(L, "path", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushstring(L, dir);
+        lua_pushliteral(L, "/?.so;");
+        lua_concat(L, 2);
+        prepend_package_field(L, "cpath", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    /* package.loaders = {preload, sdk, lua path, c path, all-in-one} */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaders");
+    int n = (int)lua_objlen(L, -1);
+    for (int i = n; i >= 2; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, sdk_searcher, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+    return 0;
+}
+
+/* A fresh VM with stack [traceback, arena_alloc]; NULL with `err` filled. */
+static lua_State *new_vm(pp_runtime *rt, const char *dir, const char *bundle, pp_error *err) {
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "could not create a LuaJIT state",
+                 "init failed for bundle `%s`: Lua VM init failed: could not create a LuaJIT "
+                 "state",
+                 bundle);
+        return NULL;
+    }
+    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, setup_vm);
+    if (dir)
+        lua_pushstring(L, dir);
+    else
+        lua_pushnil(L);
+    if (lua_pcall(L, 1, 0, STACK_TRACEBACK) != 0) {
+        char detail[1024];
+        snprintf(detail, sizeof detail, "Lua VM init failed: %s", error_text(L));
+        ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
+                 "init failed for bundle `%s`: %s", bundle, detail);
+        lua_close(L);
+        return NULL;
+    }
+    lua_pushlightuserdata(L, (void *)&rt->api);
+    lua_pushcclosure(L, arena_alloc, 1);
+    return L;
+}
+
+/* ── source acquisition ────────────────────────────────────────────────────── */
+
+typedef struct source_text {
+    char *owned;
+    const char *text;
+    size_t len;
+    char chunk[512];
+    char *dir; /* bundle directory for Path sources, else NULL */
+} source_text;
+
+static void source_free(source_text *s) {
+    free(s->owned);
+    free(s->dir);
+}
+
+static int32_t read_source(const pp_manifest *m, const pp_source *src, const char *bundle,
+                           source_text *out, pp_error *err) {
+    memset(out, 0, sizeof *out);
+    if (src->kind == PP_SOURCE_CODE || src->kind == PP_SOURCE_BYTES) {
+        if (src->data.len && !src->data.ptr)
+            return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, bundle, NULL, NULL,
+                            "source data pointer is null");
+        if (src->kind == PP_SOURCE_BYTES && !ppi_utf8_valid(src->data.ptr, src->data.len))
+            return ppi_fail(err, PP_ERR_INVALID_SOURCE_ENCODING, bundle, "lua", "bytes",
+                            "loader `lua` received non-UTF-8 source bytes for bundle `%s`: "
+                            "bytes sources must be valid UTF-8 text",
+                            bundle);
+        out->text = (const char *)src->data.ptr;
+        out->len = src->data.len;
+        snprintf(out->chunk, sizeof out->chunk, "@%s", bundle);
+        return PP_OK;
+    }
+    if (src->kind != PP_SOURCE_PATH)
+        return ppi_fail(err, PP_ERR_UNSUPPORTED_SOURCE, bundle, "lua", "unknown",
+                        "loader `lua` does not support bundle source kind %u (bundle `%s`)",
+                        src->kind, bundle);
+    if (m->file.len == 0)
+        return ppi_fail(err, PP_ERR_MANIFEST_MISSING_FILE, bundle, NULL, NULL,
+                        "bundle \"%s\" manifest.toml has an empty or missing `file` field",
+                        bundle);
+    /* manifest.path is the bundle directory (the source's own path is informational) */
+    out->dir = ppi_strndup_view(m->path.len ? m->path : src->data);
+    char *file = ppi_strndup_view(m->file);
+    if (!out->dir || !file) {
+        free(file);
+        return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+    }
+    char full[4096];
+    snprintf(full, sizeof full, "%s/%s", out->dir, file);
+    snprintf(out->chunk, sizeof out->chunk, "@%s/%s", bundle, file);
+    free(file);
+    FILE *f = fopen(full, "rb");
+    if (!f) {
+        int e = errno;
+        const char *why = e == ENOENT ? "file does not exist" : strerror(e);
+        char detail[4200];
+        snprintf(detail, sizeof detail, "Lua script load failed at %s: %s", full, why);
+        return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
+                        "init failed for bundle `%s`: %s", bundle, detail);
+    }
+    size_t cap = 0, len = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (!ppi_grow((void **)&buf, &cap, len + 65536, 1)) {
+            fclose(f);
+            free(buf);
+            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    if (failed || !ppi_utf8_valid((const uint8_t *)buf, len)) {
+        free(buf);
+        char detail[4200];
+        snprintf(detail, sizeof detail, "Lua script load failed at %s: %s", full,
+                 failed ? "read error" : "stream did not contain valid UTF-8");
+        return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
+                        "init failed for bundle `%s`: %s", bundle, detail);
+    }
+    out->owned = buf;
+    out->text = buf;
+    out->len = len;
+    return PP_OK;
+}
+
+/* ── running polyplug_init and reading its registrations ───────────────────── */
+
+/* A registration read from the guest's table, references held in the new VM. */
+typedef struct pending {
+    char *name;
+    char *plugin_name;
+    uint32_t major;
+    uint32_t fn_count;
+    int *fn_refs;
+    int factory_ref, default_ref, instances_ref;
+} pending;
+
+typedef struct init_result {
+    lua_State *L;
+    pending *items;
+    size_t len;
+} init_result;
+
+static void init_result_free(init_result *r, bool close_vm) {
+    for (size_t i = 0; i < r->len; i++) {
+        free(r->items[i].name);
+        free(r->items[i].plugin_name);
+        free(r->items[i].fn_refs);
+    }
+    free(r->items);
+    if (close_vm && r->L) lua_close(r->L);
+    memset(r, 0, sizeof *r);
+}
+
+/* InitFailed with `detail` as the inner error text. */
+static int32_t init_failed(pp_error *err, const char *bundle, const char *detail) {
+    return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
+                    "init failed for bundle `%s`: %s", bundle, detail);
+}
+
+static int compare_pending(const void *a, const void *b) {
+    return strcmp(((const pending *)a)->name, ((const pending *)b)->name);
+}
+
+/* Read registrations[key] (value on top of the stack) into `p`; pops nothing. */
+static bool read_registration(lua_State *L, const char *bundle, const HostApi *host, pending *p,
+                              char *why, size_t why_len) {
+    int t = lua_gettop(L);
+    const char *name = p->name;
+    /* contract_version: the major; missing -> 1 */
+    lua_getfield(L, t, "contract_version");
+    if (lua_isnil(L, -1)) {
+        p->major = 1;
+    } else if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (!(v >= 0 && v <= (lua_Number)UINT32_MAX) || v != (lua_Number)(uint32_t)v ||
+            (v == 0 && !lua_isnumber(L, -1))) {
+            snprintf(why, why_len,
+                     "contract '%s': contract_version must be a whole number in 0..4294967295 "
+                     "(the contract's major version), got %s",
+                     name, lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            return false;
+        }
+        p->major = (uint32_t)v;
+    } else {
+        snprintf(why, why_len,
+                 "contract '%s': contract_version must be a number (the major version), got a "
+                 "%s",
+                 name, luaL_typename(L, -1));
+        return false;
+    }
+    lua_pop(L, 1);
+    /* plugin_name: default = the bundle's name */
+    lua_getfield(L, t, "plugin_name");
+    size_t pl = 0;
+    const char *pn = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &pl) : NULL;
+    if (pn && ppi_utf8_valid((const uint8_t *)pn, pl) && pl > 0)
+        p->plugin_name = ppi_strndup_view((StringView){(const uint8_t *)pn, pl});
+    else
+        p->plugin_name = ppi_strdup(bundle);
+    lua_pop(L, 1);
+    if (!p->plugin_name) {
+        snprintf(why, why_len, "out of memory");
+        return false;
+    }
+    /* functions: 0-based, counted up to the first nil */
+    lua_getfield(L, t, "functions");
+    if (!lua_istable(L, -1)) {
+        snprintf(why, why_len,
+                 "Lua handlers error: missing functions table for contract '%s': expected a "
+                 "table { [0] = f0, f1, ... }, got %s",
+                 name, luaL_typename(L, -1));
+        return false;
+    }
+    int fns = lua_gettop(L);
+    uint32_t count = 0;
+    for (;; count++) {
+        lua_rawgeti(L, fns, (int)count);
+        bool stop = lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (stop || count == 65535) break;
+    }
+    if (count == 0) {
+        lua_rawgeti(L, fns, 1);
+        bool one_based = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (one_based) {
+            snprintf(why, why_len,
+                     "functions table for contract '%s' starts at index 1, but function ids "
+                     "are 0-based: write functions = { [0] = first, second, ... }",
+                     name);
+            return false;
+        }
+    }
+    p->fn_count = count;
+    p->fn_refs = calloc(count ? count : 1, sizeof(int));
+    if (!p->fn_refs) {
+        snprintf(why, why_len, "out of memory");
+        return false;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        lua_rawgeti(L, fns, (int)i);
+        if (!lua_isfunction(L, -1)) {
+            snprintf(why, why_len,
+                     "Lua function slot %u error for contract '%s': expected a function, got "
+                     "a %s",
+                     i, name, luaL_typename(L, -1));
+            return false;
+        }
+        p->fn_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pop(L, 1);
+    /* factory: required; build the default impl now */
+    lua_getfield(L, t, "factory");
+    if (!lua_isfunction(L, -1)) {
+        snprintf(why, why_len,
+                 "Lua handlers error: contract '%s' needs a `factory` function "
+                 "(factory = function(host) return {} end), got %s",
+                 name, luaL_typename(L, -1));
+        return false;
+    }
+    lua_pushvalue(L, -1);
+    p->factory_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    push_pointer(L, host);
+    if (lua_pcall(L, 1, 1, STACK_TRACEBACK) != 0) {
+        snprintf(why, why_len,
+                 "factory for contract '%s' failed building the default instance: %s", name,
+                 error_text(L));
+        return false;
+    }
+    p->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    p->instances_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, t);
+    return true;
+}
+
+/*
+ * Build a VM, run the entry chunk and polyplug_init, and read the registrations
+ * (sorted by name).  Must run inside the bundle's init window.
+ */
+static int32_t run_init(pp_runtime *rt, const pp_manifest *m, const pp_source *src,
+                        const char *bundle, init_result *res, pp_error *err) {
+    memset(res, 0, sizeof *res);
+    source_text s;
+    int32_t st = read_source(m, src, bundle, &s, err);
+    if (st != PP_OK) return st;
+    lua_State *L = new_vm(rt, s.dir, bundle, err);
+    if (!L) {
+        source_free(&s);
+        return err ? err->status : PP_ERR_INIT_FAILED;
+    }
+    res->L = L;
+    char detail[2048];
+    if (luaL_loadbuffer(L, s.text, s.len, s.chunk) != 0 ||
+        lua_pcall(L, 0, 0, STACK_TRACEBACK) != 0) {
+        snprintf(detail, sizeof detail, "Lua script load failed for %s: %s", s.chunk + 1,
+                 error_text(L));
+        source_free(&s);
+        return init_failed(err, bundle, detail);
+    }
+    lua_getglobal(L, "polyplug_init");
+    if (!lua_isfunction(L, -1)) {
+        snprintf(detail, sizeof detail,
+                 "Lua plugin missing polyplug_init function: bundle=%s (the entry file must "
+                 "define a global function polyplug_init(host, ctx))",
+                 bundle);
+        source_free(&s);
+        return init_failed(err, bundle, detail);
+    }
+    /* ctx lives on this C stack for the duration of the call */
+    BundleInitContext ctx;
+    ctx.bundle_id = m->id;
+    ctx.bundle_path = m->path;
+    push_pointer(L, &rt->api);
+    push_pointer(L, &ctx);
+    int rc = lua_pcall(L, 2, 2, STACK_TRACEBACK);
+    source_free(&s);
+    if (rc != 0) {
+        snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", error_text(L));
+        return init_failed(err, bundle, detail);
+    }
+    int regs = lua_gettop(L) - 1, status = lua_gettop(L);
+    if (!lua_istable(L, regs) || !lua_istable(L, status)) {
+        snprintf(detail, sizeof detail,
+                 "Lua polyplug_init failed: it must return two tables, (registrations, "
+                 "{ code = 0 }), but returned (%s, %s)",
+                 luaL_typename(L, regs), luaL_typename(L, status));
+        return init_failed(err, bundle, detail);
+    }
+    lua_getfield(L, status, "code");
+    lua_Number code = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    if (code != 0) {
+        lua_getfield(L, status, "message");
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (msg && *msg)
+            snprintf(detail, sizeof detail, "%s", msg);
+        else
+            snprintf(detail, sizeof detail, "Lua polyplug_init returned error code %.0f", code);
+        return init_failed(err, bundle, detail);
+    }
+    /* collect the entries, then read them in name order (deterministic slots) */
+    size_t cap = 0;
+    lua_pushnil(L);
+    while (lua_next(L, regs) != 0) {
+        /* key at -2, value at -1 */
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1)) {
+            snprintf(detail, sizeof detail,
+                     "Lua handlers iteration error: every registrations entry must be "
+                     "[\"<contract name>\"] = { ... }, found a %s key with a %s value",
+                     luaL_typename(L, -2), luaL_typename(L, -1));
+            return init_failed(err, bundle, detail);
+        }
+        size_t kl;
+        const char *key = lua_tolstring(L, -2, &kl);
+        if (kl == 0 || !ppi_utf8_valid((const uint8_t *)key, kl) || memchr(key, '@', kl) ||
+            strlen(key) != kl) {
+            snprintf(detail, sizeof detail,
+                     "registration key '%s' must be the bare contract name (non-empty UTF-8, "
+                     "no '@'); put the major version in contract_version",
+                     key);
+            return init_failed(err, bundle, detail);
+        }
+        if (!ppi_grow((void **)&res->items, &cap, res->len + 1, sizeof(pending)))
+            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        memset(&res->items[res->len], 0, sizeof(pending));
+        res->items[res->len].name = ppi_strdup(key);
+        if (!res->items[res->len].name)
+            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        res->len++;
+        lua_pop(L, 1);
+    }
+    if (res->len == 0)
+        return init_failed(err, bundle,
+                           "Lua plugin registered no contracts: polyplug_init returned an "
+                           "empty registrations table");
+    qsort(res->items, res->len, sizeof(pending), compare_pending);
+    for (size_t i = 0; i < res->len; i++) {
+        lua_getfield(L, regs, res->items[i].name);
+        if (!read_registration(L, bundle, &rt->api, &res->items[i], detail, sizeof detail))
+            return init_failed(err, bundle, detail);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, STACK_BASE);
+    return PP_OK;
+}
+
+/* ── dispatch ──────────────────────────────────────────────────────────────── */
+
+static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
+    if (!out_err) return;
+    out_err->code = code;
+    out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
+}
+
+static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance,
+                         uint32_t fn_id, const void *args, void *out, CallArena *arena,
+                         AbiError *out_err) {
+    lua_contract *c = loader_data.data;
+    if (PP_UNLIKELY(!c)) {
+        set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
+        return;
+    }
+    lua_bundle *b = c->bundle;
+    uintptr_t me = ppi_thread_tag();
+    if (PP_UNLIKELY(atomic_load_explicit(&b->owner, memory_order_relaxed) == me)) {
+        snprintf(call_error_text, sizeof call_error_text,
+                 "reentrant call refused: this thread is already running a call in bundle "
+                 "`%s` (contract '%s')",
+                 b->name, c->name);
+        set_call_error(out_err, AbiErrorCode_ReentrantCall, call_error_text);
+        return;
+    }
+    pthread_mutex_lock(&b->lock);
+    if (PP_UNLIKELY(fn_id >= c->fn_count)) {
+        pthread_mutex_unlock(&b->lock);
+        set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
+        return;
+    }
+    atomic_store_explicit(&b->owner, me, memory_order_relaxed);
+    lua_State *L = b->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
+    if (instance.data == NULL) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+        lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
+        lua_remove(L, -2);
+        if (PP_UNLIKELY(lua_isnil(L, -1) || (uintptr_t)instance.data > INT32_MAX)) {
+            lua_settop(L, STACK_BASE);
+            atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
+            pthread_mutex_unlock(&b->lock);
+            set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
+            return;
+        }
+    }
+    push_pointer(L, args);
+    push_pointer(L, out);
+    push_pointer(L, arena);
+    lua_pushvalue(L, STACK_ARENA_ALLOC);
+    int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
+    if (PP_LIKELY(rc == 0)) {
+        atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&b->lock);
+        set_call_error(out_err, AbiErrorCode_Ok, NULL);
+        return;
+    }
+    /* Error path: copy the text out of the VM, unlock, then report. */
+    char full[4096];
+    snprintf(full, sizeof full, "Lua function call failed: %s", error_text(L));
+    lua_settop(L, STACK_BASE);
+    atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
+    pp_runtime *rt = b->rt;
+    pthread_mutex_unlock(&b->lock);
+    /* the caller's message: the error without the traceback */
+    ppi_strlcpy(call_error_text, sizeof call_error_text, full);
+    char *tb = strstr(call_error_text, "\nstack traceback:");
+    if (tb) *tb = '\0';
+    ppi_set_last_error(rt, full);
+    ppi_log_emit(&rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(full));
+    set_call_error(out_err, AbiErrorCode_Generic, call_error_text);
+}
+
+static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
+                                GuestContractInstance *out_instance) {
+    (void)args;
+    if (!out_instance) return;
+    out_instance->data = NULL;
+    out_instance->contract_id = 0;
+    lua_contract *c = loader_data.data;
+    if (!c) return;
+    lua_bundle *b = c->bundle;
+    if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) return;
+    char msg[2048];
+    msg[0] = '\0';
+    pthread_mutex_lock(&b->lock);
+    if (!c->retired && c->next_instance < INT32_MAX) {
+        atomic_store_explicit(&b->owner, ppi_thread_tag(), memory_order_relaxed);
+        lua_State *L = b->L;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->factory_ref);
+        push_pointer(L, host);
+        if (lua_pcall(L, 1, 1, STACK_TRACEBACK) == 0) {
+            uint64_t id = c->next_instance++;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -2, (int)id);
+            out_instance->data = (void *)(uintptr_t)id;
+            out_instance->contract_id = c->contract_id;
+        } else {
+            snprintf(msg, sizeof msg, "Lua create_instance: factory call failed: %s",
+                     error_text(L));
+        }
+        lua_settop(L, STACK_BASE);
+        atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
+    }
+    pp_runtime *rt = b->rt;
+    pthread_mutex_unlock(&b->lock);
+    if (msg[0]) {
+        ppi_set_last_error(rt, msg);
+        ppi_log_emit(&rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(msg));
+    }
+}
+
+static void vm_destroy_instance(VmLoaderData loader_data, const HostApi *host,
+                                 GuestContractInstance instance) {
+    (void)host;
+    lua_contract *c = loader_data.data;
+    if (!c || !instance.data || (uintptr_t)instance.data > INT32_MAX) return;
+    lua_bundle *b = c->bundle;
+    if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) return;
+    pthread_mutex_lock(&b->lock);
+    if (c->retired) { /* its instance table died with the old VM */
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    lua_State *L = b->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
+    lua_settop(L, STACK_BASE);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ── bundles ───────────────────────────────────────────────────────────────── */
+
+static void contract_free(lua_contract *c) {
+    free(c->name);
+    free(c->fn_refs);
+    free(c);
+}
+
+static void bundle_free(lua_bundle *b) {
+    if (!b) return;
+    if (b->L) lua_close(b->L);
+    lua_contract *c = b->contracts;
+    while (c) {
+        lua_contract *next = c->next;
+        contract_free(c);
+        c = next;
+    }
+    free(b->name);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+static lua_bundle *bundle_find(lua_loader *ld, pp_runtime *rt, uint64_t id) {
+    for (lua_bundle *b = ld->bundles; b; b = b->next)
+        if (b->rt == rt && b->id == id) return b;
+    return NULL;
+}
+
+static lua_contract *contract_find(lua_bundle *b, const char *name) {
+    for (lua_contract *c = b->contracts; c; c = c->next)
+        if (strcmp(c->name, name) == 0) return c;
+    return NULL;
+}
+
+/* Point record `c` at the references of `p` (which live in the bundle's new VM). */
+static void contract_adopt(lua_contract *c, pending *p) {
+    free(c->fn_refs);
+    c->fn_refs = p->fn_refs;
+    p->fn_refs = NULL;
+    c->fn_count = p->fn_count;
+    c->factory_ref = p->factory_ref;
+    c->default_ref = p->default_ref;
+    c->instances_ref = p->instances_ref;
+    c->major = p->major;
+    c->retired = false;
+}
+
+static lua_contract *contract_new(lua_bundle *b, const pending *p) {
+    lua_contract *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->name = ppi_strdup(p->name);
+    if (!c->name) {
+        free(c);
+        return NULL;
+    }
+    char canon[512];
+    int n = snprintf(canon, sizeof canon, "guest_contract:%s@%u", p->name, p->major);
+    c->contract_id = pp_fnv1a64((const uint8_t *)canon, (size_t)n);
+    c->bundle = b;
+    c->major = p->major;
+    c->next_instance = 1;
+    return c;
+}
+
+/*
+ * Register every pending contract.  Surviving records (reload) are reused so their
+ * interface is byte-identical; new records are returned through `fresh` (a list).
+ */
+static int32_t register_all(lua_bundle *b, init_result *res, lua_contract **fresh,
+                            const char *bundle, pp_error *err) {
+    const HostApi *host = &b->rt->api;
+    for (size_t i = 0; i < res->len; i++) {
+        pending *p = &res->items[i];
+        lua_contract *c = contract_find(b, p->name);
+        if (!c || c->major != p->major) {
+            c = contract_new(b, p);
+            if (!c) return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+            c->next = *fresh;
+            *fresh = c;
+            c->fn_count = p->fn_count;
+        }
+        char canon[512];
+        snprintf(canon, sizeof canon, "%s@%u", p->name, p->major);
+        PluginDescriptor desc;
+        desc.name = ppi_view(p->plugin_name);
+        desc.contract_name = ppi_view(canon);
+        desc.version.major = p->major;
+        desc.version.minor = desc.version.patch = 0;
+        GuestContractInterface iface;
+        memset(&iface, 0, sizeof iface);
+        iface.contract_id = c->contract_id;
+        iface.contract_version = desc.version;
+        iface.dispatch_type = DispatchType_VirtualMachine;
+        iface.create_instance = vm_create_instance;
+        iface.destroy_instance = vm_destroy_instance;
+        iface.dispatch.vm.call = vm_dispatch;
+        iface.dispatch.vm.loader_data.data = c;
+        AbiError e = {0, {NULL, 0}};
+        host->register_guest_contract(host, &desc, &iface, &e);
+        if (e.code != AbiErrorCode_Ok) {
+            char last[1024] = "";
+            size_t n = host->get_last_error(host, (uint8_t *)last, sizeof last - 1);
+            last[n] = '\0';
+            if (!n && e.message.len)
+                ppi_view_copy(last, sizeof last, e.message);
+            char detail[2048];
+            snprintf(detail, sizeof detail,
+                     "register_guest_contract error for contract '%s': code=%u%s%s", p->name,
+                     e.code, last[0] ? ": " : "", last);
+            int32_t st = init_failed(err, bundle, detail);
+            if (err) err->abi_code = e.code;
+            return st;
+        }
+    }
+    return PP_OK;
+}
+
+static void free_list(lua_contract *c) {
+    while (c) {
+        lua_contract *next = c->next;
+        contract_free(c);
+        c = next;
+    }
+}
+
+/* Load or reload `m` into `rt`; `existing` is the bundle being reloaded, or NULL. */
+static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
+                           const pp_source *src, lua_bundle *existing, pp_error *err) {
+    char bundle[256];
+    ppi_view_copy(bundle, sizeof bundle, m->name);
+    lua_bundle *b = existing;
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b || pthread_mutex_init(&b->lock, NULL) != 0) {
+            free(b);
+            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        }
+        b->loader = ld;
+        b->rt = rt;
+        b->id = m->id;
+        b->name = ppi_strdup(bundle);
+        atomic_init(&b->owner, 0);
+        if (!b->name) {
+            bundle_free(b);
+            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        }
+    }
+    int32_t st = pp_runtime_begin_init(rt, m->id, err);
+    if (st != PP_OK) {
+        if (!existing) bundle_free(b);
+        return st;
+    }
+    init_result res;
+    lua_contract *fresh = NULL;
+    st = run_init(rt, m, src, bundle, &res, err);
+    if (st == PP_OK) st = register_all(b, &res, &fresh, bundle, err);
+    pp_runtime_end_init(rt);
+    if (st != PP_OK) {
+        if (!existing) {
+            /* nothing of a failed first load may stay registered */
+            ppi_registry_invalidate(&rt->reg, m->id);
+            bundle_free(b);
+        }
+        free_list(fresh);
+        init_result_free(&res, true);
+        return st;
+    }
+    /* Commit: swap the new VM in under the bundle lock, then close the old one. */
+    pthread_mutex_lock(&b->lock);
+    lua_State *old = b->L;
+    for (lua_contract *c = b->contracts; c; c = c->next) c->retired = true;
+    for (size_t i = 0; i < res.len; i++) {
+        lua_contract *c = contract_find(b, res.items[i].name);
+        if (!c || c->major != res.items[i].major) {
+            for (c = fresh; c && strcmp(c->name, res.items[i].name) != 0; c = c->next) {
+            }
+        }
+        if (c) contract_adopt(c, &res.items[i]);
+    }
+    /* retired records keep answering FunctionNotAvailable until the bundle goes */
+    for (lua_contract *c = b->contracts; c; c = c->next)
+        if (c->retired) c->fn_count = 0;
+    while (fresh) {
+        lua_contract *next = fresh->next;
+        fresh->next = b->contracts;
+        b->contracts = fresh;
+        fresh = next;
+    }
+    b->L = res.L;
+    res.L = NULL;
+    pthread_mutex_unlock(&b->lock);
+    if (old) lua_close(old);
+    init_result_free(&res, false);
+    if (!existing) {
+        pthread_mutex_lock(&ld->lock);
+        b->next = ld->bundles;
+        ld->bundles = b;
+        pthread_mutex_unlock(&ld->lock);
+    }
+    return PP_OK;
+}
+
+/* ── the pp_loader vtable ──────────────────────────────────────────────────── */
+
+static int32_t loader_load(void *self, pp_runtime *rt, const pp_manifest *m, const pp_source *src,
+                        pp_error *err) {
+    lua_loader *ld = self;
+    pthread_mutex_lock(&ld->lock);
+    bool have = bundle_find(ld, rt, m->id) != NULL;
+    pthread_mutex_unlock(&ld->lock);
+    if (have) {
+        char bundle[256];
+        ppi_view_copy(bundle, sizeof bundle, m->name);
+        return ppi_fail(err, PP_ERR_ALREADY_LOADED, bundle, NULL, NULL,
+                        "bundle `%s` is already loaded in this runtime; unload it first, or "
+                        "use reload_bundle to replace it",
+                        bundle);
+    }
+    return load_common(ld, rt, m, src, NULL, err);
+}
+
+static int32_t loader_reload(void *self, pp_runtime *rt, const pp_manifest *m, pp_error *err) {
+    lua_loader *ld = self;
+    pthread_mutex_lock(&ld->lock);
+    lua_bundle *b = bundle_find(ld, rt, m->id);
+    pthread_mutex_unlock(&ld->lock);
+    pp_source src = {PP_SOURCE_PATH, m->path};
+    if (!b) {
+        char bundle[256];
+        ppi_view_copy(bundle, sizeof bundle, m->name);
+        return ppi_fail(err, PP_ERR_BUNDLE_NOT_FOUND, bundle, NULL, NULL,
+                        "bundle `%s` was not loaded by this Lua loader", bundle);
+    }
+    return load_common(ld, rt, m, &src, b, err);
+}
+
+static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
+    lua_loader *ld = self;
+    pthread_mutex_lock(&ld->lock);
+    lua_bundle **pp = &ld->bundles, *b = NULL;
+    while (*pp) {
+        if ((*pp)->rt == rt && (*pp)->id == bundle_id) {
+            b = *pp;
+            *pp = b->next;
+            break;
+        }
+        pp = &(*pp)->next;
+    }
+    pthread_mutex_unlock(&ld->lock);
+    if (!b) return;
+    /* wait for a call in flight, then free the VM and records */
+    pthread_mutex_lock(&b->lock);
+    pthread_mutex_unlock(&b->lock);
+    bundle_free(b);
+}
+
+static void lua_loader_destroy(void *self) {
+    lua_loader *ld = self;
+    lua_bundle *b = ld->bundles;
+    while (b) {
+        lua_bundle *next = b->next;
+        bundle_free(b);
+        b = next;
+    }
+    pthread_mutex_destroy(&ld->lock);
+    free(ld);
+}
+
+static const pp_loader_vtable lua_vtable = {
+    "lua", true, loader_load, loader_reload, loader_unload, lua_loader_destroy,
+};
+
+pp_loader *pp_lua_loader_new(const pp_lua_config *cfg) {
+    (void)cfg;
+    lua_loader *ld = calloc(1, sizeof *ld);
+    if (!ld) return NULL;
+    if (pthread_mutex_init(&ld->lock, NULL) != 0) {
+        free(ld);
+        return NULL;
+    }
+    pp_loader *l = pp_loader_new(&lua_vtable, ld);
+    if (!l) lua_loader_destroy(ld);
+    return l;
+}

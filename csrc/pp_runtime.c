@@ -1,0 +1,704 @@
+/*
+ * pp_runtime.c — the runtime: its HostApi table, bundle bookkeeping, the init window,
+ * host contracts, and the load / reload / unload flows (abi-runtime.md §5, §8–§10).
+ *
+ * Rules of this file:
+ *   - `rt->lock` guards runtime fields and is held only for short bookkeeping; it is
+ *     never held while calling a loader, a guest, a log or reload callback, or a hook.
+ *   - `rt->ops` (recursive) serialises load/reload/unload flows so a reload never
+ *     interleaves with an unload of the same bundle; a guest may re-enter from init.
+ *   - Every HostApi entry tolerates NULL arguments the way upstream does.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pp_internal.h"
+
+/* ── bundle bookkeeping ────────────────────────────────────────────────────── */
+
+static void bundle_free_fields(ppi_bundle *b) {
+    free(b->name);
+    free(b->loader_name);
+    free(b->file);
+    free(b->path);
+    free(b->version_text);
+    for (size_t i = 0; i < b->provides_len; i++) free(b->provides[i]);
+    free(b->provides);
+    for (size_t i = 0; i < b->deps_len; i++) free(b->dep_contracts[i]);
+    free(b->dep_contracts);
+    free(b->deps);
+    memset(b, 0, sizeof *b);
+}
+
+/* Deep-copy the parts of a manifest the runtime keeps (reload cascade, listings). */
+static bool bundle_copy_manifest(ppi_bundle *b, const pp_manifest *m) {
+    b->has_manifest = true;
+    b->name = ppi_strndup_view(m->name);
+    b->loader_name = ppi_strndup_view(m->loader);
+    b->file = ppi_strndup_view(m->file);
+    b->path = ppi_strndup_view(m->path);
+    b->version_text = ppi_strndup_view(m->version_text);
+    b->version = m->version;
+    b->needs_reinit_on_dep_reload = m->needs_reinit_on_dep_reload;
+    if (!b->name || !b->loader_name || !b->file || !b->path || !b->version_text) return false;
+    if (m->provides_len) {
+        b->provides = calloc(m->provides_len, sizeof(char *));
+        if (!b->provides) return false;
+        for (; b->provides_len < m->provides_len; b->provides_len++) {
+            b->provides[b->provides_len] = ppi_strndup_view(m->provides[b->provides_len]);
+            if (!b->provides[b->provides_len]) return false;
+        }
+    }
+    if (m->dependencies_len) {
+        b->deps = calloc(m->dependencies_len, sizeof *b->deps);
+        b->dep_contracts = calloc(m->dependencies_len, sizeof(char *));
+        if (!b->deps || !b->dep_contracts) return false;
+        for (; b->deps_len < m->dependencies_len; b->deps_len++) {
+            size_t i = b->deps_len;
+            b->deps[i] = m->dependencies[i];
+            b->dep_contracts[i] = ppi_strndup_view(m->dependencies[i].contract);
+            if (!b->dep_contracts[i]) return false;
+            b->deps[i].contract = ppi_view(b->dep_contracts[i]);
+        }
+    }
+    return true;
+}
+
+/* Rebuild a borrowed pp_manifest view of a stored bundle (for cascade reloads). */
+static void bundle_as_manifest(const ppi_bundle *b, pp_manifest *m, StringView *provides) {
+    memset(m, 0, sizeof *m);
+    m->id = b->id;
+    m->name = ppi_view(b->name);
+    m->loader = ppi_view(b->loader_name);
+    m->file = ppi_view(b->file);
+    m->path = ppi_view(b->path);
+    m->version_text = ppi_view(b->version_text);
+    m->version = b->version;
+    for (size_t i = 0; i < b->provides_len; i++) provides[i] = ppi_view(b->provides[i]);
+    m->provides = provides;
+    m->provides_len = b->provides_len;
+    m->dependencies = b->deps;
+    m->dependencies_len = b->deps_len;
+    m->needs_reinit_on_dep_reload = b->needs_reinit_on_dep_reload;
+}
+
+static ppi_bundle *bundle_find_locked(pp_runtime *rt, uint64_t id) {
+    for (size_t i = 0; i < rt->bundles_len; i++)
+        if (rt->bundles[i].id == id) return &rt->bundles[i];
+    return NULL;
+}
+
+int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
+                          const pp_manifest *m, pp_error *err) {
+    int32_t st = PP_OK;
+    pthread_mutex_lock(&rt->lock);
+    ppi_bundle *have = bundle_find_locked(rt, bundle_id);
+    if (have) {
+        st = ppi_fail(err, PP_ERR_ALREADY_LOADED, have->name ? have->name : "", NULL, NULL,
+                      "bundle `%s` (id 0x%016llx) is already loaded in this runtime; unload "
+                      "it first, or use reload_bundle to replace it",
+                      have->name ? have->name : "?", (unsigned long long)bundle_id);
+        goto out;
+    }
+    if (!ppi_grow((void **)&rt->bundles, &rt->bundles_cap, rt->bundles_len + 1,
+                  sizeof rt->bundles[0])) {
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+        goto out;
+    }
+    ppi_bundle *b = &rt->bundles[rt->bundles_len];
+    memset(b, 0, sizeof *b);
+    b->id = bundle_id;
+    if (m && !bundle_copy_manifest(b, m)) {
+        bundle_free_fields(b);
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+        goto out;
+    }
+    b->loader = pp_loader_retain(loader);
+    rt->bundles_len++;
+out:
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
+
+/* Remove the bookkeeping entry; returns the loader reference it held (or NULL). */
+static pp_loader *runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
+    pp_loader *loader = NULL;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->bundles_len; i++) {
+        if (rt->bundles[i].id != bundle_id) continue;
+        loader = rt->bundles[i].loader;
+        bundle_free_fields(&rt->bundles[i]);
+        rt->bundles[i] = rt->bundles[--rt->bundles_len];
+        break;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return loader;
+}
+
+static pp_loader *loader_find_locked(pp_runtime *rt, StringView name) {
+    for (size_t i = 0; i < rt->loaders_len; i++) {
+        const char *n = rt->loaders[i]->vt->name;
+        if (name.len == strlen(n) && memcmp(name.ptr, n, name.len) == 0) return rt->loaders[i];
+    }
+    return NULL;
+}
+
+/* ── errors and the last-error channel ─────────────────────────────────────── */
+
+void ppi_set_last_error(pp_runtime *rt, const char *msg) {
+    char *copy = ppi_strdup(msg);
+    pthread_mutex_lock(&rt->lock);
+    free(rt->last_error);
+    rt->last_error = copy;
+    rt->last_error_len = copy ? strlen(copy) : 0;
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* ── init window ───────────────────────────────────────────────────────────── */
+
+int32_t pp_runtime_begin_init(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    int32_t st = PP_OK;
+    pthread_mutex_lock(&rt->lock);
+    if (ppi_grow((void **)&rt->init, &rt->init_cap, rt->init_len + 1, sizeof rt->init[0])) {
+        rt->init[rt->init_len].thread = ppi_thread_tag();
+        rt->init[rt->init_len].bundle_id = bundle_id;
+        rt->init_len++;
+        atomic_fetch_add(&rt->init_active, 1);
+    } else {
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
+
+void pp_runtime_end_init(pp_runtime *rt) {
+    if (!rt) return;
+    uintptr_t me = ppi_thread_tag();
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = rt->init_len; i-- > 0;) {
+        if (rt->init[i].thread != me) continue;
+        memmove(&rt->init[i], &rt->init[i + 1], (rt->init_len - i - 1) * sizeof rt->init[0]);
+        rt->init_len--;
+        atomic_fetch_sub(&rt->init_active, 1);
+        break;
+    }
+    pthread_mutex_unlock(&rt->lock);
+}
+
+uint64_t ppi_current_init_bundle(pp_runtime *rt) {
+    if (atomic_load_explicit(&rt->init_active, memory_order_acquire) == 0) return 0;
+    uint64_t id = 0;
+    uintptr_t me = ppi_thread_tag();
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = rt->init_len; i-- > 0;) {
+        if (rt->init[i].thread == me) {
+            id = rt->init[i].bundle_id;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return id;
+}
+
+/* ── reload notifications ──────────────────────────────────────────────────── */
+
+static void fire_phase(pp_runtime *rt, uint32_t type, uint64_t id, const char *name,
+                       const char *reason) {
+    if (!rt->on_reload) return;
+    ReloadPhase ph;
+    memset(&ph, 0, sizeof ph);
+    ph.phase_type = type;
+    ph.bundle_id = id;
+    ph.bundle_name = ppi_view(name ? name : "");
+    if (reason) ph.reason = ppi_view(reason);
+    rt->on_reload(rt->on_reload_user_data, &ph);
+}
+
+void pp_runtime_notify_reload_failed(pp_runtime *rt, uint64_t bundle_id, StringView bundle_name,
+                                     StringView reason) {
+    if (!rt || !rt->on_reload) return;
+    ReloadPhase ph;
+    memset(&ph, 0, sizeof ph);
+    ph.phase_type = ReloadPhaseType_Failed;
+    ph.bundle_id = bundle_id;
+    ph.bundle_name = bundle_name;
+    ph.reason = reason;
+    rt->on_reload(rt->on_reload_user_data, &ph);
+}
+
+/* ── load ──────────────────────────────────────────────────────────────────── */
+
+static const char *const known_loader_names[] = {
+    "native", "rust", "python", "lua", "javascript", "js", "dotnet", "csharp", "cpp",
+};
+
+int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *src,
+                        pp_error *err) {
+    if (!rt || !m || !src)
+        return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                        "pp_runtime_load: runtime, manifest and source are required");
+    char name[256];
+    ppi_view_copy(name, sizeof name, m->name);
+    pthread_mutex_lock(&rt->ops);
+    pthread_mutex_lock(&rt->lock);
+    pp_loader *loader = pp_loader_retain(loader_find_locked(rt, m->loader));
+    pthread_mutex_unlock(&rt->lock);
+    int32_t st;
+    if (!loader) {
+        char lname[128];
+        ppi_view_copy(lname, sizeof lname, m->loader);
+        st = ppi_fail(err, PP_ERR_NO_LOADER, name, lname, NULL,
+                      "bundle \"%s\" declares loader \"%.*s\" but no loader is registered for "
+                      "\"%.*s\".\nRegister one first, e.g. RuntimeBuilder().loader(LuaLoader()).",
+                      name, (int)m->loader.len, (const char *)m->loader.ptr, (int)m->loader.len,
+                      (const char *)m->loader.ptr);
+        goto out;
+    }
+    st = ppi_runtime_adopt(rt, loader, m->id, m, err);
+    if (st != PP_OK) goto out;
+    ppi_registry_declare_deps(&rt->reg, m->id, m);
+    st = loader->vt->load(loader->self, rt, m, src, err);
+    if (st != PP_OK) {
+        /* a failed load registers nothing: drop whatever is left and forget it */
+        ppi_registry_invalidate(&rt->reg, m->id);
+        ppi_registry_drop_deps(&rt->reg, m->id);
+        pp_loader_release(runtime_forget(rt, m->id));
+        goto out;
+    }
+    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    bool known = false;
+    for (size_t i = 0; i < PP_COUNTOF(known_loader_names); i++)
+        known = known || ppi_view_eq(m->loader, known_loader_names[i]);
+    if (!known)
+        ppi_logf(rt, LogLevel_Warn, "runtime",
+                 "bundle `%s`: unknown loader `%.*s`; defaulting SupportedLanguage to Rust", name,
+                 (int)m->loader.len, (const char *)m->loader.ptr);
+out:
+    pp_loader_release(loader);
+    pthread_mutex_unlock(&rt->ops);
+    return st;
+}
+
+/* ── reload ────────────────────────────────────────────────────────────────── */
+
+typedef struct visit_set {
+    uint64_t *ids;
+    size_t len, cap;
+} visit_set;
+
+static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visited,
+                          pp_error *err);
+
+/* Reload every stored bundle that opted in and depends on `provider`, by name. */
+static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *provider_name,
+                              visit_set *visited) {
+    for (;;) {
+        /* pick the next not-yet-visited opted-in dependent with the smallest name */
+        ppi_bundle copy;
+        memset(&copy, 0, sizeof copy);
+        bool found = false;
+        pthread_mutex_lock(&rt->lock);
+        const ppi_bundle *best = NULL;
+        for (size_t i = 0; i < rt->bundles_len; i++) {
+            const ppi_bundle *b = &rt->bundles[i];
+            if (b->id == provider || !b->has_manifest || !b->needs_reinit_on_dep_reload) continue;
+            bool seen = false;
+            for (size_t k = 0; k < visited->len && !seen; k++) seen = visited->ids[k] == b->id;
+            if (seen) continue;
+            if (!best || strcmp(b->name, best->name) < 0) best = b;
+        }
+        if (best) {
+            pp_manifest tmp;
+            StringView *prov = calloc(best->provides_len + 1, sizeof *prov);
+            if (prov) {
+                bundle_as_manifest(best, &tmp, prov);
+                found = bundle_copy_manifest(&copy, &tmp);
+                copy.id = best->id;
+                free(prov);
+            }
+        }
+        pthread_mutex_unlock(&rt->lock);
+        if (!best) return;
+        if (!found) {
+            bundle_free_fields(&copy);
+            return;
+        }
+        if (ppi_grow((void **)&visited->ids, &visited->cap, visited->len + 1, sizeof(uint64_t)))
+            visited->ids[visited->len++] = copy.id;
+        else {
+            bundle_free_fields(&copy);
+            return;
+        }
+        if (ppi_registry_depends_on(&rt->reg, copy.id, provider)) {
+            pp_manifest dm;
+            StringView *prov = calloc(copy.provides_len + 1, sizeof *prov);
+            if (prov) {
+                bundle_as_manifest(&copy, &dm, prov);
+                pp_error e;
+                pp_error_clear(&e);
+                if (reload_one(rt, &dm, visited, &e) != PP_OK)
+                    ppi_logf(rt, LogLevel_Warn, "reload",
+                             "cascade reload of dependent bundle '%s' failed after '%s' "
+                             "reloaded: %s",
+                             copy.name, provider_name, e.message);
+                free(prov);
+            }
+        }
+        bundle_free_fields(&copy);
+    }
+}
+
+static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visited,
+                          pp_error *err) {
+    char name[256];
+    ppi_view_copy(name, sizeof name, m->name);
+    pthread_mutex_lock(&rt->lock);
+    ppi_bundle *b = bundle_find_locked(rt, m->id);
+    bool loaded = b != NULL;
+    pp_loader *loader = pp_loader_retain(loader_find_locked(rt, m->loader));
+    pthread_mutex_unlock(&rt->lock);
+    int32_t st = PP_OK;
+    if (!loaded) {
+        st = ppi_fail(err, PP_ERR_BUNDLE_NOT_FOUND, name, NULL, NULL,
+                      "bundle `%s` is not loaded, so it cannot be reloaded; load it first",
+                      name);
+        goto out;
+    }
+    if (!loader) {
+        st = ppi_fail(err, PP_ERR_NO_LOADER, name, NULL, NULL,
+                      "bundle \"%s\" declares loader \"%.*s\" but no loader is registered for "
+                      "\"%.*s\"",
+                      name, (int)m->loader.len, (const char *)m->loader.ptr, (int)m->loader.len,
+                      (const char *)m->loader.ptr);
+        goto out;
+    }
+    if (!pp_loader_supports_hot_reload(loader)) {
+        st = ppi_fail(err, PP_ERR_HOT_RELOAD_UNSUPPORTED, name, loader->vt->name, NULL,
+                      "loader `%s` does not support hot-reload", loader->vt->name);
+        goto out;
+    }
+    fire_phase(rt, ReloadPhaseType_Preparing, m->id, name, NULL);
+    int64_t live = ppi_registry_live_instances(&rt->reg, m->id);
+    if (live > 0)
+        ppi_logf(rt, LogLevel_Warn, "reload",
+                 "reload: bundle '%s' still has %lld live guest instance(s) across its "
+                 "contracts after the Preparing callback; their state does not survive the "
+                 "reload (calls on them return FunctionNotAvailable). Proceeding anyway.",
+                 name, (long long)live);
+    ppi_registry_begin_reload(&rt->reg, m->id);
+    st = loader->vt->reload(loader->self, rt, m, err);
+    if (st != PP_OK) {
+        ppi_registry_abort_reload(&rt->reg, m->id);
+        fire_phase(rt, ReloadPhaseType_Failed, m->id, name, err ? err->message : "reload failed");
+        goto out;
+    }
+    ppi_registry_commit_reload(&rt->reg, m->id);
+    ppi_registry_reset_counts(&rt->reg, m->id);
+    /* keep the stored manifest current (upstream leaves the old one) */
+    pthread_mutex_lock(&rt->lock);
+    b = bundle_find_locked(rt, m->id);
+    if (b) {
+        ppi_bundle fresh;
+        memset(&fresh, 0, sizeof fresh);
+        if (bundle_copy_manifest(&fresh, m)) {
+            fresh.id = b->id;
+            fresh.loader = b->loader;
+            b->loader = NULL;
+            bundle_free_fields(b);
+            *b = fresh;
+        } else {
+            bundle_free_fields(&fresh);
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (ppi_grow((void **)&visited->ids, &visited->cap, visited->len + 1, sizeof(uint64_t)))
+        visited->ids[visited->len++] = m->id;
+    reload_dependents(rt, m->id, name, visited);
+    fire_phase(rt, ReloadPhaseType_Reloaded, m->id, name, NULL);
+out:
+    pp_loader_release(loader);
+    return st;
+}
+
+int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
+    if (!rt || !m)
+        return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                        "pp_runtime_reload: runtime and manifest are required");
+    if (!rt->hot_reload_enabled)
+        return ppi_fail(err, PP_ERR_HOT_RELOAD_DISABLED, NULL, NULL, NULL,
+                        "hot-reload is disabled in runtime config");
+    pthread_mutex_lock(&rt->ops);
+    visit_set visited = {NULL, 0, 0};
+    int32_t st = reload_one(rt, m, &visited, err);
+    free(visited.ids);
+    pthread_mutex_unlock(&rt->ops);
+    return st;
+}
+
+/* ── unload ────────────────────────────────────────────────────────────────── */
+
+int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    pthread_mutex_lock(&rt->ops);
+    int32_t st = PP_OK;
+    char name[256] = "";
+    char dependents[1024] = "";
+    size_t ndep = 0;
+    pthread_mutex_lock(&rt->lock);
+    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
+    if (b && b->name) ppi_strlcpy(name, sizeof name, b->name);
+    bool found = b != NULL;
+    /* sorted names of other bundles that declared a dependency on this one */
+    const char *names[64];
+    for (size_t i = 0; found && i < rt->bundles_len && ndep < PP_COUNTOF(names); i++) {
+        const ppi_bundle *o = &rt->bundles[i];
+        if (o->id == bundle_id || !o->has_manifest) continue;
+        if (ppi_registry_depends_on(&rt->reg, o->id, bundle_id)) names[ndep++] = o->name;
+    }
+    for (size_t i = 1; i < ndep; i++)
+        for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
+            const char *t = names[k];
+            names[k] = names[k - 1];
+            names[k - 1] = t;
+        }
+    size_t off = 0;
+    for (size_t i = 0; i < ndep && off < sizeof dependents; i++)
+        off += (size_t)snprintf(dependents + off, sizeof dependents - off, "%s\"%s\"",
+                                i ? ", " : "", names[i]);
+    pthread_mutex_unlock(&rt->lock);
+
+    if (!found && bundle_id != 0) {
+        char idtxt[32];
+        snprintf(idtxt, sizeof idtxt, "0x%016llx", (unsigned long long)bundle_id);
+        st = ppi_fail(err, PP_ERR_BUNDLE_NOT_FOUND, idtxt, NULL, NULL,
+                      "bundle not found: no loaded bundle has id %s", idtxt);
+        goto out;
+    }
+    if (ndep) {
+        st = ppi_fail(err, PP_ERR_DEPENDENCY_IN_USE, name, NULL, dependents,
+                      "cannot unload bundle `%s`: still-loaded bundles declared a dependency "
+                      "on it: [%s]",
+                      name, dependents);
+        goto out;
+    }
+    fire_phase(rt, ReloadPhaseType_Unloading, bundle_id, name, NULL);
+    int64_t live = ppi_registry_live_instances(&rt->reg, bundle_id);
+    if (live > 0)
+        ppi_logf(rt, LogLevel_Warn, "runtime",
+                 "unload: bundle '%s' still has %lld live guest instance(s) across its "
+                 "contracts; destroy them before unload to avoid use-after-free. Proceeding "
+                 "anyway.",
+                 name, (long long)live);
+    ppi_registry_invalidate(&rt->reg, bundle_id);
+    ppi_registry_drop_deps(&rt->reg, bundle_id);
+    pp_loader *loader = runtime_forget(rt, bundle_id);
+    if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
+    pp_loader_release(loader);
+    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+out:
+    pthread_mutex_unlock(&rt->ops);
+    return st;
+}
+
+/* ── misc public API ───────────────────────────────────────────────────────── */
+
+int32_t pp_runtime_add_loader(pp_runtime *rt, pp_loader *loader, pp_error *err) {
+    if (!rt || !loader)
+        return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                        "null pointer in register_loader");
+    int32_t st = PP_OK;
+    pthread_mutex_lock(&rt->lock);
+    if (loader_find_locked(rt, ppi_view(loader->vt->name))) {
+        st = ppi_fail(err, PP_ERR_DUPLICATE_LOADER, NULL, loader->vt->name, NULL,
+                      "duplicate loader \"%s\": a loader with this name is already registered",
+                      loader->vt->name);
+    } else if (!ppi_grow((void **)&rt->loaders, &rt->loaders_cap, rt->loaders_len + 1,
+                         sizeof rt->loaders[0])) {
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+    } else {
+        rt->loaders[rt->loaders_len++] = pp_loader_retain(loader);
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
+
+void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook reload,
+                               void *user_data) {
+    if (!rt) return;
+    pthread_mutex_lock(&rt->lock);
+    rt->load_hook = load;
+    rt->reload_hook = reload;
+    rt->hook_user_data = user_data;
+    pthread_mutex_unlock(&rt->lock);
+}
+
+size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap) {
+    if (!rt) return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->bundles_len; i++) {
+        if (!rt->bundles[i].has_manifest) continue;
+        if (out && n < cap) out[n] = rt->bundles[i].id;
+        n++;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return n;
+}
+
+const HostApi *pp_runtime_host(pp_runtime *rt) { return rt ? &rt->api : NULL; }
+
+pp_runtime *pp_runtime_from_host(const HostApi *host) {
+    return host ? (pp_runtime *)host->runtime : NULL;
+}
+
+bool pp_runtime_hot_reload_enabled(const pp_runtime *rt) { return rt && rt->hot_reload_enabled; }
+
+uint32_t pp_runtime_compatibility(const pp_runtime *rt) { return rt ? rt->compatibility : 0; }
+
+/* ── registry front ────────────────────────────────────────────────────────── */
+
+static int32_t not_found(pp_error *err, uint64_t cid, uint32_t min_major) {
+    char idtxt[32];
+    snprintf(idtxt, sizeof idtxt, "0x%016llX", (unsigned long long)cid);
+    int32_t st = ppi_fail(err, PP_ERR_PLUGIN_NOT_FOUND, NULL, NULL, idtxt,
+                          "no plugin found for contract_id=%s with min_version=%u", idtxt,
+                          min_major);
+    if (err) err->abi_code = AbiErrorCode_NotFound;
+    return st;
+}
+
+int32_t pp_registry_find(pp_runtime *rt, uint64_t contract_id, uint32_t min_major,
+                         GuestContractHandle *out, pp_error *err) {
+    if (!rt || !out) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null");
+    *out = ppi_registry_find(&rt->reg, contract_id, min_major, false, 0);
+    return out->index == UINT32_MAX ? not_found(err, contract_id, min_major) : PP_OK;
+}
+
+int32_t pp_registry_find_by_bundle(pp_runtime *rt, uint64_t bundle_id, uint64_t contract_id,
+                                   uint32_t min_major, GuestContractHandle *out,
+                                   pp_error *err) {
+    if (!rt || !out) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null");
+    *out = ppi_registry_find(&rt->reg, contract_id, min_major, true, bundle_id);
+    return out->index == UINT32_MAX ? not_found(err, contract_id, min_major) : PP_OK;
+}
+
+int32_t pp_registry_resolve(pp_runtime *rt, GuestContractHandle handle,
+                            const GuestContractInterface **out, pp_error *err) {
+    if (!rt || !out) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null");
+    return ppi_registry_resolve(&rt->reg, handle, out, err);
+}
+
+int32_t pp_registry_invalidate_bundle(pp_runtime *rt, uint64_t bundle_id, size_t *retired,
+                                      pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    size_t n = ppi_registry_invalidate(&rt->reg, bundle_id);
+    if (retired) *retired = n;
+    return PP_OK;
+}
+
+size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_slot_info *out,
+                                size_t cap) {
+    return rt ? ppi_registry_bundle_slots(&rt->reg, bundle_id, out, cap) : 0;
+}
+
+/* ── create / destroy ──────────────────────────────────────────────────────── */
+
+pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
+    pp_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) {
+        ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory creating a runtime");
+        return NULL;
+    }
+    rt->log.max_level = LogLevel_Warn;
+    if (config) {
+        if (config->compatibility > Compatibility_Yolo ||
+            config->signature_policy > SignaturePolicy_Required) {
+            ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                     "RuntimeConfig: compatibility must be 0..2 and signature_policy 0..2 "
+                     "(got %u and %u)",
+                     config->compatibility, config->signature_policy);
+            free(rt);
+            return NULL;
+        }
+        rt->compatibility = config->compatibility;
+        rt->hot_reload_enabled = config->hot_reload_enabled;
+        rt->on_reload = config->on_reload;
+        rt->on_reload_user_data = config->on_reload_user_data;
+        rt->log.fn = config->log;
+        rt->log.user_data = config->log_user_data;
+        rt->log.max_level = config->log_max_level;
+        rt->signature_policy = config->signature_policy;
+        if (config->trusted_keys.len) {
+            if (!config->trusted_keys.items) {
+                ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
+                         "RuntimeConfig.trusted_keys has len %zu but a null items pointer",
+                         config->trusted_keys.len);
+                free(rt);
+                return NULL;
+            }
+            rt->trusted_keys = malloc(config->trusted_keys.len * sizeof(Ed25519PublicKey));
+            if (!rt->trusted_keys) {
+                ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+                free(rt);
+                return NULL;
+            }
+            memcpy(rt->trusted_keys, config->trusted_keys.items,
+                   config->trusted_keys.len * sizeof(Ed25519PublicKey));
+            rt->trusted_keys_len = config->trusted_keys.len;
+        }
+    }
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    bool ok = pthread_mutex_init(&rt->ops, &attr) == 0;
+    pthread_mutexattr_destroy(&attr);
+    ok = ok && pthread_mutex_init(&rt->lock, NULL) == 0;
+    ok = ok && ppi_registry_init(&rt->reg) == 0;
+    if (!ok) {
+        ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "could not initialise runtime locks");
+        free(rt->trusted_keys);
+        free(rt);
+        return NULL;
+    }
+    atomic_init(&rt->init_active, 0);
+    ppi_fill_host_api(&rt->api, rt);
+    return rt;
+}
+
+void pp_runtime_free(pp_runtime *rt) {
+    if (!rt) return;
+    /* Unload newest first so dependents go before their providers. */
+    while (rt->bundles_len) {
+        ppi_bundle *b = &rt->bundles[rt->bundles_len - 1];
+        uint64_t id = b->id;
+        pp_loader *loader = b->loader;
+        b->loader = NULL;
+        bundle_free_fields(b);
+        rt->bundles_len--;
+        ppi_registry_invalidate(&rt->reg, id);
+        if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, id);
+        pp_loader_release(loader);
+    }
+    /* Like upstream, cached host-contract singletons are not destroyed here: the
+     * registrant owns them. */
+    for (size_t i = 0; i < rt->loaders_len; i++) pp_loader_release(rt->loaders[i]);
+    free(rt->loaders);
+    free(rt->bundles);
+    free(rt->init);
+    free(rt->host_contracts);
+    free(rt->last_error);
+    free(rt->trusted_keys);
+    ppi_registry_destroy(&rt->reg);
+    pthread_mutex_destroy(&rt->lock);
+    pthread_mutex_destroy(&rt->ops);
+    free(rt);
+}
+
+const HostApi *polyplug_runtime_create(const RuntimeConfig *config) {
+    pp_runtime *rt = pp_runtime_new(config, NULL);
+    return rt ? &rt->api : NULL;
+}
+
+void polyplug_runtime_destroy(const HostApi *host) { pp_runtime_free(pp_runtime_from_host(host)); }

@@ -1,0 +1,163 @@
+/* pp_util.c — status catalogue, error filling, small string helpers, FNV-1a. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pp_internal.h"
+#include "pp_version.h"
+#include "luajit.h"
+
+static const char *const status_exceptions[] = {
+#define PP_ERRDEF(name, pyclass, text) pyclass,
+#include "pp_errors.def"
+#undef PP_ERRDEF
+};
+
+static const char *const status_names[] = {
+#define PP_ERRDEF(name, pyclass, text) "PP_" #name,
+#include "pp_errors.def"
+#undef PP_ERRDEF
+};
+
+_Static_assert(PP_COUNTOF(status_exceptions) == PP_STATUS_COUNT, "status table size");
+
+const char *pp_status_exception(int32_t status) {
+    if (status < 0 || status >= PP_STATUS_COUNT) return "RuntimeError";
+    return status_exceptions[status];
+}
+
+const char *pp_status_name(int32_t status) {
+    if (status < 0 || status >= PP_STATUS_COUNT) return "PP_UNKNOWN";
+    return status_names[status];
+}
+
+const char *pp_version(void) { return PP_VERSION_STRING; }
+
+const char *pp_luajit_version(void) { return LUAJIT_VERSION; }
+
+uint64_t pp_fnv1a64(const uint8_t *data, size_t len) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= data[i];
+        h *= 0x00000100000001b3ULL;
+    }
+    return h;
+}
+
+void pp_error_clear(pp_error *err) {
+    if (!err) return;
+    err->status = PP_OK;
+    err->abi_code = 0;
+    err->bundle[0] = err->aux[0] = err->detail[0] = err->message[0] = '\0';
+}
+
+/* Truncate at a UTF-8 character boundary so Python can always decode the text. */
+void ppi_strlcpy(char *dst, size_t cap, const char *src) {
+    if (cap == 0) return;
+    size_t n = src ? strlen(src) : 0;
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+    }
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void ppi_view_copy(char *dst, size_t cap, StringView v) {
+    if (cap == 0) return;
+    size_t n = v.len < cap ? v.len : cap - 1;
+    while (n < v.len && n > 0 && (v.ptr[n] & 0xC0) == 0x80) n--;
+    if (n) memcpy(dst, v.ptr, n);
+    dst[n] = '\0';
+}
+
+int32_t ppi_fail(pp_error *err, int32_t status, const char *bundle, const char *aux,
+                 const char *detail, const char *fmt, ...) {
+    if (!err) return status;
+    err->status = status;
+    if (err->abi_code == 0) err->abi_code = AbiErrorCode_Generic;
+    ppi_strlcpy(err->bundle, sizeof err->bundle, bundle);
+    ppi_strlcpy(err->aux, sizeof err->aux, aux);
+    ppi_strlcpy(err->detail, sizeof err->detail, detail);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof err->message) {
+        /* keep the text decodable after vsnprintf cut it mid-character */
+        char tmp[sizeof err->message];
+        memcpy(tmp, err->message, sizeof tmp);
+        ppi_strlcpy(err->message, sizeof err->message, tmp);
+    }
+    return status;
+}
+
+char *ppi_strndup_view(StringView v) {
+    char *s = malloc(v.len + 1);
+    if (!s) return NULL;
+    if (v.len) memcpy(s, v.ptr, v.len);
+    s[v.len] = '\0';
+    return s;
+}
+
+char *ppi_strdup(const char *s) { return ppi_strndup_view(ppi_view(s)); }
+
+StringView ppi_view(const char *s) {
+    StringView v = {(const uint8_t *)s, s ? strlen(s) : 0};
+    return v;
+}
+
+bool ppi_view_eq(StringView a, const char *b) {
+    size_t n = strlen(b);
+    return a.len == n && (n == 0 || memcmp(a.ptr, b, n) == 0);
+}
+
+bool ppi_utf8_valid(const uint8_t *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        size_t extra;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            extra = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            extra = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (extra > len - i - 1) return false; /* truncated sequence */
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        /* overlong forms, surrogates, beyond U+10FFFF */
+        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
+            (extra == 3 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+static _Thread_local char thread_tag_anchor;
+
+uintptr_t ppi_thread_tag(void) { return (uintptr_t)&thread_tag_anchor; }
+
+bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    while (ncap < need) ncap *= 2;
+    void *p = realloc(*items, ncap * elem);
+    if (!p) return false;
+    *items = p;
+    *cap = ncap;
+    return true;
+}

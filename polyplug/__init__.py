@@ -1,0 +1,85 @@
+"""polyplug: a plugin runtime for Python.
+
+Plugin bundles (``manifest.toml`` + Lua) each run in their own LuaJIT VM behind the
+polyplug 0.1.3 C ABI; the host calls their functions through C vtables and guests
+read and write real native memory with the LuaJIT FFI.
+
+The low-level cffi module is exposed as :data:`ffi` and :data:`lib`.
+"""
+
+from __future__ import annotations
+
+from polyplug._errors import (
+    BundleAlreadyLoaded,
+    BundleNotADirectory,
+    BundleNotFound,
+    BundleReadFailed,
+    BundleTampered,
+    CallError,
+    ContractIdCollision,
+    DependencyInUse,
+    DuplicateLoader,
+    DuplicateProvider,
+    FunctionCountMismatch,
+    FunctionNotAvailable,
+    GuestError,
+    HotReloadDisabled,
+    HotReloadUnsupported,
+    InitFailed,
+    InvalidArgument,
+    InvalidHandle,
+    InvalidRegistration,
+    InvalidSourceEncoding,
+    LoaderError,
+    ManifestMissingFile,
+    ManifestParse,
+    NoLoaderForName,
+    OutOfMemory,
+    PathEscape,
+    PluginNotFound,
+    PolyplugError,
+    ReentrantCall,
+    RegistryError,
+    ReloadFailed,
+    RuntimeClosed,
+    RuntimeError,
+    StaleHandle,
+    UnsupportedBundleSource,
+)
+from polyplug._ffi import ffi, lib
+from polyplug._version import __version__
+from polyplug.ids import (
+    BundleId,
+    GuestContractId,
+    HostContractId,
+    Version,
+    bundle_id,
+    fnv1a_64,
+    guest_contract_id,
+    host_contract_id,
+)
+from polyplug.loader import LuaConfig, LuaLoader
+from polyplug.manifest import Dependency, ManifestData, read_manifest, validate
+from polyplug.runtime import (
+    AbiErrorCode,
+    BundleSource,
+    Compatibility,
+    DispatchType,
+    GuestContractHandle,
+    LogLevel,
+    Registry,
+    ReloadPhase,
+    ReloadPhaseType,
+    Runtime,
+    RuntimeBuilder,
+    RuntimeConfig,
+    SignaturePolicy,
+)
+
+
+def luajit_version() -> str:
+    """The version string of the LuaJIT linked into the extension, e.g. ``"LuaJIT 2.1.0-beta3"``."""
+    return ffi.string(lib.pp_luajit_version()).decode()
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["__version__"]

@@ -1,0 +1,62 @@
+"""cffi build script (API mode) for ``polyplug._native``.
+
+The cdef is not written by hand: it is ``csrc/include/polyplug.h`` run through the C
+preprocessor with ``-DPP_CDEF`` (which hides includes, attributes and static
+assertions), so cffi and the C compiler read one header.  The only cffi-specific
+declarations are the ``extern "Python"`` callbacks below.
+
+setup.py builds the C core (``build/core/libpolyplug_core.a``) and LuaJIT
+(``csrc/luajit/``) before this module's extension is compiled; both are linked in
+statically and ``--exclude-libs,ALL`` keeps their symbols out of the extension's
+dynamic symbol table.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import subprocess
+
+from cffi import FFI
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+CORE_LIB = ROOT / "build" / "core" / "libpolyplug_core.a"
+LUAJIT_LIB = CSRC / "luajit" / "lib" / "libluajit.a"
+
+# Python-side callbacks the C host calls (see polyplug/_callbacks.py).
+CALLBACKS = """
+extern "Python" void pp_py_log(void *user_data, uint32_t level, StringView scope,
+                               StringView message);
+extern "Python" void pp_py_on_reload(void *user_data, const ReloadPhase *phase);
+extern "Python" int32_t pp_py_load_hook(void *user_data, pp_runtime *rt, StringView path,
+                                        pp_error *err);
+extern "Python" int32_t pp_py_reload_hook(void *user_data, pp_runtime *rt, StringView path,
+                                          pp_error *err);
+"""
+
+
+def header_cdef(cc: str | None = None) -> str:
+    """The public header as declarations only, ready for ``FFI.cdef``."""
+    compiler = shlex.split(cc or os.environ.get("CC", "cc"))
+    cmd = [*compiler, "-E", "-P", "-DPP_CDEF", str(CSRC / "include" / "polyplug.h")]
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(header_cdef() + CALLBACKS)
+ffibuilder.set_source(
+    "polyplug._native",
+    '#include "polyplug.h"\n',
+    include_dirs=[str(CSRC / "include")],
+    extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
+    libraries=["m", "dl", "pthread"],
+    extra_compile_args=["-O2", "-Werror=incompatible-pointer-types",
+                        "-Werror=implicit-function-declaration"],
+    extra_link_args=["-Wl,--exclude-libs,ALL"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,61 @@
+"""Access to the compiled extension, with the import-time version check.
+
+Everything else imports ``ffi`` and ``lib`` from here, never from ``_native`` directly,
+so a stale build fails once, clearly, at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyplug._version import __version__
+
+try:
+    from polyplug._native import ffi, lib
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "polyplug's compiled extension (polyplug._native) is missing. Install the package "
+        "with `pip install -e .` from the source checkout (it builds LuaJIT and the C host); "
+        f"original error: {exc}"
+    ) from exc
+
+_built = ffi.string(lib.pp_version()).decode()
+if _built != __version__:
+    raise ImportError(
+        f"polyplug._native was built for version {_built} but the Python package is "
+        f"{__version__}; rebuild with `pip install -e .`"
+    )
+
+__all__ = ["ffi", "lib", "new_error", "check", "view_text", "text_view"]
+
+
+def new_error() -> Any:
+    """A fresh ``pp_error`` (zero status) for one C call."""
+    return ffi.new("pp_error *")
+
+
+def check(err: Any) -> None:
+    """Raise the typed exception for a failed C call; see ``_errors.raise_from_c``."""
+    if err.status:
+        from polyplug._errors import raise_from_c
+
+        raise_from_c(ffi, lib, err)
+
+
+def view_text(view: Any) -> str:
+    """Decode a ``StringView`` (empty for a null view)."""
+    if view.ptr == ffi.NULL or view.len == 0:
+        return ""
+    return bytes(ffi.buffer(view.ptr, view.len)).decode("utf-8", "replace")
+
+
+def text_view(data: bytes, keep: list[Any]) -> Any:
+    """A ``StringView`` over ``data``; the backing cdata is appended to ``keep``."""
+    view = ffi.new("StringView *")
+    if data:
+        buf = ffi.new("uint8_t[]", data)
+        keep.append(buf)
+        view.ptr = buf
+        view.len = len(data)
+    keep.append(view)
+    return view[0]

@@ -1,0 +1,550 @@
+"""The runtime API: configuration, the builder, the runtime and its registry.
+
+It mirrors upstream's Rust host API (``RuntimeBuilder``, ``Runtime``, ``registry()``)
+so code and tests written against it read the same in Python::
+
+    from polyplug import RuntimeBuilder, LuaLoader, guest_contract_id
+
+    with RuntimeBuilder().loader(LuaLoader()).build() as rt:
+        rt.load_bundle("examples/arith")
+        handle = rt.find_guest_contract(guest_contract_id("example.arith", 1), 1)
+        iface = rt.resolve_guest_contract(handle)   # GuestContractInterface* (cdata)
+
+Errors are raised as the typed exceptions of :mod:`polyplug._errors`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+from polyplug import _errors
+from polyplug._callbacks import _CallbackState
+from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
+from polyplug.ids import parse_u32
+from polyplug.manifest import ManifestData, check_function_counts, read_manifest, validate
+
+__all__ = [
+    "AbiErrorCode",
+    "BundleSource",
+    "Compatibility",
+    "DispatchType",
+    "GuestContractHandle",
+    "LogLevel",
+    "ReloadPhase",
+    "ReloadPhaseType",
+    "Registry",
+    "Runtime",
+    "RuntimeBuilder",
+    "RuntimeConfig",
+    "SignaturePolicy",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ── enums (values are the ABI's) ─────────────────────────────────────────────
+
+
+class AbiErrorCode(enum.IntEnum):
+    """``AbiError.code`` values."""
+
+    Ok = 0
+    Generic = 1
+    BufferTooSmall = 2
+    Panic = 3
+    NotFound = 4
+    StaleHandle = 5
+    FunctionNotAvailable = 6
+    DuplicateProvider = 7
+    InvalidPointer = 8
+    ReentrantCall = 9
+    HostContractNotFound = 100
+    HostContractVersionMismatch = 101
+    HostContractCallFailed = 102
+
+
+class LogLevel(enum.IntEnum):
+    """Log severities; lower is more severe."""
+
+    Error = 1
+    Warn = 2
+    Info = 3
+    Debug = 4
+    Trace = 5
+
+
+class DispatchType(enum.IntEnum):
+    """How an interface is called: native function table or ``vm.call``."""
+
+    Native = 0
+    VirtualMachine = 1
+
+
+class Compatibility(enum.IntEnum):
+    """How strictly manifests are checked at load."""
+
+    Strict = 0
+    Relaxed = 1
+    Yolo = 2
+
+
+class ReloadPhaseType(enum.IntEnum):
+    """The phases reported to ``on_reload``."""
+
+    Preparing = 0
+    Reloaded = 1
+    Failed = 2
+    Unloading = 3
+
+
+class SignaturePolicy(enum.IntEnum):
+    """Whether bundles must carry a valid ``bundle.sig``."""
+
+    Off = 0
+    WarnOnly = 1
+    Required = 2
+
+
+# ── small value types ────────────────────────────────────────────────────────
+
+
+class GuestContractHandle(NamedTuple):
+    """A registry handle: slot index and the slot's generation when it was minted."""
+
+    index: int
+    generation: int
+
+    @classmethod
+    def null(cls) -> "GuestContractHandle":
+        """The null ("not found") handle ``{0xFFFFFFFF, 0}``."""
+        return cls(0xFFFFFFFF, 0)
+
+    def is_null(self) -> bool:
+        """True for the null handle."""
+        return self.index == 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class ReloadPhase:
+    """One reload notification (``on_reload`` receives these)."""
+
+    type: ReloadPhaseType
+    bundle_id: int
+    bundle_name: str
+    reason: Optional[str] = None
+
+    @classmethod
+    def _from_c(cls, phase: Any) -> "ReloadPhase":
+        reason = view_text(phase.reason) if phase.reason.ptr != ffi.NULL else None
+        return cls(ReloadPhaseType(phase.phase_type), int(phase.bundle_id),
+                   view_text(phase.bundle_name), reason)
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """Where a bundle's entry code comes from: ``Path(dir)``, ``Code(text)`` or ``Bytes(data)``.
+
+    In-memory sources have no bundle directory, so they cannot ``require`` sibling
+    files (the embedded SDK modules still resolve) and cannot be hot-reloaded.
+    """
+
+    kind: str
+    data: Union[str, bytes]
+
+    @classmethod
+    def Path(cls, path: PathLike) -> "BundleSource":  # noqa: N802 - mirrors upstream
+        """Load ``manifest.file`` from the bundle directory ``path``."""
+        return cls("path", os.fspath(path))
+
+    @classmethod
+    def Code(cls, text: str) -> "BundleSource":  # noqa: N802 - mirrors upstream
+        """Load the given Lua source text."""
+        if not isinstance(text, str):
+            raise TypeError("BundleSource.Code takes a str; use BundleSource.Bytes for bytes")
+        return cls("code", text)
+
+    @classmethod
+    def Bytes(cls, data: bytes) -> "BundleSource":  # noqa: N802 - mirrors upstream
+        """Load raw bytes, which must be UTF-8 Lua source."""
+        return cls("bytes", bytes(data))
+
+    def _to_c(self, keep: list[Any]) -> Any:
+        src = ffi.new("pp_source *")
+        keep.append(src)
+        kinds = {"path": lib.PP_SOURCE_PATH, "code": lib.PP_SOURCE_CODE,
+                 "bytes": lib.PP_SOURCE_BYTES}
+        src.kind = kinds[self.kind]
+        raw = self.data.encode("utf-8") if isinstance(self.data, str) else self.data
+        src.data = text_view(raw, keep)
+        return src
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _manifest_to_c(m: ManifestData, keep: list[Any]) -> Any:
+    """A ``pp_manifest`` borrowing cdata that ``keep`` holds alive."""
+    cm = ffi.new("pp_manifest *")
+    keep.append(cm)
+    cm.id = m.id
+    cm.name = text_view(_encode(m.name), keep)
+    cm.loader = text_view(_encode(m.loader), keep)
+    cm.file = text_view(_encode(m.file), keep)
+    cm.path = text_view(_encode(os.fspath(m.path)), keep)
+    cm.version_text = text_view(_encode(m.version), keep)
+    try:
+        v = m.parsed_version()
+        cm.version.major, cm.version.minor, cm.version.patch = v.major, v.minor, v.patch
+    except ValueError:
+        pass  # loaders driven directly (seed tests) may carry no valid version
+    if m.provides:
+        provides = ffi.new("StringView[]", len(m.provides))
+        keep.append(provides)
+        for i, spec in enumerate(m.provides):
+            provides[i] = text_view(_encode(spec), keep)
+        cm.provides = provides
+        cm.provides_len = len(m.provides)
+    if m.dependencies:
+        deps = ffi.new("pp_dependency[]", len(m.dependencies))
+        keep.append(deps)
+        for i, d in enumerate(m.dependencies):
+            deps[i].contract = text_view(_encode(d.contract), keep)
+            deps[i].contract_id = d.contract_id
+            deps[i].min_version = parse_u32(d.min_version) or 0
+            deps[i].bundle_id = d.bundle_id or 0
+        cm.dependencies = deps
+        cm.dependencies_len = len(m.dependencies)
+    cm.needs_reinit_on_dep_reload = bool(m.needs_reinit_on_dep_reload)
+    return cm
+
+
+# ── configuration and builder ────────────────────────────────────────────────
+
+LogCallback = Callable[[LogLevel, str, str], None]
+ReloadCallback = Callable[[ReloadPhase], None]
+
+
+@dataclass
+class RuntimeConfig:
+    """Runtime settings (upstream ``RuntimeConfig``, with Python callables for callbacks).
+
+    ``log(level, scope, message)`` receives every record at or above ``log_max_level``
+    (from the runtime, the loaders and guests calling ``HostApi.log``); without it,
+    Warn and Error records go to stderr.  ``on_reload(phase)`` sees Preparing,
+    Reloaded, Failed and Unloading phases.  Callbacks may run on any thread and must
+    not call back into the runtime.
+    """
+
+    compatibility: Compatibility = Compatibility.Strict
+    hot_reload_enabled: bool = False
+    on_reload: Optional[ReloadCallback] = None
+    log: Optional[LogCallback] = None
+    log_max_level: LogLevel = LogLevel.Warn
+    signature_policy: SignaturePolicy = SignaturePolicy.Off
+    trusted_keys: Sequence[bytes] = field(default_factory=tuple)
+
+
+class RuntimeBuilder:
+    """Builds a :class:`Runtime`; each method returns the builder for chaining."""
+
+    def __init__(self) -> None:
+        self._config = RuntimeConfig()
+        self._loaders: list[Any] = []
+
+    def config(self, config: RuntimeConfig) -> "RuntimeBuilder":
+        """Replace the whole configuration (including any logger set earlier)."""
+        self._config = config
+        return self
+
+    def loader(self, loader: Any) -> "RuntimeBuilder":
+        """Register a loader (e.g. ``LuaLoader()``) under its name."""
+        self._loaders.append(loader)
+        return self
+
+    def logger(self, fn: LogCallback) -> "RuntimeBuilder":
+        """Deliver every log record, down to Trace, to ``fn(level, scope, message)``."""
+        self._config.log = fn
+        self._config.log_max_level = LogLevel.Trace
+        return self
+
+    def on_reload(self, fn: ReloadCallback) -> "RuntimeBuilder":
+        """Call ``fn(phase)`` for every reload/unload phase."""
+        self._config.on_reload = fn
+        return self
+
+    def compatibility(self, mode: Compatibility) -> "RuntimeBuilder":
+        """Set how strictly manifests are checked."""
+        self._config.compatibility = Compatibility(mode)
+        return self
+
+    def hot_reload(self, enabled: bool = True) -> "RuntimeBuilder":
+        """Allow ``reload_bundle``."""
+        self._config.hot_reload_enabled = enabled
+        return self
+
+    def build(self) -> "Runtime":
+        """Create the runtime and register the loaders."""
+        return Runtime(self._config, self._loaders)
+
+
+# ── the runtime ──────────────────────────────────────────────────────────────
+
+
+class Registry:
+    """The runtime's contract registry (``runtime.registry()``)."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self._runtime = runtime
+
+    def find(self, contract_id: int, min_major: int = 0) -> GuestContractHandle:
+        """The first live provider of ``contract_id`` whose major is ``>= min_major``.
+
+        Raises :class:`PluginNotFound` when there is none.
+        """
+        out = ffi.new("GuestContractHandle *")
+        err = new_error()
+        lib.pp_registry_find(self._runtime._ptr(), int(contract_id), min_major, out, err)
+        check(err)
+        return GuestContractHandle(out.index, out.generation)
+
+    def find_by_bundle(self, bundle_id: int, contract_id: int,
+                       min_major: int = 0) -> GuestContractHandle:
+        """Like :meth:`find`, restricted to contracts registered by ``bundle_id``."""
+        out = ffi.new("GuestContractHandle *")
+        err = new_error()
+        lib.pp_registry_find_by_bundle(self._runtime._ptr(), int(bundle_id), int(contract_id),
+                                       min_major, out, err)
+        check(err)
+        return GuestContractHandle(out.index, out.generation)
+
+    def find_all(self, contract_id: int, min_major: int = 0) -> list[GuestContractHandle]:
+        """Every live provider, in registration order (copied; nothing dangles)."""
+        host = self._runtime.host_api
+        arr = host.find_all_guest_contracts(host, int(contract_id), min_major)
+        try:
+            return [GuestContractHandle(arr.items[i].index, arr.items[i].generation)
+                    for i in range(arr.len)]
+        finally:
+            if arr.items != ffi.NULL:
+                host.free(host, ffi.cast("uint8_t *", arr.items),
+                          arr.len * ffi.sizeof("GuestContractHandle"), arr.align)
+
+    def resolve_guest_contract(self, handle: GuestContractHandle) -> Any:
+        """The ``GuestContractInterface *`` behind a handle.
+
+        Raises :class:`InvalidHandle` or :class:`StaleHandle`.  The pointer stays
+        valid while the bundle is loaded; after a reload it serves the new code.
+        """
+        h = ffi.new("GuestContractHandle *", tuple(handle))
+        out = ffi.new("const GuestContractInterface **")
+        err = new_error()
+        lib.pp_registry_resolve(self._runtime._ptr(), h[0], out, err)
+        check(err)
+        return out[0]
+
+    def invalidate_bundle(self, bundle_id: int) -> int:
+        """Retire every contract registered by ``bundle_id``; returns how many."""
+        n = ffi.new("size_t *")
+        err = new_error()
+        lib.pp_registry_invalidate_bundle(self._runtime._ptr(), int(bundle_id), n, err)
+        check(err)
+        return int(n[0])
+
+
+class Runtime:
+    """A polyplug runtime: registry, loaders and loaded bundles.
+
+    Create it with :class:`RuntimeBuilder`.  Close it with :meth:`close` or a ``with``
+    block; closing unloads every bundle and frees every Lua VM.  All methods may be
+    called from any thread.
+    """
+
+    def __init__(self, config: Optional[RuntimeConfig] = None,
+                 loaders: Sequence[Any] = ()) -> None:
+        self._config = config or RuntimeConfig()
+        cfg = self._config
+        self._state = _CallbackState(log=cfg.log, on_reload=cfg.on_reload)
+        self._state.runtime = weakref.ref(self)
+        self._handle = ffi.new_handle(self._state)
+        c = ffi.new("RuntimeConfig *")
+        c.compatibility = Compatibility(cfg.compatibility)
+        c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
+        c.log_max_level = LogLevel(cfg.log_max_level)
+        c.signature_policy = SignaturePolicy(cfg.signature_policy)
+        if cfg.log is not None:
+            c.log = lib.pp_py_log
+            c.log_user_data = self._handle
+        if cfg.on_reload is not None:
+            c.on_reload = lib.pp_py_on_reload
+            c.on_reload_user_data = self._handle
+        keys = [bytes(k) for k in cfg.trusted_keys]
+        if any(len(k) != 32 for k in keys):
+            raise _errors.InvalidArgument("trusted_keys must be 32-byte Ed25519 public keys")
+        if keys:
+            arr = ffi.new("Ed25519PublicKey[]", len(keys))
+            for i, k in enumerate(keys):
+                ffi.memmove(arr[i].bytes, k, 32)
+            c.trusted_keys.items = arr
+            c.trusted_keys.len = len(keys)
+            c.trusted_keys.align = 1
+        err = new_error()
+        ptr = lib.pp_runtime_new(c, err)
+        check(err)
+        self._rt: Any = ffi.gc(ptr, lib.pp_runtime_free)
+        lib.pp_runtime_set_path_hooks(self._rt, lib.pp_py_load_hook, lib.pp_py_reload_hook,
+                                      self._handle)
+        for loader in loaders:
+            self.register_loader(loader)
+
+    # ── lifecycle ──
+
+    def _ptr(self) -> Any:
+        if self._rt is None:
+            raise _errors.RuntimeClosed("the runtime is closed")
+        return self._rt
+
+    def close(self) -> None:
+        """Unload every bundle and free the runtime.  Safe to call twice."""
+        if self._rt is not None:
+            rt, self._rt = self._rt, None
+            ffi.release(rt)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._rt is None
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ── properties ──
+
+    @property
+    def host_api(self) -> Any:
+        """The ``const HostApi *`` (cdata) to hand to C code or call directly."""
+        return lib.pp_runtime_host(self._ptr())
+
+    @property
+    def config(self) -> RuntimeConfig:
+        """The configuration this runtime was built with."""
+        return self._config
+
+    def revision(self) -> int:
+        """The registry revision counter; it changes on every registry mutation."""
+        host = self.host_api
+        return int(host.revision_counter(host)[0])
+
+    def registry(self) -> Registry:
+        """The contract registry."""
+        return Registry(self)
+
+    # ── loaders ──
+
+    def register_loader(self, loader: Any) -> None:
+        """Register a loader (a :class:`LuaLoader`); raises :class:`DuplicateLoader`."""
+        err = new_error()
+        lib.pp_runtime_add_loader(self._ptr(), loader._c_loader(), err)
+        check(err)
+
+    # ── bundles ──
+
+    def load_bundle(self, path: PathLike) -> ManifestData:
+        """Load the bundle in directory ``path`` (or the directory of a file ``path``).
+
+        The manifest is read and fully validated (version included) before anything
+        is registered; a failed load leaves the runtime as it was.  Returns the
+        manifest.
+        """
+        manifest = read_manifest(path)
+        self.load_bundle_from_source(manifest, BundleSource.Path(manifest.path))
+        return manifest
+
+    def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
+        """Load a bundle from a manifest you built and a :class:`BundleSource`."""
+        validate(manifest)
+        for warning in check_function_counts(manifest, self._config.compatibility):
+            self._log(LogLevel.Warn, "runtime", warning)
+        keep: list[Any] = []
+        cm = _manifest_to_c(manifest, keep)
+        src = source._to_c(keep)
+        err = new_error()
+        lib.pp_runtime_load(self._ptr(), cm, src, err)
+        check(err)
+
+    def reload_bundle(self, path: PathLike) -> None:
+        """Hot-reload a loaded bundle from disk.
+
+        Raises :class:`HotReloadDisabled` (before touching ``path``) unless the runtime
+        was built with ``hot_reload_enabled``.  On failure the previous version keeps
+        serving and ``on_reload`` sees a Failed phase.
+        """
+        rt = self._ptr()
+        if not self._config.hot_reload_enabled:
+            raise _errors.HotReloadDisabled("hot-reload is disabled in runtime config")
+        try:
+            manifest = read_manifest(path)
+            validate(manifest)
+        except _errors.PolyplugError as exc:
+            name = _encode(getattr(exc, "bundle", "") or "")
+            keep: list[Any] = []
+            lib.pp_runtime_notify_reload_failed(rt, 0, text_view(name, keep),
+                                                text_view(_encode(str(exc)), keep))
+            raise
+        keep = []
+        cm = _manifest_to_c(manifest, keep)
+        err = new_error()
+        lib.pp_runtime_reload(rt, cm, err)
+        check(err)
+
+    def unload_bundle(self, bundle_id: int) -> None:
+        """Unload a bundle by id: its contracts go stale and its Lua VM is freed."""
+        err = new_error()
+        lib.pp_runtime_unload(self._ptr(), int(bundle_id), err)
+        check(err)
+
+    def list_bundles(self) -> list[int]:
+        """Ids of the bundles currently loaded."""
+        rt = self._ptr()
+        n = lib.pp_runtime_bundle_ids(rt, ffi.NULL, 0)
+        out = ffi.new("uint64_t[]", max(n, 1))
+        n = min(n, lib.pp_runtime_bundle_ids(rt, out, n))
+        return [int(out[i]) for i in range(n)]
+
+    # ── registry shortcuts ──
+
+    def find_guest_contract(self, contract_id: int, min_major: int = 0) -> GuestContractHandle:
+        """``registry().find(...)``; raises :class:`PluginNotFound`."""
+        return self.registry().find(contract_id, min_major)
+
+    def find_guest_contract_by_bundle(self, bundle_id: int, contract_id: int,
+                                      min_major: int = 0) -> GuestContractHandle:
+        """``registry().find_by_bundle(...)``; raises :class:`PluginNotFound`."""
+        return self.registry().find_by_bundle(bundle_id, contract_id, min_major)
+
+    def find_all_by_contract(self, contract_id: int,
+                             min_major: int = 0) -> list[GuestContractHandle]:
+        """``registry().find_all(...)``."""
+        return self.registry().find_all(contract_id, min_major)
+
+    def resolve_guest_contract(self, handle: GuestContractHandle) -> Any:
+        """``registry().resolve_guest_contract(...)``."""
+        return self.registry().resolve_guest_contract(handle)
+
+    # ── logging ──
+
+    def _log(self, level: LogLevel, scope: str, message: str) -> None:
+        keep: list[Any] = []
+        lib.pp_runtime_log(self._ptr(), int(level), text_view(_encode(scope), keep),
+                           text_view(_encode(message), keep))
+
+    def log(self, level: LogLevel, scope: str, message: str) -> None:
+        """Emit a record through the runtime's log funnel."""
+        self._log(LogLevel(level), scope, message)

@@ -1,0 +1,833 @@
+"""manifest.toml reading, validation and the function-count pre-check (spec §7, §8)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from polyplug._errors import (
+    BundleNotADirectory,
+    BundleTampered,
+    FunctionCountMismatch,
+    LoaderError,
+    ManifestMissingFile,
+    ManifestParse,
+    PathEscape,
+)
+from polyplug.ids import Version, bundle_id, guest_contract_id
+from polyplug.manifest import (
+    Dependency,
+    ManifestData,
+    check_function_counts,
+    current_platform,
+    read_manifest,
+    validate,
+)
+
+STRICT, RELAXED, YOLO = 0, 1, 2
+
+DEMO_ID = bundle_id("demo")
+U64 = "an unsigned 64-bit integer (0..18446744073709551615)"
+U32 = "an unsigned 32-bit integer (0..4294967295)"
+
+
+def toml_for(name: str = "demo", **keys: str) -> str:
+    """A valid manifest for bundle ``name``; ``keys`` add or replace top-level lines."""
+    lines = {
+        "loader": '"lua"',
+        "name": f'"{name}"',
+        "id": str(bundle_id(name)),
+        "file": '"bundle.lua"',
+        "version": '"1.0.0"',
+    }
+    lines.update(keys)
+    return "".join(f"{key} = {value}\n" for key, value in lines.items())
+
+
+def make_bundle(tmp_path: Path, manifest: str | bytes, dirname: str = "demo") -> Path:
+    """Create ``tmp_path/dirname`` with ``manifest.toml`` and ``bundle.lua``; return the dir."""
+    bundle = tmp_path / dirname
+    bundle.mkdir()
+    data = manifest.encode() if isinstance(manifest, str) else manifest
+    (bundle / "manifest.toml").write_bytes(data)
+    (bundle / "bundle.lua").write_text("return {}\n")
+    return bundle
+
+
+def make_manifest(path: Path, **fields: object) -> ManifestData:
+    """A valid in-memory manifest for bundle ``demo`` at ``path`` (seed-test style)."""
+    values: dict[str, object] = {
+        "id": DEMO_ID,
+        "name": "demo",
+        "loader": "lua",
+        "file": "bundle.lua",
+        "path": path,
+        "version": "1.0.0",
+    }
+    values.update(fields)
+    return ManifestData(**values)  # type: ignore[arg-type]
+
+
+def parse_failure(bundle: Path) -> ManifestParse:
+    """Read ``bundle``'s manifest, expecting a ManifestParse about ``manifest.toml``."""
+    with pytest.raises(ManifestParse) as info:
+        read_manifest(bundle)
+    err = info.value
+    manifest_path = bundle / "manifest.toml"
+    assert err.path == str(manifest_path)
+    assert str(err) == f"manifest parse error for `{manifest_path}`: {err.reason}"
+    return err
+
+
+def validate_failure(m: ManifestData) -> ManifestParse:
+    """Validate ``m``, expecting a ManifestParse about its bundle directory."""
+    with pytest.raises(ManifestParse) as info:
+        validate(m)
+    err = info.value
+    assert err.path == str(m.path)
+    assert str(err) == f"manifest parse error for `{m.path}`: {err.reason}"
+    return err
+
+
+# ── ManifestData ─────────────────────────────────────────────────────────────
+
+
+def test_manifest_data_by_keyword_as_the_seed_tests_build_it(tmp_path: Path) -> None:
+    m = ManifestData(
+        id=DEMO_ID,
+        name="demo",
+        loader="lua",
+        file="bundle.lua",
+        path=tmp_path,
+        version="",
+        provides=[],
+        function_count={},
+        dependencies=[],
+        needs_reinit_on_dep_reload=False,
+        bundle_dependencies=[],
+    )
+    assert m.entry_path() == tmp_path / "bundle.lua"
+    assert m.parsed_version() == Version(0, 0, 0)
+    validate(m)
+
+
+def test_manifest_data_defaults_are_not_shared(tmp_path: Path) -> None:
+    a = ManifestData(id=1, name="a", loader="lua", file="a.lua", path=tmp_path)
+    b = ManifestData(id=2, name="b", loader="lua", file="b.lua", path=tmp_path)
+    a.provides.append("x")
+    a.function_count["x@1"] = 1
+    assert b.provides == [] and b.function_count == {} and b.dependencies == []
+    assert b.bundle_dependencies == [] and b.version == "" and not b.needs_reinit_on_dep_reload
+
+
+def test_manifest_data_path_is_a_path(tmp_path: Path) -> None:
+    m = make_manifest(str(tmp_path))  # type: ignore[arg-type]
+    assert m.path == tmp_path
+    assert m.entry_path() == tmp_path / "bundle.lua"
+
+
+def test_parsed_version(tmp_path: Path) -> None:
+    assert make_manifest(tmp_path, version="2.5").parsed_version() == Version(2, 5, 0)
+
+
+# ── read_manifest: success ───────────────────────────────────────────────────
+
+
+def test_read_full_manifest(tmp_path: Path) -> None:
+    gid = guest_contract_id("img.Decoder", 1)
+    text = (
+        toml_for(
+            provides='["x.H@1", "x.G"]',
+            needs_reinit_on_dep_reload="true",
+            bundle_dependencies='["core@1.0"]',
+        )
+        + '[function_count]\n"x.H@1" = 3\n"x.G@1" = 0\n'
+        + '[[dependency]]\nkind = "contract"\ncontract = "img.Decoder"\nmin_version = "1.0.0"\n'
+        + f"contract_id = {gid}\n"
+        + '[[dependency]]\nkind = "bundle"\ncontract = "c"\nmin_version = "2.0"\n'
+        + 'bundle = "core"\nbundle_id = 18446744073709551615\n'
+    )
+    bundle = make_bundle(tmp_path, text)
+    m = read_manifest(bundle)
+    assert m == ManifestData(
+        id=DEMO_ID,
+        name="demo",
+        loader="lua",
+        file="bundle.lua",
+        path=bundle,
+        version="1.0.0",
+        provides=["x.H@1", "x.G"],
+        function_count={"x.H@1": 3, "x.G@1": 0},
+        dependencies=[
+            Dependency(
+                kind="contract", contract="img.Decoder", min_version="1.0.0", contract_id=gid
+            ),
+            Dependency(
+                kind="bundle", contract="c", min_version="2.0", bundle="core", bundle_id=2**64 - 1
+            ),
+        ],
+        needs_reinit_on_dep_reload=True,
+        bundle_dependencies=["core@1.0"],
+    )
+    validate(m)
+
+
+def test_read_minimal_manifest_uses_defaults(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, 'loader = "lua"\n')
+    m = read_manifest(bundle)
+    assert (m.loader, m.name, m.id, m.file, m.version) == ("lua", "", 0, "", "")
+    assert m.provides == [] and m.function_count == {} and m.dependencies == []
+    assert m.bundle_dependencies == [] and m.needs_reinit_on_dep_reload is False
+
+
+def test_read_from_a_file_inside_the_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, toml_for())
+    m = read_manifest(bundle / "bundle.lua")
+    assert m.path == bundle
+    assert read_manifest(str(bundle / "manifest.toml")).path == bundle
+
+
+def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
+    text = (
+        toml_for(author='"me"', runtime='"lua"', homepage="{ url = 1 }")
+        + "[extra]\nanything = [1, 2.5, true]\n"
+        + '[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"\nnote = 3\n'
+    )
+    m = read_manifest(make_bundle(tmp_path, text))
+    assert m.name == "demo"
+    assert m.dependencies == [Dependency(kind="k", contract="c", min_version="1.0")]
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    m = read_manifest(make_bundle(tmp_path, b"\xef\xbb\xbf" + toml_for().encode()))
+    assert m.loader == "lua"
+
+
+def test_non_ascii_values(tmp_path: Path) -> None:
+    m = read_manifest(make_bundle(tmp_path, toml_for("démo")))
+    assert m.name == "démo"
+    validate(m)
+
+
+# ── read_manifest: the file table form ───────────────────────────────────────
+
+
+def test_file_table_picks_this_platform(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = toml_for(
+        file=f'{{ {os_name} = {{ {arch} = "mine.lua", other = "x" }}, plan9 = {{ mips = "p" }} }}'
+    )
+    assert read_manifest(make_bundle(tmp_path, text)).file == "mine.lua"
+
+
+def test_file_table_ignores_non_table_siblings(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = (
+        'loader = "lua"\n[file]\n'
+        f'{os_name}.{arch} = "mine.lua"\n'
+        'provides = ["x"]\nnote = "a sibling scoped into [file] by TOML"\n'
+    )
+    m = read_manifest(make_bundle(tmp_path, text))
+    assert m.file == "mine.lua"
+    assert m.provides == []
+
+
+def test_file_table_without_this_platform(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = (
+        'loader = "lua"\n[file]\nzos.s390x = "a"\nplan9.mips = "b"\nplan9.arm = "c"\n'
+        'broken = { x86_64 = 3 }\nscalar = "s"\n'
+    )
+    err = parse_failure(make_bundle(tmp_path, text))
+    assert err.reason == (
+        f"no file entry for platform {os_name}.{arch}, "
+        'available: ["plan9.arm", "plan9.mips", "zos.s390x"]'
+    )
+
+
+def test_empty_file_table(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    err = parse_failure(make_bundle(tmp_path, 'loader = "lua"\nfile = {}\n'))
+    assert err.reason == f"no file entry for platform {os_name}.{arch}, available: []"
+
+
+def test_file_table_entry_for_this_platform_must_be_a_string(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = f'loader = "lua"\n[file]\n{os_name}.{arch} = 3\n'
+    err = parse_failure(make_bundle(tmp_path, text))
+    assert err.reason == f"key `file.{os_name}.{arch}`: expected a string, found integer 3"
+
+
+# ── read_manifest: unreadable, not UTF-8, not TOML ───────────────────────────
+
+
+def test_nonexistent_bundle_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(BundleNotADirectory) as info:
+        read_manifest(missing)
+    assert str(info.value) == f"bundle path is not a directory: `{missing}`"
+    assert info.value.path == str(missing)
+    assert isinstance(info.value, LoaderError)
+
+
+def test_bundle_path_with_nul_byte(tmp_path: Path) -> None:
+    with pytest.raises(BundleNotADirectory):
+        read_manifest(f"{tmp_path}/a\0b")
+
+
+def test_directory_without_manifest(tmp_path: Path) -> None:
+    err = parse_failure(tmp_path)
+    assert err.reason == f"failed to read: no manifest.toml in {tmp_path}"
+
+
+def test_manifest_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "manifest.toml").mkdir()
+    err = parse_failure(tmp_path)
+    assert err.reason == "failed to read: Is a directory (os error 21)"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_manifest(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, toml_for())
+    (bundle / "manifest.toml").chmod(0)
+    err = parse_failure(bundle)
+    assert err.reason == "failed to read: Permission denied (os error 13)"
+
+
+def test_non_utf8_manifest(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, b'loader = "lua"\nname = "\xff\xfe"\n'))
+    assert err.reason == (
+        "failed to read: stream did not contain valid UTF-8 (byte 0xff at offset 23);"
+        " manifest.toml must be UTF-8 text"
+    )
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, 'loader = "lua"\nname "demo"\n'))
+    assert err.reason.startswith("invalid TOML: ")
+    assert "(at line 2, column 6)" in err.reason
+    assert err.reason.endswith('\n2 | name "demo"\n  |      ^')
+
+
+def test_toml_syntax_error_at_end_of_document(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, 'loader = "lua'))
+    assert err.reason.startswith("invalid TOML: ")
+
+
+def test_missing_loader(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, 'name = "demo"\n'))
+    assert err.reason == "missing field `loader`"
+
+
+# ── read_manifest: wrong types and ranges ────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        ("loader = 3", "key `loader`: expected a string, found integer 3"),
+        ('loader = "lua"\nname = 3', "key `name`: expected a string, found integer 3"),
+        ('loader = "lua"\nname = 1.5', "key `name`: expected a string, found float 1.5"),
+        ('loader = "lua"\nname = true', "key `name`: expected a string, found boolean true"),
+        ('loader = "lua"\nname = []', "key `name`: expected a string, found an array"),
+        ('loader = "lua"\nname = {}', "key `name`: expected a string, found a table"),
+        (
+            'loader = "lua"\nname = 1979-05-27T07:32:00Z',
+            "key `name`: expected a string, found datetime 1979-05-27 07:32:00+00:00",
+        ),
+        ('loader = "lua"\nversion = 1', "key `version`: expected a string, found integer 1"),
+        (
+            'loader = "lua"\nid = -1',
+            f"key `id`: expected {U64}, found integer -1",
+        ),
+        (
+            'loader = "lua"\nid = 18446744073709551616',
+            f"key `id`: expected {U64}, found integer 18446744073709551616",
+        ),
+        (
+            'loader = "lua"\nid = "123"',
+            f'key `id`: expected {U64}, found string "123"',
+        ),
+        (
+            'loader = "lua"\nid = true',
+            f"key `id`: expected {U64}, found boolean true",
+        ),
+        (
+            'loader = "lua"\nfile = 3',
+            "key `file`: expected a string or a table like"
+            ' {linux = {x86_64 = "path"}}, found integer 3',
+        ),
+        (
+            'loader = "lua"\nprovides = "x"',
+            'key `provides`: expected an array of strings, found string "x"',
+        ),
+        (
+            'loader = "lua"\nprovides = ["a", 3]',
+            "key `provides[1]`: expected a string, found integer 3",
+        ),
+        (
+            'loader = "lua"\nbundle_dependencies = [["a"]]',
+            "key `bundle_dependencies[0]`: expected a string, found an array",
+        ),
+        (
+            'loader = "lua"\nneeds_reinit_on_dep_reload = "yes"',
+            'key `needs_reinit_on_dep_reload`: expected a boolean, found string "yes"',
+        ),
+        (
+            'loader = "lua"\nfunction_count = 3',
+            "key `function_count`: expected a table of"
+            ' "<contract>@<major>" = <count>, found integer 3',
+        ),
+        (
+            'loader = "lua"\n[function_count]\n"x@1" = -1',
+            f'key `function_count."x@1"`: expected {U32}, found integer -1',
+        ),
+        (
+            'loader = "lua"\n[function_count]\n"x@1" = 4294967296',
+            f'key `function_count."x@1"`: expected {U32}, found integer 4294967296',
+        ),
+        (
+            'loader = "lua"\n[function_count]\n"x@1" = "3"',
+            f'key `function_count."x@1"`: expected {U32}, found string "3"',
+        ),
+        (
+            'loader = "lua"\n[function_count]\nx.y = 3',
+            f'key `function_count."x"`: expected {U32}, found a table',
+        ),
+        (
+            'loader = "lua"\n[dependency]\nkind = "k"',
+            "key `dependency`: expected an array of tables ([[dependency]]), found a table",
+        ),
+        (
+            'loader = "lua"\ndependency = [1]',
+            "key `dependency[0]`: expected a table, found integer 1",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\ncontract = "c"\nmin_version = "1.0"',
+            "missing field `kind` in `dependency[0]`",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\nmin_version = "1.0"',
+            "missing field `contract` in `dependency[0]`",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\ncontract = "c"\n'
+            '[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"',
+            "missing field `min_version` in `dependency[0]`",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = 1\ncontract = "c"\nmin_version = "1.0"',
+            "key `dependency[0].kind`: expected a string, found integer 1",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = 1',
+            "key `dependency[0].min_version`: expected a string, found integer 1",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"\n'
+            "bundle = 3",
+            "key `dependency[0].bundle`: expected a string, found integer 3",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"\n'
+            "contract_id = -5",
+            f"key `dependency[0].contract_id`: expected {U64}, found integer -5",
+        ),
+        (
+            'loader = "lua"\n[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"\n'
+            'bundle_id = "core"',
+            f'key `dependency[0].bundle_id`: expected {U64}, found string "core"',
+        ),
+    ],
+)
+def test_wrong_types_are_manifest_parse_errors(tmp_path: Path, lines: str, reason: str) -> None:
+    err = parse_failure(make_bundle(tmp_path, lines + "\n"))
+    assert err.reason == reason
+
+
+def test_long_wrong_values_are_shortened(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, f'loader = "{"x" * 500}"\nid = "{"9" * 500}"\n'))
+    assert err.reason.startswith("key `id`: expected an unsigned 64-bit integer")
+    assert err.reason.endswith('found string "' + "9" * 56 + "...")
+
+
+# ── read_manifest: hostile input ─────────────────────────────────────────────
+
+
+def test_integer_with_thousands_of_digits(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, 'loader = "lua"\nid = ' + "9" * 5000 + "\n"))
+    assert err.reason.startswith("invalid TOML: ")
+
+
+def test_binary_garbage_that_is_not_utf8(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, bytes(range(256)) * 4))
+    assert err.reason.startswith("failed to read: stream did not contain valid UTF-8")
+
+
+def test_binary_garbage_that_is_utf8(tmp_path: Path) -> None:
+    err = parse_failure(make_bundle(tmp_path, b"\x00\x01\x02loader\x7f = [[\x1b"))
+    assert err.reason.startswith("invalid TOML: ")
+    assert "\x00" not in err.reason and "\x1b" not in err.reason
+
+
+def test_deeply_nested_arrays(tmp_path: Path) -> None:
+    depth = 100_000
+    err = parse_failure(make_bundle(tmp_path, 'loader = "lua"\nx = ' + "[" * depth + "]" * depth))
+    assert err.reason == "invalid TOML: values nested too deeply"
+
+
+def test_deeply_nested_inline_tables(tmp_path: Path) -> None:
+    depth = 20_000
+    err = parse_failure(
+        make_bundle(tmp_path, 'loader = "lua"\nx = ' + "{a=" * depth + "1" + "}" * depth)
+    )
+    assert err.reason == "invalid TOML: values nested too deeply"
+
+
+def test_deeply_nested_unknown_table_is_ignored(tmp_path: Path) -> None:
+    text = toml_for() + "[" + ".".join(["t"] * 20_000) + "]\nx = 1\n"
+    assert read_manifest(make_bundle(tmp_path, text)).name == "demo"
+
+
+def test_deeply_nested_file_table(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = 'loader = "lua"\n[file.' + ".".join(["t"] * 20_000) + "]\nx = 1\n"
+    err = parse_failure(make_bundle(tmp_path, text))
+    assert err.reason == f"no file entry for platform {os_name}.{arch}, available: []"
+
+
+def test_very_long_line_in_toml_error(tmp_path: Path) -> None:
+    err = parse_failure(
+        make_bundle(tmp_path, 'loader = "lua"\nname = "' + "x" * 100_000 + '" junk\n')
+    )
+    assert len(err.reason) < 500
+
+
+# ── validate: upstream's steps, in order ─────────────────────────────────────
+
+
+def test_valid_manifest_passes(tmp_path: Path) -> None:
+    validate(read_manifest(make_bundle(tmp_path, toml_for())))
+
+
+def test_empty_loader(tmp_path: Path) -> None:
+    err = validate_failure(make_manifest(tmp_path, loader=""))
+    assert err.reason == "loader field is required but was empty"
+
+
+def test_empty_name(tmp_path: Path) -> None:
+    err = validate_failure(make_manifest(tmp_path, name=""))
+    assert err.reason == "name field is required but was empty"
+
+
+@pytest.mark.parametrize("file", ["", "   ", "\t\n"])
+def test_empty_or_blank_file(tmp_path: Path, file: str) -> None:
+    with pytest.raises(ManifestMissingFile) as info:
+        validate(make_manifest(tmp_path, file=file))
+    assert str(info.value) == 'bundle "demo" manifest.toml has an empty or missing `file` field'
+    assert info.value.bundle == "demo"
+
+
+def test_missing_file_key_read_from_disk(tmp_path: Path) -> None:
+    m = read_manifest(make_bundle(tmp_path, 'loader = "lua"\nname = "demo"\n'))
+    with pytest.raises(ManifestMissingFile):
+        validate(m)
+
+
+def test_zero_id(tmp_path: Path) -> None:
+    err = validate_failure(make_manifest(tmp_path, id=0))
+    assert err.reason == "id field is required but was 0 or missing"
+
+
+def test_tampered_id(tmp_path: Path) -> None:
+    with pytest.raises(BundleTampered) as info:
+        validate(make_manifest(tmp_path, id=0xABC))
+    err = info.value
+    assert str(err) == (
+        f'bundle "demo" tampered with bundle_id: expected={DEMO_ID:#x}, found=0xabc'
+        f' (id must equal bundle_id("demo") = {DEMO_ID})'
+    )
+    assert (err.bundle, err.expected, err.found) == ("demo", f"{DEMO_ID:#x}", "0xabc")
+
+
+@pytest.mark.parametrize("key", ["provides", "bundle_dependencies"])
+@pytest.mark.parametrize("spec", ["x", "x@1", "x@+1", "x@1.2", "x@1.2.3", "x@1.2.3.4", "a.b.C@0"])
+def test_well_formed_specs(tmp_path: Path, key: str, spec: str) -> None:
+    validate(make_manifest(tmp_path, **{key: [spec]}))
+
+
+@pytest.mark.parametrize("key", ["provides", "bundle_dependencies"])
+@pytest.mark.parametrize("spec", ["", "@1", "  @1", " "])
+def test_spec_with_empty_name(tmp_path: Path, key: str, spec: str) -> None:
+    err = validate_failure(make_manifest(tmp_path, **{key: ["ok@1", spec]}))
+    assert err.reason == f'{key} entry "{spec}" has an empty contract/bundle name'
+
+
+@pytest.mark.parametrize("key", ["provides", "bundle_dependencies"])
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [
+        ("x@", ""),
+        ("x@v1", "v1"),
+        ("x@1.x", "1.x"),
+        ("x@1@2", "1@2"),
+        ("x@-1", "-1"),
+        ("x@4294967296", "4294967296"),
+    ],
+)
+def test_spec_with_unparseable_version(tmp_path: Path, key: str, spec: str, version: str) -> None:
+    err = validate_failure(make_manifest(tmp_path, **{key: [spec]}))
+    assert err.reason == (
+        f'{key} entry "{spec}" has an unparseable version spec "{version}"'
+        ' (expected a bare major like "name@1" or a full version)'
+    )
+
+
+def test_dependency_with_canonical_contract_id(tmp_path: Path) -> None:
+    deps = [
+        Dependency(
+            "contract", "img.Decoder@2", "2.1.0", contract_id=guest_contract_id("img.Decoder", 2)
+        ),
+        Dependency("contract", "img.Encoder", "1", contract_id=guest_contract_id("img.Encoder", 0)),
+        Dependency("contract", "img.Any", "1.0"),  # contract_id 0: not checked (and grants nothing)
+    ]
+    validate(make_manifest(tmp_path, dependencies=deps))
+
+
+def test_dependency_with_wrong_contract_id(tmp_path: Path) -> None:
+    canonical = guest_contract_id("img.Decoder", 2)
+    dep = Dependency("contract", "img.Decoder@2", "2.1.0", contract_id=12345)
+    err = validate_failure(make_manifest(tmp_path, dependencies=[dep]))
+    assert err.reason == (
+        'dependency "img.Decoder@2" declares contract_id 12345 but the canonical id for'
+        f' contract "img.Decoder" at major 2 is {canonical}'
+    )
+
+
+def test_dependency_contract_id_when_min_version_does_not_parse(tmp_path: Path) -> None:
+    dep = Dependency("contract", "x", "1", contract_id=guest_contract_id("x", 1))
+    err = validate_failure(make_manifest(tmp_path, dependencies=[dep]))
+    assert err.reason.endswith(f'contract "x" at major 0 is {guest_contract_id("x", 0)}')
+
+
+def test_dependency_contract_id_read_from_disk(tmp_path: Path) -> None:
+    text = (
+        toml_for()
+        + '[[dependency]]\nkind = "k"\ncontract = "x"\nmin_version = "1.0"\ncontract_id = 7\n'
+    )
+    m = read_manifest(make_bundle(tmp_path, text))
+    err = validate_failure(m)
+    assert err.reason.startswith('dependency "x" declares contract_id 7 but')
+
+
+def test_validation_order(tmp_path: Path) -> None:
+    """Every fault at once; fixing them one by one reveals them in spec order."""
+    m = make_manifest(
+        tmp_path,
+        loader="",
+        name="",
+        file="",
+        id=0,
+        provides=["@1"],
+        dependencies=[Dependency("k", "x", "1.0", contract_id=1)],
+        version="1",
+    )
+    m.file = " "
+    seen: list[str] = []
+    fixes = [
+        ("loader", "lua"),
+        ("name", "demo"),
+        ("file", "../escape.lua"),
+        ("id", 1),
+        ("id", DEMO_ID),
+        ("provides", []),
+        ("dependencies", []),
+        ("version", "1.0"),
+        ("file", "bundle.lua"),
+    ]
+    for attr, value in fixes:
+        with pytest.raises(LoaderError) as info:
+            validate(m)
+        seen.append(type(info.value).__name__ + ": " + str(getattr(info.value, "reason", "")))
+        setattr(m, attr, value)
+    validate(m)
+    assert seen == [
+        "ManifestParse: loader field is required but was empty",
+        "ManifestParse: name field is required but was empty",
+        "ManifestMissingFile: ",
+        "ManifestParse: id field is required but was 0 or missing",
+        "BundleTampered: ",
+        'ManifestParse: provides entry "@1" has an empty contract/bundle name',
+        'ManifestParse: dependency "x" declares contract_id 1 but the canonical id for contract "x"'
+        f" at major 1 is {guest_contract_id('x', 1)}",
+        "ManifestParse: invalid version '1': InvalidFormat",
+        "PathEscape: ",
+    ]
+
+
+# ── validate: our additions ──────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("version", "kind"),
+    [("1", "InvalidFormat"), ("x.y", "InvalidInt"), ("1.0.0-alpha", "InvalidInt")],
+)
+def test_bad_version_is_rejected_before_registration(
+    tmp_path: Path, version: str, kind: str
+) -> None:
+    err = validate_failure(make_manifest(tmp_path, version=version))
+    assert err.reason == f"invalid version '{version}': {kind}"
+
+
+@pytest.mark.parametrize("version", ["", "0.1", "1.2.3", "1.2.3.4"])
+def test_good_versions(tmp_path: Path, version: str) -> None:
+    validate(make_manifest(tmp_path, version=version))
+
+
+def path_escape(m: ManifestData) -> PathEscape:
+    """Validate ``m``, expecting a PathEscape for its ``file``."""
+    with pytest.raises(PathEscape) as info:
+        validate(m)
+    err = info.value
+    assert str(err) == (
+        f"bundle `{m.name}` artifact `{m.file}` resolves outside the bundle directory"
+        " (path traversal or symlink escape)"
+    )
+    assert (err.bundle, err.path) == (m.name, m.file)
+    return err
+
+
+@pytest.mark.parametrize(
+    "file", ["../bundle.lua", "/etc/passwd", "a/../../bundle.lua", "./../x.lua", "sub/../../../x"]
+)
+def test_entry_file_outside_the_bundle(tmp_path: Path, file: str) -> None:
+    path_escape(make_manifest(tmp_path / "demo", file=file))
+
+
+def test_dotdot_that_comes_back_inside_is_still_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "demo"
+    bundle.mkdir()
+    path_escape(make_manifest(bundle, file="../demo/bundle.lua"))
+
+
+@pytest.mark.parametrize("file", ["sub/../bundle.lua", "./bundle.lua", "sub/dir/x.lua", "a..b.lua"])
+def test_entry_file_inside_the_bundle(tmp_path: Path, file: str) -> None:
+    validate(make_manifest(tmp_path, file=file))
+
+
+def test_symlink_escaping_the_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, toml_for())
+    (tmp_path / "outside.lua").write_text("return {}\n")
+    (bundle / "link.lua").symlink_to(tmp_path / "outside.lua")
+    (bundle / "linkdir").symlink_to(tmp_path)
+    path_escape(make_manifest(bundle, file="link.lua"))
+    path_escape(make_manifest(bundle, file="linkdir/outside.lua"))
+
+
+def test_symlink_inside_the_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, toml_for(file='"link.lua"'))
+    (bundle / "link.lua").symlink_to(bundle / "bundle.lua")
+    validate(read_manifest(bundle))
+
+
+def test_bundle_dir_reached_through_a_symlink(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, toml_for())
+    (tmp_path / "alias").symlink_to(bundle)
+    validate(read_manifest(tmp_path / "alias"))
+
+
+def test_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "a.lua").symlink_to(tmp_path / "b.lua")
+    (tmp_path / "b.lua").symlink_to(tmp_path / "a.lua")
+    m = make_manifest(tmp_path, file="a.lua")
+    if sys.version_info < (3, 13):
+        err = validate_failure(m)
+        assert err.reason.startswith("file `a.lua` cannot be resolved: Symlink loop")
+    else:  # newer pathlib may resolve a loop without raising; only a crash would be wrong
+        with contextlib.suppress(ManifestParse):
+            validate(m)
+
+
+def test_file_with_nul_character(tmp_path: Path) -> None:
+    m = read_manifest(make_bundle(tmp_path, toml_for(file=r'"bundle\u0000.lua"')))
+    err = validate_failure(m)
+    assert err.reason == 'file "bundle\\u0000.lua" contains a NUL character'
+
+
+# ── function_count pre-check (§8 step 3) ─────────────────────────────────────
+
+
+def test_function_count_keyed_by_contract_major(tmp_path: Path) -> None:
+    m = make_manifest(
+        tmp_path,
+        version="2.5.0",
+        provides=["x.H@1", "x.G@3.1"],
+        function_count={"x.H@1": 2, "x.G@3": 1},
+    )
+    assert check_function_counts(m, STRICT) == []
+
+
+def test_function_count_keyed_by_bundle_version_major_as_upstream(tmp_path: Path) -> None:
+    m = make_manifest(tmp_path, version="2.5.0", provides=["x.H@1"], function_count={"x.H@2": 2})
+    assert check_function_counts(m, STRICT) == []
+
+
+@pytest.mark.parametrize(("version", "key"), [("", "x.H@0"), ("3.0", "x.H@3"), ("1.2.3", "x.H@1")])
+def test_unversioned_provides_uses_the_upstream_key(tmp_path: Path, version: str, key: str) -> None:
+    m = make_manifest(tmp_path, version=version, provides=["x.H"], function_count={key: 1})
+    assert check_function_counts(m, STRICT) == []
+    m.function_count = {"x.H@1" if key != "x.H@1" else "x.H@9": 1}
+    with pytest.raises(FunctionCountMismatch) as info:
+        check_function_counts(m, STRICT)
+    assert info.value.expected == key
+
+
+def test_missing_function_count_strict(tmp_path: Path) -> None:
+    m = make_manifest(tmp_path, provides=["x.H@1", "x.G@1"], function_count={"x.H@1": 2})
+    with pytest.raises(FunctionCountMismatch) as info:
+        check_function_counts(m, STRICT)
+    err = info.value
+    assert str(err) == (
+        'bundle "demo" provides "x.G@1" but manifest.toml has no [function_count] entry for it:'
+        ' add "x.G@1" = <number of functions>'
+    )
+    assert (err.contract, err.expected, err.found) == ("x.G@1", "x.G@1", "")
+    assert "expected=0, found=0" not in str(err)
+
+
+def test_missing_function_count_strict_names_both_keys(tmp_path: Path) -> None:
+    m = make_manifest(tmp_path, version="2.5.0", provides=["x.H@1"])
+    with pytest.raises(FunctionCountMismatch) as info:
+        check_function_counts(m, STRICT)
+    assert str(info.value) == (
+        'bundle "demo" provides "x.H@1" but manifest.toml has no [function_count] entry for it:'
+        ' add "x.H@1" = <number of functions>'
+        ' (or "x.H@2", the bundle-version key upstream polyplug 0.1.3 reads)'
+    )
+
+
+def test_missing_function_count_relaxed_warns(tmp_path: Path) -> None:
+    m = make_manifest(tmp_path, provides=["x.H@1", "x.G", "x.F@2"], function_count={"x.H@1": 1})
+    assert check_function_counts(m, RELAXED) == [
+        'bundle "demo" provides "x.G" but has no function_count entry for key "x.G@1"',
+        'bundle "demo" provides "x.F@2" but has no function_count entry for key "x.F@2"',
+    ]
+
+
+def test_missing_function_count_yolo_is_silent(tmp_path: Path) -> None:
+    m = make_manifest(tmp_path, provides=["x.H@1"])
+    assert check_function_counts(m, YOLO) == []
+
+
+def test_function_count_check_without_provides(tmp_path: Path) -> None:
+    assert check_function_counts(make_manifest(tmp_path), STRICT) == []
+
+
+@pytest.mark.parametrize("mode", [-1, 3])
+def test_function_count_check_rejects_unknown_mode(tmp_path: Path, mode: int) -> None:
+    with pytest.raises(ValueError, match="compatibility must be 0, 1 or 2"):
+        check_function_counts(make_manifest(tmp_path), mode)
