@@ -718,6 +718,17 @@ static void vm_destroy_instance(VmLoaderData loader_data, const HostApi *host,
     pthread_mutex_unlock(&b->lock);
 }
 
+int64_t pp_function_count(const GuestContractInterface *iface) {
+    if (!iface) return -1;
+    if (iface->dispatch_type == DispatchType_Native) return iface->dispatch.native.function_count;
+    if (iface->dispatch.vm.call != vm_dispatch || !iface->dispatch.vm.loader_data.data) return -1;
+    lua_contract *c = iface->dispatch.vm.loader_data.data;
+    pthread_mutex_lock(&c->bundle->lock);
+    int64_t n = c->fn_count;
+    pthread_mutex_unlock(&c->bundle->lock);
+    return n;
+}
+
 /* ── bundles ───────────────────────────────────────────────────────────────── */
 
 static void contract_free(lua_contract *c) {

@@ -235,6 +235,10 @@ PP_API void pp_arena_release(CallArena *arena);
 /* Bytes handed out since the last reset (bump region + overflow). */
 PP_API size_t pp_arena_used(const CallArena *arena);
 
+/* Number of callable functions behind an interface: the native table's count, the
+ * Lua loader's count for its own interfaces, -1 when it cannot be known. */
+PP_API int64_t pp_function_count(const GuestContractInterface *iface);
+
 /* ── calls ─────────────────────────────────────────────────────────────────── */
 
 /* Dispatch through an interface (VM or native) the way upstream's formula says.

@@ -132,6 +132,12 @@ function M.to_str(sv)
             .. "(call to_str once on the raw StringView and pass the resulting Lua string on)", 2)
     end
     if not (ffi.istype(StringView_t, sv) or ffi.istype(StringView_ptr_t, sv)) then
+        -- Rare path: an array of StringView (e.g. a `StringView[1]` out slot)
+        -- stands for its first element.
+        local ct = tostring(ffi.typeof(sv))
+        if find(ct, "^ctype<[%w ]*struct StringView %[%d*%]>$") then
+            return M.to_str(ffi.cast(StringView_ptr_t, sv))
+        end
         error("polyplug.to_str: expected a StringView cdata (or nil), got a "
             .. tostring(ffi.typeof(sv))
             .. " (cast the pointer to `const StringView *` and index it, or pass the StringView itself)", 2)
@@ -249,8 +255,9 @@ local function major_text(fname, major)
         n = tonumber(n)
     end
     if type(n) ~= "number" or n ~= floor(n) or n < 0 or n > 0xFFFFFFFF then
+        local shown = type(major) == "string" and format("the string %q", major) or tostring(major)
         error(format("polyplug.%s: major must be an integer in 0..4294967295, got %s",
-            fname, tostring(major)), 3)
+            fname, shown), 3)
     end
     return format("%d", n)
 end

@@ -1,0 +1,66 @@
+"""Shared helpers for the test suite: temp bundles, hand-built manifests, raw vtable calls."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+from polyplug import ManifestData, bundle_id, ffi
+
+
+def write_temp_bundle(
+    tmp_path: Path, name: str, content: Union[bytes, str]
+) -> tuple[Path, Path]:
+    """Write ``content`` as ``bundle.lua`` plus a minimal ``manifest.toml`` for ``name``.
+
+    Each call gets its own fresh directory under ``tmp_path`` (two bundles in one test,
+    even with the same name, never collide).  Returns ``(bundle_dir, bundle_dir/bundle.lua)``.
+    """
+    bundle_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp_path))
+    path = bundle_dir / "bundle.lua"
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    (bundle_dir / "manifest.toml").write_text(
+        f'id = {bundle_id(name)}\nname = "{name}"\nloader = "lua"\nfile = "bundle.lua"\n',
+        encoding="utf-8",
+    )
+    return bundle_dir, path
+
+
+def make_manifest(path: Path, name: str) -> ManifestData:
+    """A ``ManifestData`` for the Lua entry file ``path`` (its parent is the bundle dir)."""
+    path = Path(path)
+    return ManifestData(
+        id=bundle_id(name),
+        name=name,
+        loader="lua",
+        file=path.name,
+        path=path.parent,
+        version="",
+        provides=[],
+        function_count={},
+        dependencies=[],
+        needs_reinit_on_dep_reload=False,
+        bundle_dependencies=[],
+    )
+
+
+def call_vm(
+    iface: Any,
+    fn_id: int,
+    args: Any = ffi.NULL,
+    out: Any = ffi.NULL,
+    arena: Any = ffi.NULL,
+    instance: Any = None,
+) -> Any:
+    """Call ``iface.dispatch.vm.call`` directly and return the filled ``AbiError *``.
+
+    ``instance`` defaults to the null (default) ``GuestContractInstance``; the result
+    starts as ``AbiError::ok()`` (code 0), like the upstream tests.
+    """
+    if instance is None:
+        instance = ffi.new("GuestContractInstance *")[0]
+    result = ffi.new("AbiError *")
+    vm = iface.dispatch.vm
+    vm.call(vm.loader_data, instance, fn_id, args, out, arena, result)
+    return result
