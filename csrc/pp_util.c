@@ -147,9 +147,8 @@ bool ppi_utf8_valid(const uint8_t *s, size_t len) {
     return true;
 }
 
-static _Thread_local char thread_tag_anchor;
-
-uintptr_t ppi_thread_tag(void) { return (uintptr_t)&thread_tag_anchor; }
+/* pthread_self() is unique among live threads and costs a register read. */
+uintptr_t ppi_thread_tag(void) { return (uintptr_t)pthread_self(); }
 
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;

@@ -6,7 +6,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Union
 
+import pytest
+
 from polyplug import ManifestData, bundle_id, ffi
+
+
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
+    """Collect the seed port's tests under the seed's own names (no ``test_`` prefix).
+
+    A test module lists them in ``SEED_TESTS``; only those exact names are collected,
+    so helpers in the module stay helpers.
+    """
+    seed = getattr(getattr(collector, "obj", None), "SEED_TESTS", ())
+    if name in seed and callable(obj):
+        return pytest.Function.from_parent(collector, name=name)
+    return None
 
 
 def write_temp_bundle(

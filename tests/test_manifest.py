@@ -290,14 +290,6 @@ def test_manifest_that_is_a_directory(tmp_path: Path) -> None:
     assert err.reason == "failed to read: Is a directory (os error 21)"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_manifest(tmp_path: Path) -> None:
-    bundle = make_bundle(tmp_path, toml_for())
-    (bundle / "manifest.toml").chmod(0)
-    err = parse_failure(bundle)
-    assert err.reason == "failed to read: Permission denied (os error 13)"
-
-
 def test_non_utf8_manifest(tmp_path: Path) -> None:
     err = parse_failure(make_bundle(tmp_path, b'loader = "lua"\nname = "\xff\xfe"\n'))
     assert err.reason == (
