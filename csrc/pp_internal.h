@@ -44,6 +44,31 @@ uintptr_t ppi_thread_tag(void);
 /* Growable array helper: ensure room for `need` elements of `elem` bytes. */
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem);
 
+/* ── the per-VM lock (pp_lock.c) ───────────────────────────────────────────── */
+
+typedef struct ppi_lock {
+    _Atomic uint32_t state; /* 0 free, 1 held, 2 held with possible sleepers */
+} ppi_lock;
+
+void ppi_lock_acquire_slow(ppi_lock *l);
+void ppi_lock_wake(ppi_lock *l);
+
+static inline void ppi_lock_init(ppi_lock *l) { atomic_init(&l->state, 0); }
+
+static inline void ppi_lock_acquire(ppi_lock *l) {
+    uint32_t expected = 0;
+    if (PP_LIKELY(atomic_compare_exchange_strong_explicit(&l->state, &expected, 1,
+                                                          memory_order_acquire,
+                                                          memory_order_relaxed)))
+        return;
+    ppi_lock_acquire_slow(l);
+}
+
+static inline void ppi_lock_release(ppi_lock *l) {
+    if (PP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+        ppi_lock_wake(l);
+}
+
 /* ── logging funnel (pp_log.c) ─────────────────────────────────────────────── */
 
 typedef struct ppi_log_sink {

@@ -53,7 +53,7 @@ typedef struct lua_bundle {
     pp_runtime *rt;
     uint64_t id;
     char *name;
-    pthread_mutex_t lock;
+    ppi_lock lock;
     _Atomic uintptr_t owner; /* thread inside the VM, 0 when idle */
     lua_State *L;
     lua_contract *contracts; /* live and retired records */
@@ -608,9 +608,9 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         set_call_error(out_err, AbiErrorCode_ReentrantCall, call_error_text);
         return;
     }
-    pthread_mutex_lock(&b->lock);
+    ppi_lock_acquire(&b->lock);
     if (PP_UNLIKELY(fn_id >= c->fn_count)) {
-        pthread_mutex_unlock(&b->lock);
+        ppi_lock_release(&b->lock);
         set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
         return;
     }
@@ -626,7 +626,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         if (PP_UNLIKELY(lua_isnil(L, -1) || (uintptr_t)instance.data > INT32_MAX)) {
             lua_settop(L, STACK_BASE);
             atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
-            pthread_mutex_unlock(&b->lock);
+            ppi_lock_release(&b->lock);
             set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
             return;
         }
@@ -638,7 +638,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
     int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
     if (PP_LIKELY(rc == 0)) {
         atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&b->lock);
+        ppi_lock_release(&b->lock);
         set_call_error(out_err, AbiErrorCode_Ok, NULL);
         return;
     }
@@ -648,7 +648,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
     lua_settop(L, STACK_BASE);
     atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
     pp_runtime *rt = b->rt;
-    pthread_mutex_unlock(&b->lock);
+    ppi_lock_release(&b->lock);
     /* the caller's message: the error without the traceback */
     ppi_strlcpy(call_error_text, sizeof call_error_text, full);
     char *tb = strstr(call_error_text, "\nstack traceback:");
@@ -670,7 +670,7 @@ static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, co
     if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) return;
     char msg[2048];
     msg[0] = '\0';
-    pthread_mutex_lock(&b->lock);
+    ppi_lock_acquire(&b->lock);
     if (!c->retired && c->next_instance < INT32_MAX) {
         atomic_store_explicit(&b->owner, ppi_thread_tag(), memory_order_relaxed);
         lua_State *L = b->L;
@@ -691,7 +691,7 @@ static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, co
         atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
     }
     pp_runtime *rt = b->rt;
-    pthread_mutex_unlock(&b->lock);
+    ppi_lock_release(&b->lock);
     if (msg[0]) {
         ppi_set_last_error(rt, msg);
         ppi_log_emit(&rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(msg));
@@ -705,9 +705,9 @@ static void vm_destroy_instance(VmLoaderData loader_data, const HostApi *host,
     if (!c || !instance.data || (uintptr_t)instance.data > INT32_MAX) return;
     lua_bundle *b = c->bundle;
     if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) return;
-    pthread_mutex_lock(&b->lock);
+    ppi_lock_acquire(&b->lock);
     if (c->retired) { /* its instance table died with the old VM */
-        pthread_mutex_unlock(&b->lock);
+        ppi_lock_release(&b->lock);
         return;
     }
     lua_State *L = b->L;
@@ -715,7 +715,7 @@ static void vm_destroy_instance(VmLoaderData loader_data, const HostApi *host,
     lua_pushnil(L);
     lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
     lua_settop(L, STACK_BASE);
-    pthread_mutex_unlock(&b->lock);
+    ppi_lock_release(&b->lock);
 }
 
 int64_t pp_function_count(const GuestContractInterface *iface) {
@@ -723,9 +723,9 @@ int64_t pp_function_count(const GuestContractInterface *iface) {
     if (iface->dispatch_type == DispatchType_Native) return iface->dispatch.native.function_count;
     if (iface->dispatch.vm.call != vm_dispatch || !iface->dispatch.vm.loader_data.data) return -1;
     lua_contract *c = iface->dispatch.vm.loader_data.data;
-    pthread_mutex_lock(&c->bundle->lock);
+    ppi_lock_acquire(&c->bundle->lock);
     int64_t n = c->fn_count;
-    pthread_mutex_unlock(&c->bundle->lock);
+    ppi_lock_release(&c->bundle->lock);
     return n;
 }
 
@@ -747,7 +747,6 @@ static void bundle_free(lua_bundle *b) {
         c = next;
     }
     free(b->name);
-    pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
@@ -862,10 +861,8 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     lua_bundle *b = existing;
     if (!b) {
         b = calloc(1, sizeof *b);
-        if (!b || pthread_mutex_init(&b->lock, NULL) != 0) {
-            free(b);
-            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
-        }
+        if (!b) return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        ppi_lock_init(&b->lock);
         b->loader = ld;
         b->rt = rt;
         b->id = m->id;
@@ -897,7 +894,7 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
         return st;
     }
     /* Commit: swap the new VM in under the bundle lock, then close the old one. */
-    pthread_mutex_lock(&b->lock);
+    ppi_lock_acquire(&b->lock);
     lua_State *old = b->L;
     for (lua_contract *c = b->contracts; c; c = c->next) c->retired = true;
     for (size_t i = 0; i < res.len; i++) {
@@ -919,7 +916,7 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     }
     b->L = res.L;
     res.L = NULL;
-    pthread_mutex_unlock(&b->lock);
+    ppi_lock_release(&b->lock);
     if (old) lua_close(old);
     init_result_free(&res, false);
     if (!existing) {
@@ -980,8 +977,8 @@ static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
     pthread_mutex_unlock(&ld->lock);
     if (!b) return;
     /* wait for a call in flight, then free the VM and records */
-    pthread_mutex_lock(&b->lock);
-    pthread_mutex_unlock(&b->lock);
+    ppi_lock_acquire(&b->lock);
+    ppi_lock_release(&b->lock);
     bundle_free(b);
 }
 
