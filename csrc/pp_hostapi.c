@@ -553,3 +553,29 @@ void pp_call(const GuestContractInterface *iface, void *instance_data,
     set_err(out_err, AbiErrorCode_Ok, NULL);
     fn(inst, args, out, out_err);
 }
+
+uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
+                        void *instance_data, uint64_t instance_contract_id, uint32_t fn_id,
+                        const void *args, void *out, CallArena *arena, AbiError *out_err) {
+    if (PP_UNLIKELY(!rt || !out_err)) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, "pp_call_handle: null runtime");
+        return AbiErrorCode_InvalidPointer;
+    }
+    GuestContractHandle h = {index, generation};
+    const GuestContractInterface *iface;
+    if (PP_UNLIKELY(ppi_registry_resolve(&rt->reg, h, &iface, NULL) != PP_OK)) {
+        set_err(out_err, AbiErrorCode_StaleHandle,
+                "stale contract handle: its bundle was unloaded or the contract was removed "
+                "by a reload");
+        return AbiErrorCode_StaleHandle;
+    }
+    if (arena) pp_arena_reset(arena);
+    pp_call(iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
+    return out_err->code;
+}
+
+uint32_t pp_call_frame_invoke(pp_call_frame *f) {
+    if (PP_UNLIKELY(!f)) return AbiErrorCode_InvalidPointer;
+    return pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
+                          f->instance_contract_id, f->fn_id, f->args, f->out, f->arena, &f->err);
+}

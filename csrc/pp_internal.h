@@ -140,6 +140,10 @@ size_t ppi_registry_find_all(ppi_registry *reg, uint64_t contract_id, uint32_t m
                              GuestContractHandle *out, size_t cap);
 int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
                              const GuestContractInterface **out, pp_error *err);
+int32_t ppi_registry_resolve_locked(ppi_registry *reg, GuestContractHandle h,
+                                    const GuestContractInterface **out, pp_error *err);
+int32_t ppi_registry_handle_info(ppi_registry *reg, GuestContractHandle h, pp_slot_info *out,
+                                 pp_error *err);
 size_t ppi_registry_invalidate(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_declare_deps(ppi_registry *reg, uint64_t bundle_id, const pp_manifest *m);
 void ppi_registry_drop_deps(ppi_registry *reg, uint64_t bundle_id);

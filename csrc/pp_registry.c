@@ -23,7 +23,34 @@ int ppi_registry_init(ppi_registry *reg) {
     return pthread_rwlock_init(&reg->lock, NULL);
 }
 
+/* A vacated slot holds this interface, so a stale interface pointer kept by a host
+ * answers StaleHandle instead of calling into a freed loader record. */
+static void dead_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
+                      const void *args, void *out, CallArena *arena, AbiError *out_err) {
+    (void)loader_data, (void)instance, (void)fn_id, (void)args, (void)out, (void)arena;
+    if (!out_err) return;
+    out_err->code = AbiErrorCode_StaleHandle;
+    out_err->message = ppi_view("this contract was unloaded or removed by a reload; resolve its "
+                                "handle again (the interface pointer is stale)");
+}
+
+static void dead_create(VmLoaderData loader_data, const HostApi *host, const void *args,
+                        GuestContractInstance *out_instance) {
+    (void)loader_data, (void)host, (void)args;
+    if (out_instance) out_instance->data = NULL, out_instance->contract_id = 0;
+}
+
+static void dead_destroy(VmLoaderData loader_data, const HostApi *host,
+                         GuestContractInstance instance) {
+    (void)loader_data, (void)host, (void)instance;
+}
+
 static void slot_clear(ppi_slot *s) {
+    memset(&s->iface, 0, sizeof s->iface);
+    s->iface.dispatch_type = DispatchType_VirtualMachine;
+    s->iface.create_instance = dead_create;
+    s->iface.destroy_instance = dead_destroy;
+    s->iface.dispatch.vm.call = dead_call;
     free(s->contract_name);
     free(s->plugin_name);
     s->contract_name = s->plugin_name = NULL;
@@ -193,29 +220,35 @@ size_t ppi_registry_find_all(ppi_registry *reg, uint64_t contract_id, uint32_t m
     return n;
 }
 
-int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
-                             const GuestContractInterface **out, pp_error *err) {
-    int32_t status = PP_OK;
+int32_t ppi_registry_resolve_locked(ppi_registry *reg, GuestContractHandle h,
+                                    const GuestContractInterface **out, pp_error *err) {
     *out = NULL;
-    pthread_rwlock_rdlock(&reg->lock);
+    int32_t st = PP_OK;
     if (h.index >= reg->slots_len) {
-        status = ppi_fail(err, PP_ERR_INVALID_HANDLE, NULL, NULL, NULL,
-                          "invalid plugin handle: index=%u is out of bounds", h.index);
+        st = ppi_fail(err, PP_ERR_INVALID_HANDLE, NULL, NULL, NULL,
+                      "invalid plugin handle: index=%u is out of bounds", h.index);
     } else {
         const ppi_slot *s = reg->slots[h.index];
         if (s->generation != h.generation || s->state != PPI_SLOT_PUBLISHED) {
-            status = ppi_fail(err, PP_ERR_STALE_HANDLE, NULL, NULL, NULL,
-                              "stale plugin handle: index=%u refers to a vacated or recycled "
-                              "slot (its bundle was unloaded or the contract removed)",
-                              h.index);
+            st = ppi_fail(err, PP_ERR_STALE_HANDLE, NULL, NULL, NULL,
+                          "stale plugin handle: index=%u refers to a vacated or recycled slot "
+                          "(its bundle was unloaded or the contract removed)",
+                          h.index);
+            if (err) err->abi_code = AbiErrorCode_StaleHandle;
         } else {
             *out = &s->iface;
         }
     }
+    if (err && st != PP_OK) snprintf(err->detail, sizeof err->detail, "%u", h.index);
+    return st;
+}
+
+int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
+                             const GuestContractInterface **out, pp_error *err) {
+    pthread_rwlock_rdlock(&reg->lock);
+    int32_t st = ppi_registry_resolve_locked(reg, h, out, err);
     pthread_rwlock_unlock(&reg->lock);
-    if (err && status == PP_ERR_STALE_HANDLE) err->abi_code = AbiErrorCode_StaleHandle;
-    if (err && status != PP_OK) snprintf(err->detail, sizeof err->detail, "%u", h.index);
-    return status;
+    return st;
 }
 
 static size_t invalidate_locked(ppi_registry *reg, uint64_t bundle_id) {
@@ -417,6 +450,24 @@ void ppi_registry_reset_counts(ppi_registry *reg, uint64_t bundle_id) {
     pthread_rwlock_unlock(&reg->lock);
 }
 
+static void fill_info(const ppi_slot *s, pp_slot_info *out) {
+    out->bundle_id = s->bundle_id;
+    out->contract_id = s->iface.contract_id;
+    out->version = s->iface.contract_version;
+    ppi_strlcpy(out->contract_name, sizeof out->contract_name, s->contract_name);
+    ppi_strlcpy(out->plugin_name, sizeof out->plugin_name, s->plugin_name);
+}
+
+int32_t ppi_registry_handle_info(ppi_registry *reg, GuestContractHandle h, pp_slot_info *out,
+                                 pp_error *err) {
+    const GuestContractInterface *iface;
+    pthread_rwlock_rdlock(&reg->lock);
+    int32_t st = ppi_registry_resolve_locked(reg, h, &iface, err);
+    if (st == PP_OK) fill_info(reg->slots[h.index], out);
+    pthread_rwlock_unlock(&reg->lock);
+    return st;
+}
+
 size_t ppi_registry_bundle_slots(ppi_registry *reg, uint64_t bundle_id, pp_slot_info *out,
                                  size_t cap) {
     size_t n = 0;
@@ -424,13 +475,7 @@ size_t ppi_registry_bundle_slots(ppi_registry *reg, uint64_t bundle_id, pp_slot_
     for (size_t i = 0; i < reg->index_len; i++) {
         const ppi_slot *s = reg->slots[reg->index[i].slot];
         if (s->bundle_id != bundle_id) continue;
-        if (n < cap) {
-            out[n].bundle_id = s->bundle_id;
-            out[n].contract_id = s->iface.contract_id;
-            out[n].version = s->iface.contract_version;
-            ppi_strlcpy(out[n].contract_name, sizeof out[n].contract_name, s->contract_name);
-            ppi_strlcpy(out[n].plugin_name, sizeof out[n].plugin_name, s->plugin_name);
-        }
+        if (n < cap) fill_info(s, &out[n]);
         n++;
     }
     pthread_rwlock_unlock(&reg->lock);

@@ -598,6 +598,12 @@ int32_t pp_registry_invalidate_bundle(pp_runtime *rt, uint64_t bundle_id, size_t
     return PP_OK;
 }
 
+int32_t pp_registry_handle_info(pp_runtime *rt, GuestContractHandle handle, pp_slot_info *out,
+                                pp_error *err) {
+    if (!rt || !out) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null");
+    return ppi_registry_handle_info(&rt->reg, handle, out, err);
+}
+
 size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_slot_info *out,
                                 size_t cap) {
     return rt ? ppi_registry_bundle_slots(&rt->reg, bundle_id, out, cap) : 0;

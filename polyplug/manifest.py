@@ -34,6 +34,7 @@ from polyplug._errors import (
     ManifestParse,
     PathEscape,
 )
+from polyplug.signature import FunctionSig, parse_signatures
 from polyplug.ids import (
     Version,
     VersionParseError,
@@ -125,6 +126,8 @@ class ManifestData:
     dependencies: list[Dependency] = field(default_factory=list)
     needs_reinit_on_dep_reload: bool = False
     bundle_dependencies: list[str] = field(default_factory=list)
+    #: our extension: ``[contracts."<name>@<major>".functions]`` (see polyplug.signature)
+    signatures: dict[str, dict[str, FunctionSig]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -336,8 +339,16 @@ def _manifest_from_table(doc: dict[str, Any], bundle_dir: Path) -> ManifestData:
         dependencies=_dependencies(doc.get("dependency", [])),
         needs_reinit_on_dep_reload=reinit,
         bundle_dependencies=_str_list(doc, "bundle_dependencies"),
+        signatures=_signatures(doc.get("contracts", {})),
         path=bundle_dir,
     )
+
+
+def _signatures(value: object) -> dict[str, dict[str, FunctionSig]]:
+    try:
+        return parse_signatures(value)
+    except ValueError as exc:
+        raise _FieldError(str(exc)) from None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> ManifestData:

@@ -24,7 +24,9 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 from polyplug import _errors
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
-from polyplug.ids import parse_u32
+from polyplug.call import Contract
+from polyplug.ids import guest_contract_id, parse_u32
+from polyplug.signature import FunctionSig
 from polyplug.manifest import ManifestData, check_function_counts, read_manifest, validate
 
 __all__ = [
@@ -347,6 +349,18 @@ class Registry:
         check(err)
         return out[0]
 
+    def info(self, handle: GuestContractHandle) -> dict[str, Any]:
+        """Facts about a live handle: owner ``bundle_id``, ``contract`` and ``plugin`` names."""
+        h = ffi.new("GuestContractHandle *", tuple(handle))
+        out = ffi.new("pp_slot_info *")
+        err = new_error()
+        lib.pp_registry_handle_info(self._runtime._ptr(), h[0], out, err)
+        check(err)
+        return {"bundle_id": int(out.bundle_id), "contract_id": int(out.contract_id),
+                "contract": ffi.string(out.contract_name).decode(),
+                "plugin": ffi.string(out.plugin_name).decode(),
+                "version": (out.version.major, out.version.minor, out.version.patch)}
+
     def invalidate_bundle(self, bundle_id: int) -> int:
         """Retire every contract registered by ``bundle_id``; returns how many."""
         n = ffi.new("size_t *")
@@ -371,6 +385,7 @@ class Runtime:
         self._state = _CallbackState(log=cfg.log, on_reload=cfg.on_reload)
         self._state.runtime = weakref.ref(self)
         self._handle = ffi.new_handle(self._state)
+        self._manifests: dict[int, ManifestData] = {}
         c = ffi.new("RuntimeConfig *")
         c.compatibility = Compatibility(cfg.compatibility)
         c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
@@ -478,6 +493,7 @@ class Runtime:
         err = new_error()
         lib.pp_runtime_load(self._ptr(), cm, src, err)
         check(err)
+        self._manifests[manifest.id] = manifest
 
     def reload_bundle(self, path: PathLike) -> None:
         """Hot-reload a loaded bundle from disk.
@@ -503,12 +519,44 @@ class Runtime:
         err = new_error()
         lib.pp_runtime_reload(rt, cm, err)
         check(err)
+        self._manifests[manifest.id] = manifest
 
     def unload_bundle(self, bundle_id: int) -> None:
         """Unload a bundle by id: its contracts go stale and its Lua VM is freed."""
         err = new_error()
         lib.pp_runtime_unload(self._ptr(), int(bundle_id), err)
         check(err)
+        self._manifests.pop(int(bundle_id), None)
+
+    def manifest(self, bundle_id: int) -> ManifestData:
+        """The manifest a loaded bundle was loaded (or last reloaded) with."""
+        try:
+            return self._manifests[int(bundle_id)]
+        except KeyError:
+            raise _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
+                                         f"0x{int(bundle_id):016x}", bundle="") from None
+
+    # ── the Pythonic call layer ──
+
+    def contract(self, name: str, major: int = 1,
+                 signatures: Optional[dict[str, FunctionSig]] = None) -> Contract:
+        """A callable view of contract ``name@major`` (see :mod:`polyplug.call`).
+
+        Function signatures come from ``signatures`` or, when omitted, from the
+        ``[contracts."<name>@<major>".functions]`` table of the loaded bundle that
+        provides the contract.  Raises :class:`PluginNotFound`.
+        """
+        if signatures is None:
+            handle = self.find_guest_contract(guest_contract_id(name, major), major)
+            owner = self._owner_of(handle)
+            m = self._manifests.get(owner) if owner is not None else None
+            signatures = dict(m.signatures.get(f"{name}@{major}", {})) if m else {}
+        return Contract(self, name, major, signatures)
+
+    def _owner_of(self, handle: GuestContractHandle) -> Optional[int]:
+        info = self.registry().info(handle)
+        return int(info["bundle_id"])
+
 
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""

@@ -7,13 +7,14 @@ lua-loader.md §4.2), as seen by cffi (= the C header) and by a real LuaJIT gues
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import polyplug
-from polyplug import ffi, lib, runtime as pp_runtime
+from polyplug import ffi, lib
+from polyplug import runtime as pp_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "csrc" / "include" / "polyplug.h"
@@ -369,12 +370,12 @@ def test_lua_guest_sees_the_enum_values(tmp_path: Path) -> None:
 
 # ── the public pp_* surface ──────────────────────────────────────────────────
 
-PP_API_DECL = re.compile(r"PP_API\b[^;{(]*?\b((?:pp|polyplug)_[A-Za-z0-9_]*)\s*\(", re.S)
+PP_API_DECL = re.compile(r"PP_API\b[^;{(]*?\b((?:pp|polyplug)_[A-Za-z0-9_]*)\s*\(", re.DOTALL)
 
 
 def _header_functions() -> list[str]:
     text = HEADER.read_text()
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)  # comments may mention names
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)  # comments may mention names
     return sorted(set(PP_API_DECL.findall(text)))
 
 

@@ -215,6 +215,9 @@ typedef struct pp_slot_info {
     char contract_name[256];
     char plugin_name[256];
 } pp_slot_info;
+/* Facts about the live slot behind `handle` (InvalidHandle / StaleHandle otherwise). */
+PP_API int32_t pp_registry_handle_info(pp_runtime *rt, GuestContractHandle handle,
+                                       pp_slot_info *out, pp_error *err);
 /* Fill up to `cap` infos for slots owned by `bundle_id`; returns the total count. */
 PP_API size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_slot_info *out,
                                        size_t cap);
@@ -246,5 +249,36 @@ PP_API int64_t pp_function_count(const GuestContractInterface *iface);
 PP_API void pp_call(const GuestContractInterface *iface, void *instance_data,
                     uint64_t instance_contract_id, uint32_t fn_id, const void *args, void *out,
                     CallArena *arena, AbiError *out_err);
+
+/*
+ * Call through a registry handle {index, generation}: the handle is checked (stale ->
+ * StaleHandle, written to out_err), `arena` (may be NULL) is reset first, then the
+ * call runs as pp_call.  Returns out_err->code.  This is the Python layer's fast path.
+ */
+PP_API uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
+                               void *instance_data, uint64_t instance_contract_id,
+                               uint32_t fn_id, const void *args, void *out, CallArena *arena,
+                               AbiError *out_err);
+
+/*
+ * A prepared call: everything pp_call_handle takes, in one block the caller fills
+ * once and reuses (only `args` contents change between calls).  Invoking it costs a
+ * single argument crossing, which is what makes the Python call layer cheap.
+ */
+typedef struct pp_call_frame {
+    pp_runtime *rt;
+    uint32_t index;
+    uint32_t generation;
+    void *instance_data;
+    uint64_t instance_contract_id;
+    uint32_t fn_id;
+    const void *args;
+    void *out;
+    CallArena *arena;
+    AbiError err;
+} pp_call_frame;
+
+/* pp_call_handle with the frame's fields; returns frame->err.code. */
+PP_API uint32_t pp_call_frame_invoke(pp_call_frame *frame);
 
 #endif /* POLYPLUG_H */

@@ -1,0 +1,283 @@
+"""The Pythonic call layer over the raw ``vm.call`` vtable.
+
+::
+
+    arith = rt.contract("example.arith", 1)
+    arith.add(7, 35)                      # 42, typed by the manifest's signature table
+    with arith.instance() as counter:     # a per-instance guest object
+        counter.add(1, 2)
+    arith.call(0, args_cdata, out_cdata)  # raw: your own cffi memory, AbiError checked
+
+Each call marshals arguments with ``struct`` into a prepared call frame from a small
+per-function pool (a frame is never shared by two threads at once) and passes a
+per-call ``CallArena``, reset before the next call that uses the frame, so string
+results stay readable until they are decoded.  A non-Ok ``AbiError`` becomes
+:class:`GuestError`, :class:`FunctionNotAvailable` or :class:`ReentrantCall` with the
+guest's message.  Every call goes through the contract's registry handle, checked in
+C: a reload is picked up and an unload raises :class:`StaleHandle` instead of
+touching freed memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+
+from polyplug import _errors
+from polyplug._ffi import ffi, lib
+from polyplug.ids import guest_contract_id
+from polyplug.signature import FunctionSig, signature
+
+if TYPE_CHECKING:
+    from polyplug.runtime import GuestContractHandle, Runtime
+
+__all__ = ["Contract", "Instance", "make_caller"]
+
+ARENA_BYTES = 4096  # bump region of each pooled call arena; overflow grows on demand
+
+
+def _failure(code: int, err: Any, sig: FunctionSig) -> _errors.PolyplugError:
+    """The exception for a call that returned ``code`` with ``err`` (an ``AbiError``)."""
+    msg = ffi.string(err.message.ptr, err.message.len).decode("utf-8", "replace") \
+        if err.message.len else ""
+    if code == 5:
+        return _errors.StaleHandle(msg or "stale contract handle")
+    if not msg:
+        msg = (f"function {sig.name} (id {sig.id}) is not available: unknown function id or "
+               "instance" if code == 6 else f"call to {sig.name} (id {sig.id}) failed with code {code}")
+    return _errors.call_error(code, msg)
+
+
+def _read_string(view: tuple[int, int]) -> str:
+    ptr, length = view
+    if length == 0:
+        return ""
+    if ptr == 0:
+        raise _errors.GuestError("the guest returned a StringView with a null pointer")
+    return bytes(ffi.buffer(ffi.cast("uint8_t *", ptr), length)).decode("utf-8")
+
+
+# The generated caller; {placeholders} are filled per signature.
+_TEMPLATE = """
+def {name}({params}):
+    slot = pop() if pool else new_slot()
+    try:
+{convert}{pack}        if invoke(slot[0]):
+            raise failure(slot[0].err.code, slot[0].err, sig)
+        return {result}
+    finally:
+        append(slot)
+"""
+
+
+def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Instance"]) -> Any:
+    """A Python function calling ``sig`` on ``contract`` (optionally on an instance).
+
+    The function is generated for the signature's exact arity, and every call reuses a
+    prepared :c:type:`pp_call_frame` from a per-function pool (a frame is never used
+    by two threads at once): marshalling is one ``struct.pack_into``, the call is
+    one C argument.  This is the layer's hot path.
+    """
+    rt_ptr = contract._runtime._ptr()
+    host = contract._runtime.host_api
+    args_size = struct.calcsize(sig.args_format) if sig.args else 0
+    out_size = struct.calcsize(sig.returns_format) if sig.returns else 0
+
+    def new_slot() -> tuple[Any, ...]:
+        frame = ffi.new("pp_call_frame *")
+        args = ffi.new("uint8_t[]", max(args_size, 1))
+        out = ffi.new("uint8_t[]", max(out_size, 1))
+        arena = ffi.gc(lib.pp_arena_new(host, ARENA_BYTES), lib.pp_arena_free)
+        frame.rt = rt_ptr
+        frame.index, frame.generation = contract.handle
+        if instance is not None:
+            frame.instance_data = instance._data
+            frame.instance_contract_id = instance._cid
+        frame.fn_id = sig.id
+        frame.args = args if args_size else ffi.NULL
+        frame.out = out if out_size else ffi.NULL
+        frame.arena = arena
+        return (frame, ffi.buffer(args), ffi.buffer(out), args, out, arena)
+
+    params = [f"a{i}" for i in range(len(sig.args))]
+    packed: list[str] = []
+    convert = ""
+    for p, t in zip(params, sig.args):
+        if t == "string":
+            convert += (f"        {p}b = {p}.encode() if {p}.__class__ is str else bytes({p})\n"
+                        f"        {p}k = from_buffer({p}b)\n")
+            packed += [f"address({p}k)", f"len({p}b)"]
+        else:
+            packed.append(p)
+    pack = (f"        try:\n            pack(slot[1], 0, {', '.join(packed)})\n"
+            "        except struct_error as exc:\n"
+            "            raise bad_arguments(exc) from None\n") if params else ""
+    if sig.returns is None:
+        result = "None"
+    elif sig.returns == "string":
+        result = "read_string(unpack(slot[2]))"
+    else:
+        result = "unpack(slot[2])[0]"
+    source = _TEMPLATE.format(name=sig.name, params=", ".join(params), convert=convert,
+                              pack=pack, result=result)
+    pool: list[tuple[Any, ...]] = []
+    scope: dict[str, Any] = {
+        "pool": pool, "pop": pool.pop, "append": pool.append, "new_slot": new_slot,
+        "invoke": lib.pp_call_frame_invoke, "failure": _failure, "sig": sig,
+        "pack": struct.Struct(sig.args_format).pack_into if sig.args else None,
+        "unpack": struct.Struct(sig.returns_format).unpack_from if sig.returns else None,
+        "read_string": _read_string, "from_buffer": ffi.from_buffer,
+        "struct_error": struct.error,
+        "bad_arguments": lambda exc: _errors.InvalidArgument(f"{sig.describe()}: {exc}"),
+        "address": lambda cdata: int(ffi.cast("uintptr_t", cdata)),
+    }
+    exec(compile(source, f"<polyplug caller {sig.describe()}>", "exec"), scope)  # noqa: S102
+    fn = scope[sig.name]
+    fn.__qualname__ = f"{contract.name}@{contract.major}.{sig.name}"
+    fn.__doc__ = f"{contract.name}@{contract.major}: {sig.describe()}"
+    fn.signature = sig
+    return fn
+
+
+class Contract:
+    """A guest contract resolved from a runtime: ``rt.contract(name, major)``.
+
+    Functions declared in the bundle's signature table are attributes; others can be
+    described with :meth:`function`.  The contract follows reloads; after its bundle
+    is unloaded every call raises :class:`StaleHandle`.
+    """
+
+    def __init__(self, runtime: "Runtime", name: str, major: int,
+                 signatures: Optional[dict[str, FunctionSig]] = None) -> None:
+        self._runtime = runtime
+        self.name = name
+        self.major = major
+        self.contract_id = guest_contract_id(name, major)
+        self.handle: "GuestContractHandle" = runtime.find_guest_contract(self.contract_id, major)
+        self._signatures = dict(signatures or {})
+        self._functions: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<Contract {self.name}@{self.major} functions={sorted(self._signatures)}>"
+
+    def _interface(self) -> Any:
+        """The interface pointer behind the handle (raises StaleHandle once unloaded)."""
+        return self._runtime.resolve_guest_contract(self.handle)
+
+    @property
+    def interface(self) -> Any:
+        """The raw ``const GuestContractInterface *`` (valid until the bundle is unloaded)."""
+        return self._interface()
+
+    @property
+    def functions(self) -> dict[str, FunctionSig]:
+        """The declared signatures, by function name."""
+        return dict(self._signatures)
+
+    def function(self, fn: Union[int, str], args: Sequence[str] = (),
+                 returns: Optional[str] = None) -> Any:
+        """A callable for function ``fn`` (a declared name, or an id with explicit types).
+
+        Types are our names (``u32``, ``f64``, ``string`` ...) or C names
+        (``uint32_t``, ``double``).
+        """
+        if isinstance(fn, str):
+            try:
+                sig = self._signatures[fn]
+            except KeyError:
+                raise AttributeError(f"{self.name}@{self.major} declares no function {fn!r} "
+                                     f"(declared: {sorted(self._signatures) or 'none'})") from None
+        else:
+            sig = signature(f"fn{fn}", fn, args, returns)
+        return self._bind(sig, None)
+
+    def _bind(self, sig: FunctionSig, instance: Optional["Instance"]) -> Any:
+        if instance is not None:
+            return make_caller(self, sig, instance)
+        cached = self._functions.get(sig.name)
+        if cached is None or cached.signature != sig:
+            cached = self._functions[sig.name] = make_caller(self, sig, None)
+        return cached
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        fn = self.function(name)
+        self.__dict__[name] = fn  # later lookups skip __getattr__
+        return fn
+
+    def __dir__(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(list(super().__dir__()) + list(self._signatures))
+
+    def call(self, fn_id: int, args: Any = ffi.NULL, out: Any = ffi.NULL,
+             arena: Any = ffi.NULL, instance: Optional["Instance"] = None) -> None:
+        """Raw call with your own cffi memory; raises on a non-Ok ``AbiError``."""
+        err = ffi.new("AbiError *")
+        index, generation = self.handle
+        code = lib.pp_call_handle(self._runtime._ptr(), index, generation,
+                                  instance._data if instance else ffi.NULL,
+                                  instance._cid if instance else 0, fn_id, args, out, arena, err)
+        if code:
+            raise _failure(code, err, signature(f"fn{fn_id}", fn_id))
+
+    def instance(self, args: Any = ffi.NULL) -> "Instance":
+        """A new guest instance (its own factory-built object); use it with ``with``."""
+        return Instance(self, args)
+
+
+class Instance:
+    """A guest instance: calls on it run against its own factory-built object."""
+
+    def __init__(self, contract: Contract, args: Any = ffi.NULL) -> None:
+        self._contract = contract
+        host = contract._runtime.host_api
+        out = ffi.new("GuestContractInstance *")
+        host.create_guest_instance(host, contract._interface(), args, out)
+        if out.data == ffi.NULL:
+            raise _errors.GuestError(
+                f"{contract.name}@{contract.major}: create_instance failed (the factory raised "
+                "or the call was reentrant); see the runtime log for the guest's message")
+        self._data = out.data
+        self._cid = int(out.contract_id)
+        self._functions: dict[str, Any] = {}
+
+    @property
+    def id(self) -> int:
+        """The instance id the loader assigned (1, 2, ...)."""
+        return int(ffi.cast("uintptr_t", self._data)) if self._data is not None else 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        fn = self._functions.get(name)
+        if fn is None:
+            sig = self._contract.function(name).signature
+            fn = self._functions[name] = self._contract._bind(sig, self)
+        return fn
+
+    def function(self, fn: Union[int, str], args: Sequence[str] = (),
+                 returns: Optional[str] = None) -> Any:
+        """Like :meth:`Contract.function`, bound to this instance."""
+        return self._contract._bind(self._contract.function(fn, args, returns).signature, self)
+
+    def close(self) -> None:
+        """Destroy the guest instance.  Safe to call twice."""
+        if self._data is None:
+            return
+        data, self._data = self._data, None
+        rt = self._contract._runtime
+        if rt.closed:
+            return
+        try:
+            iface = self._contract._interface()
+        except _errors.StaleHandle:
+            return  # the bundle is gone and its instances with it
+        host = rt.host_api
+        inst = ffi.new("GuestContractInstance *", (data, self._cid))
+        host.destroy_guest_instance(host, iface, inst[0])
+
+    def __enter__(self) -> "Instance":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,142 @@
+"""Function signatures: the optional ``[contracts."<name>@<major>".functions]`` table.
+
+Upstream manifests say nothing about argument types, so a host has to know them.  A
+bundle may declare them, and then the Pythonic call layer and ``python -m polyplug
+call`` can marshal Python values::
+
+    [contracts."example.arith@1".functions]
+    add = { id = 0, args = ["u32", "u32"], returns = "u32" }
+    hello = { id = 3, args = ["string"], returns = "string" }
+    reset = { id = 4 }                       # no arguments, no result
+
+Memory layout (what the guest sees):
+
+* ``args_ptr`` points at a C struct whose fields are the arguments in order, each
+  with its natural alignment — e.g. ``{u32, u32}`` is two ``uint32_t``, and
+  ``{u8, f64}`` puts the double at offset 8.  A ``string`` argument is a
+  ``StringView`` ``{const uint8_t *ptr; size_t len}`` (UTF-8, not NUL-terminated).
+  With no arguments ``args_ptr`` is 0.
+* ``out_ptr`` points at one slot of the ``returns`` type; a ``string`` result is a
+  ``StringView`` the guest fills, normally with memory from
+  ``arena_alloc`` (``pg.alloc_string_arena``).  With no result ``out_ptr`` is 0.
+
+Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string`` (C names such as
+``uint32_t`` and ``double`` are accepted too).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+__all__ = ["TYPES", "FunctionSig", "parse_signatures", "normalize_type"]
+
+# our name -> (struct format char, C type); `string` is a StringView.
+TYPES: dict[str, tuple[str, str]] = {
+    "u8": ("B", "uint8_t"), "u16": ("H", "uint16_t"), "u32": ("I", "uint32_t"),
+    "u64": ("Q", "uint64_t"), "i8": ("b", "int8_t"), "i16": ("h", "int16_t"),
+    "i32": ("i", "int32_t"), "i64": ("q", "int64_t"), "f32": ("f", "float"),
+    "f64": ("d", "double"), "bool": ("?", "bool"), "string": ("PN", "StringView"),
+}
+_C_NAMES = {c: name for name, (_, c) in TYPES.items()}
+_C_NAMES.update({"float32": "f32", "float64": "f64", "str": "string", "_Bool": "bool"})
+_CONTRACT_KEY = re.compile(r"^[^@\s]+@(0|[1-9][0-9]{0,9})$")
+_FN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def normalize_type(name: str) -> str:
+    """Our type name for ``name`` (``"uint32_t"`` -> ``"u32"``); ValueError if unknown."""
+    if name in TYPES:
+        return name
+    if name in _C_NAMES:
+        return _C_NAMES[name]
+    known = ", ".join(TYPES)
+    raise ValueError(f"unknown type {name!r} (known: {known})")
+
+
+@dataclass(frozen=True)
+class FunctionSig:
+    """One guest function: its id, argument types and result type (None = nothing)."""
+
+    name: str
+    id: int
+    args: tuple[str, ...] = ()
+    returns: Optional[str] = None
+
+    @property
+    def args_format(self) -> str:
+        """``struct`` format of the argument block, padded like the C struct."""
+        if not self.args:
+            return ""
+        body = "@" + "".join(TYPES[t][0] for t in self.args)
+        align = max(struct.calcsize("@" + TYPES[t][0][0]) for t in self.args)
+        if "string" in self.args:
+            align = max(align, struct.calcsize("@P"))
+        size = struct.calcsize(body)
+        pad = (-size) % align
+        return body + ("x" * pad)
+
+    @property
+    def returns_format(self) -> str:
+        """``struct`` format of the result slot ("" when there is no result)."""
+        return "@" + TYPES[self.returns][0] if self.returns else ""
+
+    def describe(self) -> str:
+        """``add(u32, u32) -> u32``."""
+        ret = f" -> {self.returns}" if self.returns else ""
+        return f"{self.name}({', '.join(self.args)}){ret}"
+
+
+def _sig(contract: str, name: str, spec: Any) -> FunctionSig:
+    where = f'contracts."{contract}".functions.{name}'
+    if not _FN_NAME.match(name):
+        raise ValueError(f"{where}: function names must be identifiers")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a table like {{ id = 0, args = [...], returns = \"u32\" }}")
+    unknown = set(spec) - {"id", "args", "returns"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: id, args, returns)")
+    fid = spec.get("id")
+    if not isinstance(fid, int) or isinstance(fid, bool) or not 0 <= fid < 2**32:
+        raise ValueError(f"{where}.id: expected the function id, an integer 0..4294967295")
+    args = spec.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValueError(f"{where}.args: expected a list of type names")
+    returns = spec.get("returns")
+    if returns is not None and not isinstance(returns, str):
+        raise ValueError(f"{where}.returns: expected a type name")
+    try:
+        types = tuple(normalize_type(a) for a in args)
+        ret = normalize_type(returns) if returns is not None else None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return FunctionSig(name, fid, types, ret)
+
+
+def parse_signatures(table: Any) -> dict[str, dict[str, FunctionSig]]:
+    """Validate a manifest's ``contracts`` table; ValueError names the bad key."""
+    if not isinstance(table, dict):
+        raise ValueError("contracts: expected a table of \"<name>@<major>\" entries")
+    out: dict[str, dict[str, FunctionSig]] = {}
+    for contract, body in table.items():
+        if not _CONTRACT_KEY.match(contract):
+            raise ValueError(f'contracts."{contract}": keys must be "<contract name>@<major>"')
+        if not isinstance(body, dict) or not isinstance(body.get("functions", {}), dict):
+            raise ValueError(f'contracts."{contract}": expected a [contracts."{contract}".functions] table')
+        sigs = {name: _sig(contract, name, spec) for name, spec in body.get("functions", {}).items()}
+        ids: dict[int, str] = {}
+        for sig in sigs.values():
+            if sig.id in ids:
+                raise ValueError(f'contracts."{contract}": functions {ids[sig.id]} and {sig.name} '
+                                 f"share id {sig.id}")
+            ids[sig.id] = sig.name
+        out[contract] = sigs
+    return out
+
+
+def signature(name: str, fn_id: int, args: Sequence[str] = (), returns: Optional[str] = None) -> FunctionSig:
+    """Build a FunctionSig by hand, accepting our or C type names."""
+    return FunctionSig(name, fn_id, tuple(normalize_type(a) for a in args),
+                       normalize_type(returns) if returns is not None else None)

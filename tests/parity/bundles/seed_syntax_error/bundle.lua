@@ -1,0 +1,1 @@
+function polyplug_init( -- SYNTAX ERROR: unclosed paren
