@@ -29,6 +29,47 @@ static void set_err_from(pp_runtime *rt, AbiError *out_err, const pp_error *e) {
 
 /* ── registration ──────────────────────────────────────────────────────────── */
 
+/* The static texts of the function-pointer checks, per registering entry point. */
+typedef struct fn_messages {
+    const char *create, *destroy, *vm_call, *native_table, *native_entry;
+} fn_messages;
+
+static const fn_messages guest_messages = {
+    "register_guest_contract: create_instance is null — the field is required; signal "
+    "create failure by returning a null instance handle instead",
+    "register_guest_contract: destroy_instance is null — the field is required; use a no-op "
+    "function for stateless contracts",
+    "register_guest_contract: dispatch.vm.call is null — required for VirtualMachine dispatch",
+    "register_guest_contract: dispatch.native.functions is null while function_count > 0",
+    "register_guest_contract: dispatch.native.functions contains a null entry within "
+    "function_count",
+};
+
+static const fn_messages host_messages = {
+    "register_host_contract: create_instance is null — the field is required; signal create "
+    "failure by returning a null instance handle instead",
+    "register_host_contract: destroy_instance is null — the field is required; use a no-op "
+    "function for singleton/stateless contracts",
+    "register_host_contract: dispatch.vm.call is null — required for VirtualMachine dispatch",
+    "register_host_contract: dispatch.native.functions is null while function_count > 0",
+    "register_host_contract: dispatch.native.functions contains a null entry within "
+    "function_count",
+};
+
+/* The message for the first missing function pointer, or NULL when all are there. */
+static const char *check_functions(const fn_messages *m, bool has_create, bool has_destroy,
+                                   uint32_t dispatch_type, const DispatchMechanisms *d) {
+    if (!has_create) return m->create;
+    if (!has_destroy) return m->destroy;
+    if (dispatch_type == DispatchType_VirtualMachine && !d->vm.call) return m->vm_call;
+    if (dispatch_type == DispatchType_Native) {
+        if (d->native.function_count > 0 && !d->native.functions) return m->native_table;
+        for (uint32_t i = 0; i < d->native.function_count; i++)
+            if (!d->native.functions[i]) return m->native_entry;
+    }
+    return NULL;
+}
+
 static void host_register_guest_contract(const HostApi *self, const PluginDescriptor *desc,
                                          const GuestContractInterface *iface,
                                          AbiError *out_err) {
@@ -43,40 +84,12 @@ static void host_register_guest_contract(const HostApi *self, const PluginDescri
                 "register_guest_contract: interface pointer is null");
         return;
     }
-    if (!iface->create_instance) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_guest_contract: create_instance is null — the field is required; "
-                "signal create failure by returning a null instance handle instead");
+    const char *bad = check_functions(&guest_messages, iface->create_instance != NULL,
+                                      iface->destroy_instance != NULL, iface->dispatch_type,
+                                      &iface->dispatch);
+    if (bad) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, bad);
         return;
-    }
-    if (!iface->destroy_instance) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_guest_contract: destroy_instance is null — the field is required; "
-                "use a no-op function for stateless contracts");
-        return;
-    }
-    if (iface->dispatch_type == DispatchType_VirtualMachine && !iface->dispatch.vm.call) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_guest_contract: dispatch.vm.call is null — required for "
-                "VirtualMachine dispatch");
-        return;
-    }
-    if (iface->dispatch_type == DispatchType_Native) {
-        const NativeDispatch *nd = &iface->dispatch.native;
-        if (nd->function_count > 0 && !nd->functions) {
-            set_err(out_err, AbiErrorCode_InvalidPointer,
-                    "register_guest_contract: dispatch.native.functions is null while "
-                    "function_count > 0");
-            return;
-        }
-        for (uint32_t i = 0; i < nd->function_count; i++) {
-            if (!nd->functions[i]) {
-                set_err(out_err, AbiErrorCode_InvalidPointer,
-                        "register_guest_contract: dispatch.native.functions contains a null "
-                        "entry within function_count");
-                return;
-            }
-        }
     }
     if (!desc->contract_name.ptr || desc->contract_name.len == 0) {
         set_err(out_err, AbiErrorCode_Generic, "PluginDescriptor.contract_name is null or empty");
@@ -266,22 +279,17 @@ static void host_register_host_contract(const HostApi *self, const HostContractI
         set_err(out_err, AbiErrorCode_InvalidPointer, "null pointer in register_host_contract");
         return;
     }
-    if (!iface->create_instance) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_host_contract: create_instance is null — the field is required; "
-                "signal create failure by returning a null instance handle instead");
+    const char *bad = check_functions(&host_messages, iface->create_instance != NULL,
+                                      iface->destroy_instance != NULL, iface->dispatch_type,
+                                      &iface->dispatch);
+    if (bad) {
+        set_err(out_err, AbiErrorCode_InvalidPointer, bad);
         return;
     }
-    if (!iface->destroy_instance) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_host_contract: destroy_instance is null — the field is required; "
-                "use a no-op function for singleton/stateless contracts");
-        return;
-    }
-    if (iface->dispatch_type == DispatchType_VirtualMachine && !iface->dispatch.vm.call) {
-        set_err(out_err, AbiErrorCode_InvalidPointer,
-                "register_host_contract: dispatch.vm.call is null — required for "
-                "VirtualMachine dispatch");
+    if (iface->dispatch_type > DispatchType_VirtualMachine) {
+        set_err(out_err, AbiErrorCode_Generic,
+                "register_host_contract: invalid dispatch_type (must be 0 Native or 1 "
+                "VirtualMachine)");
         return;
     }
     uint32_t code = AbiErrorCode_Ok;
@@ -574,8 +582,57 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
     return out_err->code;
 }
 
+/* ── call limits ───────────────────────────────────────────────────────────── */
+
+/* Per-thread call options (like errno: a property of the calling thread's next
+ * calls, not runtime state). */
+static _Thread_local uint64_t thread_timeout_ns;
+static _Thread_local pp_cancel *thread_cancel;
+
+void pp_set_call_limits(uint64_t timeout_ns, pp_cancel *cancel) {
+    thread_timeout_ns = timeout_ns;
+    thread_cancel = cancel;
+}
+
+void ppi_thread_call_limits(uint64_t *timeout_ns, pp_cancel **cancel) {
+    *timeout_ns = thread_timeout_ns;
+    *cancel = thread_cancel;
+}
+
+pp_cancel *pp_cancel_new(void) {
+    pp_cancel *c = malloc(sizeof *c);
+    if (c) atomic_init(&c->requested, 0);
+    return c;
+}
+
+void pp_cancel_free(pp_cancel *token) { free(token); }
+
+void pp_cancel_request(pp_cancel *token) {
+    if (token) atomic_store_explicit(&token->requested, 1, memory_order_release);
+}
+
+void pp_cancel_clear(pp_cancel *token) {
+    if (token) atomic_store_explicit(&token->requested, 0, memory_order_release);
+}
+
+bool pp_cancel_requested(const pp_cancel *token) {
+    return token && atomic_load_explicit(&token->requested, memory_order_acquire);
+}
+
 uint32_t pp_call_frame_invoke(pp_call_frame *f) {
     if (PP_UNLIKELY(!f)) return AbiErrorCode_InvalidPointer;
-    return pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
-                          f->instance_contract_id, f->fn_id, f->args, f->out, f->arena, &f->err);
+    if (PP_LIKELY(!f->timeout_ns && !f->cancel))
+        return pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
+                              f->instance_contract_id, f->fn_id, f->args, f->out, f->arena,
+                              &f->err);
+    uint64_t saved_timeout = thread_timeout_ns;
+    pp_cancel *saved_cancel = thread_cancel;
+    thread_timeout_ns = f->timeout_ns;
+    thread_cancel = f->cancel;
+    uint32_t code = pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
+                                   f->instance_contract_id, f->fn_id, f->args, f->out,
+                                   f->arena, &f->err);
+    thread_timeout_ns = saved_timeout;
+    thread_cancel = saved_cancel;
+    return code;
 }

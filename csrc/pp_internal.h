@@ -69,6 +69,15 @@ static inline void ppi_lock_release(ppi_lock *l) {
         ppi_lock_wake(l);
 }
 
+/* ── call limits of the calling thread (pp_hostapi.c) ──────────────────────── */
+
+struct pp_cancel {
+    _Atomic uint32_t requested;
+};
+
+/* What pp_set_call_limits / pp_call_frame_invoke set for this thread. */
+void ppi_thread_call_limits(uint64_t *timeout_ns, pp_cancel **cancel);
+
 /* ── logging funnel (pp_log.c) ─────────────────────────────────────────────── */
 
 typedef struct ppi_log_sink {
@@ -233,6 +242,9 @@ uint64_t ppi_current_init_bundle(pp_runtime *rt);
 /* Record that `loader` put `bundle_id` into `rt` (takes a loader reference). */
 int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
                           const pp_manifest *m, pp_error *err);
+/* Drop the bookkeeping entry of a bundle without callbacks; returns the loader
+ * reference it held (or NULL). */
+pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id);
 void ppi_fill_host_api(HostApi *api, pp_runtime *rt);
 
 /* ── embedded Lua SDK (generated pp_sdk_embed.c) ───────────────────────────── */

@@ -40,8 +40,9 @@ int32_t pp_loader_load(pp_loader *loader, pp_runtime *rt, const pp_manifest *m,
     if (st != PP_OK) return st;
     st = loader->vt->load(loader->self, rt, m, src, err);
     if (st != PP_OK) {
-        /* forget the bundle again; the loader already unregistered what it added */
-        pp_runtime_unload(rt, m->id, NULL);
+        /* forget the bundle again (no Unloading phase: it never loaded); the loader
+         * already unregistered what it added */
+        pp_loader_release(ppi_runtime_forget(rt, m->id));
     }
     return st;
 }

@@ -24,14 +24,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "lauxlib.h"
 #include "lua.h"
 #include "lualib.h"
-#include "pp_internal.h"
+#include "pp_lua_internal.h"
 
-enum { STACK_TRACEBACK = 1, STACK_ARENA_ALLOC = 2, STACK_BASE = 2 };
+enum {
+    STACK_TRACEBACK = PPI_STACK_TRACEBACK,
+    STACK_ARENA_ALLOC = PPI_STACK_ARENA_ALLOC,
+    STACK_BASE = PPI_STACK_BASE
+};
 
 typedef struct lua_contract {
     struct lua_bundle *bundle;
@@ -63,173 +66,12 @@ typedef struct lua_bundle {
 typedef struct lua_loader {
     pthread_mutex_t lock; /* guards `bundles` */
     lua_bundle *bundles;
+    pp_lua_config config;
 } lua_loader;
 
 /* The message of the last failed call on this thread: AbiError.message points here,
  * valid until the next call on the same thread. */
 static _Thread_local char call_error_text[1024];
-
-/* ── small helpers ─────────────────────────────────────────────────────────── */
-
-static void push_pointer(lua_State *L, const void *p) {
-    lua_pushnumber(L, (lua_Number)(uintptr_t)p);
-}
-
-/* The error value on top of the stack as text (never NULL). */
-static const char *error_text(lua_State *L) {
-    const char *s = lua_tostring(L, -1);
-    return s ? s : "(error object is not a string)";
-}
-
-/* Traceback message handler, stack index 1 of every VM. */
-static int traceback_handler(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-            msg = lua_tostring(L, -1);
-        } else {
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-        }
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
-/* arena_alloc(size, arena_ptr) -> address; upvalue 1 = the HostApi (light userdata). */
-static int arena_alloc(lua_State *L) {
-    lua_Number size = luaL_checknumber(L, 1);
-    lua_Number where = luaL_optnumber(L, 2, 0);
-    if (!(size >= 0 && size <= (lua_Number)UINT32_MAX) || size != (lua_Number)(uint32_t)size)
-        return luaL_argerror(L, 1, "size must be an integer in 0..4294967295");
-    if (!(where >= 0 && where < 9007199254740992.0))
-        return luaL_argerror(L, 2, "arena_ptr must be a non-negative address");
-    const HostApi *host = lua_touserdata(L, lua_upvalueindex(1));
-    CallArena *arena = (CallArena *)(uintptr_t)where;
-    void *p;
-    if (arena)
-        p = pp_arena_alloc(arena, (size_t)size, 1);
-    else
-        p = host ? host->alloc(host, (size_t)size, 1) : NULL;
-    push_pointer(L, p);
-    return 1;
-}
-
-/* ── embedded SDK: a searcher that serves polyplug_guest / polyplug_abi / abi ── */
-
-static bool file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Would the bundle directory (upvalue 1, may be nil) satisfy `require(name)` itself? */
-static bool bundle_has_module(lua_State *L, const char *name) {
-    const char *dir = lua_tostring(L, lua_upvalueindex(1));
-    if (!dir) return false;
-    static const char *const patterns[] = {"%s/%s.lua", "%s/%s/init.lua", "%s/%s.init.lua"};
-    char path[4096];
-    for (size_t i = 0; i < PP_COUNTOF(patterns); i++) {
-        int n = snprintf(path, sizeof path, patterns[i], dir, name);
-        if (n > 0 && (size_t)n < sizeof path && file_exists(path)) return true;
-    }
-    return false;
-}
-
-static int sdk_searcher(lua_State *L) {
-    const char *name = luaL_checkstring(L, 1);
-    for (size_t i = 0; i < ppi_sdk_modules_len; i++) {
-        const ppi_embedded_module *mod = &ppi_sdk_modules[i];
-        if (strcmp(mod->name, name) != 0) continue;
-        if (bundle_has_module(L, name)) {
-            lua_pushfstring(L, "\n\tembedded %s skipped: the bundle has its own copy", name);
-            return 1;
-        }
-        char chunk[128];
-        snprintf(chunk, sizeof chunk, "=[polyplug sdk %s]", name);
-        if (luaL_loadbuffer(L, mod->source, mod->len, chunk) != 0) return lua_error(L);
-        return 1;
-    }
-    lua_pushfstring(L, "\n\tno embedded polyplug module '%s'", name);
-    return 1;
-}
-
-/* ── VM construction ───────────────────────────────────────────────────────── */
-
-/* Prepend `prefix` to package[field] through the table API (never via Lua source). */
-static void prepend_package_field(lua_State *L, const char *field, const char *prefix) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, field);
-    const char *old = lua_tostring(L, -1);
-    lua_pushstring(L, prefix);
-    lua_pushstring(L, old ? old : "");
-    lua_concat(L, 2);
-    lua_setfield(L, -3, field);
-    lua_pop(L, 2);
-}
-
-static int setup_vm(lua_State *L) {
-    const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
-    luaL_openlibs(L);
-    if (dir) {
-        size_t n = strlen(dir);
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        static const char *const suffixes[] = {"/?.lua;", "/?/init.lua;", "/?.init.lua;"};
-        for (size_t i = 0; i < PP_COUNTOF(suffixes); i++) {
-            luaL_addlstring(&b, dir, n);
-            luaL_addstring(&b, suffixes[i]);
-        }
-        luaL_pushresult(&b);
-        prepend_package_field(L, "path", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        lua_pushstring(L, dir);
-        lua_pushliteral(L, "/?.so;");
-        lua_concat(L, 2);
-        prepend_package_field(L, "cpath", lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    /* package.loaders = {preload, sdk, lua path, c path, all-in-one} */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaders");
-    int n = (int)lua_objlen(L, -1);
-    for (int i = n; i >= 2; i--) {
-        lua_rawgeti(L, -1, i);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushvalue(L, 1);
-    lua_pushcclosure(L, sdk_searcher, 1);
-    lua_rawseti(L, -2, 2);
-    lua_pop(L, 2);
-    return 0;
-}
-
-/* A fresh VM with stack [traceback, arena_alloc]; NULL with `err` filled. */
-static lua_State *new_vm(pp_runtime *rt, const char *dir, const char *bundle, pp_error *err) {
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "could not create a LuaJIT state",
-                 "init failed for bundle `%s`: Lua VM init failed: could not create a LuaJIT "
-                 "state",
-                 bundle);
-        return NULL;
-    }
-    lua_pushcfunction(L, traceback_handler);
-    lua_pushcfunction(L, setup_vm);
-    if (dir)
-        lua_pushstring(L, dir);
-    else
-        lua_pushnil(L);
-    if (lua_pcall(L, 1, 0, STACK_TRACEBACK) != 0) {
-        char detail[1024];
-        snprintf(detail, sizeof detail, "Lua VM init failed: %s", error_text(L));
-        ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
-                 "init failed for bundle `%s`: %s", bundle, detail);
-        lua_close(L);
-        return NULL;
-    }
-    lua_pushlightuserdata(L, (void *)&rt->api);
-    lua_pushcclosure(L, arena_alloc, 1);
-    return L;
-}
 
 /* ── source acquisition ────────────────────────────────────────────────────── */
 
@@ -344,7 +186,7 @@ static void init_result_free(init_result *r, bool close_vm) {
         free(r->items[i].fn_refs);
     }
     free(r->items);
-    if (close_vm && r->L) lua_close(r->L);
+    if (close_vm) ppi_lua_vm_close(r->L);
     memset(r, 0, sizeof *r);
 }
 
@@ -457,11 +299,11 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     }
     lua_pushvalue(L, -1);
     p->factory_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    push_pointer(L, host);
+    ppi_lua_push_pointer(L, host);
     if (lua_pcall(L, 1, 1, STACK_TRACEBACK) != 0) {
         snprintf(why, why_len,
                  "factory for contract '%s' failed building the default instance: %s", name,
-                 error_text(L));
+                 ppi_lua_error_text(L));
         return false;
     }
     p->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -475,13 +317,17 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
  * Build a VM, run the entry chunk and polyplug_init, and read the registrations
  * (sorted by name).  Must run inside the bundle's init window.
  */
-static int32_t run_init(pp_runtime *rt, const pp_manifest *m, const pp_source *src,
-                        const char *bundle, init_result *res, pp_error *err) {
+static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_manifest *m,
+                        const pp_source *src, const char *bundle, init_result *res,
+                        pp_error *err) {
     memset(res, 0, sizeof *res);
     source_text s;
     int32_t st = read_source(m, src, bundle, &s, err);
-    if (st != PP_OK) return st;
-    lua_State *L = new_vm(rt, s.dir, bundle, err);
+    if (st != PP_OK) {
+        source_free(&s); /* read_source may have allocated the directory */
+        return st;
+    }
+    lua_State *L = ppi_lua_vm_new(rt, s.dir, bundle, config, err);
     if (!L) {
         source_free(&s);
         return err ? err->status : PP_ERR_INIT_FAILED;
@@ -491,7 +337,7 @@ static int32_t run_init(pp_runtime *rt, const pp_manifest *m, const pp_source *s
     if (luaL_loadbuffer(L, s.text, s.len, s.chunk) != 0 ||
         lua_pcall(L, 0, 0, STACK_TRACEBACK) != 0) {
         snprintf(detail, sizeof detail, "Lua script load failed for %s: %s", s.chunk + 1,
-                 error_text(L));
+                 ppi_lua_error_text(L));
         source_free(&s);
         return init_failed(err, bundle, detail);
     }
@@ -508,12 +354,12 @@ static int32_t run_init(pp_runtime *rt, const pp_manifest *m, const pp_source *s
     BundleInitContext ctx;
     ctx.bundle_id = m->id;
     ctx.bundle_path = m->path;
-    push_pointer(L, &rt->api);
-    push_pointer(L, &ctx);
+    ppi_lua_push_pointer(L, &rt->api);
+    ppi_lua_push_pointer(L, &ctx);
     int rc = lua_pcall(L, 2, 2, STACK_TRACEBACK);
     source_free(&s);
     if (rc != 0) {
-        snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", error_text(L));
+        snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", ppi_lua_error_text(L));
         return init_failed(err, bundle, detail);
     }
     int regs = lua_gettop(L) - 1, status = lua_gettop(L);
@@ -631,11 +477,18 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
             return;
         }
     }
-    push_pointer(L, args);
-    push_pointer(L, out);
-    push_pointer(L, arena);
+    ppi_lua_push_pointer(L, args);
+    ppi_lua_push_pointer(L, out);
+    ppi_lua_push_pointer(L, arena);
     lua_pushvalue(L, STACK_ARENA_ALLOC);
+    uint64_t timeout_ns;
+    pp_cancel *cancel;
+    ppi_thread_call_limits(&timeout_ns, &cancel);
+    if (!timeout_ns) timeout_ns = b->loader->config.call_timeout_ns;
+    ppi_call_limits lim;
+    bool limited = (timeout_ns || cancel) && ppi_lua_limits_begin(L, &lim, timeout_ns, cancel);
     int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
+    if (PP_UNLIKELY(limited)) ppi_lua_limits_end(L, &lim);
     if (PP_LIKELY(rc == 0)) {
         atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
         ppi_lock_release(&b->lock);
@@ -643,8 +496,26 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         return;
     }
     /* Error path: copy the text out of the VM, unlock, then report. */
+    uint32_t code = AbiErrorCode_Generic;
     char full[4096];
-    snprintf(full, sizeof full, "Lua function call failed: %s", error_text(L));
+    if (limited && lim.tripped == PP_ABI_CALL_TIMEOUT) {
+        code = PP_ABI_CALL_TIMEOUT;
+        snprintf(full, sizeof full,
+                 "Lua function call timed out after %.3f s (bundle `%s`, contract '%s', fn %u)",
+                 (double)timeout_ns / 1e9, b->name, c->name, fn_id);
+    } else if (limited && lim.tripped == PP_ABI_CALL_CANCELLED) {
+        code = PP_ABI_CALL_CANCELLED;
+        snprintf(full, sizeof full, "Lua function call cancelled (bundle `%s`, contract '%s', fn %u)",
+                 b->name, c->name, fn_id);
+    } else if (rc == LUA_ERRMEM) {
+        code = PP_ABI_OUT_OF_MEMORY;
+        snprintf(full, sizeof full,
+                 "Lua function call failed: not enough memory (bundle `%s` reached its memory "
+                 "limit of %llu bytes)",
+                 b->name, (unsigned long long)b->loader->config.memory_limit);
+    } else {
+        snprintf(full, sizeof full, "Lua function call failed: %s", ppi_lua_error_text(L));
+    }
     lua_settop(L, STACK_BASE);
     atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
     pp_runtime *rt = b->rt;
@@ -655,7 +526,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
     if (tb) *tb = '\0';
     ppi_set_last_error(rt, full);
     ppi_log_emit(&rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(full));
-    set_call_error(out_err, AbiErrorCode_Generic, call_error_text);
+    set_call_error(out_err, code, call_error_text);
 }
 
 static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
@@ -675,7 +546,7 @@ static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, co
         atomic_store_explicit(&b->owner, ppi_thread_tag(), memory_order_relaxed);
         lua_State *L = b->L;
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->factory_ref);
-        push_pointer(L, host);
+        ppi_lua_push_pointer(L, host);
         if (lua_pcall(L, 1, 1, STACK_TRACEBACK) == 0) {
             uint64_t id = c->next_instance++;
             lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
@@ -685,7 +556,7 @@ static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, co
             out_instance->contract_id = c->contract_id;
         } else {
             snprintf(msg, sizeof msg, "Lua create_instance: factory call failed: %s",
-                     error_text(L));
+                     ppi_lua_error_text(L));
         }
         lua_settop(L, STACK_BASE);
         atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
@@ -739,7 +610,7 @@ static void contract_free(lua_contract *c) {
 
 static void bundle_free(lua_bundle *b) {
     if (!b) return;
-    if (b->L) lua_close(b->L);
+    ppi_lua_vm_close(b->L);
     lua_contract *c = b->contracts;
     while (c) {
         lua_contract *next = c->next;
@@ -880,7 +751,7 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     }
     init_result res;
     lua_contract *fresh = NULL;
-    st = run_init(rt, m, src, bundle, &res, err);
+    st = run_init(rt, &ld->config, m, src, bundle, &res, err);
     if (st == PP_OK) st = register_all(b, &res, &fresh, bundle, err);
     pp_runtime_end_init(rt);
     if (st != PP_OK) {
@@ -917,7 +788,7 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     b->L = res.L;
     res.L = NULL;
     ppi_lock_release(&b->lock);
-    if (old) lua_close(old);
+    ppi_lua_vm_close(old);
     init_result_free(&res, false);
     if (!existing) {
         pthread_mutex_lock(&ld->lock);
@@ -982,6 +853,20 @@ static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
     bundle_free(b);
 }
 
+static int64_t loader_memory(void *self, pp_runtime *rt, uint64_t bundle_id) {
+    lua_loader *ld = self;
+    int64_t n = -1;
+    pthread_mutex_lock(&ld->lock);
+    lua_bundle *b = bundle_find(ld, rt, bundle_id);
+    if (b) {
+        ppi_lock_acquire(&b->lock);
+        n = ppi_lua_vm_memory(b->L);
+        ppi_lock_release(&b->lock);
+    }
+    pthread_mutex_unlock(&ld->lock);
+    return n;
+}
+
 static void lua_loader_destroy(void *self) {
     lua_loader *ld = self;
     lua_bundle *b = ld->bundles;
@@ -995,13 +880,14 @@ static void lua_loader_destroy(void *self) {
 }
 
 static const pp_loader_vtable lua_vtable = {
-    "lua", true, loader_load, loader_reload, loader_unload, lua_loader_destroy,
+    "lua", true, loader_load, loader_reload, loader_unload, loader_memory, lua_loader_destroy,
 };
 
 pp_loader *pp_lua_loader_new(const pp_lua_config *cfg) {
-    (void)cfg;
+    if (cfg && cfg->sandbox > PP_LUA_SANDBOX_RESTRICTED) return NULL;
     lua_loader *ld = calloc(1, sizeof *ld);
     if (!ld) return NULL;
+    if (cfg) ld->config = *cfg;
     if (pthread_mutex_init(&ld->lock, NULL) != 0) {
         free(ld);
         return NULL;

@@ -122,7 +122,7 @@ out:
 }
 
 /* Remove the bookkeeping entry; returns the loader reference it held (or NULL). */
-static pp_loader *runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
+pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
     pp_loader *loader = NULL;
     pthread_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->bundles_len; i++) {
@@ -264,7 +264,7 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
         /* a failed load registers nothing: drop whatever is left and forget it */
         ppi_registry_invalidate(&rt->reg, m->id);
         ppi_registry_drop_deps(&rt->reg, m->id);
-        pp_loader_release(runtime_forget(rt, m->id));
+        pp_loader_release(ppi_runtime_forget(rt, m->id));
         goto out;
     }
     atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
@@ -493,7 +493,7 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
                  name, (long long)live);
     ppi_registry_invalidate(&rt->reg, bundle_id);
     ppi_registry_drop_deps(&rt->reg, bundle_id);
-    pp_loader *loader = runtime_forget(rt, bundle_id);
+    pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
     if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
     pp_loader_release(loader);
     atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
@@ -532,6 +532,18 @@ void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook r
     rt->reload_hook = reload;
     rt->hook_user_data = user_data;
     pthread_mutex_unlock(&rt->lock);
+}
+
+int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id) {
+    if (!rt) return -1;
+    pthread_mutex_lock(&rt->lock);
+    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
+    pp_loader *loader = b ? pp_loader_retain(b->loader) : NULL;
+    pthread_mutex_unlock(&rt->lock);
+    int64_t n = -1;
+    if (loader && loader->vt->memory) n = loader->vt->memory(loader->self, rt, bundle_id);
+    pp_loader_release(loader);
+    return n;
 }
 
 size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap) {

@@ -2,13 +2,31 @@
 
     load <dir> [--json]   load a bundle, or every bundle in a directory (providers
                           before dependents), and report what each one registered
+    call <dir> <contract>[@major] <fn> [args...] [--json] [--instance]
+                          load the bundle(s) and call one function; arguments are
+                          converted by the manifest's signature table (or by
+                          ``--args u32,u32 --returns u32`` for a numeric function id)
+    watch <dir> [--interval S] [--debounce S] [--max-reloads N] [--timeout S]
+                          load the bundle(s) and hot-reload each one when its files
+                          change, printing every reload phase
+    new <name> [--dir PATH]
+                          scaffold a bundle directory ``<name>/`` with a manifest, a
+                          Lua entry file and a pytest test
     version               print polyplug's and LuaJIT's versions
+
+Exit codes: 0 success, 1 failure (one ``error: <Type>: <message>`` line on stderr),
+2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import keyword
+import math
+import os
+import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +38,16 @@ from polyplug._ffi import ffi, lib
 from polyplug._version import __version__
 from polyplug.loader import LuaLoader
 from polyplug.manifest import MANIFEST_NAME, ManifestData, read_manifest
-from polyplug.runtime import Runtime, RuntimeBuilder
+from polyplug.ids import bundle_id
+from polyplug.runtime import (
+    LogLevel,
+    ReloadPhase,
+    ReloadPhaseType,
+    Runtime,
+    RuntimeBuilder,
+    RuntimeConfig,
+)
+from polyplug.signature import TYPES, FunctionSig, normalize_type, signature
 
 
 @dataclass
@@ -165,6 +192,529 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in reports) else 0
 
 
+# ── shared helpers of call / watch ───────────────────────────────────────────
+
+
+class UsageError(Exception):
+    """A command line that cannot work (exit code 2)."""
+
+
+class _Failure(Exception):
+    """A failure to report as ``error: <type_name>: <message>`` (exit code 1)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: its lines stripped and joined with `` | ``."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _fail(exc: BaseException) -> int:
+    """Print ``error: <Type>: <message>`` for ``exc``; return the exit code."""
+    if isinstance(exc, UsageError):
+        print(f"error: UsageError: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    name = exc.type_name if isinstance(exc, _Failure) else type(exc).__name__
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    print(f"error: {name}: {_one_line(message) or name}", file=sys.stderr)
+    return 1
+
+
+_LOG_LEVELS = {"off": None, "error": LogLevel.Error, "warn": LogLevel.Warn,
+               "info": LogLevel.Info, "debug": LogLevel.Debug, "trace": LogLevel.Trace}
+
+
+def _build_runtime(log: Any, log_level: Optional[LogLevel], hot_reload: bool = False,
+                   on_reload: Any = None) -> Runtime:
+    config = RuntimeConfig(hot_reload_enabled=hot_reload, on_reload=on_reload, log=log,
+                           log_max_level=log_level if log_level is not None else LogLevel.Warn)
+    return RuntimeBuilder().config(config).loader(LuaLoader()).build()
+
+
+# ── call ─────────────────────────────────────────────────────────────────────
+
+_INT_RANGES = {t: ((0, 2 ** int(t[1:]) - 1) if t[0] == "u" else
+                   (-(2 ** (int(t[1:]) - 1)), 2 ** (int(t[1:]) - 1) - 1))
+               for t in TYPES if t[0] in "ui"}
+_F32_MAX = 3.4028234663852886e38
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+_FN_ID = re.compile(r"^(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)$")
+
+
+def convert_arg(type_name: str, text: str, where: str) -> Any:
+    """The Python value for command-line argument ``text`` of type ``type_name``.
+
+    Integers are decimal (or ``0x``/``0o``/``0b`` prefixed, ``_`` separators allowed)
+    and range-checked; floats are anything ``float()`` reads (``1.5``, ``1e-3``,
+    ``inf``); booleans are ``true``/``false``/``1``/``0``; strings pass as they are
+    (bytes the file system encoding cannot decode are passed through unchanged).
+    Raises :class:`InvalidArgument` naming ``where``.
+    """
+    if type_name == "string":
+        return text.encode("utf-8", "surrogateescape")
+    if type_name == "bool":
+        try:
+            return _BOOLS[text.strip().lower()]
+        except KeyError:
+            raise _errors.InvalidArgument(
+                f"{where}: {text!r} is not a bool (use true, false, 1 or 0)") from None
+    if type_name in ("f32", "f64"):
+        try:
+            value = float(text)
+        except ValueError:
+            raise _errors.InvalidArgument(f"{where}: {text!r} is not a number") from None
+        if type_name == "f32" and math.isfinite(value) and abs(value) > _F32_MAX:
+            raise _errors.InvalidArgument(f"{where}: {text} is out of range for f32")
+        return value
+    lo, hi = _INT_RANGES[type_name]
+    try:
+        value = int(text, 10) if text.strip().lstrip("+-").isdigit() else int(text, 0)
+    except ValueError:
+        raise _errors.InvalidArgument(
+            f"{where}: {text!r} is not an integer literal") from None
+    if not lo <= value <= hi:
+        raise _errors.InvalidArgument(
+            f"{where}: {value} is out of range for {type_name} ({lo}..{hi})")
+    return value
+
+
+def _format_result(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _parse_contract(spec: str) -> tuple[str, Optional[int]]:
+    name, sep, major = spec.partition("@")
+    if not name or any(c.isspace() for c in name):
+        raise UsageError(f"bad contract {spec!r}: expected <name> or <name>@<major>")
+    if not sep:
+        return name, None
+    if not re.fullmatch(r"0|[1-9][0-9]{0,9}", major) or int(major) > 0xFFFFFFFF:
+        raise UsageError(f"bad contract {spec!r}: the major after '@' must be an integer "
+                         "0..4294967295")
+    return name, int(major)
+
+
+def _pick_major(name: str, reports: Sequence[BundleReport]) -> int:
+    """The highest major of ``name`` among the contracts the bundles registered."""
+    majors = [int(c["contract"].rpartition("@")[2]) for r in reports for c in r.contracts
+              if c["contract"].rpartition("@")[0] == name]
+    if not majors:
+        raise _errors.PluginNotFound(f"no loaded bundle provides contract {name!r}"
+                                     + _load_failures(reports))
+    return max(majors)
+
+
+def _load_failures(reports: Sequence[BundleReport]) -> str:
+    failed = [r for r in reports if r.error]
+    if not failed:
+        return ""
+    return (f" ({len(failed)} bundle(s) failed to load: " + "; ".join(
+        f"{r.name or r.path}: {r.error_type}: {(r.error or '').splitlines()[0]}"
+        for r in failed) + ")")
+
+
+def _resolve_function(contract: Any, fn: str, types: Optional[Sequence[str]],
+                      returns: Optional[str]) -> FunctionSig:
+    """The signature to call: declared by name or id, or built from --args/--returns."""
+    declared = contract.functions
+    explicit = types is not None or returns is not None
+    if not _FN_ID.match(fn):
+        if explicit:
+            raise UsageError("--args/--returns describe a function given by numeric id; "
+                             f"{fn!r} is a name (its types come from the signature table)")
+        if fn not in declared:
+            raise _Failure("UnknownFunction",
+                           f"{contract.name}@{contract.major} declares no function {fn!r} "
+                           f"(declared: {', '.join(sorted(declared)) or 'none'})")
+        return declared[fn]
+    fn_id = int(fn, 0)
+    if fn_id > 0xFFFFFFFF:
+        raise UsageError(f"function id {fn} is out of range (0..4294967295)")
+    if explicit:
+        try:
+            return signature(f"fn{fn_id}", fn_id, tuple(types or ()), returns)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    for sig in declared.values():
+        if sig.id == fn_id:
+            return sig
+    return signature(f"fn{fn_id}", fn_id)  # undeclared: no arguments, no result
+
+
+def _type_list(text: Optional[str]) -> Optional[list[str]]:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [normalize_type(t) for t in names]
+    except ValueError as exc:
+        raise UsageError(f"--args: {exc}") from None
+
+
+def _normalize_returns(text: Optional[str]) -> Optional[str]:
+    if text is None or text in ("", "void", "none"):
+        return None
+    try:
+        return normalize_type(text)
+    except ValueError as exc:
+        raise UsageError(f"--returns: {exc}") from None
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    try:
+        return _call(args)
+    except (UsageError, _Failure, _errors.PolyplugError, TypeError, ValueError,
+            AttributeError, UnicodeError) as exc:
+        return _fail(exc)
+
+
+def _call(args: argparse.Namespace) -> int:
+    name, major = _parse_contract(args.contract)
+    types, returns = _type_list(args.args), _normalize_returns(args.returns)
+    if args.returns is not None and returns is None and types is None:
+        types = []  # `--returns void`: an explicit "no arguments, no result"
+    records: list[tuple[LogLevel, str, str]] = []
+    level = _LOG_LEVELS[args.log]
+
+    def log(lvl: LogLevel, scope: str, message: str) -> None:
+        if level is not None and lvl <= level:
+            print(f"[{lvl.name.lower()}] {scope}: {message}", file=sys.stderr)
+        records.append((lvl, scope, message))
+
+    root = Path(args.dir)
+    if not find_bundles(root) or not root.exists():
+        raise UsageError(f"no bundle (directory with {MANIFEST_NAME}) found in {root}")
+    with _build_runtime(log, level if level is not None else LogLevel.Warn) as rt:
+        reports = load_all(rt, root)
+        if major is None:
+            major = _pick_major(name, reports)
+        try:
+            contract = rt.contract(name, major)
+        except _errors.PluginNotFound as exc:
+            raise _errors.PluginNotFound(f"{exc}: no loaded bundle provides {name}@{major}"
+                                         + _load_failures(reports)) from None
+        sig = _resolve_function(contract, args.fn, types, returns)
+        if len(args.values) != len(sig.args):
+            if not sig.args and types is None and sig.name.startswith("fn") \
+                    and sig.name not in contract.functions:
+                raise UsageError(
+                    f"function {sig.id} has no entry in the signature table of "
+                    f"{name}@{major}; give its types with --args TYPE,... [--returns TYPE]")
+            raise TypeError(f"{sig.describe()} takes {len(sig.args)} argument(s), "
+                            f"got {len(args.values)}")
+        values = [convert_arg(t, text, f"argument {i + 1} ({t}) of {sig.name}")
+                  for i, (t, text) in enumerate(zip(sig.args, args.values))]
+        try:
+            if args.instance:
+                with contract.instance() as inst:
+                    result = inst.function(sig.id, sig.args, sig.returns)(*values)
+            else:
+                result = contract.function(sig.id, sig.args, sig.returns)(*values)
+        except _errors.GuestError as exc:
+            if "see the runtime log" in str(exc):  # the factory's message went to the log
+                detail = [m for lvl, _, m in records if lvl == LogLevel.Error]
+                if detail:
+                    raise _errors.GuestError(detail[-1].splitlines()[0]) from None
+            raise
+    if args.json:
+        print(json.dumps({"result": result}, ensure_ascii=False))
+    elif result is not None:
+        print(_format_result(result))
+    return 0
+
+
+# ── watch ────────────────────────────────────────────────────────────────────
+#
+# Change detection polls: every --interval seconds each bundle directory is walked
+# with os.scandir and its files' (mtime, size) compared with the last snapshot.  That
+# is portable and needs no dependency (inotify / FSEvents / ReadDirectoryChangesW
+# would each need a third-party package or platform code); bundles are a handful of
+# small files, so a walk costs microseconds.
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """``relative path -> (mtime_ns, size)`` of every file under ``root``.
+
+    Hidden entries (editor swap files, ``.git``) and ``__pycache__`` are skipped;
+    symlinked directories are not followed (no loops).  Unreadable entries are
+    left out rather than failing the watch.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = os.scandir(directory)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name == "__pycache__":
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file():
+                        st = entry.stat()
+                        out[os.path.relpath(entry.path, root)] = (st.st_mtime_ns, st.st_size)
+                except OSError:
+                    continue
+    return out
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _say(label: str, text: str) -> None:
+    """Print ``[HH:MM:SS] <label>: <text>``, extra lines of ``text`` indented."""
+    first, *rest = str(text).splitlines() or [""]
+    print(f"[{_stamp()}] {label}: {first}", flush=True)
+    for line in rest:
+        print(f"    {line}", flush=True)
+
+
+class _Watcher:
+    """The state of ``watch``: the runtime, the bundles and their snapshots."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.current: Optional[str] = None  # label of the bundle being (re)loaded
+        self.saw_failed = False
+        level = _LOG_LEVELS[args.log]
+        self.rt = _build_runtime(self._log if level is not None else None,
+                                 level, hot_reload=True, on_reload=self._on_reload)
+        self.names: dict[Path, str] = {}
+        self.ids: dict[Path, int] = {}
+
+    def _log(self, level: LogLevel, scope: str, message: str) -> None:
+        _say(f"log {level.name.lower()} {scope}", message)
+
+    def _on_reload(self, phase: ReloadPhase) -> None:
+        label = phase.bundle_name or self.current or f"0x{phase.bundle_id:016x}"
+        if phase.type == ReloadPhaseType.Failed:
+            self.saw_failed = True
+            _say(label, f"Failed: {phase.reason or 'unknown reason'}")
+        else:
+            _say(label, phase.type.name)
+
+    def load(self, root: Path) -> list[Path]:
+        bundles = find_bundles(root)
+        for report in load_all(self.rt, root):
+            path = Path(report.path)
+            label = report.name or path.name
+            self.names[path] = label
+            if report.error:
+                _say(label, f"Failed: {report.error_type}: {report.error}")
+            else:
+                self.ids[path] = bundle_id(report.name)
+                provides = ", ".join(c["contract"] for c in report.contracts) or "no contracts"
+                _say(label, f"Loaded {report.version} ({provides})")
+        return bundles
+
+    def reload(self, path: Path) -> bool:
+        """Reload (or, if it never loaded, load) the bundle at ``path``; True on success."""
+        label = self.current = self.names.get(path, path.name)
+        self.saw_failed = False
+        loaded = self.ids.get(path) in self.rt.list_bundles()
+        try:
+            if loaded:
+                self.rt.reload_bundle(path)
+            else:
+                _say(label, "Loading")
+                manifest = self.rt.load_bundle(path)
+                self.ids[path] = manifest.id
+                self.names[path] = manifest.name
+                _say(manifest.name, "Reloaded")
+            return True
+        except _errors.PolyplugError as exc:
+            if not self.saw_failed:
+                _say(label, f"Failed: {type(exc).__name__}: {exc}")
+            if loaded:
+                _say(label, "keeping the previous version")
+            return False
+        finally:
+            self.current = None
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.interval <= 0 or args.debounce < 0:
+        return _fail(UsageError("--interval must be > 0 and --debounce >= 0"))
+    root = Path(args.dir)
+    if not root.exists() or not find_bundles(root):
+        return _fail(UsageError(f"no bundle (directory with {MANIFEST_NAME}) found in {root}"))
+    # A SIGINT ignored by the parent (background jobs) or a SIGTERM both stop cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    watcher = _Watcher(args)
+    try:
+        bundles = watcher.load(root)
+        snaps = {b: snapshot(b) for b in bundles}
+        print(f"[{_stamp()}] watching {len(bundles)} bundle(s) in {root} (every "
+              f"{args.interval:g} s, debounce {args.debounce:g} s); Ctrl-C to stop", flush=True)
+        pending: dict[Path, float] = {}  # bundle -> when its files last changed
+        attempts = 0
+        deadline = time.monotonic() + args.timeout if args.timeout else None
+        while True:
+            time.sleep(args.interval)
+            now = time.monotonic()
+            for b in bundles:
+                snap = snapshot(b)
+                if snap != snaps[b]:
+                    snaps[b] = snap
+                    pending[b] = now
+            for b in [b for b, t in pending.items() if now - t >= args.debounce]:
+                del pending[b]
+                watcher.reload(b)
+                attempts += 1
+                if args.max_reloads and attempts >= args.max_reloads:
+                    print(f"[{_stamp()}] stopping after {attempts} reload(s)", flush=True)
+                    return 0
+            if deadline is not None and now >= deadline:
+                print(f"[{_stamp()}] stopping: --timeout reached", flush=True)
+                return 0
+    except KeyboardInterrupt:
+        print(f"[{_stamp()}] stopped", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        watcher.rt.close()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+# ── new ──────────────────────────────────────────────────────────────────────
+
+_BUNDLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+_SCAFFOLD_MANIFEST = '''\
+# The {name} bundle.  `python -m polyplug load .` checks it; `python -m pytest` tests it.
+name = "{name}"
+id = {id}   # bundle_id("{name}"): FNV-1a 64 of the name; must match `name`
+version = "0.1.0"
+loader = "lua"
+file = "{name}.lua"
+provides = ["{contract}@1"]
+
+# How many functions each provided contract registers (ids 0..n-1).
+[function_count]
+"{contract}@1" = 1
+
+# Argument and result types, so `rt.contract("{contract}", 1).hello("you")` and
+# `python -m polyplug call . {contract}@1 hello you` can marshal values.
+# Types: u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string.
+[contracts."{contract}@1".functions]
+hello = {{ id = 0, args = ["string"], returns = "string" }}
+'''
+
+_SCAFFOLD_LUA = '''\
+-- {contract}@1
+--   fn 0  hello(name: string) -> string     "Hello, <name>!"
+-- Every function is called as fn(self, args_ptr, out_ptr, arena_ptr, arena_alloc):
+-- `self` is what the factory returned, the pointers are numbers (pg.ptr makes them
+-- typed), and a Lua error fails the call with its message.
+local pg = require("polyplug_guest")
+
+local function hello(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
+    -- A string argument is a StringView { ptr, len } in the argument block.
+    local name = pg.read_string(pg.ptr(args_ptr, "const StringView *")[0])
+    if name == "" then
+        name = "world"
+    end
+    pg.log(self.host, pg.LogLevel.Debug, "guest.{name}", "hello " .. name)
+    -- A string result must outlive the call: copy it into the caller's arena.
+    pg.ptr(out_ptr, "StringView *")[0] =
+        pg.alloc_string_arena(arena_alloc, arena_ptr, "Hello, " .. name .. "!")
+end
+
+function polyplug_init(_host, _ctx)
+    return {{
+        ["{contract}"] = {{
+            contract_version = 1,
+            plugin_name = "{name}",
+            -- Builds the default instance at load, and one per created instance.
+            factory = function(host) return {{ host = host }} end,
+            functions = {{ [0] = hello }},
+        }},
+    }}, {{ code = 0 }}
+end
+'''
+
+_SCAFFOLD_TEST = '''\
+"""Tests of the {name} bundle: `python -m pytest` in this directory."""
+
+from pathlib import Path
+
+import pytest
+
+import polyplug
+
+BUNDLE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def greet():
+    with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
+        rt.load_bundle(BUNDLE)
+        yield rt.contract("{contract}", 1)
+
+
+def test_hello(greet):
+    assert greet.hello("polyplug") == "Hello, polyplug!"
+
+
+def test_hello_defaults_to_world(greet):
+    assert greet.hello("") == "Hello, world!"
+
+
+def test_hello_on_an_instance(greet):
+    with greet.instance() as inst:
+        assert inst.hello("instance") == "Hello, instance!"
+'''
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    name = args.name
+    if not _BUNDLE_NAME.match(name) or keyword.iskeyword(name):
+        return _fail(UsageError(
+            f"bad bundle name {name!r}: use a letter followed by letters, digits or '_' "
+            "(at most 64 characters); it names the contract <name>.greet@1, the Lua file and "
+            "the test module"))
+    parent = Path(args.dir) if args.dir else Path.cwd()
+    target = parent / name
+    if target.exists() or target.is_symlink():
+        return _fail(_Failure("FileExistsError", f"{target} already exists; not overwriting it"))
+    contract = f"{name}.greet"
+    fields = {"name": name, "id": bundle_id(name), "contract": contract}
+    files = {
+        MANIFEST_NAME: _SCAFFOLD_MANIFEST.format(**fields),
+        f"{name}.lua": _SCAFFOLD_LUA.format(**fields),
+        f"test_{name}.py": _SCAFFOLD_TEST.format(**fields),
+    }
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir()
+        for filename, text in files.items():
+            (target / filename).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return _fail(exc)
+    print(f"created {target}/")
+    for filename in files:
+        print(f"  {filename}")
+    print(f"try:  python -m polyplug call {target} {contract}@1 hello you")
+    print(f"test: python -m pytest {target}")
+    return 0
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     from polyplug import luajit_version
 
@@ -180,6 +730,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="a bundle directory, or a directory of bundles")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_load)
+    p = sub.add_parser("call", help="load bundles and call one function",
+                       description="Load the bundle(s) at DIR and call one function of "
+                       "CONTRACT.  Arguments are converted by the manifest's signature table "
+                       "(u32 '7', f64 '1.5', bool true/false/1/0, string as-is); for a numeric "
+                       "function id without a table entry give the types with --args/--returns. "
+                       "Use -- before arguments that start with '-'.")
+    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p.add_argument("contract", help="contract name, optionally @major (default: the highest "
+                   "major loaded)")
+    p.add_argument("fn", help="function name (from the signature table) or numeric id")
+    p.add_argument("values", nargs="*", metavar="arg", help="the function's arguments")
+    p.add_argument("--args", metavar="TYPES", help="argument types for a numeric id, "
+                   "comma-separated (e.g. u32,u32)")
+    p.add_argument("--returns", metavar="TYPE", help="result type for a numeric id "
+                   "(or void)")
+    p.add_argument("--instance", action="store_true",
+                   help="call on a fresh instance instead of the default one")
+    p.add_argument("--json", action="store_true", help='print {"result": ...}')
+    p.add_argument("--log", choices=list(_LOG_LEVELS), default="off",
+                   help="print runtime and guest log records up to this level to stderr")
+    p.set_defaults(func=cmd_call)
+    p = sub.add_parser("watch", help="hot-reload bundles when their files change",
+                       description="Load the bundle(s) at DIR and reload each one when its "
+                       "files change (polling).  A failed reload keeps the previous version "
+                       "serving.  Ctrl-C stops.")
+    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p.add_argument("--interval", type=float, default=0.25, metavar="S",
+                   help="seconds between polls (default 0.25)")
+    p.add_argument("--debounce", type=float, default=0.3, metavar="S",
+                   help="reload once the files were unchanged for this long (default 0.3)")
+    p.add_argument("--max-reloads", type=int, default=0, metavar="N",
+                   help="exit after N reload attempts (default: no limit)")
+    p.add_argument("--once", dest="max_reloads", action="store_const", const=1,
+                   help="exit after the first reload attempt (--max-reloads 1)")
+    p.add_argument("--timeout", type=float, default=0, metavar="S",
+                   help="exit after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--log", choices=list(_LOG_LEVELS), default="warn",
+                   help="print runtime and guest log records up to this level (default warn)")
+    p.set_defaults(func=cmd_watch)
+    p = sub.add_parser("new", help="scaffold a new bundle directory")
+    p.add_argument("name", help="bundle name; the contract is <name>.greet@1")
+    p.add_argument("--dir", metavar="PATH", help="where to create <name>/ (default: .)")
+    p.set_defaults(func=cmd_new)
     p = sub.add_parser("version", help="print versions")
     p.set_defaults(func=cmd_version)
     return parser

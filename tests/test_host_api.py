@@ -822,6 +822,51 @@ def test_register_host_contract_null_checks(hrt: polyplug.Runtime, hc_keep: list
     assert host.resolve_host_contract_interface(host, hc.id, 0) == ffi.NULL
 
 
+def test_register_host_contract_native_null_function_table(hrt: polyplug.Runtime,
+                                                          hc_keep: list[Any]) -> None:
+    """Host contracts get the same fn-pointer validation as guest contracts (spec §5.2)."""
+    host = hrt.host_api
+    hc = HostContract("native.table", 1, 0, singleton=False)
+    hc_keep.append(hc)
+    hc.iface.dispatch_type = lib.DispatchType_Native
+    hc.iface.dispatch.native.function_count = 3
+    hc.iface.dispatch.native.functions = ffi.NULL
+    err = register_hc(host, hc)
+    assert err.code == 8
+    assert sv_text(err.message) == (
+        "register_host_contract: dispatch.native.functions is null while function_count > 0")
+    assert host.resolve_host_contract_interface(host, hc.id, 0) == ffi.NULL
+
+
+def test_register_host_contract_native_null_entry(hrt: polyplug.Runtime,
+                                                  hc_keep: list[Any]) -> None:
+    host = hrt.host_api
+    hc = HostContract("native.entry", 1, 0, singleton=False)
+    table = ffi.new("void *[]", [ffi.cast("void *", hc._create), ffi.NULL])
+    hc_keep += [hc, table]
+    hc.iface.dispatch_type = lib.DispatchType_Native
+    hc.iface.dispatch.native.function_count = 2
+    hc.iface.dispatch.native.functions = ffi.cast("const void * const *", table)
+    err = register_hc(host, hc)
+    assert err.code == 8
+    assert sv_text(err.message) == (
+        "register_host_contract: dispatch.native.functions contains a null entry within "
+        "function_count")
+    assert host.resolve_host_contract_interface(host, hc.id, 0) == ffi.NULL
+
+
+def test_register_host_contract_native_table_ok(hrt: polyplug.Runtime,
+                                                hc_keep: list[Any]) -> None:
+    host = hrt.host_api
+    hc = HostContract("native.ok", 1, 0, singleton=False)
+    table = ffi.new("void *[]", [ffi.cast("void *", hc._create)])
+    hc_keep += [hc, table]
+    hc.iface.dispatch.native.function_count = 1
+    hc.iface.dispatch.native.functions = ffi.cast("const void * const *", table)
+    assert register_hc(host, hc).code == 0
+    assert host.resolve_host_contract_interface(host, hc.id, 0) == hc.iface
+
+
 def test_get_host_contract_miss_sets_last_error(hrt: polyplug.Runtime) -> None:
     host = hrt.host_api
     cid = host_contract_id("missing", 1)

@@ -304,10 +304,10 @@ def test_with_block_closes() -> None:
 
 
 def test_with_block_closes_on_exception() -> None:
-    with pytest.raises(ZeroDivisionError):
-        with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
-            rt.load_bundle(FIXTURE)
-            1 / 0  # noqa: B018
+    rt = polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build()
+    with pytest.raises(ZeroDivisionError), rt:
+        rt.load_bundle(FIXTURE)
+        1 / 0  # noqa: B018
     assert rt.closed
 
 

@@ -116,6 +116,8 @@ typedef struct pp_loader_vtable {
     int32_t (*reload)(void *self, pp_runtime *rt, const pp_manifest *m, pp_error *err);
     /* Reclaim everything held for the bundle; its contracts are already retired. */
     void (*unload)(void *self, pp_runtime *rt, uint64_t bundle_id);
+    /* Bytes the bundle's guest heap holds, or -1 (may be NULL). */
+    int64_t (*memory)(void *self, pp_runtime *rt, uint64_t bundle_id);
     /* Free `self`; called when the last reference to the loader goes away. */
     void (*destroy)(void *self);
 } pp_loader_vtable;
@@ -133,12 +135,42 @@ PP_API int32_t pp_loader_load(pp_loader *loader, pp_runtime *rt, const pp_manife
 
 /* ── the LuaJIT loader ─────────────────────────────────────────────────────── */
 
+typedef enum pp_lua_sandbox {
+    PP_LUA_SANDBOX_NONE = 0,      /* every standard library, like upstream */
+    PP_LUA_SANDBOX_RESTRICTED = 1 /* no io, debug, os (but clocks), loadlib, C modules */
+} pp_lua_sandbox;
+
 typedef struct pp_lua_config {
-    uint8_t _reserved;
+    uint64_t call_timeout_ns; /* default per-call time limit; 0 = none */
+    uint64_t memory_limit;    /* bytes a bundle's VM may allocate beyond start-up; 0 = none */
+    uint32_t sandbox;         /* pp_lua_sandbox */
 } pp_lua_config;
 
-/* A new Lua loader ("lua"); cfg may be NULL.  Reference count 1. */
+/* A new Lua loader ("lua"); cfg may be NULL (no limits, full libraries).
+ * Reference count 1. */
 PP_API pp_loader *pp_lua_loader_new(const pp_lua_config *cfg);
+
+/* ── call limits: timeouts and cancellation ────────────────────────────────── */
+
+/* polyplug-for-Python's own AbiError codes (runtime-reserved range 0-255). */
+enum {
+    PP_ABI_CALL_TIMEOUT = 200,   /* the call ran past its time limit and was stopped */
+    PP_ABI_CALL_CANCELLED = 201, /* a cancel token stopped the call */
+    PP_ABI_OUT_OF_MEMORY = 202   /* the bundle's memory limit stopped the call */
+};
+
+/* A cancel token: trigger it from any thread to stop calls that carry it. */
+typedef struct pp_cancel pp_cancel;
+PP_API pp_cancel *pp_cancel_new(void);
+PP_API void pp_cancel_free(pp_cancel *token);
+PP_API void pp_cancel_request(pp_cancel *token);
+PP_API void pp_cancel_clear(pp_cancel *token);
+PP_API bool pp_cancel_requested(const pp_cancel *token);
+
+/* Limits for the calls this thread makes into Lua bundles from now on: timeout_ns
+ * overrides the loader's default when non-zero; `cancel` may be NULL.  (C hosts using
+ * the raw vm.call set these; pp_call_frame carries its own.) */
+PP_API void pp_set_call_limits(uint64_t timeout_ns, pp_cancel *cancel);
 
 /* ── runtime ───────────────────────────────────────────────────────────────── */
 
@@ -190,6 +222,9 @@ PP_API void pp_runtime_log(pp_runtime *rt, uint32_t level, StringView scope,
  * begin and end belong to `bundle_id`.  Windows nest (a stack per thread). */
 PP_API int32_t pp_runtime_begin_init(pp_runtime *rt, uint64_t bundle_id, pp_error *err);
 PP_API void pp_runtime_end_init(pp_runtime *rt);
+
+/* Bytes held by a loaded bundle's guest heap (Lua GC heap); -1 if unknown. */
+PP_API int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id);
 
 /* Bundles currently loaded: fills up to `cap` ids, returns the total count. */
 PP_API size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap);
@@ -275,6 +310,8 @@ typedef struct pp_call_frame {
     const void *args;
     void *out;
     CallArena *arena;
+    uint64_t timeout_ns; /* 0 = the loader's default */
+    pp_cancel *cancel;   /* may be NULL */
     AbiError err;
 } pp_call_frame;
 

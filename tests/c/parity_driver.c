@@ -3,7 +3,7 @@
  * public headers only (polyplug.h, polyplug_abi.h), and prints a line-oriented
  * transcript of what it observes.
  *
- * It interprets the scenario scripts in tests/parity/*.scn; tests/parity/pydriver.py
+ * It interprets the scenario scripts tests/parity/NAME.scn; tests/parity/pydriver.py
  * interprets the same scripts through the Python API, and tests/test_parity.py
  * asserts that the two transcripts are identical.  The language is documented in
  * tests/parity/README.md; keep the two interpreters in step with it.
@@ -243,14 +243,16 @@ static void on_reload(void *user_data, const ReloadPhase *phase) {
 typedef struct handle_slot {
     char name[NAME_LEN];
     GuestContractHandle handle;
-    const GuestContractInterface *iface; /* last successful resolve; NULL after unload */
+    /* The last successful resolve.  It stays callable after an unload: the registry
+     * keeps a dead interface (answering StaleHandle) in a vacated slot. */
+    const GuestContractInterface *iface;
 } handle_slot;
 
 typedef struct instance_slot {
     char name[NAME_LEN];
     GuestContractInstance inst;
     const GuestContractInterface *iface;
-    bool dead; /* destroyed, or its bundle was unloaded */
+    bool dead; /* destroyed, or never created */
 } instance_slot;
 
 typedef struct arena_slot {
@@ -298,13 +300,6 @@ SLOT_LOOKUP(bundle_get, bundle_slot, bundles, n_bundles)
 
 static void require_runtime(void) {
     if (!S.rt) fatal("no runtime: start the scenario with `runtime`");
-}
-
-/* After an unload, interface pointers of the unloaded bundle dangle; the driver does
- * not know which handle belonged to which bundle, so it forgets them all. */
-static void forget_interfaces(void) {
-    for (size_t i = 0; i < S.n_handles; i++) S.handles[i].iface = NULL;
-    for (size_t i = 0; i < S.n_instances; i++) S.instances[i].dead = true;
 }
 
 static void bundle_slot_clear(bundle_slot *b) {
@@ -830,7 +825,8 @@ static void free_args(argblock *ab) {
     for (size_t i = 0; i < ab->nstrings; i++) free(ab->strings[i]);
 }
 
-/* call <h> <fn> [inst=<i>|raw:<n>] [arena=<a>] [args=<spec>|null] [out=<type>] [via=vm|pp_call] */
+/* call <h> <fn> [inst=<i>|raw:<n>] [arena=<a>] [args=<spec>|null] [out=<type>]
+ *      [via=vm|pp_call|handle] */
 static void cmd_call(args *a) {
     static const char *const known[] = {"inst", "arena", "args", "out", "via", NULL};
     check_opts(a, known);
@@ -873,8 +869,11 @@ static void cmd_call(args *a) {
                                     &err);
     else if (strcmp(via, "pp_call") == 0)
         pp_call(hs->iface, inst.data, inst.contract_id, fn, argp, outp, arena, &err);
+    else if (strcmp(via, "handle") == 0) /* checks the handle, resets the arena first */
+        pp_call_handle(S.rt, hs->handle.index, hs->handle.generation, inst.data, inst.contract_id,
+                       fn, argp, outp, arena, &err);
     else
-        fatal("via must be vm or pp_call");
+        fatal("via must be vm, pp_call or handle");
     free_args(&ab);
     sb_printf(&b, " code=%u", err.code);
     if (otype) {
@@ -1006,7 +1005,6 @@ static void cmd_unload(args *a) {
     sb_printf(&b, "unload %s", a->argv[1]);
     if (st == PP_OK) {
         sb_puts(&b, " ok");
-        forget_interfaces();
     } else {
         sb_pp_error(&b, &err);
     }

@@ -164,12 +164,6 @@ class Interpreter:
     def host(self) -> Any:
         return self.need_runtime().host_api
 
-    def forget_interfaces(self) -> None:
-        for h in self.s.handles.values():
-            h.iface = None
-        for i in self.s.instances.values():
-            i.dead = True
-
     def close_runtime(self) -> None:
         for arena in self.s.arenas.values():
             lib.pp_arena_free(arena)
@@ -431,8 +425,12 @@ class Interpreter:
             vm.call(vm.loader_data, inst[0], fn, args, out, arena, err)
         elif via == "pp_call":
             lib.pp_call(iface, data, cid, fn, args, out, arena, err)
+        elif via == "handle":  # checks the handle, resets the arena first
+            rt = lib.pp_runtime_from_host(self.host)
+            lib.pp_call_handle(rt, slot.handle.index, slot.handle.generation, data, cid, fn,
+                               args, out, arena, err)
         else:
-            self.fail("via must be vm or pp_call")
+            self.fail("via must be vm, pp_call or handle")
         del keep
         line += f" code={err.code}"
         if otype:
@@ -540,7 +538,6 @@ class Interpreter:
         except PolyplugError as exc:
             self.emit(f"unload {name}{self.error_text(exc)}")
         else:
-            self.forget_interfaces()
             self.emit(f"unload {name} ok")
 
     def cmd_bundles(self, t: list[str]) -> None:

@@ -2,6 +2,8 @@
 -- fn 0: upper(sv) -> sv          fn 1: join(sv a, sv b) -> "a|b"
 -- fn 2: rep(sv s, u32 n) -> s*n  fn 3: len(sv) -> u64
 -- fn 4: describe(u32, i32, u64, i64, f64) -> sv
+-- fn 5: alloc(u32 n) -> u64: n bytes from arena_alloc, filled; 1 if it got memory
+-- fn 6: fail(u32 n): allocates n bytes, then raises
 local ffi = require("ffi")
 local pg = require("polyplug_guest")
 local abi = require("abi")
@@ -42,13 +44,25 @@ local function describe(_, args_ptr, out_ptr, arena_ptr, arena_alloc)
     result(out_ptr, arena_alloc, arena_ptr, text)
 end
 
+local function alloc(_, args_ptr, out_ptr, arena_ptr, arena_alloc)
+    local n = pg.ptr(args_ptr, "const uint32_t *")[0]
+    local addr = arena_alloc(n, arena_ptr)
+    if addr ~= 0 then ffi.fill(pg.ptr(addr, "uint8_t *"), n, 0x5a) end
+    pg.ptr(out_ptr, "uint64_t *")[0] = addr ~= 0 and 1 or 0
+end
+
+local function fail(_, args_ptr, _out_ptr, arena_ptr, arena_alloc)
+    arena_alloc(pg.ptr(args_ptr, "const uint32_t *")[0], arena_ptr)
+    error("failed after allocating from the arena")
+end
+
 function polyplug_init(_host_ptr, _ctx_ptr)
     return {
         ["parity.strings"] = {
             contract_version = 1,
             plugin_name      = "parity-strings",
             factory          = function() return {} end,
-            functions        = { [0] = upper, join, rep, len, describe },
+            functions        = { [0] = upper, join, rep, len, describe, alloc, fail },
         },
     }, { code = 0 }
 end

@@ -1,0 +1,72 @@
+/*
+ * bench_load.c — load and reload figures for our host, from C (pp_runtime_load /
+ * pp_runtime_reload, no Python in the process).
+ *
+ *   bench_load DIR load COUNT     COUNT bundles (the bench bundle under COUNT names)
+ *                                 into a fresh runtime: ms and RSS KiB per bundle
+ *   bench_load DIR reload COUNT   COUNT reloads of one bundle: ms per reload and the
+ *                                 total RSS growth in KiB
+ *
+ * Run each in a fresh process: RSS deltas are only meaningful from a cold heap.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_host.h"
+
+static uint64_t check_call(pp_runtime *rt, uint64_t id) {
+    bench_target t = bench_target_of(rt, bench_iface(rt, id), false);
+    bench_result r;
+    bench_vm_loop(&t, BENCH_FN_ADD, 0, 1, NULL, NULL, 10, NULL, &r);
+    return r.bad;
+}
+
+static int mode_load(const char *dir, int count) {
+    pp_runtime *rt = bench_runtime_new(false);
+    char (*names)[32] = calloc((size_t)count, sizeof *names);
+    uint64_t *ids = calloc((size_t)count, sizeof *ids);
+    if (!names || !ids) bench_die("calloc", NULL);
+    for (int i = 0; i < count; i++) snprintf(names[i], sizeof names[i], "bench_%04d", i);
+    long rss0 = bench_rss_kib();
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < count; i++) ids[i] = bench_load(rt, dir, names[i]);
+    uint64_t t1 = bench_now_ns();
+    long rss1 = bench_rss_kib();
+    uint64_t bad = check_call(rt, ids[0]) + check_call(rt, ids[count - 1]);
+    bench_emit("c.load.ms", (double)(t1 - t0) / 1e6 / count, bad);
+    bench_emit("c.load.rss_kib", (double)(rss1 - rss0) / count, bad);
+    pp_runtime_free(rt);
+    free(names);
+    free(ids);
+    return 0;
+}
+
+static int mode_reload(const char *dir, int count) {
+    pp_runtime *rt = bench_runtime_new(true);
+    uint64_t id = bench_load(rt, dir, "bench");
+    uint64_t bad = check_call(rt, id);
+    long rss0 = bench_rss_kib();
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < count; i++) bench_reload(rt, dir, "bench");
+    uint64_t t1 = bench_now_ns();
+    long rss1 = bench_rss_kib();
+    bad += check_call(rt, id);
+    bench_emit("c.reload.ms", (double)(t1 - t0) / 1e6 / count, bad);
+    bench_emit("c.reload.rss_growth_kib", (double)(rss1 - rss0), bad);
+    pp_runtime_free(rt);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s DIR load|reload COUNT\n", argv[0]);
+        return 2;
+    }
+    int count = atoi(argv[3]);
+    if (count < 1) count = 1;
+    if (strcmp(argv[2], "load") == 0) return mode_load(argv[1], count);
+    if (strcmp(argv[2], "reload") == 0) return mode_reload(argv[1], count);
+    fprintf(stderr, "bench: unknown mode %s\n", argv[2]);
+    return 2;
+}

@@ -1,0 +1,224 @@
+"""Python-side figures for this project's polyplug (run by benchmarks/run.py).
+
+    python bench_ours.py calls DIR N ROT          Python → vm.call variants
+    python bench_ours.py load ROOT COUNT VARIANT  COUNT bundles ROOT/bench_NNNN into a
+                                                  fresh runtime; VARIANT = source | path
+    python bench_ours.py reload DIR COUNT         COUNT reloads of the bundle in DIR
+
+Each result is a JSON line (see benchcommon.emit).  load and reload must run in a
+fresh process: their RSS deltas assume a heap that nothing else has used yet.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from benchcommon import args, die, emit, per_call_ns, rss_kib, rotated
+
+from polyplug import (
+    BundleSource,
+    LuaLoader,
+    Runtime,
+    RuntimeConfig,
+    ffi,
+    guest_contract_id,
+    lib,
+    read_manifest,
+)
+
+CONTRACT = "bench"
+FN_ADD, FN_NOOP = 0, 1
+
+
+def _runtime(hot_reload: bool = False) -> Runtime:
+    return Runtime(RuntimeConfig(hot_reload_enabled=hot_reload), [LuaLoader()])
+
+
+def _iface(rt: Runtime) -> Any:
+    return rt.resolve_guest_contract(rt.find_guest_contract(guest_contract_id(CONTRACT, 1), 1))
+
+
+# ── the Pythonic call layer (issue 6) ───────────────────────────────────────
+
+
+def pythonic_add_loop(rt: Runtime) -> Optional[Callable[[int], None]]:
+    """ISSUE 6 PLUGS IN HERE.
+
+    Return a loop ``f(n)`` making n calls of add(7, 35) through the Pythonic call
+    layer, or None while the layer does not exist (the row then prints
+    "n/a (issue 6)").  The layer will be ``rt.contract("bench", 1)``, returning an
+    object with callable functions; nothing more of its API is known yet, so this
+    stub does not guess how a function is named or called.
+    """
+    if not hasattr(rt, "contract"):
+        return None
+    # TODO(issue 6): contract = rt.contract("bench", 1); build and return a loop that
+    # calls its add function n times with (7, 35) and checks the result is 42.
+    return None
+
+
+# ── modes ────────────────────────────────────────────────────────────────────
+
+
+def mode_calls(bundle_dir: str, n: int, rot: int) -> None:
+    rt = _runtime()
+    rt.load_bundle(bundle_dir)
+    iface = _iface(rt)
+    a = ffi.new("uint32_t[2]", [7, 35])
+    out = ffi.new("uint32_t *")
+    err = ffi.new("AbiError *")
+    null = ffi.NULL
+    pp_call = lib.pp_call
+    vm = iface.dispatch.vm
+    call, ld = vm.call, vm.loader_data
+    inst = ffi.new("GuestContractInstance *")[0]  # the null instance, by value
+
+    def api_mode(fn: int) -> Callable[[int], None]:
+        def loop(k: int) -> None:
+            for _ in range(k):
+                pp_call(iface, null, 0, fn, a, out, null, err)
+        return loop
+
+    def fn_pointer(fn: int) -> Callable[[int], None]:
+        def loop(k: int) -> None:
+            for _ in range(k):
+                call(ld, inst, fn, a, out, null, err)
+        return loop
+
+    # the pointer called through ctypes, the way upstream's users call vm.call
+    import ctypes
+
+    class CLoaderData(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p)]
+
+    class CInstance(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p), ("contract_id", ctypes.c_uint64)]
+
+    vp = ctypes.c_void_p
+    ccall = ctypes.CFUNCTYPE(None, CLoaderData, CInstance, ctypes.c_uint32, vp, vp, vp, vp)(
+        int(ffi.cast("uintptr_t", call)))
+    cld = CLoaderData(int(ffi.cast("uintptr_t", ld.data)))
+    cinst = CInstance()
+    pa, po, pe = (int(ffi.cast("uintptr_t", p)) for p in (a, out, err))
+
+    def via_ctypes(fn: int) -> Callable[[int], None]:
+        def loop(k: int) -> None:
+            for _ in range(k):
+                ccall(cld, cinst, fn, pa, po, None, pe)
+        return loop
+
+    import pyfloor
+
+    floor_lib = pyfloor.load().lib
+
+    def floor(k: int) -> None:
+        f = floor_lib.floor_add
+        for _ in range(k):
+            f(iface, null, 0, 0, a, out, null, err)
+
+    variants: list[tuple[str, Optional[Callable[[int], None]], int]] = [
+        ("py.add.pp_call", api_mode(FN_ADD), FN_ADD),
+        ("py.add.fnptr", fn_pointer(FN_ADD), FN_ADD),
+        ("py.add.ctypes", via_ctypes(FN_ADD), FN_ADD),
+        ("py.noop.pp_call", api_mode(FN_NOOP), FN_NOOP),
+        ("py.noop.fnptr", fn_pointer(FN_NOOP), FN_NOOP),
+        ("py.noop.ctypes", via_ctypes(FN_NOOP), FN_NOOP),
+        ("py.floor", floor, FN_ADD),
+        ("py.add.pythonic", pythonic_add_loop(rt), FN_ADD),
+    ]
+    for _key, loop, _fn in variants:  # warm-up
+        if loop is not None:
+            loop(max(1000, n // 20))
+    for key, loop, fn in rotated(variants, rot):
+        if loop is None:
+            continue  # run.py prints the row as n/a
+        out[0] = 0
+        err.code = 99
+        ns = per_call_ns(loop, n)
+        bad = int(err.code != 0 or (fn == FN_ADD and out[0] != 42))
+        emit(key, ns, bad)
+    rt.close()
+
+
+def _bundle_dirs(root: str, count: int) -> list[Path]:
+    dirs = [Path(root) / f"bench_{i:04d}" for i in range(count)]
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        die(f"missing generated bundle {missing[0]} (benchmarks/run.py creates them)")
+    return dirs
+
+
+def _check(rt: Runtime) -> int:
+    iface = _iface(rt)
+    a = ffi.new("uint32_t[2]", [7, 35])
+    out = ffi.new("uint32_t *")
+    err = ffi.new("AbiError *")
+    lib.pp_call(iface, ffi.NULL, 0, FN_ADD, a, out, ffi.NULL, err)
+    return int(err.code != 0 or out[0] != 42)
+
+
+def mode_load(root: str, count: int, variant: str) -> None:
+    dirs = _bundle_dirs(root, count)
+    rt = _runtime()
+    if variant == "source":
+        manifests = [read_manifest(d) for d in dirs]
+        sources = [BundleSource.Path(m.path) for m in manifests]
+        rss0 = rss_kib()
+        t0 = time.perf_counter_ns()
+        for m, s in zip(manifests, sources):
+            rt.load_bundle_from_source(m, s)
+        t1 = time.perf_counter_ns()
+    elif variant == "path":
+        paths = [str(d) for d in dirs]
+        rss0 = rss_kib()
+        t0 = time.perf_counter_ns()
+        for p in paths:
+            rt.load_bundle(p)
+        t1 = time.perf_counter_ns()
+    else:
+        die(f"unknown load variant {variant}")
+    rss1 = rss_kib()
+    bad = _check(rt)
+    emit(f"py.load.{variant}.ms", (t1 - t0) / 1e6 / count, bad)
+    emit(f"py.load.{variant}.rss_kib", (rss1 - rss0) / count, bad)
+    rt.close()
+
+
+def mode_reload(bundle_dir: str, count: int) -> None:
+    rt = _runtime(hot_reload=True)
+    rt.load_bundle(bundle_dir)
+    bad = _check(rt)
+    rss0 = rss_kib()
+    t0 = time.perf_counter_ns()
+    for _ in range(count):
+        rt.reload_bundle(bundle_dir)
+    t1 = time.perf_counter_ns()
+    rss1 = rss_kib()
+    bad += _check(rt)
+    emit("py.reload.ms", (t1 - t0) / 1e6 / count, bad)
+    emit("py.reload.rss_growth_kib", float(rss1 - rss0), bad)
+    rt.close()
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        die(__doc__ or "usage")
+    mode, rest = argv[0], argv[1:]
+    if mode == "calls":
+        d, n, rot = args(rest, "", "200000", "0")
+        mode_calls(d, int(n), int(rot))
+    elif mode == "load":
+        root, count, variant = args(rest, "", "100", "source")
+        mode_load(root, int(count), variant)
+    elif mode == "reload":
+        d, count = args(rest, "", "1000")
+        mode_reload(d, int(count))
+    else:
+        die(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,350 @@
+/*
+ * pp_lua_vm.c — building and tearing down a bundle's LuaJIT state: libraries, the
+ * embedded SDK searcher, package.path, the optional restricted profile, the counting
+ * allocator behind the memory limit, and the count hook behind timeouts and cancel.
+ *
+ * Rules: everything here runs with the bundle's lock held (or before the VM is
+ * published); lua_error is raised only from frames that own nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
+#include "pp_lua_internal.h"
+
+/* ── small helpers ─────────────────────────────────────────────────────────── */
+
+void ppi_lua_push_pointer(lua_State *L, const void *p) {
+    lua_pushnumber(L, (lua_Number)(uintptr_t)p);
+}
+
+/* The error value on top of the stack as text (never NULL). */
+const char *ppi_lua_error_text(lua_State *L) {
+    const char *s = lua_tostring(L, -1);
+    return s ? s : "(error object is not a string)";
+}
+
+/* Traceback message handler, stack index 1 of every VM. */
+static int traceback_handler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            msg = lua_tostring(L, -1);
+        } else {
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* arena_alloc(size, arena_ptr) -> address; upvalue 1 = the HostApi (light userdata). */
+static int arena_alloc(lua_State *L) {
+    lua_Number size = luaL_checknumber(L, 1);
+    lua_Number where = luaL_optnumber(L, 2, 0);
+    if (!(size >= 0 && size <= (lua_Number)UINT32_MAX) || size != (lua_Number)(uint32_t)size)
+        return luaL_argerror(L, 1, "size must be an integer in 0..4294967295");
+    if (!(where >= 0 && where < 9007199254740992.0))
+        return luaL_argerror(L, 2, "arena_ptr must be a non-negative address");
+    const HostApi *host = lua_touserdata(L, lua_upvalueindex(1));
+    CallArena *arena = (CallArena *)(uintptr_t)where;
+    void *p;
+    if (arena)
+        p = pp_arena_alloc(arena, (size_t)size, 1);
+    else
+        p = host ? host->alloc(host, (size_t)size, 1) : NULL;
+    ppi_lua_push_pointer(L, p);
+    return 1;
+}
+
+/* ── embedded SDK: a searcher that serves polyplug_guest / polyplug_abi / abi ── */
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Would the bundle directory (upvalue 1, may be nil) satisfy `require(name)` itself? */
+static bool bundle_has_module(lua_State *L, const char *name) {
+    const char *dir = lua_tostring(L, lua_upvalueindex(1));
+    if (!dir) return false;
+    static const char *const patterns[] = {"%s/%s.lua", "%s/%s/init.lua", "%s/%s.init.lua"};
+    char path[4096];
+    for (size_t i = 0; i < PP_COUNTOF(patterns); i++) {
+        int n = snprintf(path, sizeof path, patterns[i], dir, name);
+        if (n > 0 && (size_t)n < sizeof path && file_exists(path)) return true;
+    }
+    return false;
+}
+
+static int sdk_searcher(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < ppi_sdk_modules_len; i++) {
+        const ppi_embedded_module *mod = &ppi_sdk_modules[i];
+        if (strcmp(mod->name, name) != 0) continue;
+        if (bundle_has_module(L, name)) {
+            lua_pushfstring(L, "\n\tembedded %s skipped: the bundle has its own copy", name);
+            return 1;
+        }
+        char chunk[128];
+        snprintf(chunk, sizeof chunk, "=[polyplug sdk %s]", name);
+        if (luaL_loadbuffer(L, mod->source, mod->len, chunk) != 0) return lua_error(L);
+        return 1;
+    }
+    lua_pushfstring(L, "\n\tno embedded polyplug module '%s'", name);
+    return 1;
+}
+
+/* ── VM construction ───────────────────────────────────────────────────────── */
+
+/* Prepend `prefix` to package[field] through the table API (never via Lua source). */
+static void prepend_package_field(lua_State *L, const char *field, const char *prefix) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, field);
+    const char *old = lua_tostring(L, -1);
+    lua_pushstring(L, prefix);
+    lua_pushstring(L, old ? old : "");
+    lua_concat(L, 2);
+    lua_setfield(L, -3, field);
+    lua_pop(L, 2);
+}
+
+/* ── the restricted profile ─────────────────────────────────────────────────── */
+
+/* Globals a restricted bundle keeps; everything else in _G is removed.  Guards file
+ * and process access (io, os.execute, dofile/loadfile) and introspection (debug). */
+static const char *const restricted_globals[] = {
+    "_G", "_VERSION", "assert", "error", "getmetatable", "ipairs", "next", "pairs",
+    "pcall", "print", "rawequal", "rawget", "rawset", "require", "select", "setmetatable",
+    "tonumber", "tostring", "type", "unpack", "xpcall", "load", "loadstring",
+    "collectgarbage", "string", "table", "math", "bit", "coroutine", "jit", "os", "package",
+};
+
+/* The os functions a restricted bundle keeps: clocks and dates only. */
+static const char *const restricted_os[] = {"clock", "date", "difftime", "time"};
+
+/* Modules that stay loadable by name (package.loaded entries). */
+static const char *const restricted_loaded[] = {
+    "_G", "string", "table", "math", "bit", "coroutine", "jit", "ffi", "package", "os",
+};
+
+static bool listed(const char *const *list, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0) return true;
+    return false;
+}
+
+/* Remove every string key of the table at `idx` that is not in `list`. */
+static void keep_only(lua_State *L, int idx, const char *const *list, size_t n) {
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    lua_newtable(L); /* doomed keys */
+    int doomed = lua_gettop(L), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !listed(list, n, lua_tostring(L, -1))) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, doomed, ++count);
+        }
+    }
+    for (int i = 1; i <= count; i++) {
+        lua_rawgeti(L, doomed, i);
+        lua_pushnil(L);
+        lua_rawset(L, idx);
+    }
+    lua_pop(L, 1);
+}
+
+/* No io, no debug, no process control, no native modules (FFI stays: arguments and
+ * results are native memory, so this is a seatbelt, not a sandbox). */
+static void restrict_vm(lua_State *L) {
+    lua_getglobal(L, "os");
+    keep_only(L, -1, restricted_os, PP_COUNTOF(restricted_os));
+    lua_pop(L, 1);
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    keep_only(L, -1, restricted_globals, PP_COUNTOF(restricted_globals));
+    lua_pop(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    keep_only(L, -1, restricted_loaded, PP_COUNTOF(restricted_loaded));
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "loadlib");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "cpath");
+    /* loaders = {preload, sdk, lua path}: drop the C and all-in-one searchers */
+    lua_getfield(L, -1, "loaders");
+    for (int i = (int)lua_objlen(L, -1); i > 3; i--) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
+    }
+    lua_pop(L, 2);
+}
+
+static int setup_vm(lua_State *L) {
+    const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
+    bool restricted = lua_toboolean(L, 2);
+    luaL_openlibs(L);
+    if (dir) {
+        size_t n = strlen(dir);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        static const char *const suffixes[] = {"/?.lua;", "/?/init.lua;", "/?.init.lua;"};
+        for (size_t i = 0; i < PP_COUNTOF(suffixes); i++) {
+            luaL_addlstring(&b, dir, n);
+            luaL_addstring(&b, suffixes[i]);
+        }
+        luaL_pushresult(&b);
+        prepend_package_field(L, "path", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushstring(L, dir);
+        lua_pushliteral(L, "/?.so;");
+        lua_concat(L, 2);
+        prepend_package_field(L, "cpath", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    /* package.loaders = {preload, sdk, lua path, c path, all-in-one} */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaders");
+    int n = (int)lua_objlen(L, -1);
+    for (int i = n; i >= 2; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, sdk_searcher, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+    if (restricted) restrict_vm(L);
+    return 0;
+}
+
+/* ── memory accounting ─────────────────────────────────────────────────────── */
+
+typedef struct vm_memory {
+    size_t used;  /* bytes currently allocated by this state */
+    size_t limit; /* 0 = none; else the most `used` may reach */
+} vm_memory;
+
+/* lua_Alloc that counts bytes and refuses growth past the limit (LuaJIT then raises
+ * "not enough memory", which fails the call, not the host). */
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    vm_memory *m = ud;
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= ptr ? osize : 0;
+        return NULL;
+    }
+    if (ptr == NULL) osize = 0;
+    if (nsize > osize && m->limit && m->used + (nsize - osize) > m->limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) m->used = m->used - osize + nsize;
+    return p;
+}
+
+void ppi_lua_vm_close(lua_State *L) {
+    if (!L) return;
+    void *ud = NULL;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    lua_close(L);
+    if (f == counting_alloc) free(ud);
+}
+
+int64_t ppi_lua_vm_memory(lua_State *L) {
+    return (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* ── construction ──────────────────────────────────────────────────────────── */
+
+lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
+                          const pp_lua_config *cfg, pp_error *err) {
+    vm_memory *mem = NULL;
+    lua_State *L;
+    if (cfg->memory_limit) {
+        mem = calloc(1, sizeof *mem);
+        L = mem ? lua_newstate(counting_alloc, mem) : NULL;
+        if (!L) free(mem);
+    } else {
+        L = luaL_newstate();
+    }
+    if (!L) {
+        ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "could not create a LuaJIT state",
+                 "init failed for bundle `%s`: Lua VM init failed: could not create a LuaJIT "
+                 "state",
+                 bundle);
+        return NULL;
+    }
+    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, setup_vm);
+    if (dir)
+        lua_pushstring(L, dir);
+    else
+        lua_pushnil(L);
+    lua_pushboolean(L, cfg->sandbox != PP_LUA_SANDBOX_NONE);
+    if (lua_pcall(L, 2, 0, PPI_STACK_TRACEBACK) != 0) {
+        char detail[1024];
+        snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
+        ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
+                 "init failed for bundle `%s`: %s", bundle, detail);
+        ppi_lua_vm_close(L);
+        return NULL;
+    }
+    lua_pushlightuserdata(L, (void *)&rt->api);
+    lua_pushcclosure(L, arena_alloc, 1);
+    /* the limit counts what the guest allocates, not the VM's own start-up footprint */
+    if (mem) mem->limit = mem->used + cfg->memory_limit;
+    return L;
+}
+
+/* ── per-call limits: timeout and cancel ───────────────────────────────────── */
+
+/* Instructions between two checks of the clock and the cancel flag. */
+enum { HOOK_INTERVAL = 1000 };
+
+static _Thread_local ppi_call_limits *active_limits;
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    ppi_call_limits *lim = active_limits;
+    if (!lim) return;
+    if (!lim->tripped) {
+        if (lim->cancel && pp_cancel_requested(lim->cancel))
+            lim->tripped = PP_ABI_CALL_CANCELLED;
+        else if (lim->deadline_ns && now_ns() >= lim->deadline_ns)
+            lim->tripped = PP_ABI_CALL_TIMEOUT;
+        else
+            return;
+        /* fire on every instruction from now on: a guest pcall cannot swallow it */
+        lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+    }
+    luaL_error(L, "%s", lim->tripped == PP_ABI_CALL_TIMEOUT ? "call timed out"
+                                                             : "call cancelled");
+}
+
+bool ppi_lua_limits_begin(lua_State *L, ppi_call_limits *lim, uint64_t timeout_ns,
+                          pp_cancel *cancel) {
+    lim->tripped = 0;
+    lim->cancel = cancel;
+    lim->deadline_ns = timeout_ns ? now_ns() + (long long)timeout_ns : 0;
+    lim->previous = active_limits;
+    if (!timeout_ns && !cancel) return false;
+    active_limits = lim;
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
+    return true;
+}
+
+void ppi_lua_limits_end(lua_State *L, ppi_call_limits *lim) {
+    lua_sethook(L, NULL, 0, 0);
+    active_limits = lim->previous;
+}
