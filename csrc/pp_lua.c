@@ -313,32 +313,15 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     return true;
 }
 
-/*
- * Build a VM, run the entry chunk and polyplug_init, and read the registrations
- * (sorted by name).  Must run inside the bundle's init window.
- */
-static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_manifest *m,
-                        const pp_source *src, const char *bundle, init_result *res,
-                        pp_error *err) {
-    memset(res, 0, sizeof *res);
-    source_text s;
-    int32_t st = read_source(m, src, bundle, &s, err);
-    if (st != PP_OK) {
-        source_free(&s); /* read_source may have allocated the directory */
-        return st;
-    }
-    lua_State *L = ppi_lua_vm_new(rt, s.dir, bundle, config, err);
-    if (!L) {
-        source_free(&s);
-        return err ? err->status : PP_ERR_INIT_FAILED;
-    }
-    res->L = L;
+/* Run the entry chunk and polyplug_init in `L` and read the registrations. */
+static int32_t run_entry(pp_runtime *rt, lua_State *L, const pp_manifest *m,
+                         const source_text *s, const char *bundle, init_result *res,
+                         pp_error *err) {
     char detail[2048];
-    if (luaL_loadbuffer(L, s.text, s.len, s.chunk) != 0 ||
+    if (luaL_loadbuffer(L, s->text, s->len, s->chunk) != 0 ||
         lua_pcall(L, 0, 0, STACK_TRACEBACK) != 0) {
-        snprintf(detail, sizeof detail, "Lua script load failed for %s: %s", s.chunk + 1,
+        snprintf(detail, sizeof detail, "Lua script load failed for %s: %s", s->chunk + 1,
                  ppi_lua_error_text(L));
-        source_free(&s);
         return init_failed(err, bundle, detail);
     }
     lua_getglobal(L, "polyplug_init");
@@ -347,7 +330,6 @@ static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_ma
                  "Lua plugin missing polyplug_init function: bundle=%s (the entry file must "
                  "define a global function polyplug_init(host, ctx))",
                  bundle);
-        source_free(&s);
         return init_failed(err, bundle, detail);
     }
     /* ctx lives on this C stack for the duration of the call */
@@ -357,7 +339,6 @@ static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_ma
     ppi_lua_push_pointer(L, &rt->api);
     ppi_lua_push_pointer(L, &ctx);
     int rc = lua_pcall(L, 2, 2, STACK_TRACEBACK);
-    source_free(&s);
     if (rc != 0) {
         snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", ppi_lua_error_text(L));
         return init_failed(err, bundle, detail);
@@ -426,6 +407,33 @@ static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_ma
     }
     lua_settop(L, STACK_BASE);
     return PP_OK;
+}
+
+/*
+ * Build a VM, run the entry chunk and polyplug_init, and read the registrations
+ * (sorted by name).  Must run inside the bundle's init window.  The loader's call
+ * timeout also bounds initialisation, so a bundle that never finishes loading fails.
+ */
+static int32_t run_init(pp_runtime *rt, const pp_lua_config *config, const pp_manifest *m,
+                        const pp_source *src, const char *bundle, init_result *res,
+                        pp_error *err) {
+    memset(res, 0, sizeof *res);
+    source_text s;
+    int32_t st = read_source(m, src, bundle, &s, err);
+    if (st == PP_OK) {
+        lua_State *L = ppi_lua_vm_new(rt, s.dir, bundle, config, err);
+        if (!L) {
+            st = err ? err->status : PP_ERR_INIT_FAILED;
+        } else {
+            res->L = L;
+            ppi_call_limits lim;
+            bool limited = ppi_lua_limits_begin(L, &lim, config->call_timeout_ns, NULL);
+            st = run_entry(rt, L, m, &s, bundle, res, err);
+            if (limited) ppi_lua_limits_end(L, &lim);
+        }
+    }
+    source_free(&s); /* read_source may have allocated even when it failed */
+    return st;
 }
 
 /* ── dispatch ──────────────────────────────────────────────────────────────── */
@@ -508,6 +516,10 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         snprintf(full, sizeof full, "Lua function call cancelled (bundle `%s`, contract '%s', fn %u)",
                  b->name, c->name, fn_id);
     } else if (rc == LUA_ERRMEM) {
+        /* LuaJIT has no emergency collection: reclaim the failed call's garbage now so
+         * the next call starts below the limit */
+        lua_settop(L, STACK_BASE);
+        lua_gc(L, LUA_GCCOLLECT, 0);
         code = PP_ABI_OUT_OF_MEMORY;
         snprintf(full, sizeof full,
                  "Lua function call failed: not enough memory (bundle `%s` reached its memory "

@@ -278,6 +278,7 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
 out:
     pp_loader_release(loader);
     pthread_mutex_unlock(&rt->ops);
+    if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
     return st;
 }
 
@@ -434,6 +435,7 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
     int32_t st = reload_one(rt, m, &visited, err);
     free(visited.ids);
     pthread_mutex_unlock(&rt->ops);
+    if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
     return st;
 }
 
@@ -499,6 +501,7 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
     atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
 out:
     pthread_mutex_unlock(&rt->ops);
+    if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
     return st;
 }
 

@@ -16,6 +16,8 @@ from polyplug._errors import (
     BundleReadFailed,
     BundleTampered,
     CallError,
+    CallTimeout,
+    Cancelled,
     ContractIdCollision,
     DependencyInUse,
     DuplicateLoader,
@@ -23,6 +25,7 @@ from polyplug._errors import (
     FunctionCountMismatch,
     FunctionNotAvailable,
     GuestError,
+    GuestOutOfMemory,
     HotReloadDisabled,
     HotReloadUnsupported,
     InitFailed,
@@ -58,8 +61,10 @@ from polyplug.ids import (
     guest_contract_id,
     host_contract_id,
 )
-from polyplug.loader import LuaConfig, LuaLoader
+from polyplug.call import Contract, Instance
+from polyplug.loader import CancelToken, LuaConfig, LuaLoader
 from polyplug.manifest import Dependency, ManifestData, read_manifest, validate
+from polyplug.signature import FunctionSig
 from polyplug.runtime import (
     AbiErrorCode,
     BundleSource,

@@ -26,6 +26,7 @@ import keyword
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -321,8 +322,12 @@ def _load_failures(reports: Sequence[BundleReport]) -> str:
 
 
 def _resolve_function(contract: Any, fn: str, types: Optional[Sequence[str]],
-                      returns: Optional[str]) -> FunctionSig:
-    """The signature to call: declared by name or id, or built from --args/--returns."""
+                      returns: Optional[str]) -> tuple[FunctionSig, bool]:
+    """The signature to call: declared by name or id, or built from --args/--returns.
+
+    The flag is False for a numeric id that nothing describes (then it is called with
+    no arguments and no result).
+    """
     declared = contract.functions
     explicit = types is not None or returns is not None
     if not _FN_ID.match(fn):
@@ -333,19 +338,19 @@ def _resolve_function(contract: Any, fn: str, types: Optional[Sequence[str]],
             raise _Failure("UnknownFunction",
                            f"{contract.name}@{contract.major} declares no function {fn!r} "
                            f"(declared: {', '.join(sorted(declared)) or 'none'})")
-        return declared[fn]
+        return declared[fn], True
     fn_id = int(fn, 0)
     if fn_id > 0xFFFFFFFF:
         raise UsageError(f"function id {fn} is out of range (0..4294967295)")
     if explicit:
         try:
-            return signature(f"fn{fn_id}", fn_id, tuple(types or ()), returns)
+            return signature(f"fn{fn_id}", fn_id, tuple(types or ()), returns), True
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     for sig in declared.values():
         if sig.id == fn_id:
-            return sig
-    return signature(f"fn{fn_id}", fn_id)  # undeclared: no arguments, no result
+            return sig, True
+    return signature(f"fn{fn_id}", fn_id), False
 
 
 def _type_list(text: Optional[str]) -> Optional[list[str]]:
@@ -398,12 +403,11 @@ def _call(args: argparse.Namespace) -> int:
         try:
             contract = rt.contract(name, major)
         except _errors.PluginNotFound as exc:
-            raise _errors.PluginNotFound(f"{exc}: no loaded bundle provides {name}@{major}"
+            raise _errors.PluginNotFound(f"no loaded bundle provides {name}@{major} ({exc})"
                                          + _load_failures(reports)) from None
-        sig = _resolve_function(contract, args.fn, types, returns)
+        sig, described = _resolve_function(contract, args.fn, types, returns)
         if len(args.values) != len(sig.args):
-            if not sig.args and types is None and sig.name.startswith("fn") \
-                    and sig.name not in contract.functions:
+            if not described:
                 raise UsageError(
                     f"function {sig.id} has no entry in the signature table of "
                     f"{name}@{major}; give its types with --args TYPE,... [--returns TYPE]")
@@ -532,7 +536,7 @@ class _Watcher:
                 manifest = self.rt.load_bundle(path)
                 self.ids[path] = manifest.id
                 self.names[path] = manifest.name
-                _say(manifest.name, "Reloaded")
+                _say(manifest.name, "Loaded")
             return True
         except _errors.PolyplugError as exc:
             if not self.saw_failed:
@@ -625,7 +629,7 @@ _SCAFFOLD_LUA = '''\
 local pg = require("polyplug_guest")
 
 local function hello(self, args_ptr, out_ptr, arena_ptr, arena_alloc)
-    -- A string argument is a StringView { ptr, len } in the argument block.
+    -- A string argument is a StringView {{ ptr, len }} in the argument block.
     local name = pg.read_string(pg.ptr(args_ptr, "const StringView *")[0])
     if name == "" then
         name = "world"
@@ -703,9 +707,13 @@ def cmd_new(args: argparse.Namespace) -> int:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         target.mkdir()
+    except OSError as exc:
+        return _fail(exc)
+    try:
         for filename, text in files.items():
             (target / filename).write_text(text, encoding="utf-8")
     except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)  # we created it: leave nothing half-made
         return _fail(exc)
     print(f"created {target}/")
     for filename in files:

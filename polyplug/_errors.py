@@ -7,7 +7,8 @@ The tree mirrors upstream's error enums so code written against them reads the s
     │   ├── LoaderError         InitFailed, ManifestParse, InvalidSourceEncoding, ...
     │   ├── RegistryError       PluginNotFound, StaleHandle, DuplicateProvider, ...
     │   └── HotReloadDisabled, BundleNotFound, DependencyInUse, ...
-    └── CallError               a failed ``vm.call``: GuestError, FunctionNotAvailable, ...
+    └── CallError               a failed ``vm.call``: GuestError, FunctionNotAvailable,
+                                ReentrantCall, CallTimeout, Cancelled, GuestOutOfMemory
 
 Every C entry point of ``polyplug._native`` reports failure through a ``pp_error``
 struct (status code, message and the structured fields below); :func:`raise_from_c`
@@ -241,10 +242,31 @@ class ReentrantCall(CallError):
     code = 9
 
 
+class CallTimeout(CallError, TimeoutError):
+    """The call ran past its time limit and was stopped; the VM stays usable."""
+
+    code = 200
+
+
+class Cancelled(CallError):
+    """A cancel token stopped the call; the VM stays usable."""
+
+    code = 201
+
+
+class GuestOutOfMemory(CallError, MemoryError):
+    """The bundle reached its memory limit during the call; the VM stays usable."""
+
+    code = 202
+
+
 _CALL_ERRORS: dict[int, type[CallError]] = {
     1: GuestError,
     6: FunctionNotAvailable,
     9: ReentrantCall,
+    200: CallTimeout,
+    201: Cancelled,
+    202: GuestOutOfMemory,
 }
 
 

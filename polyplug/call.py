@@ -29,6 +29,7 @@ from polyplug.ids import guest_contract_id
 from polyplug.signature import FunctionSig, signature
 
 if TYPE_CHECKING:
+    from polyplug.loader import CancelToken
     from polyplug.runtime import GuestContractHandle, Runtime
 
 __all__ = ["Contract", "Instance", "make_caller"]
@@ -94,6 +95,8 @@ def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Inst
             frame.instance_data = instance._data
             frame.instance_contract_id = instance._cid
         frame.fn_id = sig.id
+        frame.timeout_ns = contract._timeout_ns
+        frame.cancel = contract._cancel_ptr
         frame.args = args if args_size else ffi.NULL
         frame.out = out if out_size else ffi.NULL
         frame.arena = arena
@@ -148,17 +151,34 @@ class Contract:
     """
 
     def __init__(self, runtime: "Runtime", name: str, major: int,
-                 signatures: Optional[dict[str, FunctionSig]] = None) -> None:
+                 signatures: Optional[dict[str, FunctionSig]] = None, *,
+                 timeout: Optional[float] = None, cancel: Optional["CancelToken"] = None) -> None:
         self._runtime = runtime
         self.name = name
         self.major = major
         self.contract_id = guest_contract_id(name, major)
+        if timeout is not None and not timeout > 0:
+            raise _errors.InvalidArgument("timeout must be a positive number of seconds")
+        self.timeout = timeout
+        self.cancel_token = cancel
+        self._timeout_ns = max(1, int(timeout * 1e9)) if timeout is not None else 0
+        self._cancel_ptr = cancel._ptr if cancel is not None else ffi.NULL
         self.handle: "GuestContractHandle" = runtime.find_guest_contract(self.contract_id, major)
         self._signatures = dict(signatures or {})
         self._functions: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Contract {self.name}@{self.major} functions={sorted(self._signatures)}>"
+
+    def with_limits(self, timeout: Optional[float] = None,
+                    cancel: Optional["CancelToken"] = None) -> "Contract":
+        """The same contract whose calls carry a time limit (seconds) and/or a cancel token.
+
+        A call past ``timeout`` raises :class:`CallTimeout`; a call whose token is
+        cancelled raises :class:`Cancelled`.  Either way the bundle stays usable.
+        """
+        return Contract(self._runtime, self.name, self.major, self._signatures,
+                        timeout=timeout, cancel=cancel)
 
     def _interface(self) -> Any:
         """The interface pointer behind the handle (raises StaleHandle once unloaded)."""
@@ -212,13 +232,17 @@ class Contract:
     def call(self, fn_id: int, args: Any = ffi.NULL, out: Any = ffi.NULL,
              arena: Any = ffi.NULL, instance: Optional["Instance"] = None) -> None:
         """Raw call with your own cffi memory; raises on a non-Ok ``AbiError``."""
-        err = ffi.new("AbiError *")
-        index, generation = self.handle
-        code = lib.pp_call_handle(self._runtime._ptr(), index, generation,
-                                  instance._data if instance else ffi.NULL,
-                                  instance._cid if instance else 0, fn_id, args, out, arena, err)
+        frame = ffi.new("pp_call_frame *")
+        frame.rt = self._runtime._ptr()
+        frame.index, frame.generation = self.handle
+        if instance is not None:
+            frame.instance_data, frame.instance_contract_id = instance._data, instance._cid
+        frame.fn_id = fn_id
+        frame.args, frame.out, frame.arena = args, out, arena
+        frame.timeout_ns, frame.cancel = self._timeout_ns, self._cancel_ptr
+        code = lib.pp_call_frame_invoke(frame)
         if code:
-            raise _failure(code, err, signature(f"fn{fn_id}", fn_id))
+            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id))
 
     def instance(self, args: Any = ffi.NULL) -> "Instance":
         """A new guest instance (its own factory-built object); use it with ``with``."""

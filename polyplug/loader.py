@@ -3,20 +3,78 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
+from polyplug._errors import InvalidArgument
 from polyplug._ffi import check, ffi, lib, new_error
 
 if TYPE_CHECKING:
     from polyplug.manifest import ManifestData
     from polyplug.runtime import BundleSource, Runtime
 
-__all__ = ["LuaConfig", "LuaLoader"]
+__all__ = ["CancelToken", "LuaConfig", "LuaLoader"]
+
+
+class CancelToken:
+    """Stops the calls that carry it: ``token.cancel()`` from any thread.
+
+    Pass it to ``rt.contract(..., cancel=token)``; a running guest call is stopped at
+    its next check (every 1000 Lua instructions) with :class:`Cancelled`.  Calls
+    started while the token is set are stopped at once; :meth:`reset` re-arms it.
+    """
+
+    def __init__(self) -> None:
+        ptr = lib.pp_cancel_new()
+        if ptr == ffi.NULL:
+            raise MemoryError("could not allocate a cancel token")
+        self._ptr: Any = ffi.gc(ptr, lib.pp_cancel_free)
+
+    def cancel(self) -> None:
+        """Request cancellation of every call carrying this token."""
+        lib.pp_cancel_request(self._ptr)
+
+    def reset(self) -> None:
+        """Clear the request so the token can be used again."""
+        lib.pp_cancel_clear(self._ptr)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` ran (until :meth:`reset`)."""
+        return bool(lib.pp_cancel_requested(self._ptr))
 
 
 @dataclass(frozen=True)
 class LuaConfig:
-    """Settings of a :class:`LuaLoader` (none yet; kept for upstream parity)."""
+    """Settings of a :class:`LuaLoader`; the defaults match upstream (no limits).
+
+    ``call_timeout``: seconds a single guest call may run before it is stopped with
+    :class:`CallTimeout` (None = no limit; a call can also set its own).
+    ``memory_limit``: bytes each bundle's VM may allocate beyond its start-up
+    footprint; past it a call fails with :class:`GuestOutOfMemory` (None = no limit).
+    ``sandbox``: ``"restricted"`` loads bundles without ``io``, ``debug``, most of
+    ``os``, ``package.loadlib`` and C modules.  The FFI stays, so this is a seatbelt
+    against accidents, not a security boundary.
+    """
+
+    call_timeout: Optional[float] = None
+    memory_limit: Optional[int] = None
+    sandbox: Literal["none", "restricted"] = "none"
+
+    def _to_c(self) -> Any:
+        cfg = ffi.new("pp_lua_config *")
+        if self.call_timeout is not None:
+            if not self.call_timeout > 0:
+                raise InvalidArgument("LuaConfig.call_timeout must be a positive number of seconds")
+            cfg.call_timeout_ns = max(1, int(self.call_timeout * 1e9))
+        if self.memory_limit is not None:
+            if self.memory_limit <= 0:
+                raise InvalidArgument("LuaConfig.memory_limit must be a positive number of bytes")
+            cfg.memory_limit = int(self.memory_limit)
+        sandboxes = {"none": lib.PP_LUA_SANDBOX_NONE, "restricted": lib.PP_LUA_SANDBOX_RESTRICTED}
+        if self.sandbox not in sandboxes:
+            raise InvalidArgument(f"LuaConfig.sandbox must be one of {sorted(sandboxes)}")
+        cfg.sandbox = sandboxes[self.sandbox]
+        return cfg
 
 
 class LuaLoader:
@@ -29,8 +87,7 @@ class LuaLoader:
 
     def __init__(self, config: LuaConfig = LuaConfig()) -> None:
         self.config = config
-        cfg = ffi.new("pp_lua_config *")
-        ptr = lib.pp_lua_loader_new(cfg)
+        ptr = lib.pp_lua_loader_new(config._to_c())
         if ptr == ffi.NULL:
             raise MemoryError("could not create the Lua loader")
         self._loader: Any = ffi.gc(ptr, lib.pp_loader_release)

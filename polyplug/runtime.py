@@ -505,13 +505,15 @@ class Runtime:
         rt = self._ptr()
         if not self._config.hot_reload_enabled:
             raise _errors.HotReloadDisabled("hot-reload is disabled in runtime config")
+        manifest = None
         try:
             manifest = read_manifest(path)
             validate(manifest)
         except _errors.PolyplugError as exc:
-            name = _encode(getattr(exc, "bundle", "") or "")
+            name = manifest.name if manifest else (getattr(exc, "bundle", "") or "")
             keep: list[Any] = []
-            lib.pp_runtime_notify_reload_failed(rt, 0, text_view(name, keep),
+            lib.pp_runtime_notify_reload_failed(rt, manifest.id if manifest else 0,
+                                                text_view(_encode(name), keep),
                                                 text_view(_encode(str(exc)), keep))
             raise
         keep = []
@@ -539,24 +541,35 @@ class Runtime:
     # ── the Pythonic call layer ──
 
     def contract(self, name: str, major: int = 1,
-                 signatures: Optional[dict[str, FunctionSig]] = None) -> Contract:
+                 signatures: Optional[dict[str, FunctionSig]] = None, *,
+                 timeout: Optional[float] = None, cancel: Optional[Any] = None) -> Contract:
         """A callable view of contract ``name@major`` (see :mod:`polyplug.call`).
 
         Function signatures come from ``signatures`` or, when omitted, from the
         ``[contracts."<name>@<major>".functions]`` table of the loaded bundle that
-        provides the contract.  Raises :class:`PluginNotFound`.
+        provides the contract.  ``timeout`` (seconds) and ``cancel`` (a
+        :class:`CancelToken`) apply to every call made through the returned object.
+        Raises :class:`PluginNotFound`.
         """
         if signatures is None:
             handle = self.find_guest_contract(guest_contract_id(name, major), major)
             owner = self._owner_of(handle)
             m = self._manifests.get(owner) if owner is not None else None
             signatures = dict(m.signatures.get(f"{name}@{major}", {})) if m else {}
-        return Contract(self, name, major, signatures)
+        return Contract(self, name, major, signatures, timeout=timeout, cancel=cancel)
 
     def _owner_of(self, handle: GuestContractHandle) -> Optional[int]:
         info = self.registry().info(handle)
         return int(info["bundle_id"])
 
+
+    def bundle_memory(self, bundle_id: int) -> int:
+        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap)."""
+        n = lib.pp_runtime_bundle_memory(self._ptr(), int(bundle_id))
+        if n < 0:
+            raise _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
+                                         f"0x{int(bundle_id):016x}", bundle="")
+        return int(n)
 
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""

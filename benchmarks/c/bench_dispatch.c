@@ -1,8 +1,9 @@
 /*
  * bench_dispatch.c — C → vm.call figures for our host, and the LuaJIT floor.
  *
- *   bench_dispatch DIR dispatch N ROT   every dispatch variant once, N calls each,
- *                                       in an order rotated by ROT (round-robin)
+ *   bench_dispatch DIR dispatch N ROT [KEY]  every dispatch variant once, N calls
+ *                                       each, in an order rotated by ROT (round-robin);
+ *                                       with KEY only that variant (for perf record)
  *   bench_dispatch DIR allocs N         heap allocations per call (run it with
  *                                       LD_PRELOAD=alloc_count.so)
  *   bench_dispatch DIR gc N             Lua heap bytes per call (GC stopped)
@@ -148,7 +149,17 @@ static void run_variant(const variant *v, uint64_t n, bench_counter_fn allocs,
     bench_emit(key, allocs ? r.allocs_per_call : r.ns_per_call, r.bad);
 }
 
-static int mode_dispatch(setup *s, uint64_t n, int rot) {
+static int mode_dispatch(setup *s, uint64_t n, int rot, const char *only) {
+    if (only) {
+        int kept = 0;
+        for (int i = 0; i < s->nv; i++)
+            if (strcmp(s->v[i].key, only) == 0) s->v[kept++] = s->v[i];
+        if (!kept) {
+            fprintf(stderr, "bench: no variant named %s\n", only);
+            return 2;
+        }
+        s->nv = kept;
+    }
     /* warm up every variant (JIT, caches) before timing any of them */
     for (int i = 0; i < s->nv; i++) {
         bench_result r;
@@ -239,7 +250,7 @@ int main(int argc, char **argv) {
     setup_init(&s, dir);
     int rc;
     if (strcmp(mode, "dispatch") == 0)
-        rc = mode_dispatch(&s, n, rot);
+        rc = mode_dispatch(&s, n, rot, argc > 5 ? argv[5] : NULL);
     else if (strcmp(mode, "allocs") == 0)
         rc = mode_allocs(&s, n);
     else if (strcmp(mode, "gc") == 0)

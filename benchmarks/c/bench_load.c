@@ -6,6 +6,10 @@
  *                                 into a fresh runtime: ms and RSS KiB per bundle
  *   bench_load DIR reload COUNT   COUNT reloads of one bundle: ms per reload and the
  *                                 total RSS growth in KiB
+ *   bench_load DIR floor COUNT    the floor: COUNT plain luaL_newstate() +
+ *                                 luaL_openlibs() states, ms and RSS KiB per state
+ *   bench_load DIR floor-fns COUNT  the same, each state also running
+ *                                 DIR/bench_fns.lua (which requires ffi)
  *
  * Run each in a fresh process: RSS deltas are only meaningful from a cold heap.
  */
@@ -14,6 +18,9 @@
 #include <string.h>
 
 #include "bench_host.h"
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
 
 static uint64_t check_call(pp_runtime *rt, uint64_t id) {
     bench_target t = bench_target_of(rt, bench_iface(rt, id), false);
@@ -58,15 +65,48 @@ static int mode_reload(const char *dir, int count) {
     return 0;
 }
 
+/* COUNT plain states; with `dir`, each also runs DIR/bench_fns.lua (which requires
+ * ffi): the least a LuaJIT state holding the bench functions can cost. */
+static int mode_floor(const char *dir, int count, const char *key) {
+    char path[4096];
+    if (dir) snprintf(path, sizeof path, "%s/bench_fns.lua", dir);
+    lua_State **states = calloc((size_t)count, sizeof *states);
+    if (!states) bench_die("calloc", NULL);
+    long rss0 = bench_rss_kib();
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < count; i++) {
+        lua_State *L = luaL_newstate();
+        if (!L) bench_die("luaL_newstate", NULL);
+        luaL_openlibs(L);
+        if (dir && (luaL_loadfile(L, path) != 0 || lua_pcall(L, 0, 1, 0) != 0)) {
+            fprintf(stderr, "bench: floor: %s\n", lua_tostring(L, -1));
+            return 2;
+        }
+        states[i] = L;
+    }
+    uint64_t t1 = bench_now_ns();
+    long rss1 = bench_rss_kib();
+    char k[64];
+    snprintf(k, sizeof k, "%s.ms", key);
+    bench_emit(k, (double)(t1 - t0) / 1e6 / count, 0);
+    snprintf(k, sizeof k, "%s.rss_kib", key);
+    bench_emit(k, (double)(rss1 - rss0) / count, 0);
+    for (int i = 0; i < count; i++) lua_close(states[i]);
+    free(states);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s DIR load|reload COUNT\n", argv[0]);
+        fprintf(stderr, "usage: %s DIR load|reload|floor|floor-fns COUNT\n", argv[0]);
         return 2;
     }
     int count = atoi(argv[3]);
     if (count < 1) count = 1;
     if (strcmp(argv[2], "load") == 0) return mode_load(argv[1], count);
     if (strcmp(argv[2], "reload") == 0) return mode_reload(argv[1], count);
+    if (strcmp(argv[2], "floor") == 0) return mode_floor(NULL, count, "floor.load");
+    if (strcmp(argv[2], "floor-fns") == 0) return mode_floor(argv[1], count, "floor.load_fns");
     fprintf(stderr, "bench: unknown mode %s\n", argv[2]);
     return 2;
 }

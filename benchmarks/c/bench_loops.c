@@ -66,14 +66,17 @@ double bench_gc_bytes_per_call(const bench_target *t, uint32_t fn_id, uint64_t n
     AbiError err;
     gc_ctl(t, 2); /* full collection */
     gc_ctl(t, 0); /* stop */
+    /* what reading the count itself allocates (fn 2's ffi.cast box, when interpreted) */
+    double base0 = gc_bytes(t);
+    double base1 = gc_bytes(t);
     double before = gc_bytes(t);
     for (uint64_t i = 0; i < n; i++)
         t->call(t->loader_data, t->instance, fn_id, args, &out, NULL, &err);
     double after = gc_bytes(t);
     gc_ctl(t, 1); /* restart */
     gc_ctl(t, 2);
-    if (before < 0 || after < 0 || !n) return -1.0;
-    return (after - before) / (double)n;
+    if (base0 < 0 || base1 < 0 || before < 0 || after < 0 || !n) return -1.0;
+    return (after - before - (base1 - base0)) / (double)n;
 }
 
 /* ── threads ───────────────────────────────────────────────────────────────── */

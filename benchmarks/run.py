@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""polyplug benchmarks: one command, one table (min / median over repeated runs).
+
+    python benchmarks/run.py [--quick] [--upstream] [--repeat N] [--save FILE]
+
+--quick     small counts, for a smoke run (well under a minute)
+--upstream  also measure upstream polyplug 0.1.3 (installed into build/upstream-venv
+            from PyPI on first use) in the same run, and print our/upstream ratios
+--repeat N  repeats per figure (default 5, --quick 3)
+--save FILE also write the table, the machine and the command as Markdown
+
+Nothing here asserts a time.  Every figure is measured once per repeat; the repeats
+run round-robin (each repeat runs every group of figures, and every variant inside a
+group, in an order rotated by the repeat number), so order effects are spread over
+all variants instead of favouring one.  See benchmarks/README.md for what each row
+means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BUILD = ROOT / "build" / "bench"
+BUNDLE = BENCH / "bundles" / "bench"
+GENERATED = BUILD / "bundles"
+UPSTREAM_VENV = ROOT / "build" / "upstream-venv"
+UPSTREAM_PACKAGES = ["polyplug==0.1.3", "polyplug-loaders-lua==0.1.3", "cffi"]
+PY = BENCH / "py"
+
+
+@dataclass(frozen=True)
+class Params:
+    repeat: int
+    c_calls: int        # C -> vm.call, per variant
+    alloc_calls: int    # calls per variant when counting mallocs
+    gc_calls: int       # calls when measuring Lua heap bytes per call
+    thread_calls: int   # add calls per thread
+    py_calls: int       # Python -> vm.call, per variant
+    bundles: int        # bundles loaded into one fresh runtime
+    reloads: int        # reloads of one bundle
+
+
+FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_000,
+              thread_calls=5_000_000, py_calls=500_000, bundles=100, reloads=1000)
+QUICK = Params(repeat=3, c_calls=1_000_000, alloc_calls=100_000, gc_calls=20_000,
+               thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200)
+
+
+# ── building ─────────────────────────────────────────────────────────────────
+
+
+def _cbuild():
+    spec = importlib.util.spec_from_file_location("cbuild", ROOT / "tests" / "cbuild.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _shared_object(name: str, sources: List[Path], flags: List[str]) -> Path:
+    """cc -shared, rebuilt only when the sources or flags change."""
+    out = BUILD / f"{name}.so"
+    key = hashlib.sha256(" ".join(flags).encode())
+    for s in sources:
+        key.update(s.read_bytes())
+    for h in sorted((ROOT / "csrc" / "include").glob("*.h")) + sorted((BENCH / "c").glob("*.h")):
+        key.update(h.read_bytes())
+    stamp = out.with_name(out.name + ".key")
+    if out.is_file() and stamp.is_file() and stamp.read_text() == key.hexdigest():
+        return out
+    BUILD.mkdir(parents=True, exist_ok=True)
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    cmd = [*cc, "-O2", "-g", "-shared", "-fPIC", "-Wall", "-Wextra", *flags,
+           *map(str, sources), "-o", str(out), "-pthread", "-ldl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"building {name} failed:\n$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    stamp.write_text(key.hexdigest())
+    return out
+
+
+@dataclass
+class Tools:
+    bench_dispatch: Path
+    bench_load: Path
+    alloc_count: Path
+    bench_loops_so: Optional[Path] = None
+
+
+def build(upstream: bool) -> Tools:
+    cb = _cbuild()
+    c = BENCH / "c"
+    common = [c / "bench_host.c", c / "bench_loops.c"]
+    luajit_inc = f"-I{cb.CSRC / 'luajit' / 'include'}"
+    tools = Tools(
+        bench_dispatch=cb.build_program("bench_dispatch", [c / "bench_dispatch.c", *common],
+                                        cflags=[luajit_inc], out_dir=BUILD),
+        bench_load=cb.build_program("bench_load", [c / "bench_load.c", *common],
+                                    cflags=[luajit_inc], out_dir=BUILD),
+        alloc_count=_shared_object("alloc_count", [c / "alloc_count.c"], []),
+    )
+    if upstream:
+        tools.bench_loops_so = _shared_object(
+            "libbench_loops", [c / "bench_loops.c"], [f"-I{ROOT / 'csrc' / 'include'}"])
+    # the Python floor's cffi module, built now rather than inside a measurement
+    _check_run([sys.executable, str(PY / "pyfloor.py")], "building the Python floor module")
+    return tools
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def generate_bundles(count: int) -> None:
+    """GENERATED/bench_NNNN: copies of the bench bundle, each under its own name."""
+    template = (BUNDLE / "manifest.toml").read_text()
+    base_id = str(_fnv1a64(b"bench"))
+    assert f'name = "bench"' in template and base_id in template
+    for i in range(max(count, 2)):
+        name = f"bench_{i:04d}"
+        d = GENERATED / name
+        d.mkdir(parents=True, exist_ok=True)
+        for lua in BUNDLE.glob("*.lua"):
+            shutil.copyfile(lua, d / lua.name)
+        text = template.replace('name = "bench"', f'name = "{name}"')
+        text = text.replace(base_id, str(_fnv1a64(name.encode())))
+        (d / "manifest.toml").write_text(text)
+
+
+# ── upstream venv ────────────────────────────────────────────────────────────
+
+
+def _venv_python() -> Path:
+    return UPSTREAM_VENV / "bin" / "python"
+
+
+def ensure_upstream() -> Dict[str, str]:
+    """Create build/upstream-venv with upstream 0.1.3 if needed; the env for its runs."""
+    py = _venv_python()
+    probe = [str(py), "-c",
+             "import importlib.metadata as m, cffi, polyplug_loaders_lua; "
+             "print(m.version('polyplug'), m.version('polyplug-loaders-lua'))"]
+    ok = py.is_file() and subprocess.run(probe, capture_output=True, text=True,
+                                         cwd=BUILD).stdout.split() == ["0.1.3", "0.1.3"]
+    if not ok:
+        print(f"installing upstream 0.1.3 into {UPSTREAM_VENV} ...", file=sys.stderr)
+        _check_run([sys.executable, "-m", "venv", str(UPSTREAM_VENV)], "creating the venv")
+        _check_run([str(py), "-m", "pip", "install", "-q", *UPSTREAM_PACKAGES],
+                   "pip install of upstream 0.1.3")
+    libs = list(UPSTREAM_VENV.glob("lib/python*/site-packages/polyplug/_native/linux-x64/"
+                                   "libpolyplug.so"))
+    if not libs:
+        sys.exit("upstream libpolyplug.so not found in the venv")
+    # reference-behaviour.md F1: upstream needs POLYPLUG_LIB to find its own .so
+    return {"POLYPLUG_LIB": str(libs[0])}
+
+
+def _check_run(cmd: List[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BUILD)
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed:\n$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
+
+
+# ── running ──────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Results:
+    """values[system][key] = one value per repeat; bad[system][key] = wrong results."""
+
+    values: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    bad: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    errors: List[str] = field(default_factory=list)
+
+    def add(self, system: str, key: str, value: float, bad: int) -> None:
+        self.values.setdefault(system, {}).setdefault(key, []).append(value)
+        b = self.bad.setdefault(system, {})
+        b[key] = b.get(key, 0) + bad
+
+    def series(self, system: str, key: str) -> List[float]:
+        return self.values.get(system, {}).get(key, [])
+
+
+@dataclass
+class Job:
+    system: str  # "ours" or "upstream"
+    name: str
+    argv: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: Optional[Dict[str, str]]
+                    ) -> List[Job]:
+    bundle, gen = str(BUNDLE), str(GENERATED)
+    py = sys.executable
+    preload = {"LD_PRELOAD": str(tools.alloc_count)}
+    jobs = [
+        Job("ours", "c-dispatch", [str(tools.bench_dispatch), bundle, "dispatch",
+                                   str(p.c_calls), str(r)]),
+        Job("ours", "c-allocs", [str(tools.bench_dispatch), bundle, "allocs",
+                                 str(p.alloc_calls)], preload),
+        Job("ours", "c-gc", [str(tools.bench_dispatch), bundle, "gc", str(p.gc_calls)]),
+        Job("ours", "c-threads", [str(tools.bench_dispatch), bundle, "threads",
+                                  str(p.thread_calls), str(r)]),
+        Job("ours", "c-load", [str(tools.bench_load), bundle, "load", str(p.bundles)]),
+        Job("ours", "c-load-floor", [str(tools.bench_load), bundle, "floor", str(p.bundles)]),
+        Job("ours", "c-load-floor-fns", [str(tools.bench_load), bundle, "floor-fns",
+                                         str(p.bundles)]),
+        Job("ours", "c-reload", [str(tools.bench_load), bundle, "reload", str(p.reloads)]),
+        Job("ours", "py-calls", [py, str(PY / "bench_ours.py"), "calls", bundle,
+                                 str(p.py_calls), str(r)]),
+        Job("ours", "py-load-source", [py, str(PY / "bench_ours.py"), "load", gen,
+                                       str(p.bundles), "source"]),
+        Job("ours", "py-load-path", [py, str(PY / "bench_ours.py"), "load", gen,
+                                     str(p.bundles), "path"]),
+        Job("ours", "py-reload", [py, str(PY / "bench_ours.py"), "reload", bundle,
+                                  str(p.reloads)]),
+    ]
+    if upstream_env is not None:
+        assert tools.bench_loops_so is not None
+        up = [str(_venv_python()), str(PY / "bench_upstream.py")]
+        env = dict(upstream_env, BENCH_LOOPS_SO=str(tools.bench_loops_so))
+        jobs += [
+            Job("upstream", "up-dispatch", [*up, "dispatch", bundle, str(p.c_calls), str(r)],
+                env),
+            Job("upstream", "up-allocs", [*up, "allocs", bundle, str(p.alloc_calls)],
+                dict(env, **preload)),
+            Job("upstream", "up-gc", [*up, "gc", bundle, str(p.gc_calls)], env),
+            Job("upstream", "up-threads", [*up, "threads", str(GENERATED / "bench_0000"),
+                                           str(GENERATED / "bench_0001"),
+                                           str(p.thread_calls), str(r)], env),
+            Job("upstream", "up-calls", [*up, "calls", bundle, str(p.py_calls), str(r)], env),
+            Job("upstream", "up-load", [*up, "load", gen, str(p.bundles)], env),
+            Job("upstream", "up-reload", [*up, "reload", bundle, str(p.reloads)], env),
+        ]
+    k = r % len(jobs)
+    return jobs[k:] + jobs[:k]
+
+
+def run_job(job: Job, results: Results) -> None:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update(job.env)
+    proc = subprocess.run(job.argv, capture_output=True, text=True, env=env, cwd=BUILD)
+    got = 0
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            results.add(job.system, rec["key"], float(rec["value"]), int(rec.get("bad", 0)))
+            got += 1
+    if proc.returncode != 0 or not got:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        results.errors.append(f"{job.system}/{job.name} exited {proc.returncode}: "
+                              + " | ".join(tail))
+
+
+# ── the table ────────────────────────────────────────────────────────────────
+
+Getter = Callable[[Dict[str, float]], Optional[float]]
+
+
+@dataclass
+class Row:
+    figure: str
+    unit: str
+    get: Getter                      # one repeat's values -> this row's value
+    target: str = "—"
+    check: Optional[Callable[[float, "Ctx"], bool]] = None
+    upstream: bool = True            # measure/compare the same getter for upstream
+    up_get: Optional[Getter] = None  # upstream's value, when it is another key
+    ratio: bool = True               # print our/upstream (lower-is-better figures only)
+
+
+@dataclass
+class Ctx:
+    ours: Dict[str, List[float]]     # medians by key (for targets relative to our figures)
+    p: Params
+
+
+def key(k: str) -> Getter:
+    return lambda d: d.get(k)
+
+
+def diff(a: str, b: str) -> Getter:
+    return lambda d: d[a] - d[b] if a in d and b in d else None
+
+
+def quotient(a: str, b: str) -> Getter:
+    return lambda d: d[a] / d[b] if a in d and b in d and d[b] else None
+
+
+def maximum(*keys: str) -> Getter:
+    return lambda d: max(d[k] for k in keys) if all(k in d for k in keys) else None
+
+
+def le(limit: float) -> Callable[[float, Ctx], bool]:
+    return lambda m, ctx: m <= limit
+
+
+VM_VARIANTS = [f"c.{f}.{i}{a}" for f in ("add", "noop") for i in ("null", "inst")
+               for a in ("", ".arena")]
+
+
+def rows(p: Params) -> List[object]:
+    """The table: Rows, and strings for section headings."""
+    def two_x1_check(m: float, ctx: Ctx) -> bool:
+        one = ctx.ours.get("threads.1")
+        return bool(one) and m <= 1.2 * statistics.median(one)
+
+    return [
+        f"C → vm.call, per call ({p.c_calls:,} calls per variant)",
+        Row("add(u32,u32), null instance", "ns", key("c.add.null"), "≤ 40", le(40)),
+        Row("add, real instance", "ns", key("c.add.inst"), "≤ 40", le(40)),
+        Row("add, null instance + arena (reset per call)", "ns", key("c.add.null.arena"),
+            "≤ 40", le(40)),
+        Row("add, real instance + arena", "ns", key("c.add.inst.arena"), "≤ 40", le(40)),
+        Row("no-op, null instance", "ns", key("c.noop.null"), "≤ 35", le(35)),
+        Row("no-op, real instance", "ns", key("c.noop.inst"), "≤ 35", le(35)),
+        Row("no-op, null instance + arena", "ns", key("c.noop.null.arena"), "≤ 35", le(35)),
+        Row("no-op, real instance + arena", "ns", key("c.noop.inst.arena"), "≤ 35", le(35)),
+        Row("unknown fn_id (FunctionNotAvailable)", "ns", key("c.unknown_fn")),
+        Row("floor: bare lua_pcall add, plain LuaJIT state", "ns", key("floor.add"),
+            upstream=False),
+        Row("floor: bare lua_pcall no-op", "ns", key("floor.noop"), upstream=False),
+        Row("vm.call add − floor add", "ns", diff("c.add.null", "floor.add"), upstream=False),
+        Row("vm.call no-op − floor no-op", "ns", diff("c.noop.null", "floor.noop"),
+            upstream=False),
+        Row("C indirect call of a C add (same loop)", "ns", key("c.plain_fn")),
+        f"Allocations per call ({p.alloc_calls:,} calls, malloc interposer)",
+        Row("heap allocations, add (null instance)", "/call", key("c.add.null.allocs"),
+            "0", le(0)),
+        Row("heap allocations, no-op (null instance)", "/call", key("c.noop.null.allocs"),
+            "0", le(0)),
+        Row("heap allocations, worst of the 8 vm.call variants", "/call",
+            maximum(*[v + ".allocs" for v in VM_VARIANTS]), "0", le(0)),
+        Row("heap allocations, floor add", "/call", key("floor.add.allocs"), upstream=False),
+        Row("Lua heap bytes, add (GC stopped)", "B/call", key("c.add.null.gc_bytes")),
+        Row("Lua heap bytes, no-op", "B/call", key("c.noop.null.gc_bytes")),
+        Row("Lua heap bytes, floor add", "B/call", key("floor.add.gc_bytes"), upstream=False),
+        f"Python → vm.call, per call ({p.py_calls:,} calls per variant)",
+        Row("add, lib.pp_call (cffi API mode) [upstream: its best, cffi ABI]", "ns",
+            key("py.add.pp_call"), "≤ 200", le(200), up_get=key("py.add.fnptr")),
+        Row("add, iface.dispatch.vm.call through cffi (libffi)", "ns", key("py.add.fnptr")),
+        Row("add, vm.call through ctypes CFUNCTYPE", "ns", key("py.add.ctypes")),
+        Row("no-op, lib.pp_call [upstream: cffi ABI]", "ns", key("py.noop.pp_call"),
+            up_get=key("py.noop.fnptr")),
+        Row("no-op, vm.call through cffi (libffi)", "ns", key("py.noop.fnptr")),
+        Row("no-op, vm.call through ctypes", "ns", key("py.noop.ctypes")),
+        Row("floor: trivial C add, same signature (cffi API mode)", "ns", key("py.floor"),
+            upstream=False),
+        Row("add through the Pythonic call layer: rt.contract('bench', 1).add(7, 35)", "ns",
+            key("py.add.pythonic"), "≤ 400", le(400), upstream=False),
+        Row("no-op through the Pythonic call layer", "ns", key("py.noop.pythonic"),
+            upstream=False),
+        f"Load and reload ({p.bundles} bundles into a fresh runtime; {p.reloads} reloads)",
+        Row("load one bundle, Python load_bundle(path)", "ms", key("py.load.path.ms"),
+            "≤ 0.15", le(0.15)),
+        Row("load one bundle, Python load_bundle_from_source", "ms", key("py.load.source.ms"),
+            "≤ 0.15", le(0.15), upstream=False),
+        Row("load one bundle, C pp_runtime_load", "ms", key("c.load.ms"), "≤ 0.15", le(0.15),
+            upstream=False),
+        Row("floor: luaL_newstate + luaL_openlibs", "ms", key("floor.load.ms"), upstream=False),
+        Row("floor: the same + run bench_fns.lua (requires ffi)", "ms", key("floor.load_fns.ms"),
+            upstream=False),
+        Row("RSS per bundle, Python load_bundle(path)", "KiB", key("py.load.path.rss_kib"),
+            "≤ 64", le(64)),
+        Row("RSS per bundle, Python load_bundle_from_source", "KiB",
+            key("py.load.source.rss_kib"), "≤ 64", le(64), upstream=False),
+        Row("RSS per bundle, C pp_runtime_load", "KiB", key("c.load.rss_kib"), "≤ 64", le(64),
+            upstream=False),
+        Row("floor: RSS per luaL_newstate + luaL_openlibs", "KiB", key("floor.load.rss_kib"),
+            upstream=False),
+        Row("floor: RSS, the same + run bench_fns.lua (requires ffi)", "KiB",
+            key("floor.load_fns.rss_kib"), upstream=False),
+        Row("reload one bundle, Python reload_bundle", "ms", key("py.reload.ms"), "≤ 0.2",
+            le(0.2)),
+        Row("reload one bundle, C pp_runtime_reload", "ms", key("c.reload.ms"), "≤ 0.2",
+            le(0.2), upstream=False),
+        Row(f"RSS growth over {p.reloads} reloads, Python", "KiB",
+            key("py.reload.rss_growth_kib"), f"flat (< {p.reloads} KiB)", le(p.reloads)),
+        Row(f"RSS growth over {p.reloads} reloads, C", "KiB", key("c.reload.rss_growth_kib"),
+            f"flat (< {p.reloads} KiB)", le(p.reloads), upstream=False),
+        f"Threads, C, add with null instance ({p.thread_calls:,} calls per thread)",
+        Row("1 thread (per call)", "ns", key("threads.1")),
+        Row("2 threads × 2 bundles (aggregate per call)", "ns", key("threads.2x2"), "≤ 25",
+            le(25)),
+        Row("2 threads × same bundle (aggregate per call)", "ns", key("threads.2x1"),
+            "≤ 1.2× 1 thread", two_x1_check),
+        Row("2×2 speed-up over 1 thread (higher is better)", "×",
+            quotient("threads.1", "threads.2x2"), ratio=False),
+        Row("2×1 time relative to 1 thread", "×", quotient("threads.2x1", "threads.1")),
+    ]
+
+
+def per_repeat(results: Results, system: str, repeat: int) -> Dict[str, float]:
+    return {k: v[repeat] for k, v in results.values.get(system, {}).items() if len(v) > repeat}
+
+
+def row_series(results: Results, system: str, row: Row, repeats: int) -> List[float]:
+    get = row.up_get if system == "upstream" and row.up_get is not None else row.get
+    out = []
+    for r in range(repeats):
+        v = get(per_repeat(results, system, r))
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def fmt(v: Optional[float]) -> str:
+    if v is None:
+        return ""
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.001:
+        return f"{v:.3f}"
+    return f"{v:.1e}"
+
+
+def render(results: Results, p: Params, with_upstream: bool) -> str:
+    repeats = p.repeat
+    ours_median = {k: v for k, v in results.values.get("ours", {}).items()}
+    ctx = Ctx(ours=ours_median, p=p)
+    head = ["figure", "unit", "min", "median", "target"]
+    if with_upstream:
+        head += ["upstream", "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for item in rows(p):
+        if isinstance(item, str):
+            cells = [f"**{item}**"] + [""] * (len(head) - 1)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        row = item
+        ours = row_series(results, "ours", row, repeats)
+        if ours:
+            mn, med = min(ours), statistics.median(ours)
+            target = row.target
+            if row.check is not None:
+                target += " ✓" if row.check(med, ctx) else " ✗"
+            cells = [row.figure, row.unit, fmt(mn), fmt(med), target]
+        else:
+            na = "n/a (issue 6)" if "Pythonic" in row.figure else "n/a"
+            cells = [row.figure, row.unit, na, na, row.target]
+        if with_upstream:
+            up = row_series(results, "upstream", row, repeats) if row.upstream else []
+            if up:
+                umed = statistics.median(up)
+                ratio = (f"{statistics.median(ours) / umed:.2f}×"
+                         if row.ratio and ours and umed else "")
+                cells += [fmt(umed), ratio]
+            else:
+                cells += ["—", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cc = subprocess.run(shlex.split(os.environ.get("CC") or "cc") + ["--version"],
+                        capture_output=True, text=True).stdout.splitlines()
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    return (f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}, {cc[0] if cc else 'cc'}; "
+            f"load average at the end: {load}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small counts, a smoke run")
+    ap.add_argument("--upstream", action="store_true",
+                    help="also measure upstream polyplug 0.1.3 side by side")
+    ap.add_argument("--repeat", type=int, help="repeats per figure")
+    ap.add_argument("--save", type=Path, help="also write the result as Markdown here")
+    opts = ap.parse_args(argv)
+    p = QUICK if opts.quick else FULL
+    if opts.repeat:
+        p = Params(**{**p.__dict__, "repeat": max(1, opts.repeat)})
+
+    BUILD.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    tools = build(opts.upstream)
+    generate_bundles(p.bundles)
+    upstream_env = ensure_upstream() if opts.upstream else None
+
+    results = Results()
+    tty = sys.stderr.isatty()
+    for r in range(p.repeat):
+        for job in jobs_for_repeat(r, p, tools, upstream_env):
+            if tty:
+                print(f"\rrepeat {r + 1}/{p.repeat}: {job.system} {job.name}".ljust(60),
+                      end="", file=sys.stderr, flush=True)
+            run_job(job, results)
+    if tty:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+
+    table = render(results, p, opts.upstream)
+    command = "python benchmarks/run.py" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    elapsed = time.monotonic() - t_start
+    notes = []
+    for system, bad in results.bad.items():
+        for k, n in sorted(bad.items()):
+            if n:
+                notes.append(f"WRONG RESULTS: {system} {k}: {n} bad calls")
+    notes += [f"ERROR: {e}" for e in results.errors]
+    header = (f"{command}  —  {p.repeat} repeats, {elapsed:.0f} s\n"
+              f"machine: {machine()}\n")
+    print(header)
+    print(table)
+    for n in notes:
+        print(n)
+    if opts.save:
+        opts.save.write_text(f"`{command}` — {p.repeat} repeats, {elapsed:.0f} s\n\n"
+                             f"Machine: {machine()}\n\n{table}\n"
+                             + "".join(f"\n{n}" for n in notes) + "\n")
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
