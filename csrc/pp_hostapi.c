@@ -538,6 +538,16 @@ void ppi_fill_host_api(HostApi *api, pp_runtime *rt) {
     api->reserved = NULL;
 }
 
+static HostApi detached_host;
+static pthread_once_t detached_once = PTHREAD_ONCE_INIT;
+
+static void detached_init(void) { ppi_fill_host_api(&detached_host, NULL); }
+
+const HostApi *pp_detached_host(void) {
+    pthread_once(&detached_once, detached_init);
+    return &detached_host;
+}
+
 /* ── pp_call: the formula of §2.4 in one place ─────────────────────────────── */
 
 void pp_call(const GuestContractInterface *iface, void *instance_data,
@@ -571,7 +581,9 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
     }
     GuestContractHandle h = {index, generation};
     const GuestContractInterface *iface;
+    unsigned epoch = ppi_calls_enter(rt);
     if (PP_UNLIKELY(ppi_registry_resolve(&rt->reg, h, &iface, NULL) != PP_OK)) {
+        ppi_calls_leave(rt, epoch);
         set_err(out_err, AbiErrorCode_StaleHandle,
                 "stale contract handle: its bundle was unloaded or the contract was removed "
                 "by a reload");
@@ -579,6 +591,7 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
     }
     if (arena) pp_arena_reset(arena);
     pp_call(iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
+    ppi_calls_leave(rt, epoch);
     return out_err->code;
 }
 

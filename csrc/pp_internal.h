@@ -234,9 +234,23 @@ struct pp_runtime {
     size_t last_error_len;
     pp_path_hook load_hook, reload_hook;
     void *hook_user_data;
+
+    /* Checked calls in flight (pp_call_handle), counted per epoch: unload flips the
+     * epoch and waits for the old one to drain before a loader frees anything. */
+    _Atomic unsigned call_epoch;
+    _Atomic size_t calls_in_flight[2];
+    pthread_mutex_t drain_lock;
 };
 
 void ppi_set_last_error(pp_runtime *rt, const char *msg);
+
+/* Checked-call bookkeeping (see pp_runtime.calls_in_flight). */
+unsigned ppi_calls_enter(pp_runtime *rt);
+void ppi_calls_leave(pp_runtime *rt, unsigned epoch);
+/* Is this thread inside a checked call into `rt`? */
+bool ppi_calls_active_on_thread(pp_runtime *rt);
+/* Wait until every checked call that started before now has finished. */
+void ppi_calls_drain(pp_runtime *rt);
 /* The bundle whose init window is open on this thread, or 0. */
 uint64_t ppi_current_init_bundle(pp_runtime *rt);
 /* Record that `loader` put `bundle_id` into `rt` (takes a loader reference). */

@@ -64,8 +64,9 @@ typedef struct lua_bundle {
 } lua_bundle;
 
 typedef struct lua_loader {
-    pthread_mutex_t lock; /* guards `bundles` */
+    pthread_mutex_t lock; /* guards `bundles` and `orphans` */
     lua_bundle *bundles;
+    lua_bundle *orphans; /* unloaded while running on the unloading thread */
     pp_lua_config config;
 } lua_loader;
 
@@ -857,6 +858,13 @@ static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
         }
         pp = &(*pp)->next;
     }
+    if (b && atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) {
+        /* A guest unloading its own bundle from inside a raw call: its VM is still on
+         * this thread's stack, so keep it (unreachable) until the loader goes away. */
+        b->next = ld->orphans;
+        ld->orphans = b;
+        b = NULL;
+    }
     pthread_mutex_unlock(&ld->lock);
     if (!b) return;
     /* wait for a call in flight, then free the VM and records */
@@ -879,14 +887,18 @@ static int64_t loader_memory(void *self, pp_runtime *rt, uint64_t bundle_id) {
     return n;
 }
 
-static void lua_loader_destroy(void *self) {
-    lua_loader *ld = self;
-    lua_bundle *b = ld->bundles;
+static void free_bundles(lua_bundle *b) {
     while (b) {
         lua_bundle *next = b->next;
         bundle_free(b);
         b = next;
     }
+}
+
+static void lua_loader_destroy(void *self) {
+    lua_loader *ld = self;
+    free_bundles(ld->bundles);
+    free_bundles(ld->orphans);
     pthread_mutex_destroy(&ld->lock);
     free(ld);
 }

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <time.h>
 
 #include "pp_internal.h"
 
@@ -153,6 +155,49 @@ void ppi_set_last_error(pp_runtime *rt, const char *msg) {
     rt->last_error = copy;
     rt->last_error_len = copy ? strlen(copy) : 0;
     pthread_mutex_unlock(&rt->lock);
+}
+
+/* ── checked calls and draining ────────────────────────────────────────────── */
+
+/* How many checked calls this thread has in flight, and into which runtime (the
+ * innermost one; calls into a second runtime from inside a call are rare and only
+ * make the self-unload check below conservative). */
+static _Thread_local pp_runtime *calling_rt;
+static _Thread_local size_t calling_depth;
+
+unsigned ppi_calls_enter(pp_runtime *rt) {
+    for (;;) {
+        unsigned e = atomic_load(&rt->call_epoch) & 1u;
+        atomic_fetch_add(&rt->calls_in_flight[e], 1);
+        if ((atomic_load(&rt->call_epoch) & 1u) == e) {
+            if (calling_rt != rt) calling_depth = 0;
+            calling_rt = rt;
+            calling_depth++;
+            return e;
+        }
+        atomic_fetch_sub(&rt->calls_in_flight[e], 1); /* raced with a flip: retry */
+    }
+}
+
+void ppi_calls_leave(pp_runtime *rt, unsigned epoch) {
+    if (calling_rt == rt && calling_depth && --calling_depth == 0) calling_rt = NULL;
+    atomic_fetch_sub_explicit(&rt->calls_in_flight[epoch], 1, memory_order_release);
+}
+
+bool ppi_calls_active_on_thread(pp_runtime *rt) { return calling_rt == rt && calling_depth; }
+
+void ppi_calls_drain(pp_runtime *rt) {
+    pthread_mutex_lock(&rt->drain_lock);
+    unsigned old = atomic_fetch_add(&rt->call_epoch, 1) & 1u;
+    for (unsigned spins = 0; atomic_load(&rt->calls_in_flight[old]) != 0; spins++) {
+        if (spins < 100) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 50000}; /* 50 us */
+            nanosleep(&ts, NULL);
+        }
+    }
+    pthread_mutex_unlock(&rt->drain_lock);
 }
 
 /* ── init window ───────────────────────────────────────────────────────────── */
@@ -478,6 +523,13 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
                       "bundle not found: no loaded bundle has id %s", idtxt);
         goto out;
     }
+    if (ppi_calls_active_on_thread(rt)) {
+        st = ppi_fail(err, PP_ERR_GENERIC, name, NULL, NULL,
+                      "cannot unload bundle `%s` from inside a guest call made through a "
+                      "checked call on the same runtime; unload it after the call returns",
+                      name);
+        goto out;
+    }
     if (ndep) {
         st = ppi_fail(err, PP_ERR_DEPENDENCY_IN_USE, name, NULL, dependents,
                       "cannot unload bundle `%s`: still-loaded bundles declared a dependency "
@@ -495,6 +547,9 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
                  name, (long long)live);
     ppi_registry_invalidate(&rt->reg, bundle_id);
     ppi_registry_drop_deps(&rt->reg, bundle_id);
+    /* checked calls that resolved a handle before the retirement may still be on
+     * their way into the bundle: let them finish before its loader frees anything */
+    ppi_calls_drain(rt);
     pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
     if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
     pp_loader_release(loader);
@@ -676,6 +731,7 @@ pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
     bool ok = pthread_mutex_init(&rt->ops, &attr) == 0;
     pthread_mutexattr_destroy(&attr);
     ok = ok && pthread_mutex_init(&rt->lock, NULL) == 0;
+    ok = ok && pthread_mutex_init(&rt->drain_lock, NULL) == 0;
     ok = ok && ppi_registry_init(&rt->reg) == 0;
     if (!ok) {
         ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "could not initialise runtime locks");
@@ -684,6 +740,9 @@ pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
         return NULL;
     }
     atomic_init(&rt->init_active, 0);
+    atomic_init(&rt->call_epoch, 0);
+    atomic_init(&rt->calls_in_flight[0], 0);
+    atomic_init(&rt->calls_in_flight[1], 0);
     ppi_fill_host_api(&rt->api, rt);
     return rt;
 }
@@ -712,6 +771,7 @@ void pp_runtime_free(pp_runtime *rt) {
     free(rt->last_error);
     free(rt->trusted_keys);
     ppi_registry_destroy(&rt->reg);
+    pthread_mutex_destroy(&rt->drain_lock);
     pthread_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->ops);
     free(rt);

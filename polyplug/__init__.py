@@ -33,6 +33,8 @@ from polyplug._errors import (
     InvalidHandle,
     InvalidRegistration,
     InvalidSourceEncoding,
+    MalformedSignature,
+    MalformedTrustedKey,
     LoaderError,
     ManifestMissingFile,
     ManifestParse,
@@ -46,8 +48,12 @@ from polyplug._errors import (
     ReloadFailed,
     RuntimeClosed,
     RuntimeError,
+    SignatureVerificationFailed,
+    SigningError,
     StaleHandle,
+    UnsignedBundle,
     UnsupportedBundleSource,
+    UntrustedSigningKey,
 )
 from polyplug._ffi import ffi, lib
 from polyplug._version import __version__

@@ -12,6 +12,10 @@
     new <name> [--dir PATH]
                           scaffold a bundle directory ``<name>/`` with a manifest, a
                           Lua entry file and a pytest test
+    keygen <prefix>       write an Ed25519 key pair <prefix>.key / <prefix>.pub
+    sign <dir> --key K    sign a bundle (writes <dir>/bundle.sig, upstream's format)
+    verify <dir> [--key P ...]
+                          check a bundle's signature (optionally pinned to keys)
     version               print polyplug's and LuaJIT's versions
 
 Exit codes: 0 success, 1 failure (one ``error: <Type>: <message>`` line on stderr),
@@ -29,12 +33,13 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from polyplug import _errors
+from polyplug import _errors, signing
 from polyplug._ffi import ffi, lib
 from polyplug._version import __version__
 from polyplug.loader import LuaLoader
@@ -376,8 +381,43 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         return _call(args)
     except (UsageError, _Failure, _errors.PolyplugError, TypeError, ValueError,
-            AttributeError, UnicodeError) as exc:
+            AttributeError, UnicodeError, OSError) as exc:
         return _fail(exc)
+
+
+def _invoke(rt: Runtime, root: Path, args: argparse.Namespace, name: str,
+            major: Optional[int], types: Optional[list[str]], returns: Optional[str],
+            records: list[tuple[LogLevel, str, str]]) -> Any:
+    """Load the bundles under ``root`` into ``rt`` and make the call; returns its result."""
+    reports = load_all(rt, root)
+    if major is None:
+        major = _pick_major(name, reports)
+    try:
+        contract = rt.contract(name, major)
+    except _errors.PluginNotFound as exc:
+        raise _errors.PluginNotFound(f"no loaded bundle provides {name}@{major} ({exc})"
+                                     + _load_failures(reports)) from None
+    sig, described = _resolve_function(contract, args.fn, types, returns)
+    if len(args.values) != len(sig.args):
+        if not described:
+            raise UsageError(
+                f"function {sig.id} has no entry in the signature table of "
+                f"{name}@{major}; give its types with --args TYPE,... [--returns TYPE]")
+        raise TypeError(f"{sig.describe()} takes {len(sig.args)} argument(s), "
+                        f"got {len(args.values)}")
+    values = [convert_arg(t, text, f"argument {i + 1} ({t}) of {sig.name}")
+              for i, (t, text) in enumerate(zip(sig.args, args.values))]
+    try:
+        if args.instance:
+            with contract.instance() as inst:
+                return inst.function(sig.id, sig.args, sig.returns)(*values)
+        return contract.function(sig.id, sig.args, sig.returns)(*values)
+    except _errors.GuestError as exc:
+        if "see the runtime log" in str(exc):  # the factory's message went to the log
+            detail = [m for lvl, _, m in records if lvl == LogLevel.Error]
+            if detail:
+                raise _errors.GuestError(detail[-1].splitlines()[0]) from None
+        raise
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -397,36 +437,7 @@ def _call(args: argparse.Namespace) -> int:
     if not find_bundles(root) or not root.exists():
         raise UsageError(f"no bundle (directory with {MANIFEST_NAME}) found in {root}")
     with _build_runtime(log, level if level is not None else LogLevel.Warn) as rt:
-        reports = load_all(rt, root)
-        if major is None:
-            major = _pick_major(name, reports)
-        try:
-            contract = rt.contract(name, major)
-        except _errors.PluginNotFound as exc:
-            raise _errors.PluginNotFound(f"no loaded bundle provides {name}@{major} ({exc})"
-                                         + _load_failures(reports)) from None
-        sig, described = _resolve_function(contract, args.fn, types, returns)
-        if len(args.values) != len(sig.args):
-            if not described:
-                raise UsageError(
-                    f"function {sig.id} has no entry in the signature table of "
-                    f"{name}@{major}; give its types with --args TYPE,... [--returns TYPE]")
-            raise TypeError(f"{sig.describe()} takes {len(sig.args)} argument(s), "
-                            f"got {len(args.values)}")
-        values = [convert_arg(t, text, f"argument {i + 1} ({t}) of {sig.name}")
-                  for i, (t, text) in enumerate(zip(sig.args, args.values))]
-        try:
-            if args.instance:
-                with contract.instance() as inst:
-                    result = inst.function(sig.id, sig.args, sig.returns)(*values)
-            else:
-                result = contract.function(sig.id, sig.args, sig.returns)(*values)
-        except _errors.GuestError as exc:
-            if "see the runtime log" in str(exc):  # the factory's message went to the log
-                detail = [m for lvl, _, m in records if lvl == LogLevel.Error]
-                if detail:
-                    raise _errors.GuestError(detail[-1].splitlines()[0]) from None
-            raise
+        result = _invoke(rt, root, args, name, major, types, returns, records)
     if args.json:
         print(json.dumps({"result": result}, ensure_ascii=False))
     elif result is not None:
@@ -486,32 +497,65 @@ def _say(label: str, text: str) -> None:
 
 
 class _Watcher:
-    """The state of ``watch``: the runtime, the bundles and their snapshots."""
+    """The state of ``watch``: the runtime, the bundles, and what to print.
+
+    The runtime's callbacks only queue their lines; the main loop prints them.  So a
+    Ctrl-C never lands inside a callback (where it would be swallowed), and a
+    callback running on another thread never interleaves with the main loop's output.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.current: Optional[str] = None  # label of the bundle being (re)loaded
         self.saw_failed = False
+        self.stop = False  # set by SIGINT / SIGTERM
+        self._lines: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
         level = _LOG_LEVELS[args.log]
         self.rt = _build_runtime(self._log if level is not None else None,
                                  level, hot_reload=True, on_reload=self._on_reload)
         self.names: dict[Path, str] = {}
         self.ids: dict[Path, int] = {}
 
+    def _queue(self, label: str, text: str) -> None:
+        with self._lock:
+            self._lines.append((label, text))
+
+    def flush(self) -> None:
+        """Print the queued lines."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        for label, text in lines:
+            _say(label, text)
+
     def _log(self, level: LogLevel, scope: str, message: str) -> None:
-        _say(f"log {level.name.lower()} {scope}", message)
+        self._queue(f"log {level.name.lower()} {scope}", message)
 
     def _on_reload(self, phase: ReloadPhase) -> None:
         label = phase.bundle_name or self.current or f"0x{phase.bundle_id:016x}"
         if phase.type == ReloadPhaseType.Failed:
             self.saw_failed = True
-            _say(label, f"Failed: {phase.reason or 'unknown reason'}")
+            self._queue(label, f"Failed: {phase.reason or 'unknown reason'}")
         else:
-            _say(label, phase.type.name)
+            self._queue(label, phase.type.name)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking up early when a stop was requested."""
+        end = time.monotonic() + seconds
+        while not self.stop:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def load(self, root: Path) -> list[Path]:
         bundles = find_bundles(root)
-        for report in load_all(self.rt, root):
+        reports = load_all(self.rt, root)
+        self.flush()
+        for report in reports:
             path = Path(report.path)
             label = report.name or path.name
             self.names[path] = label
@@ -536,16 +580,17 @@ class _Watcher:
                 manifest = self.rt.load_bundle(path)
                 self.ids[path] = manifest.id
                 self.names[path] = manifest.name
-                _say(manifest.name, "Loaded")
+                self._queue(manifest.name, "Loaded")
             return True
         except _errors.PolyplugError as exc:
             if not self.saw_failed:
-                _say(label, f"Failed: {type(exc).__name__}: {exc}")
+                self._queue(label, f"Failed: {type(exc).__name__}: {exc}")
             if loaded:
-                _say(label, "keeping the previous version")
+                self._queue(label, "keeping the previous version")
             return False
         finally:
             self.current = None
+            self.flush()
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -554,10 +599,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.exists() or not find_bundles(root):
         return _fail(UsageError(f"no bundle (directory with {MANIFEST_NAME}) found in {root}"))
-    # A SIGINT ignored by the parent (background jobs) or a SIGTERM both stop cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     watcher = _Watcher(args)
+    # Ctrl-C (SIGINT, even when the parent shell ignored it for a background job) and
+    # SIGTERM ask the loop to stop; it finishes a reload in progress, then exits 0.
+    previous = {sig: signal.signal(sig, watcher.request_stop)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         bundles = watcher.load(root)
         snaps = {b: snapshot(b) for b in bundles}
@@ -566,8 +612,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         pending: dict[Path, float] = {}  # bundle -> when its files last changed
         attempts = 0
         deadline = time.monotonic() + args.timeout if args.timeout else None
-        while True:
-            time.sleep(args.interval)
+        while not watcher.stop:
+            watcher.sleep(args.interval)
+            watcher.flush()  # log records or phases from other threads
+            if watcher.stop:
+                break
             now = time.monotonic()
             for b in bundles:
                 snap = snapshot(b)
@@ -585,15 +634,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 print(f"[{_stamp()}] stopping: --timeout reached", flush=True)
                 return 0
     except KeyboardInterrupt:
-        print(f"[{_stamp()}] stopped", flush=True)
-        return 0
+        pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         watcher.rt.close()
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    print(f"[{_stamp()}] stopped", flush=True)
+    return 0
 
 
 # ── new ──────────────────────────────────────────────────────────────────────
@@ -762,7 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="hot-reload bundles when their files change",
                        description="Load the bundle(s) at DIR and reload each one when its "
                        "files change (polling).  A failed reload keeps the previous version "
-                       "serving.  Ctrl-C stops.")
+                       "serving; a bundle that failed its first load is loaded once its files "
+                       "change.  Bundles added to DIR later are not picked up.  Ctrl-C stops.")
     p.add_argument("dir", help="a bundle directory, or a directory of bundles")
     p.add_argument("--interval", type=float, default=0.25, metavar="S",
                    help="seconds between polls (default 0.25)")
@@ -781,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="bundle name; the contract is <name>.greet@1")
     p.add_argument("--dir", metavar="PATH", help="where to create <name>/ (default: .)")
     p.set_defaults(func=cmd_new)
+    signing.add_cli_commands(sub)
     p = sub.add_parser("version", help="print versions")
     p.set_defaults(func=cmd_version)
     return parser

@@ -4,11 +4,13 @@ The tree mirrors upstream's error enums so code written against them reads the s
 
     PolyplugError
     ├── RuntimeError            (also a builtins.RuntimeError)
-    │   ├── LoaderError         InitFailed, ManifestParse, InvalidSourceEncoding, ...
+    │   ├── LoaderError         InitFailed, ManifestParse, InvalidSourceEncoding,
+    │   │                       UnsignedBundle, SignatureVerificationFailed, ...
     │   ├── RegistryError       PluginNotFound, StaleHandle, DuplicateProvider, ...
     │   └── HotReloadDisabled, BundleNotFound, DependencyInUse, ...
-    └── CallError               a failed ``vm.call``: GuestError, FunctionNotAvailable,
-                                ReentrantCall, CallTimeout, Cancelled, GuestOutOfMemory
+    ├── CallError               a failed ``vm.call``: GuestError, FunctionNotAvailable,
+    │                           ReentrantCall, CallTimeout, Cancelled, GuestOutOfMemory
+    └── SigningError            a bundle that cannot be digested or signed, a bad key file
 
 Every C entry point of ``polyplug._native`` reports failure through a ``pp_error``
 struct (status code, message and the structured fields below); :func:`raise_from_c`
@@ -139,6 +141,43 @@ class HotReloadUnsupported(LoaderError):
     _c_fields = {"loader_name": "aux"}
 
 
+# ── bundle signing (raised by polyplug.signing; never by C) ──────────────────
+
+
+class UnsignedBundle(LoaderError):
+    """The signature policy asks for a ``bundle.sig`` and the bundle has none."""
+
+    _c_fields = {"bundle": "bundle"}
+
+
+class UntrustedSigningKey(LoaderError):
+    """``bundle.sig`` is valid but its key is not in ``RuntimeConfig.trusted_keys``.
+
+    ``key`` is the 32-byte public key the bundle was signed with.
+    """
+
+    _c_fields = {"bundle": "bundle"}
+
+
+class SignatureVerificationFailed(LoaderError):
+    """The bundle's files do not match its ``bundle.sig``, or it cannot be digested.
+
+    ``reason`` is the underlying problem (``signature error: ...``, a symlink ...).
+    """
+
+    _c_fields = {"bundle": "bundle", "reason": "detail"}
+
+
+class MalformedSignature(SignatureVerificationFailed):
+    """``bundle.sig`` is not 103 bytes, has the wrong magic, or an unknown version."""
+
+
+class MalformedTrustedKey(LoaderError):
+    """A key in ``RuntimeConfig.trusted_keys`` is not a valid Ed25519 public key."""
+
+    _c_fields = {"bundle": "bundle", "reason": "detail"}
+
+
 # ── registry errors ──────────────────────────────────────────────────────────
 
 
@@ -258,6 +297,14 @@ class GuestOutOfMemory(CallError, MemoryError):
     """The bundle reached its memory limit during the call; the VM stays usable."""
 
     code = 202
+
+
+# ── signing tools ────────────────────────────────────────────────────────────
+
+
+class SigningError(PolyplugError, ValueError):
+    """A bundle cannot be digested or signed (symlink, irregular or non-UTF-8 entry,
+    no files), or a key file is malformed.  ``path`` is the offending path."""
 
 
 _CALL_ERRORS: dict[int, type[CallError]] = {

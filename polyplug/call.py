@@ -49,6 +49,15 @@ def _failure(code: int, err: Any, sig: FunctionSig) -> _errors.PolyplugError:
     return _errors.call_error(code, msg)
 
 
+def _string_bytes(value: Any) -> bytes:
+    """UTF-8 bytes for a ``string`` argument: a str, or bytes-like data."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a string argument must be str or bytes, not {type(value).__name__}")
+
+
 def _read_string(view: tuple[int, int]) -> str:
     ptr, length = view
     if length == 0:
@@ -61,6 +70,8 @@ def _read_string(view: tuple[int, int]) -> str:
 # The generated caller; {placeholders} are filled per signature.
 _TEMPLATE = """
 def {name}({params}):
+    if runtime._rt is None:
+        raise closed()
     slot = pop() if pool else new_slot()
     try:
 {convert}{pack}        if invoke(slot[0]):
@@ -80,7 +91,6 @@ def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Inst
     one C argument.  This is the layer's hot path.
     """
     rt_ptr = contract._runtime._ptr()
-    host = contract._runtime.host_api
     args_size = struct.calcsize(sig.args_format) if sig.args else 0
     out_size = struct.calcsize(sig.returns_format) if sig.returns else 0
 
@@ -88,7 +98,9 @@ def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Inst
         frame = ffi.new("pp_call_frame *")
         args = ffi.new("uint8_t[]", max(args_size, 1))
         out = ffi.new("uint8_t[]", max(out_size, 1))
-        arena = ffi.gc(lib.pp_arena_new(host, ARENA_BYTES), lib.pp_arena_free)
+        # overflow blocks come from the process heap, so a pooled frame may safely
+        # outlive the runtime (it is then refused before any call)
+        arena = ffi.gc(lib.pp_arena_new(lib.pp_detached_host(), ARENA_BYTES), lib.pp_arena_free)
         frame.rt = rt_ptr
         frame.index, frame.generation = contract.handle
         if instance is not None:
@@ -107,7 +119,7 @@ def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Inst
     convert = ""
     for p, t in zip(params, sig.args):
         if t == "string":
-            convert += (f"        {p}b = {p}.encode() if {p}.__class__ is str else bytes({p})\n"
+            convert += (f"        {p}b = to_bytes({p})\n"
                         f"        {p}k = from_buffer({p}b)\n")
             packed += [f"address({p}k)", f"len({p}b)"]
         else:
@@ -130,7 +142,8 @@ def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Inst
         "pack": struct.Struct(sig.args_format).pack_into if sig.args else None,
         "unpack": struct.Struct(sig.returns_format).unpack_from if sig.returns else None,
         "read_string": _read_string, "from_buffer": ffi.from_buffer,
-        "struct_error": struct.error,
+        "struct_error": struct.error, "to_bytes": _string_bytes, "runtime": contract._runtime,
+        "closed": lambda: _errors.RuntimeClosed("the runtime is closed"),
         "bad_arguments": lambda exc: _errors.InvalidArgument(f"{sig.describe()}: {exc}"),
         "address": lambda cdata: int(ffi.cast("uintptr_t", cdata)),
     }
@@ -273,6 +286,9 @@ class Instance:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if self._data is None:
+            raise _errors.FunctionNotAvailable(
+                f"{self._contract.name}@{self._contract.major}: this instance was closed")
         fn = self._functions.get(name)
         if fn is None:
             sig = self._contract.function(name).signature
@@ -282,6 +298,9 @@ class Instance:
     def function(self, fn: Union[int, str], args: Sequence[str] = (),
                  returns: Optional[str] = None) -> Any:
         """Like :meth:`Contract.function`, bound to this instance."""
+        if self._data is None:
+            raise _errors.FunctionNotAvailable(
+                f"{self._contract.name}@{self._contract.major}: this instance was closed")
         return self._contract._bind(self._contract.function(fn, args, returns).signature, self)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
-from polyplug import _errors
+from polyplug import _errors, signing
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
@@ -485,6 +485,7 @@ class Runtime:
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
         """Load a bundle from a manifest you built and a :class:`BundleSource`."""
         validate(manifest)
+        self._check_signature(manifest, source)
         for warning in check_function_counts(manifest, self._config.compatibility):
             self._log(LogLevel.Warn, "runtime", warning)
         keep: list[Any] = []
@@ -509,6 +510,7 @@ class Runtime:
         try:
             manifest = read_manifest(path)
             validate(manifest)
+            self._check_signature(manifest)
         except _errors.PolyplugError as exc:
             name = manifest.name if manifest else (getattr(exc, "bundle", "") or "")
             keep: list[Any] = []
@@ -522,6 +524,29 @@ class Runtime:
         lib.pp_runtime_reload(rt, cm, err)
         check(err)
         self._manifests[manifest.id] = manifest
+
+    def _check_signature(self, manifest: ManifestData,
+                         source: Optional[BundleSource] = None) -> None:
+        """Apply ``signature_policy`` to the bundle directory of ``manifest`` (spec §14.3).
+
+        Required: any failure raises.  WarnOnly: a failure is logged and loading goes on.
+        An in-memory source (Code, Bytes) has no files to check, so it counts as unsigned.
+        """
+        policy = SignaturePolicy(self._config.signature_policy)
+        if policy == SignaturePolicy.Off:
+            return
+        try:
+            if source is not None and source.kind != "path":
+                raise _errors.UnsignedBundle(
+                    f"bundle `{manifest.name}` comes from an in-memory source "
+                    f"(BundleSource.{source.kind.capitalize()}), which cannot be signed, "
+                    f"and signature_policy is {policy.name}", bundle=manifest.name)
+            signing.verify_bundle(manifest.path, manifest.name, self._config.trusted_keys)
+        except _errors.LoaderError as exc:
+            if policy == SignaturePolicy.Required:
+                raise
+            self._log(LogLevel.Warn, "runtime", f"bundle `{manifest.name}`: signature check "
+                      f"failed (WarnOnly — continuing): {exc}")
 
     def unload_bundle(self, bundle_id: int) -> None:
         """Unload a bundle by id: its contracts go stale and its Lua VM is freed."""

@@ -259,6 +259,11 @@ PP_API size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_sl
 
 /* ── per-call arenas ───────────────────────────────────────────────────────── */
 
+/* A HostApi bound to no runtime, valid for the whole process: alloc/free use the
+ * process heap, every runtime operation reports an error.  Arenas that may outlive a
+ * runtime take their overflow blocks from it. */
+PP_API const HostApi *pp_detached_host(void);
+
 /* Initialise `arena` over caller memory [buf, buf+cap) with overflow from `host`. */
 PP_API void pp_arena_init(CallArena *arena, const HostApi *host, uint8_t *buf, size_t cap);
 /* A heap arena with a `cap`-byte bump region; free with pp_arena_free. */

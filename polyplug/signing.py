@@ -1,0 +1,454 @@
+"""Bundle signing: Ed25519 signatures over a canonical digest of a bundle's files.
+
+The format is upstream's (polyplug 0.1.3, spec §14), so bundles signed by either
+implementation verify with the other:
+
+* **Digest.**  Every regular file under the bundle directory except the root-level
+  ``bundle.sig``, named by its ``/``-separated relative path and sorted by the path's
+  raw bytes, goes into::
+
+      b"polyplug-bundle-sig\\0" + b"\\x01" + <file count, u64 little-endian>
+      + for each file: <path bytes> + b"\\0" + sha256(<file bytes>)
+
+  and the digest is the SHA-256 of that buffer.  Symlinks, FIFOs, sockets, devices
+  and non-UTF-8 names are refused, so the walk never leaves the bundle directory.
+
+* **bundle.sig** (103 bytes, at the bundle root)::
+
+      b"PPSIG\\0" + b"\\x01" + <32-byte public key> + <64-byte signature of the digest>
+
+* **Key files** (39 bytes; the CLI's ``.key`` / ``.pub``)::
+
+      b"PPKEY\\0" + <0x01 signing seed | 0x02 verifying key> + <32 bytes>
+
+Verification is *strict* (as ed25519-dalek's ``verify_strict``): besides the
+RFC 8032 check that OpenSSL performs, a public key or signature ``R`` of small order
+is refused, since such a key "signs" anything.
+
+The runtime calls :func:`verify_bundle` while loading when
+``RuntimeConfig.signature_policy`` is WarnOnly or Required.  With an empty
+``trusted_keys`` list the key embedded in ``bundle.sig`` is trusted on first use:
+that proves the files were not changed after signing, not who signed them.  Pin your
+own public key(s) in ``trusted_keys`` to authenticate the signer::
+
+    from polyplug import RuntimeConfig, SignaturePolicy
+    from polyplug.signing import generate_key, sign_bundle
+
+    seed, public = generate_key()
+    sign_bundle("plugins/arith", seed)           # writes plugins/arith/bundle.sig
+    config = RuntimeConfig(signature_policy=SignaturePolicy.Required,
+                           trusted_keys=[public])
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from polyplug._errors import (
+    MalformedSignature,
+    MalformedTrustedKey,
+    PolyplugError,
+    SignatureVerificationFailed,
+    SigningError,
+    UnsignedBundle,
+    UntrustedSigningKey,
+)
+
+__all__ = [
+    "SIG_FILE",
+    "KeyKind",
+    "add_cli_commands",
+    "bundle_digest",
+    "cli_keygen",
+    "cli_sign",
+    "cli_verify",
+    "generate_key",
+    "public_key",
+    "read_key_file",
+    "sign_bundle",
+    "verify_bundle",
+    "write_key_file",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SIG_FILE = "bundle.sig"
+_DIGEST_DOMAIN = b"polyplug-bundle-sig\0"
+_DIGEST_VERSION = b"\x01"
+_SIG_MAGIC = b"PPSIG\0"
+_SIG_VERSION = 1
+_SIG_LEN = len(_SIG_MAGIC) + 1 + 32 + 64  # 103
+_KEY_MAGIC = b"PPKEY\0"
+_KEY_FILE_LEN = len(_KEY_MAGIC) + 1 + 32  # 39
+
+_MISMATCH = "signature error: Verification equation was not satisfied"
+_BAD_POINT = "invalid Ed25519 key data: signature error: Cannot decompress Edwards point"
+
+
+class KeyKind(enum.IntEnum):
+    """The type byte of a key file."""
+
+    SigningSeed = 1
+    VerifyingKey = 2
+
+
+# ── the canonical digest ─────────────────────────────────────────────────────
+
+
+def _signable_files(root: Path) -> list[tuple[bytes, bytes]]:
+    """``(relative path bytes, absolute path bytes)`` of every file the digest covers.
+
+    Walks ``root`` without following symlinks; the names come from the directory
+    listing, so every path stays inside ``root``.
+    """
+    if not root.is_dir():
+        raise SigningError(f"bundle path is not a directory: `{root}`", path=str(root))
+    files: list[tuple[bytes, bytes]] = []
+    base = os.fsencode(root)
+    pending = [b""]
+    while pending:
+        rel_dir = pending.pop()
+        with os.scandir(os.path.join(base, rel_dir) if rel_dir else base) as entries:
+            for entry in entries:
+                rel = rel_dir + b"/" + entry.name if rel_dir else entry.name
+                shown = entry.path.decode("utf-8", "backslashreplace")
+                try:
+                    rel.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SigningError(f"path is not valid UTF-8 in a signable bundle "
+                                       f"`{root}`: {shown}", path=shown) from None
+                if entry.is_symlink():
+                    raise SigningError(f"symlinks are not allowed in a signable bundle "
+                                       f"`{root}`: {shown}", path=shown)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    if rel != SIG_FILE.encode():
+                        files.append((rel, entry.path))
+                else:
+                    raise SigningError(f"irregular file (not a regular file or directory) is "
+                                       f"not allowed in a signable bundle `{root}`: {shown}",
+                                       path=shown)
+    if not files:
+        raise SigningError(f"bundle `{root}` contains no signable files", path=str(root))
+    files.sort()
+    return files
+
+
+def _sha256_file(path: bytes) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def bundle_digest(bundle_dir: PathLike) -> bytes:
+    """The 32-byte canonical digest of the bundle at ``bundle_dir`` (what gets signed).
+
+    Raises :class:`SigningError` for a symlink, an irregular file or a non-UTF-8 name
+    anywhere in the bundle, a bundle with no files besides ``bundle.sig``, or a file
+    or directory that cannot be read.
+    """
+    root = Path(bundle_dir)
+    try:
+        files = _signable_files(root)
+        buf = bytearray(_DIGEST_DOMAIN + _DIGEST_VERSION + struct.pack("<Q", len(files)))
+        for rel, full in files:
+            buf += rel + b"\0" + _sha256_file(full)
+    except OSError as err:
+        raise SigningError(f"cannot read bundle `{root}`: {err}", path=str(root)) from err
+    return hashlib.sha256(buf).digest()
+
+
+# ── Ed25519 details cryptography does not check ──────────────────────────────
+#
+# cryptography (OpenSSL) accepts any 32 bytes as a public key and reports a bad one
+# only as a failed verification, and it accepts small-order keys.  Upstream refuses
+# both, so these few lines of curve arithmetic (edwards25519: -x^2 + y^2 = 1 + d x^2 y^2
+# over GF(2^255 - 19)) decode a point and test its order.
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _decompress(data: bytes) -> Optional[tuple[int, int]]:
+    """The point ``(x, y)`` encoded by 32 bytes, or None if there is none."""
+    y = (int.from_bytes(data, "little") & ((1 << 255) - 1)) % _P
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P:
+        return None
+    if (x & 1) != data[31] >> 7:
+        x = -x % _P
+    return x, y
+
+
+def _has_small_order(point: tuple[int, int]) -> bool:
+    """True when ``8 * point`` is the identity (the curve's cofactor is 8)."""
+    x, y = point
+    for _ in range(3):  # doubling, with the curve's complete addition law
+        t = _D * x * x * y * y
+        x, y = (2 * x * y * pow(1 + t, _P - 2, _P) % _P,
+                (y * y + x * x) * pow(1 - t, _P - 2, _P) % _P)
+    return x == 0 and y == 1
+
+
+def _verify_strict(public: bytes, signature: bytes, message: bytes) -> bool:
+    key = _decompress(public)
+    r = _decompress(signature[:32])
+    if key is None or r is None or _has_small_order(key) or _has_small_order(r):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+# ── keys ─────────────────────────────────────────────────────────────────────
+
+
+def generate_key() -> tuple[bytes, bytes]:
+    """A new key pair: ``(32-byte signing seed, 32-byte public key)``."""
+    seed = Ed25519PrivateKey.generate().private_bytes_raw()
+    return seed, public_key(seed)
+
+
+def _private_key(signing_key: Union[bytes, Ed25519PrivateKey]) -> Ed25519PrivateKey:
+    if isinstance(signing_key, Ed25519PrivateKey):
+        return signing_key
+    seed = bytes(signing_key)
+    if len(seed) != 32:
+        raise SigningError(f"an Ed25519 signing seed is 32 bytes, not {len(seed)}", path="")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_key(signing_key: Union[bytes, Ed25519PrivateKey]) -> bytes:
+    """The 32-byte public key of a signing seed."""
+    return _private_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def write_key_file(path: PathLike, kind: KeyKind, key: bytes) -> Path:
+    """Write a 39-byte key file.  A signing seed's file is created with mode 0600."""
+    kind = KeyKind(kind)
+    key = bytes(key)
+    if len(key) != 32:
+        raise SigningError(f"a key is 32 bytes, not {len(key)}", path=os.fspath(path))
+    path = Path(path)
+    mode = 0o600 if kind is KeyKind.SigningSeed else 0o644
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        if kind is KeyKind.SigningSeed:
+            os.fchmod(f.fileno(), 0o600)  # also when the file existed with a wider mode
+        f.write(_KEY_MAGIC + bytes([kind]) + key)
+    return path
+
+
+def read_key_file(path: PathLike) -> tuple[KeyKind, bytes]:
+    """``(kind, 32-byte key)`` from a key file; raises :class:`SigningError` if malformed."""
+    shown = os.fspath(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise SigningError(f"cannot read key file `{shown}`: {err.strerror or err}",
+                           path=shown) from None
+    if len(data) != _KEY_FILE_LEN:
+        raise SigningError(f"key file `{shown}` is malformed (expected {_KEY_FILE_LEN} "
+                           f"bytes, found {len(data)})", path=shown)
+    if data[:6] != _KEY_MAGIC:
+        raise SigningError(f"key file `{shown}` has invalid magic bytes "
+                           f"(not a polyplug key file)", path=shown)
+    if data[6] not in (KeyKind.SigningSeed, KeyKind.VerifyingKey):
+        raise SigningError(f"key file `{shown}` has unknown key type 0x{data[6]:02x} "
+                           f"(expected 0x01 signing seed or 0x02 verifying key)", path=shown)
+    kind, key = KeyKind(data[6]), data[7:]
+    if kind is KeyKind.VerifyingKey and _decompress(key) is None:
+        raise SigningError(f"key file `{shown}` holds {_BAD_POINT}", path=shown)
+    return kind, key
+
+
+# ── signing and verifying ────────────────────────────────────────────────────
+
+
+def sign_bundle(bundle_dir: PathLike, signing_key: Union[bytes, Ed25519PrivateKey]) -> Path:
+    """Sign the bundle at ``bundle_dir``; writes and returns ``<bundle_dir>/bundle.sig``.
+
+    ``signing_key`` is a 32-byte seed (from :func:`generate_key` or a ``.key`` file)
+    or an ``Ed25519PrivateKey``.  An existing ``bundle.sig`` is replaced.
+    """
+    key = _private_key(signing_key)
+    digest = bundle_digest(bundle_dir)
+    sig_path = Path(bundle_dir) / SIG_FILE
+    sig_path.write_bytes(_SIG_MAGIC + bytes([_SIG_VERSION]) + public_key(key) + key.sign(digest))
+    return sig_path
+
+
+def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
+                  trusted_keys: Sequence[bytes] = ()) -> bytes:
+    """Check ``<bundle_dir>/bundle.sig``; returns the public key the bundle is signed with.
+
+    With ``trusted_keys`` empty, any valid signature is accepted (integrity only);
+    otherwise the signing key must be one of them.  ``bundle_name`` (default: the
+    directory name) labels the errors, which carry upstream's texts:
+
+    * :class:`MalformedTrustedKey` - a trusted key is not a valid Ed25519 point
+    * :class:`UnsignedBundle` - there is no ``bundle.sig``
+    * :class:`MalformedSignature` - ``bundle.sig`` has a wrong length, magic or version
+    * :class:`UntrustedSigningKey` - signed by a key not in ``trusted_keys``
+    * :class:`SignatureVerificationFailed` - the files do not match the signature, or
+      the bundle cannot be digested (``reason`` says why)
+    """
+    root = Path(bundle_dir)
+    name = bundle_name if bundle_name is not None else root.name
+    trusted = [bytes(k) for k in trusted_keys]
+    for k in trusted:
+        if len(k) != 32 or _decompress(k) is None:
+            reason = (_BAD_POINT if len(k) == 32
+                      else f"an Ed25519 public key is 32 bytes, not {len(k)}")
+            raise MalformedTrustedKey(f"host trusted-key allowlist contains a malformed Ed25519 "
+                                      f"key for bundle `{name}`: {reason}",
+                                      bundle=name, reason=reason)
+
+    def failed(reason: str, cls: type = SignatureVerificationFailed) -> PolyplugError:
+        return cls(f"signature verification failed for bundle `{name}`: {reason}",
+                   bundle=name, reason=reason)
+
+    try:
+        data = (root / SIG_FILE).read_bytes()
+    except FileNotFoundError:
+        raise UnsignedBundle(f"bundle `{name}` is not signed and signature_policy is Required",
+                             bundle=name) from None
+    except OSError as err:
+        raise failed(f"cannot read {SIG_FILE} in bundle `{root}`: {err.strerror or err}") from None
+    if len(data) != _SIG_LEN:
+        raise failed(f"{SIG_FILE} is malformed (expected {_SIG_LEN} bytes, found {len(data)}) "
+                     f"in bundle `{root}`", MalformedSignature)
+    if data[:6] != _SIG_MAGIC:
+        raise failed(f"{SIG_FILE} has invalid magic bytes in bundle `{root}`", MalformedSignature)
+    if data[6] != _SIG_VERSION:
+        raise failed(f"{SIG_FILE} has unsupported format version {data[6]} in bundle `{root}`",
+                     MalformedSignature)
+    public, signature = data[7:39], data[39:]
+    if _decompress(public) is None:
+        raise failed(_BAD_POINT)
+    if trusted and public not in trusted:
+        raise UntrustedSigningKey(
+            f"bundle `{name}` is signed by a key that is not in the host's trusted-key "
+            f"allowlist (signature_policy=Required with key pinning)", bundle=name, key=public)
+    try:
+        digest = bundle_digest(root)
+    except SigningError as err:
+        raise failed(str(err)) from err
+    if not _verify_strict(public, signature, digest):
+        raise failed(_MISMATCH)
+    return public
+
+
+# ── command line (wired into ``python -m polyplug`` by __main__) ─────────────
+
+
+def _error(exc: BaseException) -> int:
+    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
+def cli_keygen(out_prefix: PathLike, force: bool = False) -> int:
+    """``keygen``: write ``<prefix>.key`` (signing seed, mode 0600) and ``<prefix>.pub``."""
+    key_path, pub_path = Path(f"{os.fspath(out_prefix)}.key"), Path(f"{os.fspath(out_prefix)}.pub")
+    existing = [str(p) for p in (key_path, pub_path) if p.exists()]
+    if existing and not force:
+        return _error(FileExistsError(f"{' and '.join(existing)} already exist(s); "
+                                      f"pass --force to overwrite"))
+    seed, public = generate_key()
+    try:
+        write_key_file(key_path, KeyKind.SigningSeed, seed)
+        write_key_file(pub_path, KeyKind.VerifyingKey, public)
+    except OSError as exc:
+        return _error(exc)
+    print(f"wrote {key_path} (signing key: keep it secret) and {pub_path} "
+          f"(public key {public.hex()})")
+    return 0
+
+
+def cli_sign(bundle_dir: PathLike, key_path: PathLike) -> int:
+    """``sign``: sign a bundle with the signing seed in ``key_path``."""
+    try:
+        kind, seed = read_key_file(key_path)
+        if kind is not KeyKind.SigningSeed:
+            raise SigningError(f"key file `{os.fspath(key_path)}` holds a public key; "
+                               f"signing needs the signing key (the .key file)",
+                               path=os.fspath(key_path))
+        sig_path = sign_bundle(bundle_dir, seed)
+    except (PolyplugError, OSError) as exc:
+        return _error(exc)
+    print(f"signed {os.fspath(bundle_dir)}: wrote {sig_path} (key {public_key(seed).hex()})")
+    return 0
+
+
+def _bundle_label(bundle_dir: PathLike) -> str:
+    from polyplug.manifest import read_manifest
+
+    try:
+        return read_manifest(bundle_dir).name
+    except PolyplugError:
+        return Path(bundle_dir).resolve().name
+
+
+def cli_verify(bundle_dir: PathLike, pub_paths: Sequence[PathLike] = ()) -> int:
+    """``verify``: check a bundle's signature, pinned to the given ``.pub`` files if any."""
+    try:
+        trusted = []
+        for p in pub_paths:
+            kind, key = read_key_file(p)
+            if kind is not KeyKind.VerifyingKey:
+                raise SigningError(f"key file `{os.fspath(p)}` holds a signing key; "
+                                   f"verify takes public keys (.pub files)", path=os.fspath(p))
+            trusted.append(key)
+        name = _bundle_label(bundle_dir)
+        public = verify_bundle(bundle_dir, name, trusted)
+    except (PolyplugError, OSError) as exc:
+        return _error(exc)
+    how = ("a trusted key" if trusted
+           else "an unpinned key (integrity only: pass --key to check who signed it)")
+    print(f"ok: bundle `{name}` is signed by {how}: {public.hex()}")
+    return 0
+
+
+def add_cli_commands(subparsers: Any) -> None:
+    """Register ``keygen``, ``sign`` and ``verify`` on an argparse subparsers object."""
+    p = subparsers.add_parser("keygen", help="create an Ed25519 key pair for signing bundles",
+                              description="Write PREFIX.key (the signing key, mode 0600; keep "
+                              "it secret) and PREFIX.pub (the public key to pin in "
+                              "RuntimeConfig.trusted_keys).")
+    p.add_argument("prefix", help="output path without extension, e.g. keys/release")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(func=lambda args: cli_keygen(args.prefix, args.force))
+    p = subparsers.add_parser("sign", help="sign a bundle (writes DIR/bundle.sig)")
+    p.add_argument("dir", help="the bundle directory")
+    p.add_argument("--key", required=True, metavar="FILE", help="the signing key (.key)")
+    p.set_defaults(func=lambda args: cli_sign(args.dir, args.key))
+    p = subparsers.add_parser("verify", help="check a bundle's signature",
+                              description="Check DIR/bundle.sig against the bundle's files.  "
+                              "With --key, the bundle must also be signed by one of the "
+                              "given public keys.")
+    p.add_argument("dir", help="the bundle directory")
+    p.add_argument("--key", action="append", default=[], metavar="FILE",
+                   help="a trusted public key (.pub); repeatable")
+    p.set_defaults(func=lambda args: cli_verify(args.dir, args.key))
