@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """polyplug benchmarks: one command, one table (min / median over repeated runs).
 
     python benchmarks/run.py [--quick] [--upstream] [--repeat N] [--save FILE]
@@ -24,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -73,7 +73,7 @@ def _cbuild():
     return mod
 
 
-def _shared_object(name: str, sources: List[Path], flags: List[str]) -> Path:
+def _shared_object(name: str, sources: list[Path], flags: list[str]) -> Path:
     """cc -shared, rebuilt only when the sources or flags change."""
     out = BUILD / f"{name}.so"
     key = hashlib.sha256(" ".join(flags).encode())
@@ -88,7 +88,7 @@ def _shared_object(name: str, sources: List[Path], flags: List[str]) -> Path:
     cc = shlex.split(os.environ.get("CC") or "cc")
     cmd = [*cc, "-O2", "-g", "-shared", "-fPIC", "-Wall", "-Wextra", *flags,
            *map(str, sources), "-o", str(out), "-pthread", "-ldl"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"building {name} failed:\n$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
     stamp.write_text(key.hexdigest())
@@ -100,7 +100,7 @@ class Tools:
     bench_dispatch: Path
     bench_load: Path
     alloc_count: Path
-    bench_loops_so: Optional[Path] = None
+    bench_loops_so: Path | None = None
 
 
 def build(upstream: bool) -> Tools:
@@ -134,7 +134,7 @@ def generate_bundles(count: int) -> None:
     """GENERATED/bench_NNNN: copies of the bench bundle, each under its own name."""
     template = (BUNDLE / "manifest.toml").read_text()
     base_id = str(_fnv1a64(b"bench"))
-    assert f'name = "bench"' in template and base_id in template
+    assert 'name = "bench"' in template and base_id in template
     for i in range(max(count, 2)):
         name = f"bench_{i:04d}"
         d = GENERATED / name
@@ -153,13 +153,13 @@ def _venv_python() -> Path:
     return UPSTREAM_VENV / "bin" / "python"
 
 
-def ensure_upstream() -> Dict[str, str]:
+def ensure_upstream() -> dict[str, str]:
     """Create build/upstream-venv with upstream 0.1.3 if needed; the env for its runs."""
     py = _venv_python()
     probe = [str(py), "-c",
-             "import importlib.metadata as m, cffi, polyplug_loaders_lua; "
-             "print(m.version('polyplug'), m.version('polyplug-loaders-lua'))"]
-    ok = py.is_file() and subprocess.run(probe, capture_output=True, text=True,
+             ("import importlib.metadata as m, cffi, polyplug_loaders_lua; "
+             "print(m.version('polyplug'), m.version('polyplug-loaders-lua'))")]
+    ok = py.is_file() and subprocess.run(probe, check=False, capture_output=True, text=True,
                                          cwd=BUILD).stdout.split() == ["0.1.3", "0.1.3"]
     if not ok:
         print(f"installing upstream 0.1.3 into {UPSTREAM_VENV} ...", file=sys.stderr)
@@ -174,8 +174,8 @@ def ensure_upstream() -> Dict[str, str]:
     return {"POLYPLUG_LIB": str(libs[0])}
 
 
-def _check_run(cmd: List[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BUILD)
+def _check_run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=BUILD)
     if proc.returncode != 0:
         sys.exit(f"{what} failed:\n$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
 
@@ -187,16 +187,16 @@ def _check_run(cmd: List[str], what: str) -> None:
 class Results:
     """values[system][key] = one value per repeat; bad[system][key] = wrong results."""
 
-    values: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
-    bad: Dict[str, Dict[str, int]] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    bad: dict[str, dict[str, int]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
     def add(self, system: str, key: str, value: float, bad: int) -> None:
         self.values.setdefault(system, {}).setdefault(key, []).append(value)
         b = self.bad.setdefault(system, {})
         b[key] = b.get(key, 0) + bad
 
-    def series(self, system: str, key: str) -> List[float]:
+    def series(self, system: str, key: str) -> list[float]:
         return self.values.get(system, {}).get(key, [])
 
 
@@ -204,12 +204,12 @@ class Results:
 class Job:
     system: str  # "ours" or "upstream"
     name: str
-    argv: List[str]
-    env: Dict[str, str] = field(default_factory=dict)
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: Optional[Dict[str, str]]
-                    ) -> List[Job]:
+def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str] | None
+                    ) -> list[Job]:
     bundle, gen = str(BUNDLE), str(GENERATED)
     py = sys.executable
     preload = {"LD_PRELOAD": str(tools.alloc_count)}
@@ -260,7 +260,8 @@ def run_job(job: Job, results: Results) -> None:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(job.env)
-    proc = subprocess.run(job.argv, capture_output=True, text=True, env=env, cwd=BUILD)
+    proc = subprocess.run(job.argv, check=False, capture_output=True, text=True, env=env,
+                          cwd=BUILD)
     got = 0
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
@@ -275,7 +276,7 @@ def run_job(job: Job, results: Results) -> None:
 
 # ── the table ────────────────────────────────────────────────────────────────
 
-Getter = Callable[[Dict[str, float]], Optional[float]]
+Getter = Callable[[dict[str, float]], Optional[float]]
 
 
 @dataclass
@@ -284,15 +285,15 @@ class Row:
     unit: str
     get: Getter                      # one repeat's values -> this row's value
     target: str = "—"
-    check: Optional[Callable[[float, "Ctx"], bool]] = None
+    check: Callable[[float, Ctx], bool] | None = None
     upstream: bool = True            # measure/compare the same getter for upstream
-    up_get: Optional[Getter] = None  # upstream's value, when it is another key
+    up_get: Getter | None = None  # upstream's value, when it is another key
     ratio: bool = True               # print our/upstream (lower-is-better figures only)
 
 
 @dataclass
 class Ctx:
-    ours: Dict[str, List[float]]     # medians by key (for targets relative to our figures)
+    ours: dict[str, list[float]]     # medians by key (for targets relative to our figures)
     p: Params
 
 
@@ -320,10 +321,10 @@ VM_VARIANTS = [f"c.{f}.{i}{a}" for f in ("add", "noop") for i in ("null", "inst"
                for a in ("", ".arena")]
 
 
-def rows(p: Params) -> List[object]:
+def rows(p: Params) -> list[str | Row]:
     """The table: Rows, and strings for section headings."""
     def two_x1_check(m: float, ctx: Ctx) -> bool:
-        one = ctx.ours.get("threads.1")
+        one = ctx.ours.get("threads.1") or []
         return bool(one) and m <= 1.2 * statistics.median(one)
 
     return [
@@ -341,10 +342,14 @@ def rows(p: Params) -> List[object]:
         Row("floor: bare lua_pcall add, plain LuaJIT state", "ns", key("floor.add"),
             upstream=False),
         Row("floor: bare lua_pcall no-op", "ns", key("floor.noop"), upstream=False),
+        Row("floor + an uncontended lock pair, add (diagnostic)", "ns",
+            key("floor.add.locked"), upstream=False),
+        Row("floor + an uncontended lock pair, no-op (diagnostic)", "ns",
+            key("floor.noop.locked"), upstream=False),
         Row("vm.call add − floor add", "ns", diff("c.add.null", "floor.add"), upstream=False),
         Row("vm.call no-op − floor no-op", "ns", diff("c.noop.null", "floor.noop"),
             upstream=False),
-        Row("C indirect call of a C add (same loop)", "ns", key("c.plain_fn")),
+        Row("C indirect call of a C add (same loop)", "ns", key("c.plain_fn"), ratio=False),
         f"Allocations per call ({p.alloc_calls:,} calls, malloc interposer)",
         Row("heap allocations, add (null instance)", "/call", key("c.add.null.allocs"),
             "0", le(0)),
@@ -411,11 +416,11 @@ def rows(p: Params) -> List[object]:
     ]
 
 
-def per_repeat(results: Results, system: str, repeat: int) -> Dict[str, float]:
+def per_repeat(results: Results, system: str, repeat: int) -> dict[str, float]:
     return {k: v[repeat] for k, v in results.values.get(system, {}).items() if len(v) > repeat}
 
 
-def row_series(results: Results, system: str, row: Row, repeats: int) -> List[float]:
+def row_series(results: Results, system: str, row: Row, repeats: int) -> list[float]:
     get = row.up_get if system == "upstream" and row.up_get is not None else row.get
     out = []
     for r in range(repeats):
@@ -425,7 +430,7 @@ def row_series(results: Results, system: str, row: Row, repeats: int) -> List[fl
     return out
 
 
-def fmt(v: Optional[float]) -> str:
+def fmt(v: float | None) -> str:
     if v is None:
         return ""
     a = abs(v)
@@ -479,6 +484,20 @@ def render(results: Results, p: Params, with_upstream: bool) -> str:
     return "\n".join(lines)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes spent busy, CPU seconds this run and its children
+    spent), both since boot / start; their deltas give the load others caused."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = float("nan")
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def machine() -> str:
     cpu = "unknown"
     try:
@@ -488,18 +507,13 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    cc = subprocess.run(shlex.split(os.environ.get("CC") or "cc") + ["--version"],
-                        capture_output=True, text=True).stdout.splitlines()
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "?"
+    cc = subprocess.run([*shlex.split(os.environ.get("CC") or "cc"), "--version"],
+                        check=False, capture_output=True, text=True).stdout.splitlines()
     return (f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
-            f"Python {platform.python_version()}, {cc[0] if cc else 'cc'}; "
-            f"load average at the end: {load}")
+            f"Python {platform.python_version()}, {cc[0] if cc else 'cc'}")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts, a smoke run")
     ap.add_argument("--upstream", action="store_true",
@@ -513,6 +527,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     BUILD.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
+    cpu_start = cpu_seconds()
     tools = build(opts.upstream)
     generate_bundles(p.bundles)
     upstream_env = ensure_upstream() if opts.upstream else None
@@ -538,16 +553,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             if n:
                 notes.append(f"WRONG RESULTS: {system} {k}: {n} bad calls")
     notes += [f"ERROR: {e}" for e in results.errors]
+    cpu_end = cpu_seconds()
+    others = ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / (
+        elapsed * (os.cpu_count() or 1))
+    loads = f"other processes used {max(others, 0.0):.0%} of the CPU during the run"
+    if others > 0.20:
+        notes.append("NOTE: other processes kept the machine busy during the run; medians "
+                     "(threads above all) are inflated: compare the min column, or run "
+                     "again on a quiet machine")
     header = (f"{command}  —  {p.repeat} repeats, {elapsed:.0f} s\n"
-              f"machine: {machine()}\n")
+              f"machine: {machine()}\n{loads}\n")
     print(header)
     print(table)
-    for n in notes:
-        print(n)
+    for note in notes:
+        print(note)
     if opts.save:
         opts.save.write_text(f"`{command}` — {p.repeat} repeats, {elapsed:.0f} s\n\n"
-                             f"Machine: {machine()}\n\n{table}\n"
-                             + "".join(f"\n{n}" for n in notes) + "\n")
+                             f"Machine: {machine()}; {loads}.\n\n{table}\n"
+                             + "".join(f"\n{note}" for note in notes) + "\n")
     return 1 if results.errors else 0
 
 

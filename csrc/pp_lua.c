@@ -193,21 +193,37 @@ static void init_result_free(init_result *r, bool close_vm) {
 
 /* InitFailed with `detail` as the inner error text. */
 static int32_t init_failed(pp_error *err, const char *bundle, const char *detail) {
-    return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
-                    "init failed for bundle `%s`: %s", bundle, detail);
+    /* The error line names file and line; the stack traceback (with addresses of C
+     * frames) would make messages differ between runs, so it is left out. */
+    char text[2048];
+    ppi_strlcpy(text, sizeof text, detail);
+    char *tb = strstr(text, "\nstack traceback:");
+    if (tb) *tb = '\0';
+    return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, text,
+                    "init failed for bundle `%s`: %s", bundle, text);
 }
 
 static int compare_pending(const void *a, const void *b) {
     return strcmp(((const pending *)a)->name, ((const pending *)b)->name);
 }
 
-/* Read registrations[key] (value on top of the stack) into `p`; pops nothing. */
+/* Push t[key] without metamethods (a guest's __index must not run unprotected, and
+ * registrations are plain data). */
+static void raw_field(lua_State *L, int idx, const char *key) {
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    lua_pushstring(L, key);
+    lua_rawget(L, idx);
+}
+
+/* Read registrations[key] (value on top of the stack) into `p`; pops nothing.
+ * Runs inside collect_registrations (protected); `handler` is the traceback handler's
+ * index in that frame. */
 static bool read_registration(lua_State *L, const char *bundle, const HostApi *host, pending *p,
-                              char *why, size_t why_len) {
+                              int handler, char *why, size_t why_len) {
     int t = lua_gettop(L);
     const char *name = p->name;
     /* contract_version: the major; missing -> 1 */
-    lua_getfield(L, t, "contract_version");
+    raw_field(L, t, "contract_version");
     if (lua_isnil(L, -1)) {
         p->major = 1;
     } else if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING) {
@@ -230,7 +246,7 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     }
     lua_pop(L, 1);
     /* plugin_name: default = the bundle's name */
-    lua_getfield(L, t, "plugin_name");
+    raw_field(L, t, "plugin_name");
     size_t pl = 0;
     const char *pn = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &pl) : NULL;
     if (pn && ppi_utf8_valid((const uint8_t *)pn, pl) && pl > 0)
@@ -243,7 +259,7 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
         return false;
     }
     /* functions: 0-based, counted up to the first nil */
-    lua_getfield(L, t, "functions");
+    raw_field(L, t, "functions");
     if (!lua_istable(L, -1)) {
         snprintf(why, why_len,
                  "Lua handlers error: missing functions table for contract '%s': expected a "
@@ -290,7 +306,7 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     }
     lua_pop(L, 1);
     /* factory: required; build the default impl now */
-    lua_getfield(L, t, "factory");
+    raw_field(L, t, "factory");
     if (!lua_isfunction(L, -1)) {
         snprintf(why, why_len,
                  "Lua handlers error: contract '%s' needs a `factory` function "
@@ -301,7 +317,7 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     lua_pushvalue(L, -1);
     p->factory_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     ppi_lua_push_pointer(L, host);
-    if (lua_pcall(L, 1, 1, STACK_TRACEBACK) != 0) {
+    if (lua_pcall(L, 1, 1, handler) != 0) {
         snprintf(why, why_len,
                  "factory for contract '%s' failed building the default instance: %s", name,
                  ppi_lua_error_text(L));
@@ -312,6 +328,97 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     p->instances_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, t);
     return true;
+}
+
+/* What collect_registrations reads into, and how it failed. */
+typedef struct collect_ctx {
+    const char *bundle;
+    const HostApi *host;
+    init_result *res;
+    bool failed;
+    char detail[2048];
+} collect_ctx;
+
+enum { MAX_CONTRACT_NAME = 256 }; /* bytes; keeps every derived name in fixed buffers */
+
+static int collect_fail(collect_ctx *cx, const char *fmt, const char *a, const char *b) {
+    snprintf(cx->detail, sizeof cx->detail, fmt, a, b);
+    cx->failed = true;
+    return 0;
+}
+
+/* lua_CFunction(ctx, registrations, status, traceback): validate the status table and
+ * read every registration (sorted by name) into ctx->res.  Plain failures are
+ * reported through ctx; Lua errors (a hostile metamethod in a factory, memory) are
+ * caught by the caller's lua_pcall. */
+static int collect_registrations(lua_State *L) {
+    collect_ctx *cx = lua_touserdata(L, 1);
+    enum { REGS = 2, STATUS = 3, HANDLER = 4 };
+    init_result *res = cx->res;
+    raw_field(L, STATUS, "code");
+    lua_Number code = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    if (code != 0) {
+        raw_field(L, STATUS, "message");
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (msg && *msg) return collect_fail(cx, "%s%s", msg, "");
+        snprintf(cx->detail, sizeof cx->detail, "Lua polyplug_init returned error code %.0f",
+                 code);
+        cx->failed = true;
+        return 0;
+    }
+    /* collect the entries, then read them in name order (deterministic slots) */
+    size_t cap = 0;
+    lua_pushnil(L);
+    while (lua_next(L, REGS) != 0) {
+        /* key at -2, value at -1 */
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+            return collect_fail(cx,
+                                "Lua handlers iteration error: every registrations entry must "
+                                "be [\"<contract name>\"] = { ... }, found a %s key with a %s "
+                                "value",
+                                luaL_typename(L, -2), luaL_typename(L, -1));
+        size_t kl;
+        const char *key = lua_tolstring(L, -2, &kl);
+        if (kl == 0 || !ppi_utf8_valid((const uint8_t *)key, kl) || memchr(key, '@', kl) ||
+            strlen(key) != kl)
+            return collect_fail(cx,
+                                "registration key '%s' must be the bare contract name "
+                                "(non-empty UTF-8, no '@'); put the major version in "
+                                "contract_version%s",
+                                key, "");
+        if (kl > MAX_CONTRACT_NAME) {
+            snprintf(cx->detail, sizeof cx->detail,
+                     "registration key '%.40s...' is too long (%zu bytes; contract names have "
+                     "at most %d)",
+                     key, kl, MAX_CONTRACT_NAME);
+            cx->failed = true;
+            return 0;
+        }
+        if (!ppi_grow((void **)&res->items, &cap, res->len + 1, sizeof(pending)))
+            return collect_fail(cx, "out of memory%s%s", "", "");
+        memset(&res->items[res->len], 0, sizeof(pending));
+        res->items[res->len].name = ppi_strdup(key);
+        if (!res->items[res->len].name) return collect_fail(cx, "out of memory%s%s", "", "");
+        res->len++;
+        lua_pop(L, 1);
+    }
+    if (res->len == 0)
+        return collect_fail(cx,
+                            "Lua plugin registered no contracts: polyplug_init returned an "
+                            "empty registrations table%s%s",
+                            "", "");
+    qsort(res->items, res->len, sizeof(pending), compare_pending);
+    for (size_t i = 0; i < res->len; i++) {
+        raw_field(L, REGS, res->items[i].name);
+        if (!read_registration(L, cx->bundle, cx->host, &res->items[i], HANDLER, cx->detail,
+                               sizeof cx->detail)) {
+            cx->failed = true;
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
 }
 
 /* Run the entry chunk and polyplug_init in `L` and read the registrations. */
@@ -325,7 +432,8 @@ static int32_t run_entry(pp_runtime *rt, lua_State *L, const pp_manifest *m,
                  ppi_lua_error_text(L));
         return init_failed(err, bundle, detail);
     }
-    lua_getglobal(L, "polyplug_init");
+    lua_pushliteral(L, "polyplug_init");
+    lua_rawget(L, LUA_GLOBALSINDEX); /* no metamethods outside a protected call */
     if (!lua_isfunction(L, -1)) {
         snprintf(detail, sizeof detail,
                  "Lua plugin missing polyplug_init function: bundle=%s (the entry file must "
@@ -352,61 +460,24 @@ static int32_t run_entry(pp_runtime *rt, lua_State *L, const pp_manifest *m,
                  luaL_typename(L, regs), luaL_typename(L, status));
         return init_failed(err, bundle, detail);
     }
-    lua_getfield(L, status, "code");
-    lua_Number code = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-    lua_pop(L, 1);
-    if (code != 0) {
-        lua_getfield(L, status, "message");
-        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        if (msg && *msg)
-            snprintf(detail, sizeof detail, "%s", msg);
-        else
-            snprintf(detail, sizeof detail, "Lua polyplug_init returned error code %.0f", code);
+    /* Reading the tables allocates and calls factories: do it all protected. */
+    collect_ctx cx;
+    memset(&cx, 0, sizeof cx);
+    cx.bundle = bundle;
+    cx.host = &rt->api;
+    cx.res = res;
+    lua_pushcfunction(L, collect_registrations);
+    lua_pushlightuserdata(L, &cx);
+    lua_pushvalue(L, regs);
+    lua_pushvalue(L, status);
+    lua_pushvalue(L, STACK_TRACEBACK);
+    if (lua_pcall(L, 4, 0, STACK_TRACEBACK) != 0) {
+        snprintf(detail, sizeof detail, "Lua polyplug_init result could not be read: %s",
+                 ppi_lua_error_text(L));
         return init_failed(err, bundle, detail);
     }
-    /* collect the entries, then read them in name order (deterministic slots) */
-    size_t cap = 0;
-    lua_pushnil(L);
-    while (lua_next(L, regs) != 0) {
-        /* key at -2, value at -1 */
-        if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1)) {
-            snprintf(detail, sizeof detail,
-                     "Lua handlers iteration error: every registrations entry must be "
-                     "[\"<contract name>\"] = { ... }, found a %s key with a %s value",
-                     luaL_typename(L, -2), luaL_typename(L, -1));
-            return init_failed(err, bundle, detail);
-        }
-        size_t kl;
-        const char *key = lua_tolstring(L, -2, &kl);
-        if (kl == 0 || !ppi_utf8_valid((const uint8_t *)key, kl) || memchr(key, '@', kl) ||
-            strlen(key) != kl) {
-            snprintf(detail, sizeof detail,
-                     "registration key '%s' must be the bare contract name (non-empty UTF-8, "
-                     "no '@'); put the major version in contract_version",
-                     key);
-            return init_failed(err, bundle, detail);
-        }
-        if (!ppi_grow((void **)&res->items, &cap, res->len + 1, sizeof(pending)))
-            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
-        memset(&res->items[res->len], 0, sizeof(pending));
-        res->items[res->len].name = ppi_strdup(key);
-        if (!res->items[res->len].name)
-            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
-        res->len++;
-        lua_pop(L, 1);
-    }
-    if (res->len == 0)
-        return init_failed(err, bundle,
-                           "Lua plugin registered no contracts: polyplug_init returned an "
-                           "empty registrations table");
-    qsort(res->items, res->len, sizeof(pending), compare_pending);
-    for (size_t i = 0; i < res->len; i++) {
-        lua_getfield(L, regs, res->items[i].name);
-        if (!read_registration(L, bundle, &rt->api, &res->items[i], detail, sizeof detail))
-            return init_failed(err, bundle, detail);
-        lua_pop(L, 1);
-    }
     lua_settop(L, STACK_BASE);
+    if (cx.failed) return init_failed(err, bundle, cx.detail);
     return PP_OK;
 }
 
@@ -737,6 +808,22 @@ static void free_list(lua_contract *c) {
     }
 }
 
+/* First load: give `b` its VM and a complete record per registration before any of
+ * them is published. */
+static int32_t attach_first(lua_bundle *b, init_result *res, const char *bundle,
+                            pp_error *err) {
+    for (size_t i = 0; i < res->len; i++) {
+        lua_contract *c = contract_new(b, &res->items[i]);
+        if (!c) return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        contract_adopt(c, &res->items[i]);
+        c->next = b->contracts;
+        b->contracts = c;
+    }
+    b->L = res->L;
+    res->L = NULL;
+    return PP_OK;
+}
+
 /* Load or reload `m` into `rt`; `existing` is the bundle being reloaded, or NULL. */
 static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
                            const pp_source *src, lua_bundle *existing, pp_error *err) {
@@ -765,19 +852,33 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     init_result res;
     lua_contract *fresh = NULL;
     st = run_init(rt, &ld->config, m, src, bundle, &res, err);
+    /* A first load publishes each contract as it registers it, so its records must be
+     * complete before: attach them first.  A reload registers into pending slots and
+     * swaps only once everything succeeded. */
+    if (st == PP_OK && !existing) st = attach_first(b, &res, bundle, err);
     if (st == PP_OK) st = register_all(b, &res, &fresh, bundle, err);
     pp_runtime_end_init(rt);
     if (st != PP_OK) {
         if (!existing) {
-            /* nothing of a failed first load may stay registered */
+            /* nothing of a failed first load may stay registered, and calls that
+             * found an early contract must finish before the VM goes */
             ppi_registry_invalidate(&rt->reg, m->id);
+            ppi_calls_drain(rt);
             bundle_free(b);
         }
         free_list(fresh);
         init_result_free(&res, true);
         return st;
     }
-    /* Commit: swap the new VM in under the bundle lock, then close the old one. */
+    if (!existing) {
+        init_result_free(&res, false);
+        pthread_mutex_lock(&ld->lock);
+        b->next = ld->bundles;
+        ld->bundles = b;
+        pthread_mutex_unlock(&ld->lock);
+        return PP_OK;
+    }
+    /* Reload commit: swap the new VM in under the bundle lock, then close the old one. */
     ppi_lock_acquire(&b->lock);
     lua_State *old = b->L;
     for (lua_contract *c = b->contracts; c; c = c->next) c->retired = true;
@@ -803,12 +904,6 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     ppi_lock_release(&b->lock);
     ppi_lua_vm_close(old);
     init_result_free(&res, false);
-    if (!existing) {
-        pthread_mutex_lock(&ld->lock);
-        b->next = ld->bundles;
-        ld->bundles = b;
-        pthread_mutex_unlock(&ld->lock);
-    }
     return PP_OK;
 }
 

@@ -492,9 +492,13 @@ class Runtime:
         cm = _manifest_to_c(manifest, keep)
         src = source._to_c(keep)
         err = new_error()
+        # Record the manifest before its contracts are published: a thread asking
+        # rt.contract() the moment they appear must already see their signatures.
+        fresh = self._manifests.setdefault(manifest.id, manifest) is manifest
         lib.pp_runtime_load(self._ptr(), cm, src, err)
+        if err.status and fresh:
+            self._manifests.pop(manifest.id, None)
         check(err)
-        self._manifests[manifest.id] = manifest
 
     def reload_bundle(self, path: PathLike) -> None:
         """Hot-reload a loaded bundle from disk.

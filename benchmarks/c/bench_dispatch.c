@@ -18,6 +18,7 @@
  * five arguments, on a plain luaL_newstate() + luaL_openlibs() state; it runs through
  * the same loop (bench_loops.c) as the real vm.call.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,21 @@ static void floor_call(VmLoaderData loader_data, GuestContractInstance instance,
     if (rc != 0) lua_settop(L, 1);
     out_err->code = rc == 0 ? 0 : 1;
     out_err->message = (StringView){NULL, 0};
+}
+
+/* The floor plus what any thread-safe trampoline pays at least: one uncontended
+ * lock acquire (lock cmpxchg) and release (xchg), as a diagnostic row. */
+static _Atomic uint32_t floor_lock;
+
+static void floor_call_locked(VmLoaderData loader_data, GuestContractInstance instance,
+                              uint32_t fn_id, const void *args, void *out, CallArena *arena,
+                              AbiError *out_err) {
+    uint32_t expected = 0;
+    while (!atomic_compare_exchange_strong_explicit(&floor_lock, &expected, 1,
+                                                    memory_order_acquire, memory_order_relaxed))
+        expected = 0;
+    floor_call(loader_data, instance, fn_id, args, out, arena, out_err);
+    atomic_exchange_explicit(&floor_lock, 0, memory_order_release);
 }
 
 static floor_vm *floor_new(const char *dir) {
@@ -99,7 +115,7 @@ enum { MAX_VARIANTS = 16 };
 
 typedef struct setup {
     pp_runtime *rt;
-    bench_target null_inst, real_inst, floor, plain;
+    bench_target null_inst, real_inst, floor, floor_locked, plain;
     CallArena *arena;
     variant v[MAX_VARIANTS];
     int nv;
@@ -122,6 +138,7 @@ static void setup_init(setup *s, const char *dir) {
     if (!s->arena) bench_die("pp_arena_new", NULL);
     floor_vm *f = floor_new(dir);
     s->floor = (bench_target){floor_call, {f}, {NULL, 0}};
+    s->floor_locked = (bench_target){floor_call_locked, {f}, {NULL, 0}};
     s->plain = (bench_target){bench_plain_add, {NULL}, {NULL, 0}};
 
     add_variant(s, "c.add.null", &s->null_inst, BENCH_FN_ADD, 0, 1, false);
@@ -136,6 +153,8 @@ static void setup_init(setup *s, const char *dir) {
                 false);
     add_variant(s, "floor.add", &s->floor, BENCH_FN_ADD, 0, 1, false);
     add_variant(s, "floor.noop", &s->floor, BENCH_FN_NOOP, 0, 0, false);
+    add_variant(s, "floor.add.locked", &s->floor_locked, BENCH_FN_ADD, 0, 1, false);
+    add_variant(s, "floor.noop.locked", &s->floor_locked, BENCH_FN_NOOP, 0, 0, false);
     add_variant(s, "c.plain_fn", &s->plain, BENCH_FN_ADD, 0, 1, false);
 }
 

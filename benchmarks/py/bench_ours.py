@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from benchcommon import args, die, emit, per_call_ns, rss_kib, rotated
+from benchcommon import args, die, emit, per_call_ns, rotated, rss_kib
 
 from polyplug import (
     BundleSource,
@@ -44,7 +44,7 @@ def _iface(rt: Runtime) -> Any:
 # ── the Pythonic call layer (issue 6) ───────────────────────────────────────
 
 
-def pythonic_loop(rt: Runtime, fn: str) -> Optional[Callable[[int], None]]:
+def pythonic_loop(rt: Runtime, fn: str) -> Callable[[int], None] | None:
     """A loop ``f(n)`` making n calls through the Pythonic call layer (issue 6):
     ``rt.contract("bench", 1)``, typed by the bench manifest's
     ``[contracts."bench@1".functions]`` table.  None when the layer is missing (the
@@ -128,7 +128,7 @@ def mode_calls(bundle_dir: str, n: int, rot: int) -> None:
         for _ in range(k):
             f(iface, null, 0, 0, a, out, null, err)
 
-    variants: list[tuple[str, Optional[Callable[[int], None]], int]] = [
+    variants: list[tuple[str, Callable[[int], None] | None, int]] = [
         ("py.add.pp_call", api_mode(FN_ADD), FN_ADD),
         ("py.add.fnptr", fn_pointer(FN_ADD), FN_ADD),
         ("py.add.ctypes", via_ctypes(FN_ADD), FN_ADD),

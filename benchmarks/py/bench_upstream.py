@@ -24,16 +24,16 @@ import ctypes
 import os
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable
 
-from benchcommon import args, die, emit, per_call_ns, rss_kib, rotated
+from benchcommon import args, die, emit, per_call_ns, rotated, rss_kib
 
 import polyplug
 
 if "site-packages" not in (polyplug.__file__ or ""):
     die(f"imported the wrong polyplug ({polyplug.__file__}); run with the upstream venv")
 
-from polyplug_abi import (  # noqa: E402
+from polyplug_abi import (
     AbiError,
     GuestContractHandle,
     GuestContractInstance,
@@ -42,7 +42,7 @@ from polyplug_abi import (  # noqa: E402
     RuntimeConfig,
     guest_contract_id,
 )
-from polyplug_loaders_lua import register_lua_loader  # noqa: E402
+from polyplug_loaders_lua import register_lua_loader
 
 # Upstream picks its cffi backend whenever cffi is importable (F8); cffi is in this
 # venv only for the cffi-ABI call figure, so keep upstream on its faster ctypes
@@ -53,7 +53,7 @@ FN_ADD, FN_NOOP, FN_GC_BYTES, FN_GC_CTL = 0, 1, 2, 3
 CID = guest_contract_id("bench", 1)
 IFACE_CALL_OFFSET, IFACE_LOADER_DATA_OFFSET = 40, 48  # GuestContractInterface.dispatch.vm
 
-_loops: Optional[ctypes.CDLL] = None
+_loops: ctypes.CDLL | None = None
 
 
 def loops() -> ctypes.CDLL:
@@ -130,7 +130,7 @@ class Upstream:
 
 
 def _loop(call: int, data: int, inst: tuple[int, int], fn: int, expect: int, check: int,
-          arena: Optional[int], n: int, count_allocs: bool) -> tuple[float, float, int]:
+          arena: int | None, n: int, count_allocs: bool) -> tuple[float, float, int]:
     out = (ctypes.c_double * 3)()
     loops().bench_flat_loop(call, data, inst[0], inst[1], fn, expect, check, arena, n,
                             int(count_allocs), out)
