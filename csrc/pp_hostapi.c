@@ -634,10 +634,7 @@ bool pp_cancel_requested(const pp_cancel *token) {
 
 uint32_t pp_call_frame_invoke(pp_call_frame *f) {
     if (PP_UNLIKELY(!f)) return AbiErrorCode_InvalidPointer;
-    if (PP_LIKELY(!f->timeout_ns && !f->cancel))
-        return pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
-                              f->instance_contract_id, f->fn_id, f->args, f->out, f->arena,
-                              &f->err);
+    /* the frame's limits replace (not add to) any pp_set_call_limits of this thread */
     uint64_t saved_timeout = thread_timeout_ns;
     pp_cancel *saved_cancel = thread_cancel;
     thread_timeout_ns = f->timeout_ns;

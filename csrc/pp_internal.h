@@ -51,6 +51,8 @@ typedef struct ppi_lock {
 } ppi_lock;
 
 void ppi_lock_acquire_slow(ppi_lock *l);
+/* Try for at most `ns` nanoseconds (spinning and yielding, never sleeping). */
+bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns);
 void ppi_lock_wake(ppi_lock *l);
 
 static inline void ppi_lock_init(ppi_lock *l) { atomic_init(&l->state, 0); }

@@ -78,3 +78,22 @@ void ppi_lock_acquire_slow(ppi_lock *l) {
 }
 
 void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->state); }
+
+bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns) {
+    long long deadline = now_ns() + (long long)ns;
+    unsigned backoff = BACKOFF_MIN;
+    for (;;) {
+        uint32_t expected = 0;
+        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->state, &expected, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+        for (unsigned k = 0; k < backoff; k++) cpu_relax();
+        if (backoff < BACKOFF_MAX) {
+            backoff *= 2;
+            continue;
+        }
+        if (now_ns() >= deadline) return false;
+        sched_yield();
+    }
+}

@@ -33,6 +33,7 @@
 enum {
     STACK_TRACEBACK = PPI_STACK_TRACEBACK,
     STACK_ARENA_ALLOC = PPI_STACK_ARENA_ALLOC,
+    STACK_MAKE_INSTANCE = PPI_STACK_MAKE_INSTANCE,
     STACK_BASE = PPI_STACK_BASE
 };
 
@@ -516,9 +517,45 @@ static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
     out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
 }
 
+/* Bundle locks held by this thread: non-zero while a guest calls into another bundle
+ * through the FFI (a nested call). */
+static _Thread_local unsigned locks_held;
+
+/* How long a nested call waits for a busy bundle when no call timeout applies. */
+#define NESTED_WAIT_NS 5000000000ULL
+
+/*
+ * Take a bundle's lock.  An outermost call waits as long as it takes; a nested call
+ * waits at most its timeout (or NESTED_WAIT_NS): two threads whose guests call into
+ * each other's bundles would otherwise wait for each other forever.
+ */
+static bool acquire_bundle(lua_bundle *b, uint64_t timeout_ns, char *msg, size_t cap) {
+    if (PP_LIKELY(locks_held == 0)) {
+        ppi_lock_acquire(&b->lock);
+    } else {
+        uint64_t wait = timeout_ns ? timeout_ns : NESTED_WAIT_NS;
+        if (!ppi_lock_acquire_within(&b->lock, wait)) {
+            snprintf(msg, cap,
+                     "gave up after %.3f s waiting for bundle `%s`: this call is nested in a "
+                     "call into another bundle, and waiting longer could deadlock (bundles "
+                     "calling each other from several threads)",
+                     (double)wait / 1e9, b->name);
+            return false;
+        }
+    }
+    locks_held++;
+    return true;
+}
+
+static void release_bundle(lua_bundle *b) {
+    atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
+    ppi_lock_release(&b->lock);
+    locks_held--;
+}
+
 static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance,
-                         uint32_t fn_id, const void *args, void *out, CallArena *arena,
-                         AbiError *out_err) {
+                        uint32_t fn_id, const void *args, void *out, CallArena *arena,
+                        AbiError *out_err) {
     lua_contract *c = loader_data.data;
     if (PP_UNLIKELY(!c)) {
         set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
@@ -534,9 +571,24 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         set_call_error(out_err, AbiErrorCode_ReentrantCall, call_error_text);
         return;
     }
-    ppi_lock_acquire(&b->lock);
+    uint64_t timeout_ns;
+    pp_cancel *cancel;
+    ppi_thread_call_limits(&timeout_ns, &cancel);
+    if (!timeout_ns) timeout_ns = b->loader->config.call_timeout_ns;
+    if (PP_UNLIKELY(cancel && pp_cancel_requested(cancel))) {
+        snprintf(call_error_text, sizeof call_error_text,
+                 "Lua function call cancelled before it started (bundle `%s`, contract '%s', "
+                 "fn %u)",
+                 b->name, c->name, fn_id);
+        set_call_error(out_err, PP_ABI_CALL_CANCELLED, call_error_text);
+        return;
+    }
+    if (PP_UNLIKELY(!acquire_bundle(b, timeout_ns, call_error_text, sizeof call_error_text))) {
+        set_call_error(out_err, PP_ABI_CALL_TIMEOUT, call_error_text);
+        return;
+    }
     if (PP_UNLIKELY(fn_id >= c->fn_count)) {
-        ppi_lock_release(&b->lock);
+        release_bundle(b);
         set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
         return;
     }
@@ -551,8 +603,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         lua_remove(L, -2);
         if (PP_UNLIKELY(lua_isnil(L, -1) || (uintptr_t)instance.data > INT32_MAX)) {
             lua_settop(L, STACK_BASE);
-            atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
-            ppi_lock_release(&b->lock);
+            release_bundle(b);
             set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
             return;
         }
@@ -561,17 +612,12 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
     ppi_lua_push_pointer(L, out);
     ppi_lua_push_pointer(L, arena);
     lua_pushvalue(L, STACK_ARENA_ALLOC);
-    uint64_t timeout_ns;
-    pp_cancel *cancel;
-    ppi_thread_call_limits(&timeout_ns, &cancel);
-    if (!timeout_ns) timeout_ns = b->loader->config.call_timeout_ns;
     ppi_call_limits lim;
     bool limited = (timeout_ns || cancel) && ppi_lua_limits_begin(L, &lim, timeout_ns, cancel);
     int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
     if (PP_UNLIKELY(limited)) ppi_lua_limits_end(L, &lim);
     if (PP_LIKELY(rc == 0)) {
-        atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
-        ppi_lock_release(&b->lock);
+        release_bundle(b);
         set_call_error(out_err, AbiErrorCode_Ok, NULL);
         return;
     }
@@ -601,9 +647,8 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         snprintf(full, sizeof full, "Lua function call failed: %s", ppi_lua_error_text(L));
     }
     lua_settop(L, STACK_BASE);
-    atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
     pp_runtime *rt = b->rt;
-    ppi_lock_release(&b->lock);
+    release_bundle(b);
     /* the caller's message: the error without the traceback */
     ppi_strlcpy(call_error_text, sizeof call_error_text, full);
     char *tb = strstr(call_error_text, "\nstack traceback:");
@@ -614,7 +659,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
 }
 
 static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
-                                GuestContractInstance *out_instance) {
+                               GuestContractInstance *out_instance) {
     (void)args;
     if (!out_instance) return;
     out_instance->data = NULL;
@@ -623,33 +668,45 @@ static void vm_create_instance(VmLoaderData loader_data, const HostApi *host, co
     if (!c) return;
     lua_bundle *b = c->bundle;
     if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag()) return;
+    uint64_t timeout_ns;
+    pp_cancel *cancel;
+    ppi_thread_call_limits(&timeout_ns, &cancel);
+    if (!timeout_ns) timeout_ns = b->loader->config.call_timeout_ns;
     char msg[2048];
     msg[0] = '\0';
-    ppi_lock_acquire(&b->lock);
+    if (!acquire_bundle(b, timeout_ns, msg, sizeof msg)) goto report;
     if (!c->retired && c->next_instance < INT32_MAX) {
         atomic_store_explicit(&b->owner, ppi_thread_tag(), memory_order_relaxed);
         lua_State *L = b->L;
+        uint64_t id = c->next_instance;
+        lua_pushvalue(L, STACK_MAKE_INSTANCE);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+        lua_pushnumber(L, (lua_Number)id);
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->factory_ref);
         ppi_lua_push_pointer(L, host);
-        if (lua_pcall(L, 1, 1, STACK_TRACEBACK) == 0) {
-            uint64_t id = c->next_instance++;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
-            lua_pushvalue(L, -2);
-            lua_rawseti(L, -2, (int)id);
+        ppi_call_limits lim;
+        bool limited = (timeout_ns || cancel) && ppi_lua_limits_begin(L, &lim, timeout_ns, cancel);
+        int rc = lua_pcall(L, 4, 0, STACK_TRACEBACK);
+        if (limited) ppi_lua_limits_end(L, &lim);
+        if (rc == 0) {
+            c->next_instance++;
             out_instance->data = (void *)(uintptr_t)id;
             out_instance->contract_id = c->contract_id;
         } else {
             snprintf(msg, sizeof msg, "Lua create_instance: factory call failed: %s",
-                     ppi_lua_error_text(L));
+                     limited && lim.tripped ? (lim.tripped == PP_ABI_CALL_TIMEOUT
+                                                   ? "timed out"
+                                                   : "cancelled")
+                                            : ppi_lua_error_text(L));
         }
         lua_settop(L, STACK_BASE);
         atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
     }
-    pp_runtime *rt = b->rt;
-    ppi_lock_release(&b->lock);
+    release_bundle(b);
+report:
     if (msg[0]) {
-        ppi_set_last_error(rt, msg);
-        ppi_log_emit(&rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(msg));
+        ppi_set_last_error(b->rt, msg);
+        ppi_log_emit(&b->rt->log, LogLevel_Error, ppi_view("loader.lua"), ppi_view(msg));
     }
 }
 

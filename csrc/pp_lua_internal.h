@@ -8,8 +8,16 @@
 #include "lua.h"
 #include "pp_internal.h"
 
-/* Every bundle VM keeps these two values at the bottom of its stack. */
-enum { PPI_STACK_TRACEBACK = 1, PPI_STACK_ARENA_ALLOC = 2, PPI_STACK_BASE = 2 };
+/* Every bundle VM keeps these values at the bottom of its stack: the traceback
+ * handler, the arena_alloc closure, and the instance maker
+ * (function(instances, id, factory, host) that runs a factory and stores its result,
+ * so creating an instance allocates only inside a protected call). */
+enum {
+    PPI_STACK_TRACEBACK = 1,
+    PPI_STACK_ARENA_ALLOC = 2,
+    PPI_STACK_MAKE_INSTANCE = 3,
+    PPI_STACK_BASE = 3
+};
 
 void ppi_lua_push_pointer(lua_State *L, const void *p);
 /* The error value on top of the stack as text (never NULL). */

@@ -162,7 +162,7 @@ static void keep_only(lua_State *L, int idx, const char *const *list, size_t n) 
 
 /* No io, no debug, no process control, no native modules (FFI stays: arguments and
  * results are native memory, so this is a seatbelt, not a sandbox). */
-static void restrict_vm(lua_State *L) {
+static void restrict_vm(lua_State *L, const char *dir) {
     lua_getglobal(L, "os");
     keep_only(L, -1, restricted_os, PP_COUNTOF(restricted_os));
     lua_pop(L, 1);
@@ -177,6 +177,20 @@ static void restrict_vm(lua_State *L) {
     lua_setfield(L, -2, "loadlib");
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "cpath");
+    /* Lua modules come from the bundle directory (and the embedded SDK) only: not the
+     * host's working directory, LUA_PATH or the system directories */
+    if (dir) {
+        lua_pushstring(L, dir);
+        lua_pushliteral(L, "/?.lua;");
+        lua_pushstring(L, dir);
+        lua_pushliteral(L, "/?/init.lua;");
+        lua_pushstring(L, dir);
+        lua_pushliteral(L, "/?.init.lua");
+        lua_concat(L, 6);
+    } else {
+        lua_pushliteral(L, "");
+    }
+    lua_setfield(L, -2, "path");
     /* loaders = {preload, sdk, lua path}: drop the C and all-in-one searchers */
     lua_getfield(L, -1, "loaders");
     for (int i = (int)lua_objlen(L, -1); i > 3; i--) {
@@ -220,7 +234,7 @@ static int setup_vm(lua_State *L) {
     lua_pushcclosure(L, sdk_searcher, 1);
     lua_rawseti(L, -2, 2);
     lua_pop(L, 2);
-    if (restricted) restrict_vm(L);
+    if (restricted) restrict_vm(L, dir);
     return 0;
 }
 
@@ -259,6 +273,16 @@ int64_t ppi_lua_vm_memory(lua_State *L) {
     return (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
+/* Runs a factory and stores its result (false for nil) under `id`; rawset is captured
+ * before any guest code runs. */
+static const char make_instance_src[] =
+    "local rawset = rawset\n"
+    "return function(instances, id, factory, host)\n"
+    "  local impl = factory(host)\n"
+    "  if impl == nil then impl = false end\n"
+    "  rawset(instances, id, impl)\n"
+    "end\n";
+
 /* ── construction ──────────────────────────────────────────────────────────── */
 
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
@@ -296,6 +320,15 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
     }
     lua_pushlightuserdata(L, (void *)&rt->api);
     lua_pushcclosure(L, arena_alloc, 1);
+    if (luaL_loadbuffer(L, make_instance_src, sizeof make_instance_src - 1,
+                        "=[polyplug instance maker]") != 0 ||
+        lua_pcall(L, 0, 1, PPI_STACK_TRACEBACK) != 0) {
+        ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "Lua VM init failed",
+                 "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
+                 ppi_lua_error_text(L));
+        ppi_lua_vm_close(L);
+        return NULL;
+    }
     /* the limit counts what the guest allocates, not the VM's own start-up footprint */
     if (mem) mem->limit = mem->used + cfg->memory_limit;
     return L;

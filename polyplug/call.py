@@ -64,7 +64,11 @@ def _read_string(view: tuple[int, int]) -> str:
         return ""
     if ptr == 0:
         raise _errors.GuestError("the guest returned a StringView with a null pointer")
-    return bytes(ffi.buffer(ffi.cast("uint8_t *", ptr), length)).decode("utf-8")
+    data = bytes(ffi.buffer(ffi.cast("uint8_t *", ptr), length))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _errors.GuestError(f"the guest returned a string that is not UTF-8 ({exc})") from None
 
 
 # The generated caller; {placeholders} are filled per signature.
@@ -240,7 +244,7 @@ class Contract:
         return fn
 
     def __dir__(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(list(super().__dir__()) + list(self._signatures))
+        return iter(sorted(set(super().__dir__()) | set(self._signatures)))
 
     def call(self, fn_id: int, args: Any = ffi.NULL, out: Any = ffi.NULL,
              arena: Any = ffi.NULL, instance: Optional["Instance"] = None) -> None:

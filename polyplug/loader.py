@@ -20,7 +20,8 @@ class CancelToken:
 
     Pass it to ``rt.contract(..., cancel=token)``; a running guest call is stopped at
     its next check (every 1000 Lua instructions) with :class:`Cancelled`.  Calls
-    started while the token is set are stopped at once; :meth:`reset` re-arms it.
+    started while the token is set fail before running any guest code; :meth:`reset`
+    re-arms it.
     """
 
     def __init__(self) -> None:

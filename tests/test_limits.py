@@ -188,3 +188,109 @@ def test_the_call_timeout_also_bounds_initialisation(tmp_path: Path) -> None:
         assert rt.list_bundles() == []
         rt.load_bundle(bundle(tmp_path))  # the runtime carries on
         assert rt.contract("limits.runaway", 1).answer() == 42
+
+
+def test_a_set_cancel_token_stops_even_a_short_call(tmp_path: Path) -> None:
+    with runtime(polyplug.LuaConfig()) as rt:
+        rt.load_bundle(bundle(tmp_path))
+        token = polyplug.CancelToken()
+        token.cancel()
+        c = rt.contract("limits.runaway", 1, cancel=token)
+        with pytest.raises(polyplug.Cancelled, match="before it started"):
+            c.answer()
+        token.reset()
+        assert c.answer() == 42
+
+
+SLOW_FACTORY = """
+function polyplug_init()
+    local first = true
+    return { ["limits.slow"] = {
+        factory = function()
+            if first then first = false; return {} end  -- the default instance is quick
+            while true do end
+        end,
+        functions = { [0] = function() end } } }, { code = 0 }
+end
+"""
+
+
+def test_instance_factories_are_bounded_by_the_call_timeout(tmp_path: Path) -> None:
+    with runtime(polyplug.LuaConfig(call_timeout=0.1)) as rt:
+        rt.load_bundle(bundle(tmp_path, "slow", SLOW_FACTORY, ""))
+        c = rt.contract("limits.slow", 1, signatures={})
+        start = time.monotonic()
+        with pytest.raises(polyplug.GuestError, match="create_instance failed"):
+            c.instance()
+        assert time.monotonic() - start < 30
+        c.call(0)  # the bundle still answers
+
+
+CYCLE = """
+local ffi = require("ffi")
+local abi = require("abi")
+local pg = require("polyplug_guest")
+local host
+-- fn 0: busy for a moment, then call fn 1 of the OTHER bundle through its vtable
+local function ping(_, _, out)
+    local t = os.clock() + 0.3
+    while os.clock() < t do end
+    local id = abi.guest_contract_id("cycle.OTHER", 1)
+    local iface = host.resolve_guest_contract(host, host.find_guest_contract(host, id, 1))
+    local err = ffi.new("AbiError[1]")
+    iface.dispatch.vm.call(iface.dispatch.vm.loader_data, ffi.new("GuestContractInstance"),
+                           1, nil, nil, nil, err)
+    pg.ptr(out, "uint32_t *")[0] = err[0].code
+end
+function polyplug_init(host_ptr)
+    host = pg.cast_host_interface(host_ptr)
+    return { ["cycle.SELF"] = { factory = function() return {} end,
+                               functions = { [0] = ping, function() end } } }, { code = 0 }
+end
+"""
+
+
+def test_bundles_calling_each_other_from_two_threads_do_not_deadlock(tmp_path: Path) -> None:
+    sig = '[contracts."cycle.SELF@1".functions]\nping = { id = 0, returns = "u32" }\n'
+    with runtime(polyplug.LuaConfig(call_timeout=1.0)) as rt:
+        for me, other in (("a", "b"), ("b", "a")):
+            lua = CYCLE.replace("SELF", me).replace("OTHER", other)
+            rt.load_bundle(bundle(tmp_path, f"cycle_{me}", lua, sig.replace("SELF", me)))
+        codes: dict[str, int] = {}
+
+        def run(name: str) -> None:
+            try:
+                codes[name] = rt.contract(f"cycle.{name}", 1).ping()
+            except polyplug.CallTimeout:  # the outer call's own limit may trip after the wait
+                codes[name] = 200
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "the two calls deadlocked"
+        # each nested call either ran (0) or gave up waiting (200), never hung
+        assert set(codes) == {"a", "b"} and set(codes.values()) <= {0, 200}
+        assert 200 in codes.values()
+
+
+def test_restricted_profile_loads_modules_from_the_bundle_only(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = tmp_path / "cwd"
+    outside.mkdir()
+    (outside / "stray.lua").write_text("return 1\n")
+    monkeypatch.chdir(outside)
+    lua = """
+    local ok_stray = pcall(require, "stray")       -- in the host's working directory
+    local helper = require("helper")               -- in the bundle
+    function polyplug_init()
+        assert(not ok_stray and helper == 7, "module search escaped the bundle")
+        return { ["limits.paths"] = { factory = function() return {} end,
+                 functions = { [0] = function() end } } }, { code = 0 }
+    end
+    """
+    d = bundle(tmp_path, "paths", lua, "")
+    (d / "helper.lua").write_text("return 7\n")
+    with runtime(polyplug.LuaConfig(sandbox="restricted")) as rt:
+        rt.load_bundle(d)
