@@ -27,7 +27,13 @@ from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
 from polyplug.ids import guest_contract_id, parse_u32
 from polyplug.signature import FunctionSig
-from polyplug.manifest import ManifestData, check_function_counts, read_manifest, validate
+from polyplug.manifest import (
+    ManifestCache,
+    ManifestData,
+    check_function_counts,
+    read_manifest,
+    validate,
+)
 
 __all__ = [
     "AbiErrorCode",
@@ -386,6 +392,7 @@ class Runtime:
         self._state.runtime = weakref.ref(self)
         self._handle = ffi.new_handle(self._state)
         self._manifests: dict[int, ManifestData] = {}
+        self._manifest_cache = ManifestCache()
         c = ffi.new("RuntimeConfig *")
         c.compatibility = Compatibility(cfg.compatibility)
         c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
@@ -478,13 +485,17 @@ class Runtime:
         is registered; a failed load leaves the runtime as it was.  Returns the
         manifest.
         """
-        manifest = read_manifest(path)
-        self.load_bundle_from_source(manifest, BundleSource.Path(manifest.path))
+        manifest = self._manifest_cache.read_validated(path)
+        self._load(manifest, BundleSource.Path(manifest.path))
         return manifest
 
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
         """Load a bundle from a manifest you built and a :class:`BundleSource`."""
         validate(manifest)
+        self._load(manifest, source)
+
+    def _load(self, manifest: ManifestData, source: BundleSource) -> None:
+        """Load a validated manifest."""
         self._check_signature(manifest, source)
         for warning in check_function_counts(manifest, self._config.compatibility):
             self._log(LogLevel.Warn, "runtime", warning)
@@ -510,15 +521,17 @@ class Runtime:
         rt = self._ptr()
         if not self._config.hot_reload_enabled:
             raise _errors.HotReloadDisabled("hot-reload is disabled in runtime config")
-        manifest = None
         try:
-            manifest = read_manifest(path)
-            validate(manifest)
+            manifest = self._manifest_cache.read_validated(path)
             self._check_signature(manifest)
         except _errors.PolyplugError as exc:
-            name = manifest.name if manifest else (getattr(exc, "bundle", "") or "")
+            try:  # name the bundle in the Failed phase when the manifest at least parses
+                named: Optional[ManifestData] = read_manifest(path)
+            except _errors.PolyplugError:
+                named = None
+            name = named.name if named else (getattr(exc, "bundle", "") or "")
             keep: list[Any] = []
-            lib.pp_runtime_notify_reload_failed(rt, manifest.id if manifest else 0,
+            lib.pp_runtime_notify_reload_failed(rt, named.id if named else 0,
                                                 text_view(_encode(name), keep),
                                                 text_view(_encode(str(exc)), keep))
             raise

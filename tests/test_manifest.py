@@ -823,3 +823,23 @@ def test_function_count_check_without_provides(tmp_path: Path) -> None:
 def test_function_count_check_rejects_unknown_mode(tmp_path: Path, mode: int) -> None:
     with pytest.raises(ValueError, match="compatibility must be 0, 1 or 2"):
         check_function_counts(make_manifest(tmp_path), mode)
+
+
+def test_manifest_cache_serves_unchanged_files_and_sees_edits(tmp_path: Path) -> None:
+    from polyplug.manifest import ManifestCache
+
+    bundle = make_bundle(tmp_path, toml_for())
+    cache = ManifestCache()
+    first = cache.read_validated(bundle)
+    first.provides.append("mutated")  # a caller's change must not reach the cache...
+    first.name = "changed"
+    second = cache.read_validated(bundle)
+    assert second.name != "changed" and "mutated" not in second.provides
+    text = (bundle / "manifest.toml").read_text()
+    (bundle / "manifest.toml").write_text(text.replace('version = "1.0.0"', 'version = "2.0.0"')
+                                          if 'version = "1.0.0"' in text
+                                          else text + 'version = "2.0.0"\n')
+    assert cache.read_validated(bundle).version == "2.0.0"  # ...and an edit is seen
+    (bundle / "manifest.toml").write_text(text + 'version = "x"\n')
+    with pytest.raises(ManifestParse):
+        cache.read_validated(bundle)  # a bad edit is validated, not served from the cache
