@@ -6,6 +6,7 @@
  * Rules: everything here runs with the bundle's lock held (or before the VM is
  * published); lua_error is raised only from frames that own nothing.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,58 @@ static bool bundle_has_module(lua_State *L, const char *name) {
     return false;
 }
 
+/*
+ * The SDK modules compiled to bytecode once per process: loading bytecode costs a
+ * few microseconds where parsing the source costs tens, on every bundle load.  The
+ * cache is immutable once filled (derived from constants, shared by all runtimes).
+ */
+enum { SDK_MAX = 8 };
+static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char *code;
+    size_t len;
+    bool failed;
+} compiled[SDK_MAX];
+
+typedef struct dump_buffer {
+    char *data;
+    size_t len, cap;
+} dump_buffer;
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+    (void)L;
+    dump_buffer *buf = ud;
+    if (!ppi_grow((void **)&buf->data, &buf->cap, buf->len + sz, 1)) return 1;
+    memcpy(buf->data + buf->len, p, sz);
+    buf->len += sz;
+    return 0;
+}
+
+/* Bytecode of SDK module `i` (NULL if it cannot be compiled: load the source). */
+static const char *sdk_bytecode(size_t i, const char *chunk, size_t *len) {
+    if (i >= SDK_MAX) return NULL;
+    pthread_mutex_lock(&compile_lock);
+    if (!compiled[i].code && !compiled[i].failed) {
+        const ppi_embedded_module *mod = &ppi_sdk_modules[i];
+        dump_buffer buf = {NULL, 0, 0};
+        lua_State *S = luaL_newstate();
+        bool ok = S && luaL_loadbuffer(S, mod->source, mod->len, chunk) == 0 &&
+                  lua_dump(S, dump_writer, &buf) == 0;
+        if (S) lua_close(S);
+        if (ok) {
+            compiled[i].code = buf.data;
+            compiled[i].len = buf.len;
+        } else {
+            free(buf.data);
+            compiled[i].failed = true;
+        }
+    }
+    const char *code = compiled[i].code;
+    *len = compiled[i].len;
+    pthread_mutex_unlock(&compile_lock);
+    return code;
+}
+
 static int sdk_searcher(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     for (size_t i = 0; i < ppi_sdk_modules_len; i++) {
@@ -93,7 +146,10 @@ static int sdk_searcher(lua_State *L) {
         }
         char chunk[128];
         snprintf(chunk, sizeof chunk, "=[polyplug sdk %s]", name);
-        if (luaL_loadbuffer(L, mod->source, mod->len, chunk) != 0) return lua_error(L);
+        size_t len;
+        const char *code = sdk_bytecode(i, chunk, &len);
+        if (!code) code = mod->source, len = mod->len;
+        if (luaL_loadbuffer(L, code, len, chunk) != 0) return lua_error(L);
         return 1;
     }
     lua_pushfstring(L, "\n\tno embedded polyplug module '%s'", name);
