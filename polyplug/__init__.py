@@ -33,9 +33,9 @@ from polyplug._errors import (
     InvalidHandle,
     InvalidRegistration,
     InvalidSourceEncoding,
+    LoaderError,
     MalformedSignature,
     MalformedTrustedKey,
-    LoaderError,
     ManifestMissingFile,
     ManifestParse,
     NoLoaderForName,
@@ -57,6 +57,7 @@ from polyplug._errors import (
 )
 from polyplug._ffi import ffi, lib
 from polyplug._version import __version__
+from polyplug.call import Contract, Instance
 from polyplug.ids import (
     BundleId,
     GuestContractId,
@@ -67,10 +68,8 @@ from polyplug.ids import (
     guest_contract_id,
     host_contract_id,
 )
-from polyplug.call import Contract, Instance
 from polyplug.loader import CancelToken, LuaConfig, LuaLoader
 from polyplug.manifest import Dependency, ManifestData, read_manifest, validate
-from polyplug.signature import FunctionSig
 from polyplug.runtime import (
     AbiErrorCode,
     BundleSource,
@@ -86,6 +85,7 @@ from polyplug.runtime import (
     RuntimeConfig,
     SignaturePolicy,
 )
+from polyplug.signature import FunctionSig
 
 
 def luajit_version() -> str:

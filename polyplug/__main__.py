@@ -42,9 +42,9 @@ from typing import Any, Optional, Sequence
 from polyplug import _errors, signing
 from polyplug._ffi import ffi, lib
 from polyplug._version import __version__
+from polyplug.ids import bundle_id
 from polyplug.loader import LuaLoader
 from polyplug.manifest import MANIFEST_NAME, ManifestData, read_manifest
-from polyplug.ids import bundle_id
 from polyplug.runtime import (
     LogLevel,
     ReloadPhase,

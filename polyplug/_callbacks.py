@@ -13,6 +13,7 @@ Each runtime passes ``ffi.new_handle(state)`` as user data; ``state`` is a
 from __future__ import annotations
 
 import sys
+import types
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -27,13 +28,17 @@ if TYPE_CHECKING:
 @dataclass
 class _CallbackState:
     log: Optional[Callable[[Any, str, str], None]] = None
-    on_reload: Optional[Callable[["ReloadPhase"], None]] = None
-    runtime: Optional["weakref.ref[Runtime]"] = None
+    on_reload: Optional[Callable[[ReloadPhase], None]] = None
+    runtime: Optional[weakref.ref[Runtime]] = None
     handle: Any = field(default=None, repr=False)
 
 
 def _report(exc: BaseException, what: str) -> None:
-    sys.unraisablehook(sys.UnraisableHookArgs(type(exc), exc, exc.__traceback__, what, None))
+    """Hand an exception raised by a user callback to ``sys.unraisablehook``."""
+    args = types.SimpleNamespace(exc_type=type(exc), exc_value=exc,
+                                 exc_traceback=exc.__traceback__,
+                                 err_msg=f"Exception ignored in {what}", object=None)
+    sys.unraisablehook(args)  # type: ignore[arg-type]
 
 
 @ffi.def_extern()

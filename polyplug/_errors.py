@@ -34,6 +34,8 @@ class PolyplugError(Exception):
     #: how the C ``pp_error`` fields map onto this class's attributes:
     #: attribute name -> one of "bundle", "detail", "aux".
     _c_fields: ClassVar[dict[str, str]] = {}
+    #: the C status code (``pp_status``) when the error came from the C host, else 0
+    status: int = 0
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)

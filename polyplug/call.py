@@ -86,7 +86,7 @@ def {name}({params}):
 """
 
 
-def make_caller(contract: "Contract", sig: FunctionSig, instance: Optional["Instance"]) -> Any:
+def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instance]) -> Any:
     """A Python function calling ``sig`` on ``contract`` (optionally on an instance).
 
     The function is generated for the signature's exact arity, and every call reuses a
@@ -167,9 +167,9 @@ class Contract:
     is unloaded every call raises :class:`StaleHandle`.
     """
 
-    def __init__(self, runtime: "Runtime", name: str, major: int,
+    def __init__(self, runtime: Runtime, name: str, major: int,
                  signatures: Optional[dict[str, FunctionSig]] = None, *,
-                 timeout: Optional[float] = None, cancel: Optional["CancelToken"] = None) -> None:
+                 timeout: Optional[float] = None, cancel: Optional[CancelToken] = None) -> None:
         self._runtime = runtime
         self.name = name
         self.major = major
@@ -180,7 +180,7 @@ class Contract:
         self.cancel_token = cancel
         self._timeout_ns = max(1, int(timeout * 1e9)) if timeout is not None else 0
         self._cancel_ptr = cancel._ptr if cancel is not None else ffi.NULL
-        self.handle: "GuestContractHandle" = runtime.find_guest_contract(self.contract_id, major)
+        self.handle: GuestContractHandle = runtime.find_guest_contract(self.contract_id, major)
         self._signatures = dict(signatures or {})
         self._functions: dict[str, Any] = {}
 
@@ -188,7 +188,7 @@ class Contract:
         return f"<Contract {self.name}@{self.major} functions={sorted(self._signatures)}>"
 
     def with_limits(self, timeout: Optional[float] = None,
-                    cancel: Optional["CancelToken"] = None) -> "Contract":
+                    cancel: Optional[CancelToken] = None) -> Contract:
         """The same contract whose calls carry a time limit (seconds) and/or a cancel token.
 
         A call past ``timeout`` raises :class:`CallTimeout`; a call whose token is
@@ -228,7 +228,7 @@ class Contract:
             sig = signature(f"fn{fn}", fn, args, returns)
         return self._bind(sig, None)
 
-    def _bind(self, sig: FunctionSig, instance: Optional["Instance"]) -> Any:
+    def _bind(self, sig: FunctionSig, instance: Optional[Instance]) -> Any:
         if instance is not None:
             return make_caller(self, sig, instance)
         cached = self._functions.get(sig.name)
@@ -247,7 +247,7 @@ class Contract:
         return iter(sorted(set(super().__dir__()) | set(self._signatures)))
 
     def call(self, fn_id: int, args: Any = ffi.NULL, out: Any = ffi.NULL,
-             arena: Any = ffi.NULL, instance: Optional["Instance"] = None) -> None:
+             arena: Any = ffi.NULL, instance: Optional[Instance] = None) -> None:
         """Raw call with your own cffi memory; raises on a non-Ok ``AbiError``."""
         frame = ffi.new("pp_call_frame *")
         frame.rt = self._runtime._ptr()
@@ -261,7 +261,7 @@ class Contract:
         if code:
             raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id))
 
-    def instance(self, args: Any = ffi.NULL) -> "Instance":
+    def instance(self, args: Any = ffi.NULL) -> Instance:
         """A new guest instance (its own factory-built object); use it with ``with``."""
         return Instance(self, args)
 
@@ -323,7 +323,7 @@ class Instance:
         inst = ffi.new("GuestContractInstance *", (data, self._cid))
         host.destroy_guest_instance(host, iface, inst[0])
 
-    def __enter__(self) -> "Instance":
+    def __enter__(self) -> Instance:
         return self
 
     def __exit__(self, *exc: object) -> None:

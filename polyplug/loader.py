@@ -104,7 +104,7 @@ class LuaLoader:
         """True: Lua bundles can be reloaded."""
         return bool(lib.pp_loader_supports_hot_reload(self._loader))
 
-    def load(self, manifest: "ManifestData", source: "BundleSource", runtime: "Runtime") -> None:
+    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
         """Run the bundle's entry code in a new VM and register its contracts in ``runtime``.
 
         Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.

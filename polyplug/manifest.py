@@ -35,7 +35,6 @@ from polyplug._errors import (
     ManifestParse,
     PathEscape,
 )
-from polyplug.signature import FunctionSig, parse_signatures
 from polyplug.ids import (
     Version,
     VersionParseError,
@@ -43,6 +42,7 @@ from polyplug.ids import (
     guest_contract_id,
     parse_u32,
 )
+from polyplug.signature import FunctionSig, parse_signatures
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -26,7 +26,6 @@ from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
 from polyplug.ids import guest_contract_id, parse_u32
-from polyplug.signature import FunctionSig
 from polyplug.manifest import (
     ManifestCache,
     ManifestData,
@@ -34,6 +33,7 @@ from polyplug.manifest import (
     read_manifest,
     validate,
 )
+from polyplug.signature import FunctionSig
 
 __all__ = [
     "AbiErrorCode",
@@ -123,11 +123,11 @@ class SignaturePolicy(enum.IntEnum):
 class GuestContractHandle(NamedTuple):
     """A registry handle: slot index and the slot's generation when it was minted."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # upstream's field name; shadows tuple.index
     generation: int
 
     @classmethod
-    def null(cls) -> "GuestContractHandle":
+    def null(cls) -> GuestContractHandle:
         """The null ("not found") handle ``{0xFFFFFFFF, 0}``."""
         return cls(0xFFFFFFFF, 0)
 
@@ -146,7 +146,7 @@ class ReloadPhase:
     reason: Optional[str] = None
 
     @classmethod
-    def _from_c(cls, phase: Any) -> "ReloadPhase":
+    def _from_c(cls, phase: Any) -> ReloadPhase:
         reason = view_text(phase.reason) if phase.reason.ptr != ffi.NULL else None
         return cls(ReloadPhaseType(phase.phase_type), int(phase.bundle_id),
                    view_text(phase.bundle_name), reason)
@@ -164,19 +164,19 @@ class BundleSource:
     data: Union[str, bytes]
 
     @classmethod
-    def Path(cls, path: PathLike) -> "BundleSource":  # noqa: N802 - mirrors upstream
+    def Path(cls, path: PathLike) -> BundleSource:  # noqa: N802 - mirrors upstream
         """Load ``manifest.file`` from the bundle directory ``path``."""
         return cls("path", os.fspath(path))
 
     @classmethod
-    def Code(cls, text: str) -> "BundleSource":  # noqa: N802 - mirrors upstream
+    def Code(cls, text: str) -> BundleSource:  # noqa: N802 - mirrors upstream
         """Load the given Lua source text."""
         if not isinstance(text, str):
             raise TypeError("BundleSource.Code takes a str; use BundleSource.Bytes for bytes")
         return cls("code", text)
 
     @classmethod
-    def Bytes(cls, data: bytes) -> "BundleSource":  # noqa: N802 - mirrors upstream
+    def Bytes(cls, data: bytes) -> BundleSource:  # noqa: N802 - mirrors upstream
         """Load raw bytes, which must be UTF-8 Lua source."""
         return cls("bytes", bytes(data))
 
@@ -264,38 +264,38 @@ class RuntimeBuilder:
         self._config = RuntimeConfig()
         self._loaders: list[Any] = []
 
-    def config(self, config: RuntimeConfig) -> "RuntimeBuilder":
+    def config(self, config: RuntimeConfig) -> RuntimeBuilder:
         """Replace the whole configuration (including any logger set earlier)."""
         self._config = config
         return self
 
-    def loader(self, loader: Any) -> "RuntimeBuilder":
+    def loader(self, loader: Any) -> RuntimeBuilder:
         """Register a loader (e.g. ``LuaLoader()``) under its name."""
         self._loaders.append(loader)
         return self
 
-    def logger(self, fn: LogCallback) -> "RuntimeBuilder":
+    def logger(self, fn: LogCallback) -> RuntimeBuilder:
         """Deliver every log record, down to Trace, to ``fn(level, scope, message)``."""
         self._config.log = fn
         self._config.log_max_level = LogLevel.Trace
         return self
 
-    def on_reload(self, fn: ReloadCallback) -> "RuntimeBuilder":
+    def on_reload(self, fn: ReloadCallback) -> RuntimeBuilder:
         """Call ``fn(phase)`` for every reload/unload phase."""
         self._config.on_reload = fn
         return self
 
-    def compatibility(self, mode: Compatibility) -> "RuntimeBuilder":
+    def compatibility(self, mode: Compatibility) -> RuntimeBuilder:
         """Set how strictly manifests are checked."""
         self._config.compatibility = Compatibility(mode)
         return self
 
-    def hot_reload(self, enabled: bool = True) -> "RuntimeBuilder":
+    def hot_reload(self, enabled: bool = True) -> RuntimeBuilder:
         """Allow ``reload_bundle``."""
         self._config.hot_reload_enabled = enabled
         return self
 
-    def build(self) -> "Runtime":
+    def build(self) -> Runtime:
         """Create the runtime and register the loaders."""
         return Runtime(self._config, self._loaders)
 
@@ -306,7 +306,7 @@ class RuntimeBuilder:
 class Registry:
     """The runtime's contract registry (``runtime.registry()``)."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
     def find(self, contract_id: int, min_major: int = 0) -> GuestContractHandle:
@@ -441,7 +441,7 @@ class Runtime:
         """True once :meth:`close` ran."""
         return self._rt is None
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -392,7 +392,7 @@ class Watch:
             [sys.executable, "-m", "polyplug", "watch", *map(str, args)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
             env=ENV)
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
         self.seen: list[str] = []
         self.stderr: list[str] = []
         self.readers = [threading.Thread(target=self._read, daemon=True),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from conftest import call_vm, make_manifest, write_temp_bundle
 
 import polyplug
 from polyplug import (
@@ -41,8 +42,6 @@ from polyplug import (
     RuntimeConfig,
     ffi,
 )
-
-from conftest import call_vm, make_manifest, write_temp_bundle
 
 # The seed's test names, collected by the hook in conftest.py under exactly these names.
 SEED_TESTS = (

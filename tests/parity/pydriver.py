@@ -444,7 +444,7 @@ class Interpreter:
             elif otype == "i64":
                 value = str(struct.unpack_from("<q", raw)[0])
             elif otype == "f64":
-                value = "%.17g" % struct.unpack_from("<d", raw)[0]
+                value = format(struct.unpack_from("<d", raw)[0], ".17g")
             elif otype == "sv":
                 sv = ffi.cast("StringView *", out)[0]
                 got = view_bytes(sv)
