@@ -80,7 +80,7 @@ def _path_hook(user_data: Any, path: Any, err: Any, reload: bool) -> int:
             runtime.load_bundle(target)
         return 0
     except BaseException as exc:  # noqa: BLE001 - must not cross into C
-        status = getattr(exc, "status", lib.PP_ERR_HOST_EXCEPTION)
+        status = getattr(exc, "status", 0) or lib.PP_ERR_HOST_EXCEPTION
         text = str(exc) or type(exc).__name__
         err.status = status
         err.abi_code = 1
