@@ -9,7 +9,7 @@ directly.  tests/test_parity.py asserts the two are identical.
 
 The language is documented in tests/parity/README.md.  Standalone use::
 
-    python tests/parity/pydriver.py --root . --work /tmp/w tests/parity/*.scn
+    python tests/parity/pydriver.py --root . --work "$(mktemp -d)" tests/parity/*.scn
 """
 
 from __future__ import annotations
