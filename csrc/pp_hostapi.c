@@ -580,9 +580,10 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
         return AbiErrorCode_InvalidPointer;
     }
     GuestContractHandle h = {index, generation};
-    const GuestContractInterface *iface;
+    GuestContractInterface iface; /* a copy taken under the registry lock: an unload
+                                   * rewrites the slot concurrently */
     unsigned epoch = ppi_calls_enter(rt);
-    if (PP_UNLIKELY(ppi_registry_resolve(&rt->reg, h, &iface, NULL) != PP_OK)) {
+    if (PP_UNLIKELY(ppi_registry_resolve_copy(&rt->reg, h, &iface) != PP_OK)) {
         ppi_calls_leave(rt, epoch);
         set_err(out_err, AbiErrorCode_StaleHandle,
                 "stale contract handle: its bundle was unloaded or the contract was removed "
@@ -590,7 +591,7 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
         return AbiErrorCode_StaleHandle;
     }
     if (arena) pp_arena_reset(arena);
-    pp_call(iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
+    pp_call(&iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
     ppi_calls_leave(rt, epoch);
     return out_err->code;
 }

@@ -66,6 +66,12 @@ static inline void ppi_lock_acquire(ppi_lock *l) {
     ppi_lock_acquire_slow(l);
 }
 
+static inline bool ppi_lock_try(ppi_lock *l) {
+    uint32_t expected = 0;
+    return atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
 static inline void ppi_lock_release(ppi_lock *l) {
     if (PP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
         ppi_lock_wake(l);
@@ -153,6 +159,9 @@ int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
                              const GuestContractInterface **out, pp_error *err);
 int32_t ppi_registry_resolve_locked(ppi_registry *reg, GuestContractHandle h,
                                     const GuestContractInterface **out, pp_error *err);
+/* Resolve and copy the interface while the registry lock is held. */
+int32_t ppi_registry_resolve_copy(ppi_registry *reg, GuestContractHandle h,
+                                  GuestContractInterface *out);
 int32_t ppi_registry_handle_info(ppi_registry *reg, GuestContractHandle h, pp_slot_info *out,
                                  pp_error *err);
 size_t ppi_registry_invalidate(ppi_registry *reg, uint64_t bundle_id);

@@ -59,6 +59,7 @@ typedef struct lua_bundle {
     char *name;
     ppi_lock lock;
     _Atomic uintptr_t owner; /* thread inside the VM, 0 when idle */
+    int64_t memory_snapshot; /* GC heap bytes at the last idle query (loader lock) */
     lua_State *L;
     lua_contract *contracts; /* live and retired records */
     struct lua_bundle *next;
@@ -335,6 +336,7 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
 typedef struct collect_ctx {
     const char *bundle;
     const HostApi *host;
+    const BundleInitContext *init_ctx;
     init_result *res;
     bool failed;
     char detail[2048];
@@ -423,6 +425,48 @@ static int collect_registrations(lua_State *L) {
 }
 
 /* Run the entry chunk and polyplug_init in `L` and read the registrations. */
+/* lua_CFunction(ctx): call polyplug_init and read its result.  Runs under
+ * lua_cpcall, so every allocation and every guest error is protected. */
+static int init_protected(lua_State *L) {
+    collect_ctx *cx = lua_touserdata(L, 1);
+    lua_pushcfunction(L, ppi_lua_traceback); /* 2: handler for the calls below */
+    lua_pushliteral(L, "polyplug_init");
+    lua_rawget(L, LUA_GLOBALSINDEX);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(cx->detail, sizeof cx->detail,
+                 "Lua plugin missing polyplug_init function: bundle=%s (the entry file must "
+                 "define a global function polyplug_init(host, ctx))",
+                 cx->bundle);
+        cx->failed = true;
+        return 0;
+    }
+    ppi_lua_push_pointer(L, cx->host);
+    ppi_lua_push_pointer(L, cx->init_ctx);
+    if (lua_pcall(L, 2, 2, 2) != 0) {
+        snprintf(cx->detail, sizeof cx->detail, "Lua polyplug_init failed: %s",
+                 ppi_lua_error_text(L));
+        cx->failed = true;
+        return 0;
+    }
+    int regs = lua_gettop(L) - 1, status = lua_gettop(L);
+    if (!lua_istable(L, regs) || !lua_istable(L, status)) {
+        snprintf(cx->detail, sizeof cx->detail,
+                 "Lua polyplug_init failed: it must return two tables, (registrations, "
+                 "{ code = 0 }), but returned (%s, %s)",
+                 luaL_typename(L, regs), luaL_typename(L, status));
+        cx->failed = true;
+        return 0;
+    }
+    lua_pushcfunction(L, collect_registrations);
+    lua_pushlightuserdata(L, cx);
+    lua_pushvalue(L, regs);
+    lua_pushvalue(L, status);
+    lua_pushvalue(L, 2);
+    lua_call(L, 4, 0);
+    return 0;
+}
+
+/* Run the entry chunk and polyplug_init in `L` and read the registrations. */
 static int32_t run_entry(pp_runtime *rt, lua_State *L, const pp_manifest *m,
                          const source_text *s, const char *bundle, init_result *res,
                          pp_error *err) {
@@ -433,48 +477,19 @@ static int32_t run_entry(pp_runtime *rt, lua_State *L, const pp_manifest *m,
                  ppi_lua_error_text(L));
         return init_failed(err, bundle, detail);
     }
-    lua_pushliteral(L, "polyplug_init");
-    lua_rawget(L, LUA_GLOBALSINDEX); /* no metamethods outside a protected call */
-    if (!lua_isfunction(L, -1)) {
-        snprintf(detail, sizeof detail,
-                 "Lua plugin missing polyplug_init function: bundle=%s (the entry file must "
-                 "define a global function polyplug_init(host, ctx))",
-                 bundle);
-        return init_failed(err, bundle, detail);
-    }
     /* ctx lives on this C stack for the duration of the call */
     BundleInitContext ctx;
     ctx.bundle_id = m->id;
     ctx.bundle_path = m->path;
-    ppi_lua_push_pointer(L, &rt->api);
-    ppi_lua_push_pointer(L, &ctx);
-    int rc = lua_pcall(L, 2, 2, STACK_TRACEBACK);
-    if (rc != 0) {
-        snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", ppi_lua_error_text(L));
-        return init_failed(err, bundle, detail);
-    }
-    int regs = lua_gettop(L) - 1, status = lua_gettop(L);
-    if (!lua_istable(L, regs) || !lua_istable(L, status)) {
-        snprintf(detail, sizeof detail,
-                 "Lua polyplug_init failed: it must return two tables, (registrations, "
-                 "{ code = 0 }), but returned (%s, %s)",
-                 luaL_typename(L, regs), luaL_typename(L, status));
-        return init_failed(err, bundle, detail);
-    }
-    /* Reading the tables allocates and calls factories: do it all protected. */
     collect_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.bundle = bundle;
     cx.host = &rt->api;
+    cx.init_ctx = &ctx;
     cx.res = res;
-    lua_pushcfunction(L, collect_registrations);
-    lua_pushlightuserdata(L, &cx);
-    lua_pushvalue(L, regs);
-    lua_pushvalue(L, status);
-    lua_pushvalue(L, STACK_TRACEBACK);
-    if (lua_pcall(L, 4, 0, STACK_TRACEBACK) != 0) {
-        snprintf(detail, sizeof detail, "Lua polyplug_init result could not be read: %s",
-                 ppi_lua_error_text(L));
+    if (lua_cpcall(L, init_protected, &cx) != 0) {
+        snprintf(detail, sizeof detail, "Lua polyplug_init failed: %s", ppi_lua_error_text(L));
+        lua_settop(L, STACK_BASE);
         return init_failed(err, bundle, detail);
     }
     lua_settop(L, STACK_BASE);
@@ -517,12 +532,19 @@ static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
     out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
 }
 
+static int collect_garbage(lua_State *L) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
 /* Bundle locks held by this thread: non-zero while a guest calls into another bundle
  * through the FFI (a nested call). */
 static _Thread_local unsigned locks_held;
 
 /* How long a nested call waits for a busy bundle when no call timeout applies. */
 #define NESTED_WAIT_NS 5000000000ULL
+/* How long reload and unload wait for a running call when no call timeout applies. */
+#define BUSY_WAIT_NS 10000000000ULL
 
 /*
  * Take a bundle's lock.  An outermost call waits as long as it takes; a nested call
@@ -587,7 +609,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         set_call_error(out_err, PP_ABI_CALL_TIMEOUT, call_error_text);
         return;
     }
-    if (PP_UNLIKELY(fn_id >= c->fn_count)) {
+    if (PP_UNLIKELY(fn_id >= __atomic_load_n(&c->fn_count, __ATOMIC_RELAXED))) {
         release_bundle(b);
         set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
         return;
@@ -637,7 +659,8 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         /* LuaJIT has no emergency collection: reclaim the failed call's garbage now so
          * the next call starts below the limit */
         lua_settop(L, STACK_BASE);
-        lua_gc(L, LUA_GCCOLLECT, 0);
+        lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise: keep it protected */
+        lua_settop(L, STACK_BASE);
         code = PP_ABI_OUT_OF_MEMORY;
         snprintf(full, sizeof full,
                  "Lua function call failed: not enough memory (bundle `%s` reached its memory "
@@ -724,8 +747,15 @@ static void vm_destroy_instance(VmLoaderData loader_data, const HostApi *host,
     }
     lua_State *L = b->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
-    lua_pushnil(L);
-    lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
+    lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
+    bool present = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    /* clearing an existing key never allocates; an unknown id is left alone (setting
+     * it to nil would insert a key, and an allocation here is unprotected) */
+    if (present) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
+    }
     lua_settop(L, STACK_BASE);
     ppi_lock_release(&b->lock);
 }
@@ -734,11 +764,9 @@ int64_t pp_function_count(const GuestContractInterface *iface) {
     if (!iface) return -1;
     if (iface->dispatch_type == DispatchType_Native) return iface->dispatch.native.function_count;
     if (iface->dispatch.vm.call != vm_dispatch || !iface->dispatch.vm.loader_data.data) return -1;
-    lua_contract *c = iface->dispatch.vm.loader_data.data;
-    ppi_lock_acquire(&c->bundle->lock);
-    int64_t n = c->fn_count;
-    ppi_lock_release(&c->bundle->lock);
-    return n;
+    const lua_contract *c = iface->dispatch.vm.loader_data.data;
+    /* an atomic read, so no lock: callable from a callback inside a call */
+    return __atomic_load_n(&c->fn_count, __ATOMIC_RELAXED);
 }
 
 /* ── bundles ───────────────────────────────────────────────────────────────── */
@@ -779,7 +807,7 @@ static void contract_adopt(lua_contract *c, pending *p) {
     free(c->fn_refs);
     c->fn_refs = p->fn_refs;
     p->fn_refs = NULL;
-    c->fn_count = p->fn_count;
+    __atomic_store_n(&c->fn_count, p->fn_count, __ATOMIC_RELAXED);
     c->factory_ref = p->factory_ref;
     c->default_ref = p->default_ref;
     c->instances_ref = p->instances_ref;
@@ -819,7 +847,7 @@ static int32_t register_all(lua_bundle *b, init_result *res, lua_contract **fres
             if (!c) return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
             c->next = *fresh;
             *fresh = c;
-            c->fn_count = p->fn_count;
+            __atomic_store_n(&c->fn_count, p->fn_count, __ATOMIC_RELAXED);
         }
         char canon[512];
         snprintf(canon, sizeof canon, "%s@%u", p->name, p->major);
@@ -878,6 +906,7 @@ static int32_t attach_first(lua_bundle *b, init_result *res, const char *bundle,
     }
     b->L = res->L;
     res->L = NULL;
+    b->memory_snapshot = ppi_lua_vm_memory(b->L);
     return PP_OK;
 }
 
@@ -935,8 +964,23 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
         pthread_mutex_unlock(&ld->lock);
         return PP_OK;
     }
-    /* Reload commit: swap the new VM in under the bundle lock, then close the old one. */
-    ppi_lock_acquire(&b->lock);
+    /* Reload commit: swap the new VM in under the bundle lock, then close the old one.
+     * The wait is bounded: this thread holds the runtime's flow lock, and a call in
+     * the bundle may be waiting for it (a guest loading a bundle). */
+    const char *busy = NULL;
+    uint64_t wait = ld->config.call_timeout_ns ? ld->config.call_timeout_ns : BUSY_WAIT_NS;
+    if (atomic_load_explicit(&b->owner, memory_order_relaxed) == ppi_thread_tag())
+        busy = "it cannot be reloaded from inside a call into it";
+    else if (!ppi_lock_acquire_within(&b->lock, wait))
+        busy = "a call into it did not finish in time";
+    if (busy) {
+        free_list(fresh);
+        init_result_free(&res, true);
+        return ppi_fail(err, PP_ERR_GENERIC, bundle, NULL, busy,
+                        "reload of bundle `%s` not applied: %s; the previous version keeps "
+                        "serving",
+                        bundle, busy);
+    }
     lua_State *old = b->L;
     for (lua_contract *c = b->contracts; c; c = c->next) c->retired = true;
     for (size_t i = 0; i < res.len; i++) {
@@ -949,7 +993,7 @@ static int32_t load_common(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     }
     /* retired records keep answering FunctionNotAvailable until the bundle goes */
     for (lua_contract *c = b->contracts; c; c = c->next)
-        if (c->retired) c->fn_count = 0;
+        if (c->retired) __atomic_store_n(&c->fn_count, 0, __ATOMIC_RELAXED);
     while (fresh) {
         lua_contract *next = fresh->next;
         fresh->next = b->contracts;
@@ -1019,8 +1063,16 @@ static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
     }
     pthread_mutex_unlock(&ld->lock);
     if (!b) return;
-    /* wait for a call in flight, then free the VM and records */
-    ppi_lock_acquire(&b->lock);
+    /* wait (bounded) for a call in flight, then free the VM and records; a call that
+     * does not finish in time keeps its VM, parked until the loader goes away */
+    uint64_t wait = ld->config.call_timeout_ns ? ld->config.call_timeout_ns : BUSY_WAIT_NS;
+    if (!ppi_lock_acquire_within(&b->lock, wait)) {
+        pthread_mutex_lock(&ld->lock);
+        b->next = ld->orphans;
+        ld->orphans = b;
+        pthread_mutex_unlock(&ld->lock);
+        return;
+    }
     ppi_lock_release(&b->lock);
     bundle_free(b);
 }
@@ -1031,9 +1083,14 @@ static int64_t loader_memory(void *self, pp_runtime *rt, uint64_t bundle_id) {
     pthread_mutex_lock(&ld->lock);
     lua_bundle *b = bundle_find(ld, rt, bundle_id);
     if (b) {
-        ppi_lock_acquire(&b->lock);
-        n = ppi_lua_vm_memory(b->L);
-        ppi_lock_release(&b->lock);
+        /* never wait for a running call while holding the loader's lock: a busy
+         * bundle reports its size as of its last idle query */
+        if (atomic_load_explicit(&b->owner, memory_order_relaxed) != ppi_thread_tag() &&
+            ppi_lock_try(&b->lock)) {
+            b->memory_snapshot = ppi_lua_vm_memory(b->L);
+            ppi_lock_release(&b->lock);
+        }
+        n = b->memory_snapshot;
     }
     pthread_mutex_unlock(&ld->lock);
     return n;

@@ -20,6 +20,8 @@ enum {
 };
 
 void ppi_lua_push_pointer(lua_State *L, const void *p);
+/* The traceback message handler every lua_pcall of the loader uses. */
+int ppi_lua_traceback(lua_State *L);
 /* The error value on top of the stack as text (never NULL). */
 const char *ppi_lua_error_text(lua_State *L);
 

@@ -31,7 +31,7 @@ const char *ppi_lua_error_text(lua_State *L) {
 }
 
 /* Traceback message handler, stack index 1 of every VM. */
-static int traceback_handler(lua_State *L) {
+int ppi_lua_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
@@ -359,7 +359,7 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
                  bundle);
         return NULL;
     }
-    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, ppi_lua_traceback);
     lua_pushcfunction(L, setup_vm);
     if (dir)
         lua_pushstring(L, dir);

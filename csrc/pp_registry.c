@@ -243,6 +243,16 @@ int32_t ppi_registry_resolve_locked(ppi_registry *reg, GuestContractHandle h,
     return st;
 }
 
+int32_t ppi_registry_resolve_copy(ppi_registry *reg, GuestContractHandle h,
+                                  GuestContractInterface *out) {
+    const GuestContractInterface *iface;
+    pthread_rwlock_rdlock(&reg->lock);
+    int32_t st = ppi_registry_resolve_locked(reg, h, &iface, NULL);
+    if (st == PP_OK) *out = *iface;
+    pthread_rwlock_unlock(&reg->lock);
+    return st;
+}
+
 int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
                              const GuestContractInterface **out, pp_error *err) {
     pthread_rwlock_rdlock(&reg->lock);

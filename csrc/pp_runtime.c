@@ -159,20 +159,34 @@ void ppi_set_last_error(pp_runtime *rt, const char *msg) {
 
 /* ── checked calls and draining ────────────────────────────────────────────── */
 
-/* How many checked calls this thread has in flight, and into which runtime (the
- * innermost one; calls into a second runtime from inside a call are rare and only
- * make the self-unload check below conservative). */
-static _Thread_local pp_runtime *calling_rt;
-static _Thread_local size_t calling_depth;
+/* The checked calls this thread has in flight, per runtime and epoch (a call can
+ * nest into another runtime; a few entries cover any sane nesting). */
+enum { TRACKED_RUNTIMES = 8 };
+static _Thread_local struct {
+    pp_runtime *rt;
+    size_t depth[2];
+} my_calls[TRACKED_RUNTIMES];
+
+static size_t *my_depth(pp_runtime *rt, unsigned epoch, bool add) {
+    for (size_t i = 0; i < TRACKED_RUNTIMES; i++)
+        if (my_calls[i].rt == rt) return &my_calls[i].depth[epoch];
+    if (!add) return NULL;
+    for (size_t i = 0; i < TRACKED_RUNTIMES; i++) {
+        if (!my_calls[i].rt) {
+            my_calls[i].rt = rt;
+            return &my_calls[i].depth[epoch];
+        }
+    }
+    return NULL; /* untracked: only the self-checks below become blind to it */
+}
 
 unsigned ppi_calls_enter(pp_runtime *rt) {
     for (;;) {
         unsigned e = atomic_load(&rt->call_epoch) & 1u;
         atomic_fetch_add(&rt->calls_in_flight[e], 1);
         if ((atomic_load(&rt->call_epoch) & 1u) == e) {
-            if (calling_rt != rt) calling_depth = 0;
-            calling_rt = rt;
-            calling_depth++;
+            size_t *d = my_depth(rt, e, true);
+            if (d) ++*d;
             return e;
         }
         atomic_fetch_sub(&rt->calls_in_flight[e], 1); /* raced with a flip: retry */
@@ -180,16 +194,28 @@ unsigned ppi_calls_enter(pp_runtime *rt) {
 }
 
 void ppi_calls_leave(pp_runtime *rt, unsigned epoch) {
-    if (calling_rt == rt && calling_depth && --calling_depth == 0) calling_rt = NULL;
+    size_t *d = my_depth(rt, epoch, false);
+    if (d && *d) {
+        --*d;
+        for (size_t i = 0; i < TRACKED_RUNTIMES; i++)
+            if (my_calls[i].rt == rt && !my_calls[i].depth[0] && !my_calls[i].depth[1])
+                my_calls[i].rt = NULL;
+    }
     atomic_fetch_sub_explicit(&rt->calls_in_flight[epoch], 1, memory_order_release);
 }
 
-bool ppi_calls_active_on_thread(pp_runtime *rt) { return calling_rt == rt && calling_depth; }
+bool ppi_calls_active_on_thread(pp_runtime *rt) {
+    size_t *d0 = my_depth(rt, 0, false), *d1 = my_depth(rt, 1, false);
+    return (d0 && *d0) || (d1 && *d1);
+}
 
 void ppi_calls_drain(pp_runtime *rt) {
     pthread_mutex_lock(&rt->drain_lock);
     unsigned old = atomic_fetch_add(&rt->call_epoch, 1) & 1u;
-    for (unsigned spins = 0; atomic_load(&rt->calls_in_flight[old]) != 0; spins++) {
+    /* this thread's own calls (a failed load inside a call) cannot finish first */
+    size_t *mine = my_depth(rt, old, false);
+    size_t own = mine ? *mine : 0;
+    for (unsigned spins = 0; atomic_load(&rt->calls_in_flight[old]) > own; spins++) {
         if (spins < 100) {
             sched_yield();
         } else {
@@ -547,13 +573,17 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
                  name, (long long)live);
     ppi_registry_invalidate(&rt->reg, bundle_id);
     ppi_registry_drop_deps(&rt->reg, bundle_id);
-    /* checked calls that resolved a handle before the retirement may still be on
-     * their way into the bundle: let them finish before its loader frees anything */
-    ppi_calls_drain(rt);
     pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
+    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    /* The bundle is gone from the registry and the bookkeeping.  Release the flow
+     * lock before waiting: a call still running elsewhere may itself need it (a
+     * guest loading a bundle).  Checked calls that resolved a handle before the
+     * retirement must finish before the loader frees anything. */
+    pthread_mutex_unlock(&rt->ops);
+    ppi_calls_drain(rt);
     if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
     pp_loader_release(loader);
-    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    return PP_OK;
 out:
     pthread_mutex_unlock(&rt->ops);
     if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
