@@ -532,11 +532,6 @@ static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
     out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
 }
 
-static int collect_garbage(lua_State *L) {
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    return 0;
-}
-
 /* Bundle locks held by this thread: non-zero while a guest calls into another bundle
  * through the FFI (a nested call). */
 static _Thread_local unsigned locks_held;
@@ -659,8 +654,7 @@ static void vm_dispatch(VmLoaderData loader_data, GuestContractInstance instance
         /* LuaJIT has no emergency collection: reclaim the failed call's garbage now so
          * the next call starts below the limit */
         lua_settop(L, STACK_BASE);
-        lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise: keep it protected */
-        lua_settop(L, STACK_BASE);
+        ppi_lua_vm_collect(L);
         code = PP_ABI_OUT_OF_MEMORY;
         snprintf(full, sizeof full,
                  "Lua function call failed: not enough memory (bundle `%s` reached its memory "

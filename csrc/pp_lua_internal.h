@@ -29,6 +29,8 @@ const char *ppi_lua_error_text(lua_State *L);
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
                           const pp_lua_config *cfg, pp_error *err);
 void ppi_lua_vm_close(lua_State *L);
+/* A full collection (after an out-of-memory error), protected against finalizers. */
+void ppi_lua_vm_collect(lua_State *L);
 /* Bytes held by the VM's garbage-collected heap. */
 int64_t ppi_lua_vm_memory(lua_State *L);
 

@@ -325,6 +325,22 @@ void ppi_lua_vm_close(lua_State *L) {
     if (f == counting_alloc) free(ud);
 }
 
+static int collect_garbage(lua_State *L) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+void ppi_lua_vm_collect(lua_State *L) {
+    void *ud = NULL;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    vm_memory *m = f == counting_alloc ? ud : NULL;
+    size_t limit = m ? m->limit : 0;
+    if (m) m->limit = 0; /* room for the protected call itself; the GC only frees */
+    lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
+    if (m) m->limit = limit;
+    lua_settop(L, PPI_STACK_BASE);
+}
+
 int64_t ppi_lua_vm_memory(lua_State *L) {
     return (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
 }
