@@ -46,41 +46,10 @@ static void futex_wake_one(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-void ppi_lock_acquire_slow(ppi_lock *l) {
-    long long deadline = 0;
-    unsigned backoff = BACKOFF_MIN;
-    for (;;) {
-        uint32_t expected = 0;
-        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&l->state, &expected, 1, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
-        /* Probe rarely: every probe pulls the lock's cache line away from the holder.
-         * Exponential backoff lets the holder run long batches of calls. */
-        for (unsigned k = 0; k < backoff; k++) cpu_relax();
-        if (backoff < BACKOFF_MAX) {
-            backoff *= 2;
-            continue;
-        }
-        long long t = now_ns();
-        if (!deadline)
-            deadline = t + PPI_LOCK_SPIN_NS;
-        else if (t > deadline)
-            break;
-        sched_yield();
-    }
-    /* sleeping phase: mark "waiters" and sleep until an unlock wakes us */
-    uint32_t c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
-    while (c != 0) {
-        futex_wait(&l->state, 2);
-        c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
-    }
-}
-
-void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->state); }
-
-bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns) {
-    long long deadline = now_ns() + (long long)ns;
+/* Probe until `deadline` (CLOCK_MONOTONIC ns); true once the lock is ours.  Probing
+ * pulls the lock's cache line away from the holder, so probes back off exponentially
+ * (the holder runs long batches of calls), then yield between probes. */
+static bool spin_until(ppi_lock *l, long long deadline) {
     unsigned backoff = BACKOFF_MIN;
     for (;;) {
         uint32_t expected = 0;
@@ -96,4 +65,20 @@ bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns) {
         if (now_ns() >= deadline) return false;
         sched_yield();
     }
+}
+
+void ppi_lock_acquire_slow(ppi_lock *l) {
+    if (spin_until(l, now_ns() + PPI_LOCK_SPIN_NS)) return;
+    /* sleeping phase: mark "waiters" and sleep until an unlock wakes us */
+    uint32_t c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
+    while (c != 0) {
+        futex_wait(&l->state, 2);
+        c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
+    }
+}
+
+void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->state); }
+
+bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns) {
+    return spin_until(l, now_ns() + (long long)ns);
 }

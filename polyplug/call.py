@@ -105,17 +105,8 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
         # overflow blocks come from the process heap, so a pooled frame may safely
         # outlive the runtime (it is then refused before any call)
         arena = ffi.gc(lib.pp_arena_new(lib.pp_detached_host(), ARENA_BYTES), lib.pp_arena_free)
-        frame.rt = rt_ptr
-        frame.index, frame.generation = contract.handle
-        if instance is not None:
-            frame.instance_data = instance._data
-            frame.instance_contract_id = instance._cid
-        frame.fn_id = sig.id
-        frame.timeout_ns = contract._timeout_ns
-        frame.cancel = contract._cancel_ptr
-        frame.args = args if args_size else ffi.NULL
-        frame.out = out if out_size else ffi.NULL
-        frame.arena = arena
+        contract._fill_frame(frame, rt_ptr, instance, sig.id, args if args_size else ffi.NULL,
+                             out if out_size else ffi.NULL, arena)
         return (frame, ffi.buffer(args), ffi.buffer(out), args, out, arena)
 
     params = [f"a{i}" for i in range(len(sig.args))]
@@ -187,6 +178,17 @@ class Contract:
     def __repr__(self) -> str:
         return f"<Contract {self.name}@{self.major} functions={sorted(self._signatures)}>"
 
+    def _fill_frame(self, frame: Any, rt_ptr: Any, instance: Optional[Instance], fn_id: int,
+                    args: Any, out: Any, arena: Any) -> None:
+        """Fill a ``pp_call_frame`` for a call through this contract's handle."""
+        frame.rt = rt_ptr
+        frame.index, frame.generation = self.handle
+        if instance is not None:
+            frame.instance_data, frame.instance_contract_id = instance._data, instance._cid
+        frame.fn_id = fn_id
+        frame.args, frame.out, frame.arena = args, out, arena
+        frame.timeout_ns, frame.cancel = self._timeout_ns, self._cancel_ptr
+
     def with_limits(self, timeout: Optional[float] = None,
                     cancel: Optional[CancelToken] = None) -> Contract:
         """The same contract whose calls carry a time limit (seconds) and/or a cancel token.
@@ -250,13 +252,7 @@ class Contract:
              arena: Any = ffi.NULL, instance: Optional[Instance] = None) -> None:
         """Raw call with your own cffi memory; raises on a non-Ok ``AbiError``."""
         frame = ffi.new("pp_call_frame *")
-        frame.rt = self._runtime._ptr()
-        frame.index, frame.generation = self.handle
-        if instance is not None:
-            frame.instance_data, frame.instance_contract_id = instance._data, instance._cid
-        frame.fn_id = fn_id
-        frame.args, frame.out, frame.arena = args, out, arena
-        frame.timeout_ns, frame.cancel = self._timeout_ns, self._cancel_ptr
+        self._fill_frame(frame, self._runtime._ptr(), instance, fn_id, args, out, arena)
         code = lib.pp_call_frame_invoke(frame)
         if code:
             raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id))
