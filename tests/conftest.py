@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Union
@@ -78,3 +80,13 @@ def call_vm(
     vm = iface.dispatch.vm
     vm.call(vm.loader_data, instance, fn_id, args, out, arena, result)
     return result
+
+
+def load_module(name: str, path: Path) -> Any:
+    """Import a helper script that is not a package module (e.g. tests/parity/pydriver.py)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

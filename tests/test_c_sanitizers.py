@@ -18,14 +18,12 @@ A missing tool is a failure with a clear message, never a silent pass: CI
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import cbuild  # tests/ is on sys.path under pytest, like conftest
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -37,16 +35,6 @@ SCENARIOS = sorted(PARITY.glob("*.scn"))
 IDS = [p.stem for p in SCENARIOS]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cbuild = _load("polyplug_tests_cbuild", HERE / "cbuild.py")
 
 VALGRIND_EXIT = 99
 SAN_ENV = {

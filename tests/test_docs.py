@@ -53,7 +53,6 @@ Fence attributes (after the language, invisible when rendered):
 
 from __future__ import annotations
 
-import importlib.util
 import linecache
 import os
 import re
@@ -379,9 +378,8 @@ def run_shell(block: Block, state: DocState) -> None:
 
 
 def cbuild() -> Any:
-    spec = importlib.util.spec_from_file_location("cbuild", ROOT / "tests" / "cbuild.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    import cbuild as module  # tests/ is on sys.path under pytest, like conftest
+
     return module
 
 

@@ -13,15 +13,14 @@ The scenario language is described in tests/parity/README.md.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Optional
 
+import cbuild  # tests/ is on sys.path under pytest, like conftest
 import pytest
+from conftest import load_module
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,17 +29,7 @@ DRIVER_SRC = HERE / "c" / "parity_driver.c"
 SCENARIOS = sorted(PARITY.glob("*.scn"))
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cbuild = _load("polyplug_tests_cbuild", HERE / "cbuild.py")
-pydriver = _load("polyplug_tests_pydriver", PARITY / "pydriver.py")
+pydriver = load_module("polyplug_tests_pydriver", PARITY / "pydriver.py")
 
 
 # ── running the two drivers ──────────────────────────────────────────────────

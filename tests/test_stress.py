@@ -22,7 +22,6 @@ traceback instead of killing the test session.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
 import os
 import random
@@ -300,12 +299,9 @@ SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error
 
 
 def _cbuild() -> Any:
-    spec = importlib.util.spec_from_file_location("polyplug_tests_cbuild", HERE / "cbuild.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("polyplug_tests_cbuild", module)
-    spec.loader.exec_module(module)
-    return module
+    import cbuild  # tests/ is on sys.path under pytest, like conftest
+
+    return cbuild
 
 
 @pytest.fixture(scope="module")
