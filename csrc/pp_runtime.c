@@ -85,6 +85,19 @@ static void bundle_as_manifest(const ppi_bundle *b, pp_manifest *m, StringView *
     m->needs_reinit_on_dep_reload = b->needs_reinit_on_dep_reload;
 }
 
+/* A deep copy of a stored bundle's manifest fields (not its loader reference). */
+static bool bundle_clone(ppi_bundle *dst, const ppi_bundle *src) {
+    memset(dst, 0, sizeof *dst);
+    StringView *prov = calloc(src->provides_len + 1, sizeof *prov);
+    if (!prov) return false;
+    pp_manifest view;
+    bundle_as_manifest(src, &view, prov);
+    bool ok = bundle_copy_manifest(dst, &view);
+    dst->id = src->id;
+    free(prov);
+    return ok;
+}
+
 static ppi_bundle *bundle_find_locked(pp_runtime *rt, uint64_t id) {
     for (size_t i = 0; i < rt->bundles_len; i++)
         if (rt->bundles[i].id == id) return &rt->bundles[i];
@@ -381,16 +394,7 @@ static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *pro
             if (seen) continue;
             if (!best || strcmp(b->name, best->name) < 0) best = b;
         }
-        if (best) {
-            pp_manifest tmp;
-            StringView *prov = calloc(best->provides_len + 1, sizeof *prov);
-            if (prov) {
-                bundle_as_manifest(best, &tmp, prov);
-                found = bundle_copy_manifest(&copy, &tmp);
-                copy.id = best->id;
-                free(prov);
-            }
-        }
+        if (best) found = bundle_clone(&copy, best);
         pthread_mutex_unlock(&rt->lock);
         if (!best) return;
         if (!found) {
