@@ -466,3 +466,22 @@ def test_a_raising_logger_is_reported_and_does_not_break_calls(tmp_path: Path) -
     finally:
         sys.unraisablehook = old
     assert seen and "polyplug log callback: logger exploded" in seen[0]
+
+
+def test_reload_cascades_to_opted_in_dependents_in_upstream_order(tmp_path: Path) -> None:
+    provider = make_bundle(tmp_path, "prov", PROVIDER)
+    dependent = make_bundle(tmp_path, "dep", COUNTER)
+    cid = polyplug.guest_contract_id("peer.math", 1)
+    with (dependent / "manifest.toml").open("a") as f:
+        f.write(f'needs_reinit_on_dep_reload = true\n\n[[dependency]]\nkind = "contract"\n'
+                f'contract = "peer.math"\nmin_version = "1.0"\ncontract_id = {cid}\n')
+    phases: list[tuple[str, str]] = []
+    with runtime(hot_reload_enabled=True,
+                 on_reload=lambda ph: phases.append((ph.type.name, ph.bundle_name))) as rt:
+        rt.load_bundle(provider)
+        rt.load_bundle(dependent)
+        rt.reload_bundle(provider)
+        assert phases == [("Preparing", "prov"), ("Preparing", "dep"), ("Reloaded", "dep"),
+                          ("Reloaded", "prov")]
+        with pytest.raises(polyplug.DependencyInUse, match=r'\["dep"\]'):
+            rt.unload_bundle(polyplug.bundle_id("prov"))
