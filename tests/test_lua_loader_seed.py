@@ -75,46 +75,23 @@ SEED_TESTS = (
 # ── Helpers ───────────────────────────────────────────────────────────────────
 
 
+def seed_bundle_script(name: str) -> bytes:
+    """A seed script, from the bundle the C-host parity scenarios load too (one copy)."""
+    return (Path(__file__).parent / "parity" / "bundles" / name / "bundle.lua").read_bytes()
+
+
 def make_runtime() -> Runtime:
     return RuntimeBuilder().loader(LuaLoader(LuaConfig())).build()
 
 
 def valid_plugin_script() -> bytes:
     """A minimal valid Lua plugin implementing ``test.loader@1`` with one no-op function."""
-    return b"""
-local ffi = require("ffi")
-local function impl_noop(_instance, _args_ptr, _out_ptr)
-end
-function polyplug_init(_registrar_ptr, _ctx_ptr)
-    return {
-        ["test.loader"] = {
-            contract_version = 1,
-            plugin_name      = "test-loader-unit",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_noop },
-        },
-    }, { code = 0 }
-end
-"""
+    return seed_bundle_script("seed_valid")
 
 
 def two_function_plugin_script() -> bytes:
     """A Lua plugin that defines two functions so we can verify function_count."""
-    return b"""
-local ffi = require("ffi")
-local function impl_a(_instance, _args_ptr, _out_ptr) end
-local function impl_b(_instance, _args_ptr, _out_ptr) end
-function polyplug_init(_registrar_ptr, _ctx_ptr)
-    return {
-        ["test.two"] = {
-            contract_version = 1,
-            plugin_name      = "test-two-unit",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_a, [1] = impl_b },
-        },
-    }, { code = 0 }
-end
-"""
+    return seed_bundle_script("seed_two_fn")
 
 
 def two_contract_plugin_script() -> bytes:
@@ -123,28 +100,7 @@ def two_contract_plugin_script() -> bytes:
     Regression fixture for the multi-contract bug: the old flat ``_polyplug_handlers``
     table with a first-wins guard silently dropped the second contract.
     """
-    return b"""
-local ffi = require("ffi")
-local function impl_first(_instance, _args_ptr, _out_ptr) end
-local function impl_second_a(_instance, _args_ptr, _out_ptr) end
-local function impl_second_b(_instance, _args_ptr, _out_ptr) end
-function polyplug_init(_registrar_ptr, _ctx_ptr)
-    return {
-        ["test.first"] = {
-            contract_version = 1,
-            plugin_name      = "test-multi-first",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_first },
-        },
-        ["test.second"] = {
-            contract_version = 1,
-            plugin_name      = "test-multi-second",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_second_a, [1] = impl_second_b },
-        },
-    }, { code = 0 }
-end
-"""
+    return seed_bundle_script("seed_multi")
 
 
 def load_script(path: Path, name: str) -> None:
@@ -629,21 +585,7 @@ def lua_reload_reinitializes_contracts(tmp_path: Path) -> None:
 
 def failing_plugin_script() -> bytes:
     """A Lua plugin whose single function always raises a Lua error."""
-    return b"""
-local function impl_fail(_instance, _args_ptr, _out_ptr)
-    error("boom from lua guest")
-end
-function polyplug_init(_registrar_ptr, _ctx_ptr)
-    return {
-        ["test.loader"] = {
-            contract_version = 1,
-            plugin_name      = "test-loader-fail",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_fail },
-        },
-    }, { code = 0 }
-end
-"""
+    return seed_bundle_script("seed_failing")
 
 
 def dispatch_failure_is_logged_through_host_logger(tmp_path: Path) -> None:
@@ -702,27 +644,7 @@ def logging_plugin_script() -> bytes:
     the host pointer comes in through the factory.  The second call passes an
     out-of-range level so the host's clamp-to-Error is exercised.
     """
-    return b"""
-local pg = require("polyplug_guest")
-local function new_logger(host)
-    local self = {}
-    function self:log_fn(_args_ptr, _out_ptr)
-        pg.log(host, pg.LogLevel.Info, "guest.test-log", "hello from lua guest")
-        pg.log(host, 99, "guest.test-log", "out of range level")
-    end
-    return self
-end
-function polyplug_init(_host_ptr, _ctx_ptr)
-    return {
-        ["test.loader"] = {
-            contract_version = 1,
-            plugin_name      = "test-loader-guest-log",
-            factory          = new_logger,
-            functions        = { [0] = function(instance, a, o) instance:log_fn(a, o) end },
-        },
-    }, { code = 0 }
-end
-"""
+    return seed_bundle_script("seed_logging")
 
 
 def guest_log_bridge_delivers_records_and_clamps_level(tmp_path: Path) -> None:
@@ -782,19 +704,7 @@ def load_init_returning_error_code_fails_load(tmp_path: Path) -> None:
     _dir, path = write_temp_bundle(
         tmp_path,
         "lua_loader_init_err_code",
-        b"""
-local function impl_noop(_instance, _args_ptr, _out_ptr) end
-function polyplug_init(_reg, _ctx)
-    return {
-        ["test.initerr"] = {
-            contract_version = 1,
-            plugin_name      = "test-init-err",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_noop },
-        },
-    }, { code = 1 }  -- AbiErrorCode.Generic
-end
-""",
+        seed_bundle_script("seed_init_err_code"),
     )
     with pytest.raises(polyplug.InitFailed) as excinfo:
         load_script(path, "lua_loader_init_err_code")
@@ -809,19 +719,7 @@ def load_init_returning_ok_code_succeeds(tmp_path: Path) -> None:
     _dir, path = write_temp_bundle(
         tmp_path,
         "lua_loader_init_ok_code",
-        b"""
-local function impl_noop(_instance, _args_ptr, _out_ptr) end
-function polyplug_init(_reg, _ctx)
-    return {
-        ["test.initok"] = {
-            contract_version = 1,
-            plugin_name      = "test-init-ok",
-            factory          = function(_host) return {} end,
-            functions        = { [0] = impl_noop },
-        },
-    }, { code = 0 }  -- AbiErrorCode.Ok
-end
-""",
+        seed_bundle_script("seed_init_ok_code"),
     )
     # Explicit Ok return must load.
     load_script(path, "lua_loader_init_ok_code")
