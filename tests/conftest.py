@@ -6,11 +6,12 @@ import importlib.util
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import pytest
 
 from polyplug import ManifestData, bundle_id, ffi
+from polyplug.signature import TYPES as SIGNATURE_TYPES
 
 
 def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
@@ -90,3 +91,29 @@ def load_module(name: str, path: Path) -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# Scalar signature types and their C types, from the library's own table.
+C_TYPES = {name: ctype for name, (_, ctype) in SIGNATURE_TYPES.items() if name != "string"}
+
+
+def write_typed_bundle(root: Path, name: str, lua: str, contract: Optional[str] = None,
+                       count: int = 0, functions: str = "") -> Path:
+    """A bundle ``root/name`` (version 1.0.0) with ``bundle.lua`` = ``lua``.
+
+    With ``contract`` it provides ``contract@1`` with ``count`` functions;
+    ``functions`` is the body of its ``[contracts."<contract>@1".functions]`` table
+    (omitted when empty).
+    """
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "bundle.lua").write_text(lua, encoding="utf-8")
+    manifest = (f'name = "{name}"\nid = {bundle_id(name)}\nversion = "1.0.0"\n'
+                f'loader = "lua"\nfile = "bundle.lua"\n')
+    if contract:
+        manifest += (f'provides = ["{contract}@1"]\n\n[function_count]\n'
+                     f'"{contract}@1" = {count}\n')
+    if functions:
+        manifest += f'\n[contracts."{contract}@1".functions]\n{functions}'
+    (d / "manifest.toml").write_text(manifest, encoding="utf-8")
+    return d

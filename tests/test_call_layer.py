@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
+from conftest import C_TYPES, write_typed_bundle
 
 import polyplug
 from polyplug import (
@@ -61,29 +62,10 @@ def build_runtime(logs: Logs, hot_reload: bool = False,
     return builder.hot_reload(hot_reload).build()
 
 
-def write_bundle(root: Path, name: str, lua: str, contract: str, count: int,
-                 functions: str = "") -> Path:
-    """A bundle ``root/name`` providing ``contract@1`` with ``count`` functions.
-
-    ``functions`` is the body of its ``[contracts."<contract>@1".functions]`` table
-    (omitted when empty).
-    """
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "bundle.lua").write_text(lua, encoding="utf-8")
-    manifest = (f'name = "{name}"\nid = {bundle_id(name)}\nversion = "1.0.0"\n'
-                f'loader = "lua"\nfile = "bundle.lua"\nprovides = ["{contract}@1"]\n\n'
-                f'[function_count]\n"{contract}@1" = {count}\n')
-    if functions:
-        manifest += f'\n[contracts."{contract}@1".functions]\n{functions}'
-    (d / "manifest.toml").write_text(manifest, encoding="utf-8")
-    return d
+write_bundle = write_typed_bundle
 
 
 # Every signature type, with its C type and values worth echoing.
-C_TYPES = {"u8": "uint8_t", "u16": "uint16_t", "u32": "uint32_t", "u64": "uint64_t",
-           "i8": "int8_t", "i16": "int16_t", "i32": "int32_t", "i64": "int64_t",
-           "f32": "float", "f64": "double", "bool": "bool"}
 TYPES = list(C_TYPES) + ["string"]
 INT_RANGES = {t: ((0, 2 ** int(t[1:]) - 1) if t[0] == "u"
                   else (-(2 ** (int(t[1:]) - 1)), 2 ** (int(t[1:]) - 1) - 1))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from conftest import C_TYPES, write_typed_bundle
 
 from polyplug import bundle_id, read_manifest
 
@@ -41,25 +42,9 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
 # ── temp bundles ─────────────────────────────────────────────────────────────
 
 
-def write_bundle(root: Path, name: str, lua: str, contract: Optional[str] = None,
-                 count: int = 0, functions: str = "") -> Path:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "bundle.lua").write_text(lua, encoding="utf-8")
-    manifest = (f'name = "{name}"\nid = {bundle_id(name)}\nversion = "1.0.0"\n'
-                f'loader = "lua"\nfile = "bundle.lua"\n')
-    if contract:
-        manifest += (f'provides = ["{contract}@1"]\n\n[function_count]\n'
-                     f'"{contract}@1" = {count}\n')
-    if functions:
-        manifest += f'\n[contracts."{contract}@1".functions]\n{functions}'
-    (d / "manifest.toml").write_text(manifest, encoding="utf-8")
-    return d
+write_bundle = write_typed_bundle
 
 
-C_TYPES = {"u8": "uint8_t", "u16": "uint16_t", "u32": "uint32_t", "u64": "uint64_t",
-           "i8": "int8_t", "i16": "int16_t", "i32": "int32_t", "i64": "int64_t",
-           "f32": "float", "f64": "double", "bool": "bool"}
 
 
 @pytest.fixture
