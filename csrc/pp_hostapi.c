@@ -1,7 +1,8 @@
 /*
- * pp_hostapi.c — the 21 HostApi entry points (abi-runtime.md §5).  Each one recovers
- * the runtime from `self`, tolerates NULL the way upstream does, and reports through
- * the AbiError out-param plus the runtime's last_error.
+ * pp_hostapi.c — the 21 HostApi entry points (abi-runtime.md §5), exactly: each one
+ * recovers the runtime from `self`, tolerates NULL the way upstream does, and reports
+ * through the AbiError out-param plus the runtime's last_error.  Calls and limits are
+ * in pp_call.c, flows in pp_runtime.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,10 @@ static void host_register_guest_contract(const HostApi *self, const PluginDescri
     }
     if (!rt) {
         set_err(out_err, AbiErrorCode_InvalidPointer, "null HostApi in register_guest_contract");
+        return;
+    }
+    if (atomic_load_explicit(&rt->closed, memory_order_relaxed)) {
+        set_err(out_err, AbiErrorCode_Generic, "register_guest_contract: the runtime is closed");
         return;
     }
     pp_error e;
@@ -209,7 +214,7 @@ static HostContractInstance host_get_host_contract(const HostApi *self, uint64_t
     if (!rt) return none;
     const HostContractInterface *iface = NULL;
     HostContractInstance cached = none;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->host_contracts_len; i++) {
         ppi_host_contract *hc = &rt->host_contracts[i];
         if (hc->iface->contract_id == contract_id &&
@@ -219,7 +224,7 @@ static HostContractInstance host_get_host_contract(const HostApi *self, uint64_t
             break;
         }
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     if (!iface) {
         char msg[160];
         snprintf(msg, sizeof msg, "host contract not found: id=%llu, min_version=%u",
@@ -231,7 +236,7 @@ static HostContractInstance host_get_host_contract(const HostApi *self, uint64_t
     HostContractInstance inst = none;
     iface->create_instance(iface, NULL, &inst);
     if (iface->singleton && inst.data) {
-        pthread_mutex_lock(&rt->lock);
+        ppi_mutex_lock(&rt->lock);
         for (size_t i = 0; i < rt->host_contracts_len; i++) {
             ppi_host_contract *hc = &rt->host_contracts[i];
             if (hc->iface != iface) continue;
@@ -239,13 +244,13 @@ static HostContractInstance host_get_host_contract(const HostApi *self, uint64_t
                 /* another thread won the race: keep its instance, drop ours */
                 HostContractInstance mine = inst;
                 inst = hc->cached;
-                pthread_mutex_unlock(&rt->lock);
+                ppi_mutex_unlock(&rt->lock);
                 iface->destroy_instance(iface, mine);
                 return inst;
             }
             hc->cached = inst;
         }
-        pthread_mutex_unlock(&rt->lock);
+        ppi_mutex_unlock(&rt->lock);
     }
     return inst;
 }
@@ -256,13 +261,13 @@ static const HostContractInterface *host_resolve_host_contract_interface(const H
     pp_runtime *rt = rt_of(self);
     if (!rt) return NULL;
     const HostContractInterface *iface = NULL;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->host_contracts_len && !iface; i++) {
         const HostContractInterface *c = rt->host_contracts[i].iface;
         if (c->contract_id == contract_id && host_version_ok(&c->contract_version, packed))
             iface = c;
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     if (!iface) {
         char msg[160];
         snprintf(msg, sizeof msg, "host contract interface not found: id=%llu, min_version=%u",
@@ -294,7 +299,7 @@ static void host_register_host_contract(const HostApi *self, const HostContractI
     }
     uint32_t code = AbiErrorCode_Ok;
     const char *msg = NULL;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->host_contracts_len; i++) {
         if (rt->host_contracts[i].iface->contract_id == iface->contract_id) {
             code = AbiErrorCode_Generic;
@@ -312,7 +317,7 @@ static void host_register_host_contract(const HostApi *self, const HostContractI
             msg = "out of memory registering a host contract";
         }
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     if (code == AbiErrorCode_Ok) atomic_fetch_add(&rt->reg.revision, 1);
     set_err(out_err, code, msg);
 }
@@ -343,7 +348,7 @@ static ArrayDependencyInfo host_get_dependencies(const HostApi *self) {
     if (!rt) return arr;
     uint64_t bundle = ppi_current_init_bundle(rt);
     if (bundle == 0) return arr;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     const ppi_bundle *b = NULL;
     for (size_t i = 0; i < rt->bundles_len && !b; i++)
         if (rt->bundles[i].id == bundle) b = &rt->bundles[i];
@@ -361,7 +366,7 @@ static ArrayDependencyInfo host_get_dependencies(const HostApi *self) {
             arr.len = b->deps_len;
         }
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return arr;
 }
 
@@ -382,10 +387,10 @@ static void path_op(const HostApi *self, const uint8_t *path, size_t path_len,
     }
     pp_error e;
     pp_error_clear(&e);
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     pp_path_hook hook = reload ? rt->reload_hook : rt->load_hook;
     void *ud = rt->hook_user_data;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     if (reload && !rt->hot_reload_enabled) {
         ppi_fail(&e, PP_ERR_HOT_RELOAD_DISABLED, NULL, NULL, NULL,
                  "hot-reload is disabled in runtime config");
@@ -448,7 +453,7 @@ static void host_register_loader(const HostApi *self, void *loader_ptr, AbiError
 static size_t host_get_last_error(const HostApi *self, uint8_t *buf, size_t buf_len) {
     pp_runtime *rt = rt_of(self);
     if (!rt) return 0;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     size_t len = rt->last_error_len, n;
     if (!buf) {
         n = len;
@@ -459,16 +464,16 @@ static size_t host_get_last_error(const HostApi *self, uint8_t *buf, size_t buf_
     free(rt->last_error); /* reading always clears, even when truncated (upstream) */
     rt->last_error = NULL;
     rt->last_error_len = 0;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return n;
 }
 
 static size_t host_get_error_len(const HostApi *self) {
     pp_runtime *rt = rt_of(self);
     if (!rt) return 0;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     size_t len = rt->last_error_len;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return len;
 }
 
@@ -546,104 +551,4 @@ static void detached_init(void) { ppi_fill_host_api(&detached_host, NULL); }
 const HostApi *pp_detached_host(void) {
     pthread_once(&detached_once, detached_init);
     return &detached_host;
-}
-
-/* ── pp_call: the formula of §2.4 in one place ─────────────────────────────── */
-
-void pp_call(const GuestContractInterface *iface, void *instance_data,
-             uint64_t instance_contract_id, uint32_t fn_id, const void *args, void *out,
-             CallArena *arena, AbiError *out_err) {
-    if (PP_UNLIKELY(!iface)) {
-        set_err(out_err, AbiErrorCode_InvalidPointer, "pp_call: interface pointer is null");
-        return;
-    }
-    GuestContractInstance inst = {instance_data, instance_contract_id};
-    if (PP_LIKELY(iface->dispatch_type == DispatchType_VirtualMachine)) {
-        iface->dispatch.vm.call(iface->dispatch.vm.loader_data, inst, fn_id, args, out, arena,
-                                out_err);
-        return;
-    }
-    if (fn_id >= iface->dispatch.native.function_count) {
-        set_err(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-        return;
-    }
-    NativeGuestFn fn = (NativeGuestFn)(uintptr_t)iface->dispatch.native.functions[fn_id];
-    set_err(out_err, AbiErrorCode_Ok, NULL);
-    fn(inst, args, out, out_err);
-}
-
-uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
-                        void *instance_data, uint64_t instance_contract_id, uint32_t fn_id,
-                        const void *args, void *out, CallArena *arena, AbiError *out_err) {
-    if (PP_UNLIKELY(!rt || !out_err)) {
-        set_err(out_err, AbiErrorCode_InvalidPointer, "pp_call_handle: null runtime");
-        return AbiErrorCode_InvalidPointer;
-    }
-    GuestContractHandle h = {index, generation};
-    GuestContractInterface iface; /* a copy taken under the registry lock: an unload
-                                   * rewrites the slot concurrently */
-    unsigned epoch = ppi_calls_enter(rt);
-    if (PP_UNLIKELY(ppi_registry_resolve_copy(&rt->reg, h, &iface) != PP_OK)) {
-        ppi_calls_leave(rt, epoch);
-        set_err(out_err, AbiErrorCode_StaleHandle,
-                "stale contract handle: its bundle was unloaded or the contract was removed "
-                "by a reload");
-        return AbiErrorCode_StaleHandle;
-    }
-    if (arena) pp_arena_reset(arena);
-    pp_call(&iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
-    ppi_calls_leave(rt, epoch);
-    return out_err->code;
-}
-
-/* ── call limits ───────────────────────────────────────────────────────────── */
-
-/* Per-thread call options (like errno: a property of the calling thread's next
- * calls, not runtime state). */
-static _Thread_local uint64_t thread_timeout_ns;
-static _Thread_local pp_cancel *thread_cancel;
-
-void pp_set_call_limits(uint64_t timeout_ns, pp_cancel *cancel) {
-    thread_timeout_ns = timeout_ns;
-    thread_cancel = cancel;
-}
-
-void ppi_thread_call_limits(uint64_t *timeout_ns, pp_cancel **cancel) {
-    *timeout_ns = thread_timeout_ns;
-    *cancel = thread_cancel;
-}
-
-pp_cancel *pp_cancel_new(void) {
-    pp_cancel *c = malloc(sizeof *c);
-    if (c) atomic_init(&c->requested, 0);
-    return c;
-}
-
-void pp_cancel_free(pp_cancel *token) { free(token); }
-
-void pp_cancel_request(pp_cancel *token) {
-    if (token) atomic_store_explicit(&token->requested, 1, memory_order_release);
-}
-
-void pp_cancel_clear(pp_cancel *token) {
-    if (token) atomic_store_explicit(&token->requested, 0, memory_order_release);
-}
-
-bool pp_cancel_requested(const pp_cancel *token) {
-    return token && atomic_load_explicit(&token->requested, memory_order_acquire);
-}
-
-uint32_t pp_call_frame_invoke(pp_call_frame *f) {
-    if (PP_UNLIKELY(!f)) return AbiErrorCode_InvalidPointer;
-    /* the frame's limits replace (not add to) any pp_set_call_limits of this thread */
-    uint64_t saved_timeout = thread_timeout_ns;
-    pp_cancel *saved_cancel = thread_cancel;
-    thread_timeout_ns = f->timeout_ns;
-    thread_cancel = f->cancel;
-    uint32_t code = pp_call_handle(f->rt, f->index, f->generation, f->instance_data,
-                                   f->instance_contract_id, f->fn_id, f->args, f->out,
-                                   f->arena, &f->err);
-    thread_timeout_ns = saved_timeout;
-    thread_cancel = saved_cancel;
-    return code;
 }

@@ -1,6 +1,56 @@
 /*
  * pp_internal.h — declarations shared between the host's C files (`ppi_` prefix).
  * Nothing here is part of the public API.
+ *
+ * ── Concurrency protocol ─────────────────────────────────────────────────────
+ *
+ * This is the one place that says which locks exist, what each protects, and in
+ * which order they may be taken.  Debug builds (PP_DEBUG_LOCKS, on in the sanitizer
+ * builds) check the order at every acquisition (PPI_ASSERT_MAY_TAKE).
+ *
+ * Locks, outermost first.  A thread may take a lock only while every lock it holds
+ * comes earlier in this list:
+ *
+ *   1. rt->ops — the flow lock (pthread mutex, recursive).  Serialises load, reload,
+ *      unload and close of one runtime.  Held across loader calls, guest init code
+ *      and reload-phase callbacks (a guest may load a bundle from init: recursion).
+ *   2. VM locks — one ppi_lock per loaded bundle, owned by a thread and counted
+ *      (pp_lock.c).  Serialises every use of the bundle's lua_State.  Held while
+ *      guest code runs; a thread holds several when a guest calls another bundle.
+ *   3. Leaf locks — rt->lock (runtime bookkeeping), reg->lock (registry, rwlock), a
+ *      Lua loader's list lock, the SDK bytecode cache lock.  They guard data only:
+ *      while one is held nothing is called out (no guest, no callback, no loader)
+ *      and nothing is waited for, except a try-lock of a VM lock.
+ *
+ * Out of order, one case is allowed and bounded: a guest running inside a call
+ * (VM lock held) loads, reloads or unloads a bundle, which takes rt->ops.  That
+ * wait is bounded (PPI_NESTED_WAIT_NS) and fails with a typed error.
+ *
+ * Waiting rules:
+ *   - A thread that holds rt->ops or a VM lock never waits without a bound: for a
+ *     VM lock it waits at most its call's remaining time, or PPI_NESTED_WAIT_NS.
+ *   - Only a thread that holds nothing (an outermost call) waits for a VM lock
+ *     without a bound, and only when its call has no time limit; the holder is then
+ *     running guest code under the limits of its own call.
+ *   - No operation waits for calls to finish.  A retired VM (unloaded, replaced by
+ *     a reload, or a failed first load) is closed by whichever thread releases it
+ *     last: the retiring thread when the VM is idle, otherwise the call that was
+ *     still inside it, on its way out.  pp_runtime_close is the one place that
+ *     waits for calls, with a bound and holding no lock.
+ *   - A VM is closed (lua_close, which runs __gc finalizers) with no lock held:
+ *     flows defer it until their thread releases rt->ops (ppi_defer_close).
+ *
+ * Lifetimes: everything reachable from an interface pointer or loader_data ever
+ * handed out — registry interface blocks, Lua bundle and contract records — stays
+ * allocated until pp_runtime_free (retired records go to the runtime's graveyard
+ * and answer StaleHandle).  A registry slot that is reused gets a new interface
+ * block, so an old pointer never reaches the new occupant.
+ *
+ * Callbacks: the log callback may run with VM locks held (a guest logging from a
+ * call) and on any thread; reload-phase callbacks run with rt->ops held.  Either may
+ * call back into the runtime: nested calls are bounded as above, and a call back
+ * into a VM this thread is already running in is refused (ReentrantCall).  A
+ * callback that never returns blocks the thread that invoked it, nothing more.
  */
 #ifndef PP_INTERNAL_H
 #define PP_INTERNAL_H
@@ -23,6 +73,11 @@
 #define PP_UNLIKELY(x) (x)
 #endif
 
+/* How long a thread that already holds a lock waits for another one. */
+#define PPI_NESTED_WAIT_NS 5000000000ULL
+/* How long pp_runtime_free waits for calls still running in the runtime's VMs. */
+#define PPI_CLOSE_WAIT_NS 10000000000ULL
+
 /* ── errors and strings (pp_util.c) ────────────────────────────────────────── */
 
 /* Fill `err` (if non-NULL) and return `status`.  `bundle`/`aux`/`detail` may be NULL. */
@@ -40,51 +95,161 @@ bool ppi_view_eq(StringView a, const char *b);
 bool ppi_utf8_valid(const uint8_t *s, size_t len);
 /* Identity of the calling thread, cheap and never 0. */
 uintptr_t ppi_thread_tag(void);
+/* CLOCK_MONOTONIC in nanoseconds. */
+long long ppi_now_ns(void);
 
 /* Growable array helper: ensure room for `need` elements of `elem` bytes. */
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem);
 
-/* ── the per-VM lock (pp_lock.c) ───────────────────────────────────────────── */
+/* ── locks (pp_lock.c) ─────────────────────────────────────────────────────── */
 
+/*
+ * A VM lock: a futex word plus the owning thread and a recursion count.  Waiters
+ * spin with backoff before they sleep, so same-bundle calls from several threads
+ * run in batches instead of paying a wake-up per hand-off.
+ */
 typedef struct ppi_lock {
-    _Atomic uint32_t state; /* 0 free, 1 held, 2 held with possible sleepers */
+    _Atomic uint32_t state;   /* 0 free, 1 held, 2 held with possible sleepers */
+    _Atomic uintptr_t owner;  /* thread tag of the holder, 0 when free */
+    uint32_t depth;           /* recursive acquisitions by the owner (owner only) */
 } ppi_lock;
 
 void ppi_lock_acquire_slow(ppi_lock *l);
-/* Try for at most `ns` nanoseconds (spinning and yielding, never sleeping). */
-bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns);
+/* Wait at most until `deadline_ns` (CLOCK_MONOTONIC): spin, then sleep.  True once
+ * the lock is ours. */
+bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns);
 void ppi_lock_wake(ppi_lock *l);
 
-static inline void ppi_lock_init(ppi_lock *l) { atomic_init(&l->state, 0); }
-
-static inline void ppi_lock_acquire(ppi_lock *l) {
-    uint32_t expected = 0;
-    if (PP_LIKELY(atomic_compare_exchange_strong_explicit(&l->state, &expected, 1,
-                                                          memory_order_acquire,
-                                                          memory_order_relaxed)))
-        return;
-    ppi_lock_acquire_slow(l);
+static inline void ppi_lock_init(ppi_lock *l) {
+    atomic_init(&l->state, 0);
+    atomic_init(&l->owner, 0);
+    l->depth = 0;
 }
 
-static inline bool ppi_lock_try(ppi_lock *l) {
+/* Does the calling thread (tag `me`) hold `l`? */
+static inline bool ppi_lock_mine(const ppi_lock *l, uintptr_t me) {
+    return atomic_load_explicit(&l->owner, memory_order_relaxed) == me;
+}
+
+/* Try once; true when the lock was free and is now ours (never recursive).  Sequentially
+ * consistent, like the release below: retiring a VM relies on it (pp_lua_call.c). */
+static inline bool ppi_lock_try(ppi_lock *l, uintptr_t me) {
     uint32_t expected = 0;
-    return atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_acquire,
-                                                   memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_seq_cst,
+                                                 memory_order_seq_cst))
+        return false;
+    atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+    return true;
+}
+
+static inline void ppi_lock_acquire(ppi_lock *l, uintptr_t me) {
+    uint32_t expected = 0;
+    if (PP_UNLIKELY(!atomic_compare_exchange_strong_explicit(
+            &l->state, &expected, 1, memory_order_acquire, memory_order_relaxed)))
+        ppi_lock_acquire_slow(l);
+    atomic_store_explicit(&l->owner, me, memory_order_relaxed);
 }
 
 static inline void ppi_lock_release(ppi_lock *l) {
-    if (PP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+    /* seq_cst (the same xchg as release on x86): a releaser then reads `retired` */
+    if (PP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_seq_cst) == 2))
         ppi_lock_wake(l);
 }
 
-/* ── call limits of the calling thread (pp_hostapi.c) ──────────────────────── */
+/* ── call limits and cancellation ──────────────────────────────────────────── */
 
 struct pp_cancel {
     _Atomic uint32_t requested;
 };
 
-/* What pp_set_call_limits / pp_call_frame_invoke set for this thread. */
-void ppi_thread_call_limits(uint64_t *timeout_ns, pp_cancel **cancel);
+/* ── the per-thread frame (pp_thread.c) ────────────────────────────────────── */
+
+/*
+ * One call a thread is inside of, innermost first.  It lives on the C stack of the
+ * trampoline that runs the call (pp_lua_call.c).  The limit hook reads the
+ * innermost one; nested calls inherit the outer deadline when it is earlier.
+ */
+typedef struct ppi_call {
+    struct ppi_call *outer;
+    pp_runtime *rt;          /* the runtime the VM belongs to */
+    const void *vm;          /* the VM the call runs in (a Lua bundle record) */
+    const void *contract;    /* the contract record, for re-entry checks */
+    long long deadline_ns;   /* 0: no time limit */
+    uint64_t timeout_ns;     /* the call's own limit; 0 when the deadline is inherited */
+    pp_cancel *cancel;       /* NULL: none */
+    uint32_t tripped;        /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
+    bool limited;            /* the VM's count hook is armed for this call */
+    bool quiet;              /* the caller gets the error as a value: log it at Debug */
+} ppi_call;
+
+enum { PPI_MAX_INIT_WINDOWS = 32, PPI_MAX_DEFERRED = 16, PPI_ERROR_TEXT = 1024 };
+
+typedef struct ppi_deferred {
+    void (*fn)(void *arg);
+    void *arg;
+} ppi_deferred;
+
+/*
+ * What the calling thread is inside of: its calls, the init windows it opened, the
+ * flow locks it holds, the limits pp_set_call_limits gave its next calls, and the
+ * text behind the AbiError.message of its last failed call.
+ */
+typedef struct ppi_thread {
+    ppi_call *call;                    /* innermost active call, or NULL */
+    uint32_t depth;                    /* active calls (C-level nesting) */
+    uint32_t vm_locks;                 /* VM locks held (counting recursion) */
+    uint32_t ops_held;                 /* flow locks held, any runtime */
+    bool quiet_next;                   /* the next call's failure goes back as a value */
+    uint32_t last_code;                /* AbiError code of the last failure without an
+                                        * error channel (create_instance) */
+    uint64_t next_timeout_ns;          /* pp_set_call_limits */
+    pp_cancel *next_cancel;
+    struct {
+        pp_runtime *rt;
+        uint64_t bundle_id;
+    } init[PPI_MAX_INIT_WINDOWS];      /* open init windows, innermost last */
+    uint32_t init_len;
+    ppi_deferred deferred[PPI_MAX_DEFERRED]; /* work for when ops_held drops to 0 */
+    uint32_t deferred_len;
+    uint32_t leaf_held;                /* PP_DEBUG_LOCKS: leaf locks held */
+    char error_text[PPI_ERROR_TEXT];   /* AbiError.message of the last failed call */
+} ppi_thread;
+
+extern _Thread_local ppi_thread ppi_self_frame;
+
+static inline ppi_thread *ppi_self(void) { return &ppi_self_frame; }
+
+/* Run `fn(arg)` once this thread holds no flow lock (now, if it holds none). */
+void ppi_defer(void (*fn)(void *arg), void *arg);
+/* Run the deferred work (called when ops_held drops to 0). */
+void ppi_run_deferred(ppi_thread *t);
+/* The bundle whose init window this thread has open in `rt`, or 0. */
+uint64_t ppi_current_init_bundle(pp_runtime *rt);
+/* Format the thread's error text; returns it (AbiError.message points here). */
+const char *ppi_error_textf(const char *fmt, ...) PP_PRINTF(1, 2);
+
+/* Lock-order checks (debug builds). */
+#ifdef PP_DEBUG_LOCKS
+void ppi_assert_may_take(int level, const char *what);
+void ppi_leaf_taken(void);
+void ppi_leaf_released(void);
+#define PPI_ASSERT_MAY_TAKE(level, what) ppi_assert_may_take(level, what)
+#define PPI_LEAF_TAKEN() ppi_leaf_taken()
+#define PPI_LEAF_RELEASED() ppi_leaf_released()
+#else
+#define PPI_ASSERT_MAY_TAKE(level, what) ((void)0)
+#define PPI_LEAF_TAKEN() ((void)0)
+#define PPI_LEAF_RELEASED() ((void)0)
+#endif
+enum { PPI_LEVEL_OPS = 1, PPI_LEVEL_VM = 2, PPI_LEVEL_LEAF = 3 };
+
+/* Leaf-lock wrappers: the order check, then the lock. */
+void ppi_mutex_lock(pthread_mutex_t *m);
+void ppi_mutex_unlock(pthread_mutex_t *m);
+void ppi_rdlock(pthread_rwlock_t *l);
+void ppi_wrlock(pthread_rwlock_t *l);
+void ppi_rwunlock(pthread_rwlock_t *l);
 
 /* ── logging funnel (pp_log.c) ─────────────────────────────────────────────── */
 
@@ -101,23 +266,35 @@ void ppi_logf(pp_runtime *rt, uint32_t level, const char *scope, const char *fmt
 
 /* ── registry (pp_registry.c) ──────────────────────────────────────────────── */
 
-/* SURVIVING is a transient mark used only inside ppi_registry_commit_reload. */
+/*
+ * One registration's interface.  Immutable once published and never freed before
+ * the registry: resolve hands out &block->iface, and that pointer stays valid (and
+ * keeps calling the same loader record) whatever happens to the slot later.
+ */
+typedef struct ppi_iface {
+    GuestContractInterface iface;
+    struct ppi_iface *next_all; /* every block, for the registry's destructor */
+} ppi_iface;
+
+/* SURVIVING is a transient mark used only inside ppi_registry_commit_window. */
 enum { PPI_SLOT_EMPTY = 0, PPI_SLOT_PUBLISHED = 1, PPI_SLOT_PENDING = 2, PPI_SLOT_SURVIVING = 3 };
 
 typedef struct ppi_slot {
-    GuestContractInterface iface; /* stable address for the runtime's lifetime */
-    uint32_t generation;
+    /* read without the lock by ppi_registry_lookup */
+    _Atomic(ppi_iface *) published; /* NULL unless the slot is PUBLISHED */
+    _Atomic uint32_t generation;    /* bumped every time the slot is vacated */
+    /* the rest: reg->lock */
     uint32_t state;
+    ppi_iface *block;               /* the slot's registration (also while PENDING) */
     uint64_t bundle_id;
-    char *contract_name; /* "<name>@<major>" */
-    char *plugin_name;
+    uint64_t contract_id;
     Version version;
+    char *contract_name;            /* "<name>@<major>" */
+    char *plugin_name;
 } ppi_slot;
 
-typedef struct ppi_index_entry {
-    uint64_t contract_id;
-    uint32_t slot;
-} ppi_index_entry;
+enum { PPI_SLOT_CHUNK_BITS = 8, PPI_SLOT_CHUNK = 1u << PPI_SLOT_CHUNK_BITS,
+       PPI_SLOT_CHUNKS = 16384 };
 
 typedef struct ppi_dep_entry {
     uint64_t bundle_id;
@@ -131,14 +308,17 @@ typedef struct ppi_count_entry {
 
 typedef struct ppi_registry {
     pthread_rwlock_t lock;
-    ppi_slot **slots;
-    size_t slots_len, slots_cap;
-    ppi_index_entry *index; /* published slots in publication order */
+    /* slots live in fixed chunks that never move (lock-free lookup) */
+    ppi_slot *chunks[PPI_SLOT_CHUNKS];
+    _Atomic uint32_t slots_len;
+    uint32_t free_hint; /* no empty slot below this index */
+    uint32_t *index; /* published slots in publication order */
     size_t index_len, index_cap;
+    ppi_iface *blocks; /* every interface block ever published */
     ppi_dep_entry *deps; /* declared dependencies per bundle */
     size_t deps_len, deps_cap;
-    uint64_t *reloading; /* bundles inside a reload window */
-    size_t reloading_len, reloading_cap;
+    uint64_t *windows; /* bundles inside a load or reload window */
+    size_t windows_len, windows_cap;
     ppi_count_entry *counts; /* live stateful instances per contract id */
     size_t counts_len, counts_cap;
     _Atomic uint64_t revision;
@@ -155,13 +335,12 @@ GuestContractHandle ppi_registry_find(ppi_registry *reg, uint64_t contract_id,
                                       uint32_t min_major, bool by_bundle, uint64_t bundle_id);
 size_t ppi_registry_find_all(ppi_registry *reg, uint64_t contract_id, uint32_t min_major,
                              GuestContractHandle *out, size_t cap);
+/* The interface behind a live handle, without taking the lock; NULL when the handle
+ * is invalid or stale (`invalid` tells which). */
+const GuestContractInterface *ppi_registry_lookup(ppi_registry *reg, GuestContractHandle h,
+                                                  bool *invalid);
 int32_t ppi_registry_resolve(ppi_registry *reg, GuestContractHandle h,
                              const GuestContractInterface **out, pp_error *err);
-int32_t ppi_registry_resolve_locked(ppi_registry *reg, GuestContractHandle h,
-                                    const GuestContractInterface **out, pp_error *err);
-/* Resolve and copy the interface while the registry lock is held. */
-int32_t ppi_registry_resolve_copy(ppi_registry *reg, GuestContractHandle h,
-                                  GuestContractInterface *out);
 int32_t ppi_registry_handle_info(ppi_registry *reg, GuestContractHandle h, pp_slot_info *out,
                                  pp_error *err);
 size_t ppi_registry_invalidate(ppi_registry *reg, uint64_t bundle_id);
@@ -170,9 +349,11 @@ void ppi_registry_drop_deps(ppi_registry *reg, uint64_t bundle_id);
 bool ppi_registry_declares(ppi_registry *reg, uint64_t bundle_id, uint64_t contract_id);
 /* Does `dependent` declare a dependency on any contract `provider` publishes? */
 bool ppi_registry_depends_on(ppi_registry *reg, uint64_t dependent, uint64_t provider);
-void ppi_registry_begin_reload(ppi_registry *reg, uint64_t bundle_id);
-void ppi_registry_abort_reload(ppi_registry *reg, uint64_t bundle_id);
-void ppi_registry_commit_reload(ppi_registry *reg, uint64_t bundle_id);
+/* Load and reload windows: registrations of `bundle_id` stay pending (invisible)
+ * until commit publishes them all at once; abort drops them. */
+void ppi_registry_begin_window(ppi_registry *reg, uint64_t bundle_id);
+void ppi_registry_abort_window(ppi_registry *reg, uint64_t bundle_id);
+void ppi_registry_commit_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_count_instance(ppi_registry *reg, uint64_t contract_id, int64_t delta);
 int64_t ppi_registry_live_instances(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_reset_counts(ppi_registry *reg, uint64_t bundle_id);
@@ -205,15 +386,16 @@ typedef struct ppi_bundle {
     bool needs_reinit_on_dep_reload;
 } ppi_bundle;
 
-typedef struct ppi_init_frame {
-    uintptr_t thread;
-    uint64_t bundle_id;
-} ppi_init_frame;
-
 typedef struct ppi_host_contract {
     const HostContractInterface *iface;
     HostContractInstance cached;
 } ppi_host_contract;
+
+/* Memory that must outlive every pointer handed out: freed with the runtime. */
+typedef struct ppi_grave {
+    void *ptr;
+    void (*free_fn)(void *ptr);
+} ppi_grave;
 
 struct pp_runtime {
     HostApi api; /* first member: &rt->api is the HostApi* handed out */
@@ -228,42 +410,40 @@ struct pp_runtime {
 
     ppi_registry reg;
 
-    /* `ops` serialises load/reload/unload (recursive: a guest may load from init). */
+    /* The flow lock (level 1): serialises load/reload/unload/close. */
     pthread_mutex_t ops;
-    /* `lock` guards the fields below; never held while calling out. */
+    /* Set once by pp_runtime_close: every later operation fails with RuntimeClosed. */
+    _Atomic bool closed;
+    /* Guest VMs of this runtime that are not closed yet (pp_runtime_close waits). */
+    _Atomic long open_vms;
+
+    /* `lock` (leaf) guards the fields below. */
     pthread_mutex_t lock;
     pp_loader **loaders;
     size_t loaders_len, loaders_cap;
     ppi_bundle *bundles;
     size_t bundles_len, bundles_cap;
-    ppi_init_frame *init;
-    size_t init_len, init_cap;
-    _Atomic size_t init_active;
     ppi_host_contract *host_contracts;
     size_t host_contracts_len, host_contracts_cap;
     char *last_error;
     size_t last_error_len;
     pp_path_hook load_hook, reload_hook;
     void *hook_user_data;
-
-    /* Checked calls in flight (pp_call_handle), counted per epoch: unload flips the
-     * epoch and waits for the old one to drain before a loader frees anything. */
-    _Atomic unsigned call_epoch;
-    _Atomic size_t calls_in_flight[2];
-    pthread_mutex_t drain_lock;
+    ppi_grave *graves;
+    size_t graves_len, graves_cap;
 };
 
 void ppi_set_last_error(pp_runtime *rt, const char *msg);
-
-/* Checked-call bookkeeping (see pp_runtime.calls_in_flight). */
-unsigned ppi_calls_enter(pp_runtime *rt);
-void ppi_calls_leave(pp_runtime *rt, unsigned epoch);
-/* Is this thread inside a checked call into `rt`? */
-bool ppi_calls_active_on_thread(pp_runtime *rt);
-/* Wait until every checked call that started before now has finished. */
-void ppi_calls_drain(pp_runtime *rt);
-/* The bundle whose init window is open on this thread, or 0. */
-uint64_t ppi_current_init_bundle(pp_runtime *rt);
+/* Keep `ptr` until the runtime is freed, then free_fn(ptr). */
+void ppi_runtime_bury(pp_runtime *rt, void *ptr, void (*free_fn)(void *ptr));
+/* A guest VM of `rt` came up / went away (pp_runtime_close waits for zero). */
+void ppi_runtime_vm_opened(pp_runtime *rt);
+void ppi_runtime_vm_closed(pp_runtime *rt);
+/* Take / release the flow lock.  A thread that holds VM locks waits at most
+ * PPI_NESTED_WAIT_NS (false: not taken, `err` filled).  Releasing the outermost flow
+ * lock runs the thread's deferred work. */
+bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err);
+void ppi_ops_unlock(pp_runtime *rt);
 /* Record that `loader` put `bundle_id` into `rt` (takes a loader reference). */
 int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
                           const pp_manifest *m, pp_error *err);
@@ -271,6 +451,8 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
  * reference it held (or NULL). */
 pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id);
 void ppi_fill_host_api(HostApi *api, pp_runtime *rt);
+/* The failure of a closed runtime. */
+int32_t ppi_closed_error(pp_error *err, const char *what);
 
 /* ── embedded Lua SDK (generated pp_sdk_embed.c) ───────────────────────────── */
 

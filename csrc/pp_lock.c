@@ -1,20 +1,25 @@
 /*
- * pp_lock.c — the per-VM lock.
+ * pp_lock.c — the VM lock, and the checked wrappers of the leaf locks.
  *
  * A Lua state runs one call at a time, so same-bundle calls from several threads are
  * serialised.  A plain mutex makes that collapse: every hand-off puts the waiter to
  * sleep and every unlock pays a futex wake, so two threads run slower together than
  * one alone.  This lock lets a waiter spin with exponential backoff (then yield)
- * instead of sleeping, so the holder's unlock stays a single atomic store and calls
- * run in batches per thread.
- * Only a waiter that has spun for PPI_LOCK_SPIN_NS sleeps (futex), which keeps long
- * guest calls from burning a core.
+ * before it sleeps, so the holder's unlock stays a single atomic exchange and calls
+ * run in batches per thread.  Only a waiter that has spun for PPI_LOCK_SPIN_NS
+ * sleeps (futex), which keeps long guest calls from burning a core; a bounded wait
+ * sleeps with a timeout, so waiting two seconds costs two seconds of sleep, not of
+ * CPU.
  *
  * States: 0 free, 1 held, 2 held and a waiter may sleep (Drepper, "Futexes are
- * tricky", mutex 3, with a spinning phase in front of the sleeping one).
+ * tricky", mutex 3, with a spinning phase in front of the sleeping one).  The owner
+ * tag and recursion depth are the callers' business (pp_lua_call.c); the lock word
+ * itself is never recursive.
  */
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,14 +37,21 @@ static void cpu_relax(void) {
 #endif
 }
 
-static long long now_ns(void) {
+long long ppi_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void futex_wait(_Atomic uint32_t *addr, uint32_t expected) {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+/* Sleep while *addr == expected, at most `ns` nanoseconds (< 0: no limit). */
+static void futex_wait(_Atomic uint32_t *addr, uint32_t expected, long long ns) {
+    struct timespec ts, *tp = NULL;
+    if (ns >= 0) {
+        ts.tv_sec = (time_t)(ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        tp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, tp, NULL, 0);
 }
 
 static void futex_wake_one(_Atomic uint32_t *addr) {
@@ -62,23 +74,85 @@ static bool spin_until(ppi_lock *l, long long deadline) {
             backoff *= 2;
             continue;
         }
-        if (now_ns() >= deadline) return false;
+        if (ppi_now_ns() >= deadline) return false;
         sched_yield();
     }
 }
 
 void ppi_lock_acquire_slow(ppi_lock *l) {
-    if (spin_until(l, now_ns() + PPI_LOCK_SPIN_NS)) return;
+    if (spin_until(l, ppi_now_ns() + PPI_LOCK_SPIN_NS)) return;
     /* sleeping phase: mark "waiters" and sleep until an unlock wakes us */
     uint32_t c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
     while (c != 0) {
-        futex_wait(&l->state, 2);
+        futex_wait(&l->state, 2, -1);
         c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
     }
 }
 
 void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->state); }
 
-bool ppi_lock_acquire_within(ppi_lock *l, uint64_t ns) {
-    return spin_until(l, now_ns() + (long long)ns);
+bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns) {
+    long long now = ppi_now_ns();
+    long long spin_end = now + PPI_LOCK_SPIN_NS;
+    if (spin_until(l, spin_end < deadline_ns ? spin_end : deadline_ns)) return true;
+    for (;;) {
+        /* the lock may stay marked 2 after a timeout: its holder then wakes nobody */
+        if (atomic_exchange_explicit(&l->state, 2, memory_order_acquire) == 0) return true;
+        now = ppi_now_ns();
+        if (now >= deadline_ns) return false;
+        futex_wait(&l->state, 2, deadline_ns - now);
+    }
+}
+
+/* ── leaf locks and the order checks ───────────────────────────────────────── */
+
+#ifdef PP_DEBUG_LOCKS
+/* The lock-order rules of pp_internal.h, checked at every acquisition: flow and VM
+ * locks come before leaf locks, and leaf locks never nest.  (A flow lock taken while
+ * holding a VM lock is the allowed, bounded exception: ppi_ops_lock.) */
+void ppi_assert_may_take(int level, const char *what) {
+    if (ppi_self()->leaf_held == 0) return;
+    fprintf(stderr, "polyplug: lock order violated: taking %s (level %d) while holding a "
+            "leaf lock\n", what, level);
+    abort();
+}
+
+void ppi_leaf_taken(void) {
+    ppi_thread *t = ppi_self();
+    if (t->leaf_held) {
+        fprintf(stderr, "polyplug: lock order violated: two leaf locks held at once\n");
+        abort();
+    }
+    t->leaf_held++;
+}
+
+void ppi_leaf_released(void) { ppi_self()->leaf_held--; }
+#endif
+
+void ppi_mutex_lock(pthread_mutex_t *m) {
+    PPI_ASSERT_MAY_TAKE(PPI_LEVEL_LEAF, "a leaf mutex");
+    pthread_mutex_lock(m);
+    PPI_LEAF_TAKEN();
+}
+
+void ppi_mutex_unlock(pthread_mutex_t *m) {
+    PPI_LEAF_RELEASED();
+    pthread_mutex_unlock(m);
+}
+
+void ppi_rdlock(pthread_rwlock_t *l) {
+    PPI_ASSERT_MAY_TAKE(PPI_LEVEL_LEAF, "the registry lock");
+    pthread_rwlock_rdlock(l);
+    PPI_LEAF_TAKEN();
+}
+
+void ppi_wrlock(pthread_rwlock_t *l) {
+    PPI_ASSERT_MAY_TAKE(PPI_LEVEL_LEAF, "the registry lock");
+    pthread_rwlock_wrlock(l);
+    PPI_LEAF_TAKEN();
+}
+
+void ppi_rwunlock(pthread_rwlock_t *l) {
+    PPI_LEAF_RELEASED();
+    pthread_rwlock_unlock(l);
 }

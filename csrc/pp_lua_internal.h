@@ -1,6 +1,20 @@
 /*
- * pp_lua_internal.h — shared between the Lua loader's files: pp_lua.c (protocol,
- * dispatch, reload) and pp_lua_vm.c (state construction, limits).
+ * pp_lua_internal.h — shared between the Lua loader's files:
+ *
+ *   pp_lua_vm.c      building a bundle's lua_State: libraries, SDK, limits, allocator
+ *   pp_lua_init.c    reading the entry file and running the polyplug_init protocol
+ *   pp_lua_call.c    the vm.call / create_instance / destroy_instance trampolines
+ *   pp_lua_bundle.c  bundle and contract records, load / reload / unload, the vtable
+ *
+ * Object model.  A `lua_bundle` record lives from load until its runtime is freed
+ * (after unload it is a tombstone in the runtime's graveyard); its `lua_contract`
+ * records are what interfaces' loader_data point at, so every interface pointer ever
+ * handed out stays safe to call: a retired record answers StaleHandle.  The VM
+ * itself (`L`) is replaced by a reload and closed once no call is inside it.
+ *
+ * Locking: the bundle's `lock` (a VM lock, level 2 of pp_internal.h) guards `L`,
+ * every record's Lua references, `fn_count` writes and `next_instance`; `retired`
+ * is written once, under the lock, and read with acquire loads outside it.
  */
 #ifndef PP_LUA_INTERNAL_H
 #define PP_LUA_INTERNAL_H
@@ -19,33 +33,116 @@ enum {
     PPI_STACK_BASE = 3
 };
 
+typedef struct lua_contract {
+    struct lua_bundle *bundle;
+    char *name; /* bare contract name, the registrations key */
+    uint64_t contract_id;
+    uint32_t major;
+    _Atomic uint32_t fn_count; /* 0 once retired */
+    bool retired;              /* removed by a reload, or its bundle unloaded */
+    int *fn_refs;              /* registry refs of functions[0..fn_count) */
+    int factory_ref;           /* registry ref of the factory */
+    int default_ref;           /* registry ref of the default impl */
+    int instances_ref;         /* registry ref of the id -> impl table */
+    uint64_t next_instance;    /* never reset: ids stay unique across reloads */
+    struct lua_contract *next;
+} lua_contract;
+
+typedef struct lua_bundle {
+    ppi_lock lock;            /* the VM lock */
+    lua_State *L;             /* NULL once the VM is closed */
+    _Atomic bool retired;     /* unloaded or a failed first load: calls are refused */
+    struct lua_loader *loader;
+    pp_runtime *rt;
+    uint64_t id;
+    char *name;
+    uint64_t call_timeout_ns; /* the loader's defaults, copied */
+    uint64_t memory_limit;
+    int64_t memory_snapshot;  /* GC heap bytes at the last idle query (loader lock) */
+    lua_contract *contracts;  /* live and retired records */
+    struct lua_bundle *next;
+} lua_bundle;
+
+typedef struct lua_loader {
+    pthread_mutex_t lock; /* leaf: guards `bundles` */
+    lua_bundle *bundles;  /* loaded bundles, every runtime */
+    pp_lua_config config;
+} lua_loader;
+
+/* ── pp_lua_vm.c ──────────────────────────────────────────────────────────── */
+
 void ppi_lua_push_pointer(lua_State *L, const void *p);
 /* The traceback message handler every lua_pcall of the loader uses. */
 int ppi_lua_traceback(lua_State *L);
 /* The error value on top of the stack as text (never NULL). */
 const char *ppi_lua_error_text(lua_State *L);
 
-/* A fresh VM with [traceback, arena_alloc] on its stack; NULL with `err` filled. */
+/* A fresh VM with [traceback, arena_alloc, instance maker] on its stack; NULL with
+ * `err` filled.  It counts as one of rt's open VMs until ppi_lua_vm_close. */
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
                           const pp_lua_config *cfg, pp_error *err);
-void ppi_lua_vm_close(lua_State *L);
+/* Close a VM nobody can reach any more (runs its __gc finalizers). */
+void ppi_lua_vm_close(pp_runtime *rt, lua_State *L);
+/* The same, deferred until this thread holds no flow lock (ppi_defer). */
+void ppi_lua_close_later(pp_runtime *rt, lua_State *L);
 /* A full collection (after an out-of-memory error), protected against finalizers. */
 void ppi_lua_vm_collect(lua_State *L);
 /* Bytes held by the VM's garbage-collected heap. */
 int64_t ppi_lua_vm_memory(lua_State *L);
 
-/* Per-call limits, armed around one lua_pcall. */
-typedef struct ppi_call_limits {
-    long long deadline_ns;
-    pp_cancel *cancel;
-    uint32_t tripped; /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
-    struct ppi_call_limits *previous;
-} ppi_call_limits;
+/* Arm the count hook for `call` (which must be this thread's innermost call) when
+ * it has a deadline or a cancel token; ppi_lua_limits_end undoes it. */
+void ppi_lua_limits_begin(lua_State *L, ppi_call *call);
+void ppi_lua_limits_end(lua_State *L, ppi_call *call);
 
-/* Arm the count hook when a timeout or cancel token applies; returns whether it did
- * (then ppi_lua_limits_end must follow the call). */
-bool ppi_lua_limits_begin(lua_State *L, ppi_call_limits *lim, uint64_t timeout_ns,
-                          pp_cancel *cancel);
-void ppi_lua_limits_end(lua_State *L, ppi_call_limits *lim);
+/* ── pp_lua_init.c ────────────────────────────────────────────────────────── */
+
+/* A registration read from the guest's table, references held in the new VM. */
+typedef struct lua_pending {
+    char *name;
+    char *plugin_name;
+    uint32_t major;
+    uint32_t fn_count;
+    int *fn_refs;
+    int factory_ref, default_ref, instances_ref;
+} lua_pending;
+
+typedef struct lua_init_result {
+    pp_runtime *rt;
+    lua_State *L;
+    lua_pending *items; /* sorted by name */
+    size_t len;
+} lua_init_result;
+
+/* Build a VM, run the entry chunk and polyplug_init, and read the registrations.
+ * Must run inside the bundle's init window; the loader's call timeout bounds it. */
+int32_t ppi_lua_run_init(pp_runtime *rt, const pp_lua_config *config, const pp_manifest *m,
+                         const pp_source *src, const char *bundle, lua_init_result *res,
+                         pp_error *err);
+/* Free the result; close its VM too (later: ppi_lua_close_later) when `close_vm`. */
+void ppi_lua_init_result_free(lua_init_result *r, bool close_vm);
+/* InitFailed with `detail` as the inner error text. */
+int32_t ppi_lua_init_failed(pp_error *err, const char *bundle, const char *detail);
+
+/* ── pp_lua_call.c ────────────────────────────────────────────────────────── */
+
+/* Push `call` as this thread's innermost call: its deadline is now + timeout_ns (0:
+ * none), or the enclosing call's deadline when that is earlier; its cancel token is
+ * `cancel`, else the enclosing call's. */
+void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const void *contract,
+                       uint64_t timeout_ns, pp_cancel *cancel);
+void ppi_lua_call_pop(ppi_call *call);
+
+void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
+                     const void *args, void *out, CallArena *arena, AbiError *out_err);
+void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
+                             GuestContractInstance *out_instance);
+void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
+                              GuestContractInstance instance);
+/* Retire a bundle's VM: refuse new calls, and close it now if idle, else when the
+ * last call leaves it.  Never waits. */
+void ppi_lua_retire(lua_bundle *b);
+/* How long reload waits for a call in the bundle when no call timeout applies. */
+#define PPI_LUA_BUSY_WAIT_NS 10000000000ULL
 
 #endif /* PP_LUA_INTERNAL_H */

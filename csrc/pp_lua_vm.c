@@ -3,8 +3,9 @@
  * embedded SDK searcher, package.path, the optional restricted profile, the counting
  * allocator behind the memory limit, and the count hook behind timeouts and cancel.
  *
- * Rules: everything here runs with the bundle's lock held (or before the VM is
- * published); lua_error is raised only from frames that own nothing.
+ * Rules: everything here runs with the bundle's VM lock held (or before the VM is
+ * published, or after it was detached for closing); lua_error is raised only from
+ * frames that own nothing.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -55,10 +56,13 @@ static int arena_alloc(lua_State *L) {
     const HostApi *host = lua_touserdata(L, lua_upvalueindex(1));
     CallArena *arena = (CallArena *)(uintptr_t)where;
     void *p;
+    /* 8-byte alignment (upstream used 1): a struct placed after an odd-length string
+     * stays aligned for every scalar and pointer field */
+    size_t align = 8;
     if (arena)
-        p = pp_arena_alloc(arena, (size_t)size, 1);
+        p = pp_arena_alloc(arena, (size_t)size, align);
     else
-        p = host ? host->alloc(host, (size_t)size, 1) : NULL;
+        p = host ? host->alloc(host, (size_t)size, align) : NULL;
     ppi_lua_push_pointer(L, p);
     return 1;
 }
@@ -317,12 +321,40 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
-void ppi_lua_vm_close(lua_State *L) {
-    if (!L) return;
+static void close_uncounted(lua_State *L) {
     void *ud = NULL;
     lua_Alloc f = lua_getallocf(L, &ud);
     lua_close(L);
     if (f == counting_alloc) free(ud);
+}
+
+void ppi_lua_vm_close(pp_runtime *rt, lua_State *L) {
+    if (!L) return;
+    close_uncounted(L);
+    ppi_runtime_vm_closed(rt); /* last: the runtime may be freed right after */
+}
+
+typedef struct closing {
+    pp_runtime *rt;
+    lua_State *L;
+} closing;
+
+static void close_deferred(void *arg) {
+    closing c = *(closing *)arg;
+    free(arg);
+    ppi_lua_vm_close(c.rt, c.L);
+}
+
+void ppi_lua_close_later(pp_runtime *rt, lua_State *L) {
+    if (!L) return;
+    closing *c = malloc(sizeof *c);
+    if (!c) {
+        ppi_lua_vm_close(rt, L); /* no memory to wait with: close it now */
+        return;
+    }
+    c->rt = rt;
+    c->L = L;
+    ppi_defer(close_deferred, c);
 }
 
 static int collect_garbage(lua_State *L) {
@@ -387,7 +419,7 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
         snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
                  "init failed for bundle `%s`: %s", bundle, detail);
-        ppi_lua_vm_close(L);
+        close_uncounted(L);
         return NULL;
     }
     lua_pushlightuserdata(L, (void *)&rt->api);
@@ -398,11 +430,12 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "Lua VM init failed",
                  "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
                  ppi_lua_error_text(L));
-        ppi_lua_vm_close(L);
+        close_uncounted(L);
         return NULL;
     }
     /* the limit counts what the guest allocates, not the VM's own start-up footprint */
     if (mem) mem->limit = mem->used + cfg->memory_limit;
+    ppi_runtime_vm_opened(rt);
     return L;
 }
 
@@ -411,45 +444,39 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
 /* Instructions between two checks of the clock and the cancel flag. */
 enum { HOOK_INTERVAL = 1000 };
 
-static _Thread_local ppi_call_limits *active_limits;
-
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
+/* The count hook of a limited call.  It runs on the thread inside the VM, so this
+ * thread's innermost call is the one running in it. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
-    ppi_call_limits *lim = active_limits;
-    if (!lim) return;
-    if (!lim->tripped) {
-        if (lim->cancel && pp_cancel_requested(lim->cancel))
-            lim->tripped = PP_ABI_CALL_CANCELLED;
-        else if (lim->deadline_ns && now_ns() >= lim->deadline_ns)
-            lim->tripped = PP_ABI_CALL_TIMEOUT;
+    ppi_call *call = ppi_self()->call;
+    if (!call || !call->limited) return;
+    if (!call->tripped) {
+        if (call->cancel && pp_cancel_requested(call->cancel))
+            call->tripped = PP_ABI_CALL_CANCELLED;
+        else if (call->deadline_ns && ppi_now_ns() >= call->deadline_ns)
+            call->tripped = PP_ABI_CALL_TIMEOUT;
         else
             return;
         /* fire on every instruction from now on: a guest pcall cannot swallow it */
         lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
     }
-    luaL_error(L, "%s", lim->tripped == PP_ABI_CALL_TIMEOUT ? "call timed out"
-                                                             : "call cancelled");
+    luaL_error(L, "%s", call->tripped == PP_ABI_CALL_TIMEOUT ? "call timed out"
+                                                              : "call cancelled");
 }
 
-bool ppi_lua_limits_begin(lua_State *L, ppi_call_limits *lim, uint64_t timeout_ns,
-                          pp_cancel *cancel) {
-    lim->tripped = 0;
-    lim->cancel = cancel;
-    lim->deadline_ns = timeout_ns ? now_ns() + (long long)timeout_ns : 0;
-    lim->previous = active_limits;
-    if (!timeout_ns && !cancel) return false;
-    active_limits = lim;
+void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
+    if (PP_LIKELY(!call->deadline_ns && !call->cancel)) return;
+    call->limited = true;
     lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
-    return true;
 }
 
-void ppi_lua_limits_end(lua_State *L, ppi_call_limits *lim) {
-    lua_sethook(L, NULL, 0, 0);
-    active_limits = lim->previous;
+void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
+    if (PP_LIKELY(!call->limited)) return;
+    call->limited = false;
+    /* an enclosing call in the same VM keeps its own limits */
+    const ppi_call *outer = call->outer;
+    if (outer && outer->vm == call->vm && call->vm && outer->limited)
+        lua_sethook(L, limit_hook, LUA_MASKCOUNT, outer->tripped ? 1 : HOOK_INTERVAL);
+    else
+        lua_sethook(L, NULL, 0, 0);
 }

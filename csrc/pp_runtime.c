@@ -1,18 +1,16 @@
 /*
- * pp_runtime.c — the runtime: its HostApi table, bundle bookkeeping, the init window,
- * host contracts, and the load / reload / unload flows (abi-runtime.md §5, §8–§10).
+ * pp_runtime.c — the runtime: bundle bookkeeping, the graveyard, and the load /
+ * reload / unload / close flows (abi-runtime.md §5, §8–§10).
  *
- * Rules of this file:
- *   - `rt->lock` guards runtime fields and is held only for short bookkeeping; it is
- *     never held while calling a loader, a guest, a log or reload callback, or a hook.
- *   - `rt->ops` (recursive) serialises load/reload/unload flows so a reload never
- *     interleaves with an unload of the same bundle; a guest may re-enter from init.
- *   - Every HostApi entry tolerates NULL arguments the way upstream does.
+ * Locks (see the protocol in pp_internal.h): `rt->ops` is the flow lock, taken with
+ * ppi_ops_lock; `rt->lock` is a leaf that guards the runtime's fields and is never
+ * held while calling a loader, a guest, a callback or a hook.  No flow waits for
+ * calls to finish: retiring a bundle hands its VM to whoever leaves it last.
+ * Every HostApi entry tolerates NULL arguments the way upstream does.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <time.h>
 
 #include "pp_internal.h"
@@ -107,7 +105,7 @@ static ppi_bundle *bundle_find_locked(pp_runtime *rt, uint64_t id) {
 int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
                           const pp_manifest *m, pp_error *err) {
     int32_t st = PP_OK;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     ppi_bundle *have = bundle_find_locked(rt, bundle_id);
     if (have) {
         st = ppi_fail(err, PP_ERR_ALREADY_LOADED, have->name ? have->name : "", NULL, NULL,
@@ -132,14 +130,14 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
     b->loader = pp_loader_retain(loader);
     rt->bundles_len++;
 out:
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return st;
 }
 
 /* Remove the bookkeeping entry; returns the loader reference it held (or NULL). */
 pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
     pp_loader *loader = NULL;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->bundles_len; i++) {
         if (rt->bundles[i].id != bundle_id) continue;
         loader = rt->bundles[i].loader;
@@ -147,7 +145,7 @@ pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
         rt->bundles[i] = rt->bundles[--rt->bundles_len];
         break;
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return loader;
 }
 
@@ -163,128 +161,71 @@ static pp_loader *loader_find_locked(pp_runtime *rt, StringView name) {
 
 void ppi_set_last_error(pp_runtime *rt, const char *msg) {
     char *copy = ppi_strdup(msg);
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     free(rt->last_error);
     rt->last_error = copy;
     rt->last_error_len = copy ? strlen(copy) : 0;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
 }
 
-/* ── checked calls and draining ────────────────────────────────────────────── */
+/* ── the flow lock, the graveyard, open VMs ────────────────────────────────── */
 
-/* The checked calls this thread has in flight, per runtime and epoch (a call can
- * nest into another runtime; a few entries cover any sane nesting). */
-enum { TRACKED_RUNTIMES = 8 };
-static _Thread_local struct {
-    pp_runtime *rt;
-    size_t depth[2];
-} my_calls[TRACKED_RUNTIMES];
-
-static size_t *my_depth(pp_runtime *rt, unsigned epoch, bool add) {
-    for (size_t i = 0; i < TRACKED_RUNTIMES; i++)
-        if (my_calls[i].rt == rt) return &my_calls[i].depth[epoch];
-    if (!add) return NULL;
-    for (size_t i = 0; i < TRACKED_RUNTIMES; i++) {
-        if (!my_calls[i].rt) {
-            my_calls[i].rt = rt;
-            return &my_calls[i].depth[epoch];
-        }
-    }
-    return NULL; /* untracked: only the self-checks below become blind to it */
+int32_t ppi_closed_error(pp_error *err, const char *what) {
+    return ppi_fail(err, PP_ERR_RUNTIME_CLOSED, NULL, NULL, NULL,
+                    "%s: the runtime is closed", what);
 }
 
-unsigned ppi_calls_enter(pp_runtime *rt) {
-    for (;;) {
-        unsigned e = atomic_load(&rt->call_epoch) & 1u;
-        atomic_fetch_add(&rt->calls_in_flight[e], 1);
-        if ((atomic_load(&rt->call_epoch) & 1u) == e) {
-            size_t *d = my_depth(rt, e, true);
-            if (d) ++*d;
-            return e;
-        }
-        atomic_fetch_sub(&rt->calls_in_flight[e], 1); /* raced with a flip: retry */
-    }
-}
-
-void ppi_calls_leave(pp_runtime *rt, unsigned epoch) {
-    size_t *d = my_depth(rt, epoch, false);
-    if (d && *d) {
-        --*d;
-        for (size_t i = 0; i < TRACKED_RUNTIMES; i++)
-            if (my_calls[i].rt == rt && !my_calls[i].depth[0] && !my_calls[i].depth[1])
-                my_calls[i].rt = NULL;
-    }
-    atomic_fetch_sub_explicit(&rt->calls_in_flight[epoch], 1, memory_order_release);
-}
-
-bool ppi_calls_active_on_thread(pp_runtime *rt) {
-    size_t *d0 = my_depth(rt, 0, false), *d1 = my_depth(rt, 1, false);
-    return (d0 && *d0) || (d1 && *d1);
-}
-
-void ppi_calls_drain(pp_runtime *rt) {
-    pthread_mutex_lock(&rt->drain_lock);
-    unsigned old = atomic_fetch_add(&rt->call_epoch, 1) & 1u;
-    /* this thread's own calls (a failed load inside a call) cannot finish first */
-    size_t *mine = my_depth(rt, old, false);
-    size_t own = mine ? *mine : 0;
-    for (unsigned spins = 0; atomic_load(&rt->calls_in_flight[old]) > own; spins++) {
-        if (spins < 100) {
-            sched_yield();
-        } else {
-            struct timespec ts = {0, 50000}; /* 50 us */
-            nanosleep(&ts, NULL);
-        }
-    }
-    pthread_mutex_unlock(&rt->drain_lock);
-}
-
-/* ── init window ───────────────────────────────────────────────────────────── */
-
-int32_t pp_runtime_begin_init(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
-    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
-    int32_t st = PP_OK;
-    pthread_mutex_lock(&rt->lock);
-    if (ppi_grow((void **)&rt->init, &rt->init_cap, rt->init_len + 1, sizeof rt->init[0])) {
-        rt->init[rt->init_len].thread = ppi_thread_tag();
-        rt->init[rt->init_len].bundle_id = bundle_id;
-        rt->init_len++;
-        atomic_fetch_add(&rt->init_active, 1);
+bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err) {
+    ppi_thread *t = ppi_self();
+    PPI_ASSERT_MAY_TAKE(PPI_LEVEL_OPS, "the flow lock");
+    if (t->vm_locks == 0) {
+        pthread_mutex_lock(&rt->ops);
     } else {
-        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
-    }
-    pthread_mutex_unlock(&rt->lock);
-    return st;
-}
-
-void pp_runtime_end_init(pp_runtime *rt) {
-    if (!rt) return;
-    uintptr_t me = ppi_thread_tag();
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = rt->init_len; i-- > 0;) {
-        if (rt->init[i].thread != me) continue;
-        memmove(&rt->init[i], &rt->init[i + 1], (rt->init_len - i - 1) * sizeof rt->init[0]);
-        rt->init_len--;
-        atomic_fetch_sub(&rt->init_active, 1);
-        break;
-    }
-    pthread_mutex_unlock(&rt->lock);
-}
-
-uint64_t ppi_current_init_bundle(pp_runtime *rt) {
-    if (atomic_load_explicit(&rt->init_active, memory_order_acquire) == 0) return 0;
-    uint64_t id = 0;
-    uintptr_t me = ppi_thread_tag();
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = rt->init_len; i-- > 0;) {
-        if (rt->init[i].thread == me) {
-            id = rt->init[i].bundle_id;
-            break;
+        /* Out of order: a guest inside a call (VM lock held) starts a flow.  The flow
+         * lock's holder may be waiting (bounded) for this thread's VM, so wait at most
+         * PPI_NESTED_WAIT_NS (a recursive acquisition succeeds at once). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec +
+                        (long long)PPI_NESTED_WAIT_NS;
+        ts.tv_sec = (time_t)(end / 1000000000LL);
+        ts.tv_nsec = (long)(end % 1000000000LL);
+        if (pthread_mutex_timedlock(&rt->ops, &ts) != 0) {
+            ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
+                     "%s: gave up after %.0f s waiting for another load, reload or unload of "
+                     "this runtime to finish (this thread is inside a guest call, so it "
+                     "cannot wait longer without risking a deadlock)",
+                     what, (double)PPI_NESTED_WAIT_NS / 1e9);
+            return false;
         }
     }
-    pthread_mutex_unlock(&rt->lock);
-    return id;
+    t->ops_held++;
+    return true;
 }
+
+void ppi_ops_unlock(pp_runtime *rt) {
+    ppi_thread *t = ppi_self();
+    t->ops_held--;
+    pthread_mutex_unlock(&rt->ops);
+    if (t->ops_held == 0) ppi_run_deferred(t);
+}
+
+void ppi_runtime_bury(pp_runtime *rt, void *ptr, void (*free_fn)(void *ptr)) {
+    ppi_mutex_lock(&rt->lock);
+    bool ok = ppi_grow((void **)&rt->graves, &rt->graves_cap, rt->graves_len + 1,
+                       sizeof rt->graves[0]);
+    if (ok) {
+        rt->graves[rt->graves_len].ptr = ptr;
+        rt->graves[rt->graves_len].free_fn = free_fn;
+        rt->graves_len++;
+    }
+    ppi_mutex_unlock(&rt->lock);
+    /* out of memory: leak it; freeing memory a raw caller may still reach is worse */
+}
+
+void ppi_runtime_vm_opened(pp_runtime *rt) { atomic_fetch_add(&rt->open_vms, 1); }
+
+void ppi_runtime_vm_closed(pp_runtime *rt) { atomic_fetch_sub(&rt->open_vms, 1); }
 
 /* ── reload notifications ──────────────────────────────────────────────────── */
 
@@ -325,11 +266,16 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
                         "pp_runtime_load: runtime, manifest and source are required");
     char name[256];
     ppi_view_copy(name, sizeof name, m->name);
-    pthread_mutex_lock(&rt->ops);
-    pthread_mutex_lock(&rt->lock);
-    pp_loader *loader = pp_loader_retain(loader_find_locked(rt, m->loader));
-    pthread_mutex_unlock(&rt->lock);
-    int32_t st;
+    int32_t st = PP_ERR_RUNTIME_BUSY;
+    pp_loader *loader = NULL;
+    if (!ppi_ops_lock(rt, "load_bundle", err)) goto failed;
+    if (atomic_load(&rt->closed)) {
+        st = ppi_closed_error(err, "load_bundle");
+        goto out;
+    }
+    ppi_mutex_lock(&rt->lock);
+    loader = pp_loader_retain(loader_find_locked(rt, m->loader));
+    ppi_mutex_unlock(&rt->lock);
     if (!loader) {
         char lname[128];
         ppi_view_copy(lname, sizeof lname, m->loader);
@@ -343,15 +289,18 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
     st = ppi_runtime_adopt(rt, loader, m->id, m, err);
     if (st != PP_OK) goto out;
     ppi_registry_declare_deps(&rt->reg, m->id, m);
+    /* the load window: nothing is visible until everything registered */
+    ppi_registry_begin_window(&rt->reg, m->id);
     st = loader->vt->load(loader->self, rt, m, src, err);
     if (st != PP_OK) {
-        /* a failed load registers nothing: drop whatever is left and forget it */
-        ppi_registry_invalidate(&rt->reg, m->id);
+        /* a failed load registers nothing and was never visible: drop it and forget it
+         * (the loader retired its VM; nobody can be calling into it) */
+        ppi_registry_abort_window(&rt->reg, m->id);
         ppi_registry_drop_deps(&rt->reg, m->id);
         pp_loader_release(ppi_runtime_forget(rt, m->id));
         goto out;
     }
-    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    ppi_registry_commit_window(&rt->reg, m->id);
     bool known = false;
     for (size_t i = 0; i < PP_COUNTOF(known_loader_names); i++)
         known = known || ppi_view_eq(m->loader, known_loader_names[i]);
@@ -361,8 +310,10 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
                  (int)m->loader.len, (const char *)m->loader.ptr);
 out:
     pp_loader_release(loader);
-    pthread_mutex_unlock(&rt->ops);
-    if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
+    ppi_ops_unlock(rt);
+    if (st == PP_OK) return PP_OK;
+failed:
+    if (err) ppi_set_last_error(rt, err->message);
     return st;
 }
 
@@ -384,7 +335,7 @@ static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *pro
         ppi_bundle copy;
         memset(&copy, 0, sizeof copy);
         bool found = false;
-        pthread_mutex_lock(&rt->lock);
+        ppi_mutex_lock(&rt->lock);
         const ppi_bundle *best = NULL;
         for (size_t i = 0; i < rt->bundles_len; i++) {
             const ppi_bundle *b = &rt->bundles[i];
@@ -395,7 +346,7 @@ static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *pro
             if (!best || strcmp(b->name, best->name) < 0) best = b;
         }
         if (best) found = bundle_clone(&copy, best);
-        pthread_mutex_unlock(&rt->lock);
+        ppi_mutex_unlock(&rt->lock);
         if (!best) return;
         if (!found) {
             bundle_free_fields(&copy);
@@ -430,11 +381,11 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
                           pp_error *err) {
     char name[256];
     ppi_view_copy(name, sizeof name, m->name);
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     ppi_bundle *b = bundle_find_locked(rt, m->id);
     bool loaded = b != NULL;
     pp_loader *loader = pp_loader_retain(loader_find_locked(rt, m->loader));
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     int32_t st = PP_OK;
     if (!loaded) {
         st = ppi_fail(err, PP_ERR_BUNDLE_NOT_FOUND, name, NULL, NULL,
@@ -463,17 +414,17 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
                  "contracts after the Preparing callback; their state does not survive the "
                  "reload (calls on them return FunctionNotAvailable). Proceeding anyway.",
                  name, (long long)live);
-    ppi_registry_begin_reload(&rt->reg, m->id);
+    ppi_registry_begin_window(&rt->reg, m->id);
     st = loader->vt->reload(loader->self, rt, m, err);
     if (st != PP_OK) {
-        ppi_registry_abort_reload(&rt->reg, m->id);
+        ppi_registry_abort_window(&rt->reg, m->id);
         fire_phase(rt, ReloadPhaseType_Failed, m->id, name, err ? err->message : "reload failed");
         goto out;
     }
-    ppi_registry_commit_reload(&rt->reg, m->id);
+    ppi_registry_commit_window(&rt->reg, m->id);
     ppi_registry_reset_counts(&rt->reg, m->id);
     /* keep the stored manifest current (upstream leaves the old one) */
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     b = bundle_find_locked(rt, m->id);
     if (b) {
         ppi_bundle fresh;
@@ -488,7 +439,7 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
             bundle_free_fields(&fresh);
         }
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     if (ppi_grow((void **)&visited->ids, &visited->cap, visited->len + 1, sizeof(uint64_t)))
         visited->ids[visited->len++] = m->id;
     reload_dependents(rt, m->id, name, visited);
@@ -505,47 +456,104 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
     if (!rt->hot_reload_enabled)
         return ppi_fail(err, PP_ERR_HOT_RELOAD_DISABLED, NULL, NULL, NULL,
                         "hot-reload is disabled in runtime config");
-    pthread_mutex_lock(&rt->ops);
-    visit_set visited = {NULL, 0, 0};
-    int32_t st = reload_one(rt, m, &visited, err);
-    free(visited.ids);
-    pthread_mutex_unlock(&rt->ops);
+    int32_t st;
+    if (!ppi_ops_lock(rt, "reload_bundle", err)) {
+        st = err ? err->status : PP_ERR_RUNTIME_BUSY;
+    } else {
+        if (atomic_load(&rt->closed)) {
+            st = ppi_closed_error(err, "reload_bundle");
+        } else {
+            visit_set visited = {NULL, 0, 0};
+            st = reload_one(rt, m, &visited, err);
+            free(visited.ids);
+        }
+        ppi_ops_unlock(rt);
+    }
     if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
     return st;
 }
 
 /* ── unload ────────────────────────────────────────────────────────────────── */
 
-int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
-    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
-    pthread_mutex_lock(&rt->ops);
-    int32_t st = PP_OK;
-    char name[256] = "";
-    char dependents[1024] = "";
-    size_t ndep = 0;
-    pthread_mutex_lock(&rt->lock);
-    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
-    if (b && b->name) ppi_strlcpy(name, sizeof name, b->name);
-    bool found = b != NULL;
-    /* sorted names of other bundles that declared a dependency on this one */
-    const char *names[64];
-    for (size_t i = 0; found && i < rt->bundles_len && ndep < PP_COUNTOF(names); i++) {
+/* The names of the other loaded bundles that declared a dependency on `bundle_id`,
+ * sorted, as `"a", "b"` into `out`; returns how many.  Runs under the flow lock, so
+ * the bundle list cannot change; names are copied before the registry is asked
+ * (leaf locks never nest). */
+static size_t dependents_of(pp_runtime *rt, uint64_t bundle_id, char *out, size_t cap) {
+    ppi_mutex_lock(&rt->lock);
+    size_t n = rt->bundles_len;
+    uint64_t *ids = calloc(n + 1, sizeof *ids);
+    char **names = calloc(n + 1, sizeof *names);
+    size_t len = 0;
+    for (size_t i = 0; ids && names && i < n; i++) {
         const ppi_bundle *o = &rt->bundles[i];
         if (o->id == bundle_id || !o->has_manifest) continue;
-        if (ppi_registry_depends_on(&rt->reg, o->id, bundle_id)) names[ndep++] = o->name;
+        ids[len] = o->id;
+        names[len] = ppi_strdup(o->name ? o->name : "");
+        if (names[len]) len++;
+    }
+    ppi_mutex_unlock(&rt->lock);
+    size_t ndep = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (ppi_registry_depends_on(&rt->reg, ids[i], bundle_id))
+            names[ndep++] = names[i];
+        else
+            free(names[i]);
     }
     for (size_t i = 1; i < ndep; i++)
         for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
-            const char *t = names[k];
+            char *t = names[k];
             names[k] = names[k - 1];
             names[k - 1] = t;
         }
     size_t off = 0;
-    for (size_t i = 0; i < ndep && off < sizeof dependents; i++)
-        off += (size_t)snprintf(dependents + off, sizeof dependents - off, "%s\"%s\"",
-                                i ? ", " : "", names[i]);
-    pthread_mutex_unlock(&rt->lock);
+    out[0] = '\0';
+    for (size_t i = 0; i < ndep; i++) {
+        if (off < cap)
+            off += (size_t)snprintf(out + off, cap - off, "%s\"%s\"", i ? ", " : "", names[i]);
+        free(names[i]);
+    }
+    free(ids);
+    free(names);
+    return ndep;
+}
 
+/* Retire a bundle: Unloading phase, registry, bookkeeping, then the loader (which
+ * retires the VM without waiting for calls in it).  Flow lock held. */
+static void unload_locked(pp_runtime *rt, uint64_t bundle_id, const char *name, bool phase) {
+    if (phase) fire_phase(rt, ReloadPhaseType_Unloading, bundle_id, name, NULL);
+    int64_t live = ppi_registry_live_instances(&rt->reg, bundle_id);
+    if (live > 0 && phase)
+        ppi_logf(rt, LogLevel_Warn, "runtime",
+                 "unload: bundle '%s' still has %lld live guest instance(s) across its "
+                 "contracts; they die with its VM (calls on them answer StaleHandle). "
+                 "Proceeding anyway.",
+                 name, (long long)live);
+    ppi_registry_reset_counts(&rt->reg, bundle_id);
+    ppi_registry_invalidate(&rt->reg, bundle_id);
+    ppi_registry_drop_deps(&rt->reg, bundle_id);
+    pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
+    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
+    pp_loader_release(loader);
+}
+
+int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    int32_t st = PP_ERR_RUNTIME_BUSY;
+    if (!ppi_ops_lock(rt, "unload_bundle", err)) goto failed;
+    st = PP_OK;
+    char name[256] = "";
+    char dependents[1024];
+    if (atomic_load(&rt->closed)) {
+        st = ppi_closed_error(err, "unload_bundle");
+        goto out;
+    }
+    ppi_mutex_lock(&rt->lock);
+    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
+    if (b && b->name) ppi_strlcpy(name, sizeof name, b->name);
+    bool found = b != NULL;
+    ppi_mutex_unlock(&rt->lock);
     if (!found && bundle_id != 0) {
         char idtxt[32];
         snprintf(idtxt, sizeof idtxt, "0x%016llx", (unsigned long long)bundle_id);
@@ -553,44 +561,19 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
                       "bundle not found: no loaded bundle has id %s", idtxt);
         goto out;
     }
-    if (ppi_calls_active_on_thread(rt)) {
-        st = ppi_fail(err, PP_ERR_GENERIC, name, NULL, NULL,
-                      "cannot unload bundle `%s` from inside a guest call made through a "
-                      "checked call on the same runtime; unload it after the call returns",
-                      name);
-        goto out;
-    }
-    if (ndep) {
+    if (found && dependents_of(rt, bundle_id, dependents, sizeof dependents)) {
         st = ppi_fail(err, PP_ERR_DEPENDENCY_IN_USE, name, NULL, dependents,
                       "cannot unload bundle `%s`: still-loaded bundles declared a dependency "
                       "on it: [%s]",
                       name, dependents);
         goto out;
     }
-    fire_phase(rt, ReloadPhaseType_Unloading, bundle_id, name, NULL);
-    int64_t live = ppi_registry_live_instances(&rt->reg, bundle_id);
-    if (live > 0)
-        ppi_logf(rt, LogLevel_Warn, "runtime",
-                 "unload: bundle '%s' still has %lld live guest instance(s) across its "
-                 "contracts; destroy them before unload to avoid use-after-free. Proceeding "
-                 "anyway.",
-                 name, (long long)live);
-    ppi_registry_invalidate(&rt->reg, bundle_id);
-    ppi_registry_drop_deps(&rt->reg, bundle_id);
-    pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
-    atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
-    /* The bundle is gone from the registry and the bookkeeping.  Release the flow
-     * lock before waiting: a call still running elsewhere may itself need it (a
-     * guest loading a bundle).  Checked calls that resolved a handle before the
-     * retirement must finish before the loader frees anything. */
-    pthread_mutex_unlock(&rt->ops);
-    ppi_calls_drain(rt);
-    if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
-    pp_loader_release(loader);
-    return PP_OK;
+    unload_locked(rt, bundle_id, name, true);
 out:
-    pthread_mutex_unlock(&rt->ops);
-    if (st != PP_OK && err) ppi_set_last_error(rt, err->message);
+    ppi_ops_unlock(rt);
+    if (st == PP_OK) return PP_OK;
+failed:
+    if (err) ppi_set_last_error(rt, err->message);
     return st;
 }
 
@@ -601,7 +584,7 @@ int32_t pp_runtime_add_loader(pp_runtime *rt, pp_loader *loader, pp_error *err) 
         return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
                         "null pointer in register_loader");
     int32_t st = PP_OK;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     if (loader_find_locked(rt, ppi_view(loader->vt->name))) {
         st = ppi_fail(err, PP_ERR_DUPLICATE_LOADER, NULL, loader->vt->name, NULL,
                       "duplicate loader \"%s\": a loader with this name is already registered",
@@ -612,26 +595,26 @@ int32_t pp_runtime_add_loader(pp_runtime *rt, pp_loader *loader, pp_error *err) 
     } else {
         rt->loaders[rt->loaders_len++] = pp_loader_retain(loader);
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return st;
 }
 
 void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook reload,
                                void *user_data) {
     if (!rt) return;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     rt->load_hook = load;
     rt->reload_hook = reload;
     rt->hook_user_data = user_data;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
 }
 
 int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id) {
     if (!rt) return -1;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     ppi_bundle *b = bundle_find_locked(rt, bundle_id);
     pp_loader *loader = b ? pp_loader_retain(b->loader) : NULL;
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     int64_t n = -1;
     if (loader && loader->vt->memory) n = loader->vt->memory(loader->self, rt, bundle_id);
     pp_loader_release(loader);
@@ -641,13 +624,13 @@ int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id) {
 size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap) {
     if (!rt) return 0;
     size_t n = 0;
-    pthread_mutex_lock(&rt->lock);
+    ppi_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->bundles_len; i++) {
         if (!rt->bundles[i].has_manifest) continue;
         if (out && n < cap) out[n] = rt->bundles[i].id;
         n++;
     }
-    pthread_mutex_unlock(&rt->lock);
+    ppi_mutex_unlock(&rt->lock);
     return n;
 }
 
@@ -765,7 +748,6 @@ pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
     bool ok = pthread_mutex_init(&rt->ops, &attr) == 0;
     pthread_mutexattr_destroy(&attr);
     ok = ok && pthread_mutex_init(&rt->lock, NULL) == 0;
-    ok = ok && pthread_mutex_init(&rt->drain_lock, NULL) == 0;
     ok = ok && ppi_registry_init(&rt->reg) == 0;
     if (!ok) {
         ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "could not initialise runtime locks");
@@ -773,39 +755,83 @@ pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
         free(rt);
         return NULL;
     }
-    atomic_init(&rt->init_active, 0);
-    atomic_init(&rt->call_epoch, 0);
-    atomic_init(&rt->calls_in_flight[0], 0);
-    atomic_init(&rt->calls_in_flight[1], 0);
+    atomic_init(&rt->closed, false);
+    atomic_init(&rt->open_vms, 0);
     ppi_fill_host_api(&rt->api, rt);
     return rt;
 }
 
+/* Is this thread running a call in one of `rt`'s VMs? */
+static bool inside_call_of(pp_runtime *rt) {
+    for (const ppi_call *c = ppi_self()->call; c; c = c->outer)
+        if (c->rt == rt) return true;
+    return false;
+}
+
+int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    if (!ppi_ops_lock(rt, "close", err)) return PP_ERR_RUNTIME_BUSY;
+    atomic_store(&rt->closed, true);
+    /* newest first, so dependents go before their providers */
+    for (;;) {
+        char name[256] = "";
+        ppi_mutex_lock(&rt->lock);
+        bool any = rt->bundles_len > 0;
+        uint64_t id = any ? rt->bundles[rt->bundles_len - 1].id : 0;
+        if (any && rt->bundles[rt->bundles_len - 1].name)
+            ppi_strlcpy(name, sizeof name, rt->bundles[rt->bundles_len - 1].name);
+        ppi_mutex_unlock(&rt->lock);
+        if (!any) break;
+        unload_locked(rt, id, name, false);
+    }
+    ppi_ops_unlock(rt); /* closes the idle VMs (deferred until now) */
+    if (atomic_load(&rt->open_vms) == 0) return PP_OK;
+    /* VMs with calls still inside close when those calls return */
+    bool self = inside_call_of(rt);
+    long long deadline = ppi_now_ns() + (long long)(wait_ns > INT64_MAX / 2 ? INT64_MAX / 2
+                                                                               : wait_ns);
+    struct timespec nap = {0, 50000};
+    while (!self && atomic_load(&rt->open_vms) > 0 && ppi_now_ns() < deadline) {
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 5000000) nap.tv_nsec *= 2; /* up to 5 ms */
+    }
+    long left = atomic_load(&rt->open_vms);
+    if (left == 0) return PP_OK;
+    int32_t st = ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
+                          "close: %ld bundle VM(s) still have calls running%s; the runtime is "
+                          "closed to new work and those VMs are freed when their calls return",
+                          left, self ? " (close was called from inside one of them)" : "");
+    if (err) ppi_set_last_error(rt, err->message);
+    return st;
+}
+
+static void free_graves(pp_runtime *rt) {
+    /* newest first: a bundle buried after its records were buried goes first */
+    for (size_t i = rt->graves_len; i-- > 0;) rt->graves[i].free_fn(rt->graves[i].ptr);
+    free(rt->graves);
+}
+
 void pp_runtime_free(pp_runtime *rt) {
     if (!rt) return;
-    /* Unload newest first so dependents go before their providers. */
-    while (rt->bundles_len) {
-        ppi_bundle *b = &rt->bundles[rt->bundles_len - 1];
-        uint64_t id = b->id;
-        pp_loader *loader = b->loader;
-        b->loader = NULL;
-        bundle_free_fields(b);
-        rt->bundles_len--;
-        ppi_registry_invalidate(&rt->reg, id);
-        if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, id);
-        pp_loader_release(loader);
+    if (pp_runtime_close(rt, PPI_CLOSE_WAIT_NS, NULL) != PP_OK) {
+        /* Guest code is still running in this runtime's VMs and may use the runtime
+         * (HostApi) any moment: freeing it now would be a use-after-free.  Keep it. */
+        fprintf(stderr,
+                "[polyplug] pp_runtime_free: calls were still running in %ld VM(s) after "
+                "%.0f s; the runtime's memory is left allocated\n",
+                atomic_load(&rt->open_vms), (double)PPI_CLOSE_WAIT_NS / 1e9);
+        return;
     }
+    free_graves(rt);
     /* Like upstream, cached host-contract singletons are not destroyed here: the
      * registrant owns them. */
     for (size_t i = 0; i < rt->loaders_len; i++) pp_loader_release(rt->loaders[i]);
     free(rt->loaders);
     free(rt->bundles);
-    free(rt->init);
     free(rt->host_contracts);
     free(rt->last_error);
     free(rt->trusted_keys);
     ppi_registry_destroy(&rt->reg);
-    pthread_mutex_destroy(&rt->drain_lock);
     pthread_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->ops);
     free(rt);

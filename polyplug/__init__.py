@@ -46,6 +46,7 @@ from polyplug._errors import (
     ReentrantCall,
     RegistryError,
     ReloadFailed,
+    RuntimeBusy,
     RuntimeClosed,
     RuntimeError,
     SignatureVerificationFailed,

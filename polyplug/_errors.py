@@ -258,6 +258,16 @@ class RuntimeClosed(RuntimeError):
     """The runtime was closed; it can no longer be used."""
 
 
+class RuntimeBusy(RuntimeError):
+    """Calls or another load/reload/unload kept an operation from finishing in time.
+
+    ``Runtime.close`` raises it when calls are still running in a bundle after its
+    timeout (the runtime is closed anyway; those VMs are freed when the calls return);
+    a guest that loads, reloads or unloads from inside a call raises it when another
+    flow of the runtime held it up for too long.
+    """
+
+
 # ── call errors ──────────────────────────────────────────────────────────────
 
 

@@ -37,11 +37,14 @@ __all__ = ["Contract", "Instance", "make_caller"]
 ARENA_BYTES = 4096  # bump region of each pooled call arena; overflow grows on demand
 
 
-def _failure(code: int, err: Any, sig: FunctionSig) -> _errors.PolyplugError:
+def _failure(code: int, err: Any, sig: FunctionSig,
+             runtime: Optional[Runtime] = None) -> _errors.PolyplugError:
     """The exception for a call that returned ``code`` with ``err`` (an ``AbiError``)."""
     msg = ffi.string(err.message.ptr, err.message.len).decode("utf-8", "replace") \
         if err.message.len else ""
     if code == 5:
+        if runtime is not None and runtime._closed:
+            return _errors.RuntimeClosed("the runtime is closed")
         return _errors.StaleHandle(msg or "stale contract handle")
     if not msg:
         msg = (f"function {sig.name} (id {sig.id}) is not available: unknown function id or "
@@ -74,12 +77,15 @@ def _read_string(view: tuple[int, int]) -> str:
 # The generated caller; {placeholders} are filled per signature.
 _TEMPLATE = """
 def {name}({params}):
-    if runtime._rt is None:
+    if runtime._closed:
         raise closed()
-    slot = pop() if pool else new_slot()
+    try:
+        slot = pop()
+    except IndexError:
+        slot = new_slot()
     try:
 {convert}{pack}        if invoke(slot[0]):
-            raise failure(slot[0].err.code, slot[0].err, sig)
+            raise failure(slot[0].err.code, slot[0].err, sig, runtime)
         return {result}
     finally:
         append(slot)
@@ -255,7 +261,7 @@ class Contract:
         self._fill_frame(frame, self._runtime._ptr(), instance, fn_id, args, out, arena)
         code = lib.pp_call_frame_invoke(frame)
         if code:
-            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id))
+            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id), self._runtime)
 
     def instance(self, args: Any = ffi.NULL) -> Instance:
         """A new guest instance (its own factory-built object); use it with ``with``."""
@@ -267,13 +273,16 @@ class Instance:
 
     def __init__(self, contract: Contract, args: Any = ffi.NULL) -> None:
         self._contract = contract
-        host = contract._runtime.host_api
         out = ffi.new("GuestContractInstance *")
-        host.create_guest_instance(host, contract._interface(), args, out)
-        if out.data == ffi.NULL:
-            raise _errors.GuestError(
-                f"{contract.name}@{contract.major}: create_instance failed (the factory raised "
-                "or the call was reentrant); see the runtime log for the guest's message")
+        err = ffi.new("AbiError *")
+        index, generation = contract.handle
+        code = lib.pp_instance_create(contract._runtime._ptr(), index, generation, args, out,
+                                      err)
+        if code:
+            sig = signature("create_instance", 0)
+            exc = _failure(code, err, sig, contract._runtime)
+            raise type(exc)(f"{contract.name}@{contract.major}: could not create an instance: "
+                            f"{exc}") from None
         self._data = out.data
         self._cid = int(out.contract_id)
         self._functions: dict[str, Any] = {}
@@ -310,14 +319,10 @@ class Instance:
         data, self._data = self._data, None
         rt = self._contract._runtime
         if rt.closed:
-            return
-        try:
-            iface = self._contract._interface()
-        except _errors.StaleHandle:
             return  # the bundle is gone and its instances with it
-        host = rt.host_api
         inst = ffi.new("GuestContractInstance *", (data, self._cid))
-        host.destroy_guest_instance(host, iface, inst[0])
+        index, generation = self._contract.handle
+        lib.pp_instance_destroy(rt._ptr(), index, generation, inst[0])
 
     def __enter__(self) -> Instance:
         return self

@@ -417,7 +417,12 @@ class Runtime:
         err = new_error()
         ptr = lib.pp_runtime_new(c, err)
         check(err)
-        self._rt: Any = ffi.gc(ptr, lib.pp_runtime_free)
+        # The destructor keeps the callback handle alive: freeing the runtime closes its
+        # VMs, and a guest finalizer may still log through it (a Runtime garbage-collected
+        # without close() must not hand C a dead handle).
+        handle = self._handle
+        self._rt: Any = ffi.gc(ptr, lambda p: (lib.pp_runtime_free(p), handle))
+        self._closed = False
         lib.pp_runtime_set_path_hooks(self._rt, lib.pp_py_load_hook, lib.pp_py_reload_hook,
                                       self._handle)
         for loader in loaders:
@@ -426,20 +431,30 @@ class Runtime:
     # ── lifecycle ──
 
     def _ptr(self) -> Any:
-        if self._rt is None:
+        if self._closed:
             raise _errors.RuntimeClosed("the runtime is closed")
         return self._rt
 
-    def close(self) -> None:
-        """Unload every bundle and free the runtime.  Safe to call twice."""
-        if self._rt is not None:
-            rt, self._rt = self._rt, None
-            ffi.release(rt)
+    def close(self, timeout: Optional[float] = 10.0) -> None:
+        """Unload every bundle and close every Lua VM.  Safe to call twice.
+
+        From the first call on, every method raises :class:`RuntimeClosed` and calls
+        through contracts fail.  A call still running in a bundle keeps that bundle's
+        VM alive until it returns: ``close`` waits for such calls at most ``timeout``
+        seconds (None: no limit), then raises :class:`RuntimeBusy` — the runtime stays
+        closed, and the remaining VMs are freed when their calls return.  The C
+        runtime's own memory is released when this object is garbage-collected.
+        """
+        self._closed = True
+        wait_ns = 2**63 - 1 if timeout is None else max(0, int(timeout * 1e9))
+        err = new_error()
+        lib.pp_runtime_close(self._rt, min(wait_ns, 2**63 - 1), err)
+        check(err)
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
-        return self._rt is None
+        return self._closed
 
     def __enter__(self) -> Runtime:
         return self

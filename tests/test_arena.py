@@ -431,7 +431,7 @@ def test_lua_arena_alloc_serves_from_the_arena(guest: Any, new_arena: Any) -> No
     ptrs = lua_alloc(guest, 24, 5, arena)
     for p in ptrs:
         assert base <= p and p + 24 <= end
-    # align 1: back to back
+    # 8-byte aligned, so 24-byte blocks sit back to back
     assert ptrs == [base + 24 * i for i in range(5)]
     assert addr(arena.cur) == base + 120
     assert ffi.buffer(arena.base, 120)[:] == b"\x5a" * 120

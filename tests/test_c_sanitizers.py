@@ -134,7 +134,7 @@ def test_asan_failed_load_of_missing_entry_file_does_not_leak(san_driver: Path,
                                                               tmp_path: Path) -> None:
     """Minimal repro of a leak the scenarios found (left failing until fixed).
 
-    read_source() in csrc/pp_lua.c duplicates the bundle directory into
+    read_source() in csrc/pp_lua_init.c (then pp_lua.c) duplicates the bundle directory into
     ``source_text.dir`` and returns early, without freeing it, when the entry file
     cannot be opened (and on its read-error / non-UTF-8 paths); run_init() returns on
     that failure without source_free().  Every failed load of a Path bundle whose entry

@@ -130,7 +130,7 @@ def test_arena_strings_in_and_out(tmp_path: Path) -> None:
     with runtime() as rt:
         rt.load_bundle(make_bundle(tmp_path, "text", ARENA_TEXT))
         iface = resolve(rt, "test.text")
-        arena = ffi.gc(lib.pp_arena_new(rt.host_api, 64), lib.pp_arena_free)
+        arena = ffi.gc(lib.pp_arena_new(lib.pp_detached_host(), 64), lib.pp_arena_free)
         src = ffi.new("char[]", b"hello, arena")
         arg = ffi.new("StringView *", (ffi.cast("uint8_t *", src), 12))
         out = ffi.new("StringView *")

@@ -181,7 +181,17 @@ PP_API void polyplug_runtime_destroy(const HostApi *host);
 /* Same as polyplug_runtime_create, with a reason on failure.  NULL config = defaults
  * (Strict, no hot reload, stderr logging at Warn). */
 PP_API pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err);
-/* Unloads every bundle, releases loaders, frees the runtime.  NULL-safe. */
+/*
+ * Close a runtime: from now on every load, reload, unload and call fails
+ * (RuntimeClosed / StaleHandle); every bundle is unloaded and its VM closed.  A VM
+ * with a call still running in it closes when that call returns: close waits for
+ * that at most `wait_ns` and then fails with RuntimeBusy (the runtime stays closed;
+ * call it again to wait again).  Idempotent.
+ */
+PP_API int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err);
+/* Close (waiting up to 10 s for running calls) and free the runtime.  NULL-safe.
+ * Only when calls are still running after that is the memory left allocated: guest
+ * code inside them may still use the runtime. */
 PP_API void pp_runtime_free(pp_runtime *rt);
 PP_API const HostApi *pp_runtime_host(pp_runtime *rt);
 PP_API pp_runtime *pp_runtime_from_host(const HostApi *host);
@@ -320,7 +330,23 @@ typedef struct pp_call_frame {
     AbiError err;
 } pp_call_frame;
 
-/* pp_call_handle with the frame's fields; returns frame->err.code. */
+/* pp_call_handle with the frame's fields; returns frame->err.code.  A failure is
+ * logged at Debug (the caller receives it as a value), not at Error. */
 PP_API uint32_t pp_call_frame_invoke(pp_call_frame *frame);
+
+/*
+ * Create a guest instance through a registry handle, checked like pp_call_handle.
+ * Unlike HostApi.create_guest_instance, a failure says why: the AbiError code
+ * (StaleHandle, ReentrantCall, CallTimeout, a factory's Generic error ...) is
+ * returned and out_err->message holds the text (valid until the next call on this
+ * thread).  `out` receives the instance ({NULL, 0} on failure).
+ */
+PP_API uint32_t pp_instance_create(pp_runtime *rt, uint32_t index, uint32_t generation,
+                                   const void *args, GuestContractInstance *out,
+                                   AbiError *out_err);
+/* Destroy an instance made through the same handle; a stale handle is a no-op (the
+ * instance died with its bundle's VM). */
+PP_API void pp_instance_destroy(pp_runtime *rt, uint32_t index, uint32_t generation,
+                                GuestContractInstance instance);
 
 #endif /* POLYPLUG_H */

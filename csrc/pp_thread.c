@@ -1,0 +1,91 @@
+/*
+ * pp_thread.c — the per-thread frame: what the calling thread is inside of.
+ *
+ * One _Thread_local record replaces what used to be half a dozen scattered
+ * thread-locals: the calls this thread is running (innermost first, each with its
+ * deadline and cancel token), the init windows it opened, the flow locks and VM
+ * locks it holds, the limits pp_set_call_limits gave its next calls, work deferred
+ * until it releases its last flow lock, and the text behind its last AbiError.
+ * Nothing here is shared between threads, so nothing here needs a lock.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "pp_internal.h"
+
+_Thread_local ppi_thread ppi_self_frame;
+
+/* ── init windows ──────────────────────────────────────────────────────────── */
+
+int32_t pp_runtime_begin_init(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
+    if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
+    ppi_thread *t = ppi_self();
+    if (t->init_len == PPI_MAX_INIT_WINDOWS)
+        return ppi_fail(err, PP_ERR_INIT_FAILED, NULL, NULL, NULL,
+                        "bundle loads are nested more than %d deep on this thread (a bundle's "
+                        "init loads a bundle whose init loads a bundle ...)",
+                        PPI_MAX_INIT_WINDOWS);
+    t->init[t->init_len].rt = rt;
+    t->init[t->init_len].bundle_id = bundle_id;
+    t->init_len++;
+    return PP_OK;
+}
+
+void pp_runtime_end_init(pp_runtime *rt) {
+    ppi_thread *t = ppi_self();
+    for (uint32_t i = t->init_len; i-- > 0;) {
+        if (t->init[i].rt != rt) continue;
+        memmove(&t->init[i], &t->init[i + 1], (t->init_len - i - 1) * sizeof t->init[0]);
+        t->init_len--;
+        return;
+    }
+}
+
+uint64_t ppi_current_init_bundle(pp_runtime *rt) {
+    const ppi_thread *t = ppi_self();
+    for (uint32_t i = t->init_len; i-- > 0;)
+        if (t->init[i].rt == rt) return t->init[i].bundle_id;
+    return 0;
+}
+
+/* ── deferred work ─────────────────────────────────────────────────────────── */
+
+void ppi_defer(void (*fn)(void *arg), void *arg) {
+    ppi_thread *t = ppi_self();
+    if (t->ops_held == 0 || t->deferred_len == PPI_MAX_DEFERRED) {
+        fn(arg); /* nothing to wait for (or no room: correct, only less lazy) */
+        return;
+    }
+    t->deferred[t->deferred_len].fn = fn;
+    t->deferred[t->deferred_len].arg = arg;
+    t->deferred_len++;
+}
+
+void ppi_run_deferred(ppi_thread *t) {
+    /* each item may defer more (a finalizer unloading a bundle): loop until empty */
+    while (t->deferred_len && t->ops_held == 0) {
+        ppi_deferred d = t->deferred[--t->deferred_len];
+        d.fn(d.arg);
+    }
+}
+
+/* ── error text ────────────────────────────────────────────────────────────── */
+
+const char *ppi_error_textf(const char *fmt, ...) {
+    ppi_thread *t = ppi_self();
+    char tmp[PPI_ERROR_TEXT];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    ppi_strlcpy(t->error_text, sizeof t->error_text, tmp); /* a UTF-8 boundary */
+    return t->error_text;
+}
+
+/* ── call limits for raw vm.call users ─────────────────────────────────────── */
+
+void pp_set_call_limits(uint64_t timeout_ns, pp_cancel *cancel) {
+    ppi_thread *t = ppi_self();
+    t->next_timeout_ns = timeout_ns;
+    t->next_cancel = cancel;
+}
