@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCENARIOS = Path(__file__).parent / "reentry"
+SCENARIOS = Path(__file__).parent / "scenarios"
 
 CASES = {
     # a guest loads a bundle whose init fails, inside a checked call: the failed load
