@@ -502,3 +502,14 @@ def test_lua_arena_alloc_threads_use_their_own_arena(guest: Any, new_arena: Any)
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_lua_arena_alloc_keeps_8_byte_alignment_after_odd_sizes(guest: Any,
+                                                                new_arena: Any) -> None:
+    """A struct placed after an odd-length string stays aligned (upstream used align 1)."""
+    arena = new_arena(256)
+    [odd] = lua_alloc(guest, 3, 1, arena)
+    [nxt] = lua_alloc(guest, 8, 1, arena)
+    [big] = lua_alloc(guest, 24, 1, arena)
+    assert odd % 8 == 0 and nxt % 8 == 0 and big % 8 == 0
+    assert nxt == odd + 8 and big == nxt + 8

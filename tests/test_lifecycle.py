@@ -68,3 +68,37 @@ def test_lifecycle_scenario(name: str) -> None:
     assert "HUNG" not in out, out
     for marker in CASES[name]:
         assert marker in out, f"{marker!r} missing from:\n{out}\n{proc.stderr[-2000:]}"
+
+
+# ── in-process checks (nothing here can hang) ────────────────────────────────
+
+COUNTER = """
+local function get() end
+function polyplug_init()
+    return { ["t.counted"] = { factory = function() return {} end, functions = { [0] = get } } }, { code = 0 }
+end
+"""
+
+
+def test_live_instance_counts_do_not_survive_an_unload(tmp_path: Path) -> None:
+    """11.9: a re-loaded bundle used to warn about instances of its previous load."""
+    import polyplug
+
+    d = tmp_path / "counted"
+    d.mkdir()
+    (d / "manifest.toml").write_text(
+        f'name = "counted"\nid = {polyplug.bundle_id("counted")}\nloader = "lua"\n'
+        'file = "bundle.lua"\n')
+    (d / "bundle.lua").write_text(COUNTER)
+    records: list[str] = []
+    with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).hot_reload().logger(
+            lambda level, scope, message: records.append(message)).build() as rt:
+        rt.load_bundle(d)
+        rt.contract("t.counted", 1, signatures={}).instance()  # never closed
+        rt.unload_bundle(polyplug.bundle_id("counted"))
+        assert any("still has 1 live guest instance" in m for m in records)
+        records.clear()
+        rt.load_bundle(d)
+        rt.reload_bundle(d)
+        assert not [m for m in records if "live guest instance" in m], records
+
