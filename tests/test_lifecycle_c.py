@@ -71,3 +71,22 @@ def test_instances_race_unload_and_reload(san_driver: Path, tmp_path: Path) -> N
 def test_randomized_schedule(san_driver: Path, tmp_path: Path) -> None:
     out = run(san_driver, tmp_path, "random", "--seconds", "4", "--threads", "6")
     assert "operations=" in out
+
+
+@pytest.mark.parametrize("scenario", ["stale-interface", "close-busy", "random"])
+def test_valgrind_memcheck(scenario: str, tmp_path: Path) -> None:
+    """The same scenarios under valgrind memcheck (uninstrumented build, JIT code too)."""
+    import shutil
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.fail("valgrind is not on PATH (`apt-get install valgrind`; .ci/run installs it)")
+    exe = cbuild.build_program("lifecycle_driver", [DRIVER_SRC])
+    extra = ["--seconds", "2", "--threads", "3"] if scenario == "random" else []
+    proc = subprocess.run([valgrind, "--tool=memcheck", "--leak-check=full",
+                           "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+                           "--smc-check=all-non-file", "-q", str(exe), "--work", str(tmp_path),
+                           "--scenario", scenario, *extra],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and f"{scenario} problems=0" in proc.stdout, (
+        f"exit {proc.returncode} (99 = memcheck errors)\n{proc.stdout}\n{proc.stderr[-4000:]}")
