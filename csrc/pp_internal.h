@@ -179,8 +179,12 @@ typedef struct ppi_call {
     uint64_t timeout_ns;     /* the call's own limit; 0 when the deadline is inherited */
     pp_cancel *cancel;       /* NULL: none */
     uint32_t tripped;        /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
-    bool limited;            /* the VM's count hook is armed for this call */
+    bool limited;            /* published to the watchdog (pp_lua_watch.c) */
     bool quiet;              /* the caller gets the error as a value: log it at Debug */
+    /* what the thread's watch record held before this call published itself */
+    void *saved_vm;
+    long long saved_deadline;
+    pp_cancel *saved_cancel;
 } ppi_call;
 
 enum { PPI_MAX_INIT_WINDOWS = 32, PPI_MAX_DEFERRED = 16, PPI_ERROR_TEXT = 1024 };
@@ -213,12 +217,23 @@ typedef struct ppi_thread {
     ppi_deferred deferred[PPI_MAX_DEFERRED]; /* work for when ops_held drops to 0 */
     uint32_t deferred_len;
     uint32_t leaf_held;                /* PP_DEBUG_LOCKS: leaf locks held */
+    void *watch;                       /* this thread's watchdog record (pp_lua_watch.c) */
+    uintptr_t stack_low;               /* lowest usable address of this thread's stack */
     char error_text[PPI_ERROR_TEXT];   /* AbiError.message of the last failed call */
 } ppi_thread;
 
 extern _Thread_local ppi_thread ppi_self_frame;
 
 static inline ppi_thread *ppi_self(void) { return &ppi_self_frame; }
+
+/* Bytes of C stack left below the caller's frame on this thread. */
+size_t ppi_cstack_left(void);
+/* What entering Lua needs in reserve: room for one more level of the deepest C
+ * re-entry (string.gsub keeps an 8 KiB buffer on the stack), the error unwind and the
+ * traceback handler.  Measured: recursion through coroutines, gsub, sort, print and
+ * xpcall stops cleanly with this reserve on 32 KiB threads (Python's minimum), where
+ * about 18 KiB are left when a call enters. */
+#define PPI_CSTACK_RESERVE (16u * 1024u)
 
 /* Run `fn(arg)` once this thread holds no flow lock (now, if it holds none). */
 void ppi_defer(void (*fn)(void *arg), void *arg);

@@ -135,6 +135,14 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
                         b->name, contract);
         return AbiErrorCode_ReentrantCall;
     }
+    size_t left = ppi_cstack_left();
+    if (PP_UNLIKELY(left < PPI_CSTACK_RESERVE)) {
+        ppi_error_textf("C stack overflow: %zu KiB of this thread's stack left, and entering "
+                        "bundle `%s` needs %u KiB (calls nested too deeply, or a thread with "
+                        "a small stack)",
+                        left / 1024, b->name, PPI_CSTACK_RESERVE / 1024);
+        return AbiErrorCode_Generic;
+    }
     uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
     ppi_lua_call_push(call, b->rt, b, c, timeout, t->next_cancel);
     call->quiet = t->quiet_next;

@@ -92,13 +92,13 @@ static bool bundle_has_module(lua_State *L, const char *name) {
  * few microseconds where parsing the source costs tens, on every bundle load.  The
  * cache is immutable once filled (derived from constants, shared by all runtimes).
  */
-enum { SDK_MAX = 8 };
+enum { SDK_MAX = 8, GUARD_SLOT = SDK_MAX, CHUNKS = SDK_MAX + 1 };
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     char *code;
     size_t len;
     bool failed;
-} compiled[SDK_MAX];
+} compiled[CHUNKS];
 
 typedef struct dump_buffer {
     char *data;
@@ -114,29 +114,39 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
     return 0;
 }
 
-/* Bytecode of SDK module `i` (NULL if it cannot be compiled: load the source). */
-static const char *sdk_bytecode(size_t i, const char *chunk, size_t *len) {
-    if (i >= SDK_MAX) return NULL;
+/* Bytecode of internal chunk `slot` compiled from `source` (NULL if it cannot be
+ * compiled: load the source).  Slots below ppi_sdk_modules_len are the SDK modules. */
+static const char *cached_bytecode(size_t slot, const char *source, size_t source_len,
+                                   const char *chunk, size_t *len) {
+    if (slot >= CHUNKS) return NULL;
     pthread_mutex_lock(&compile_lock);
-    if (!compiled[i].code && !compiled[i].failed) {
-        const ppi_embedded_module *mod = &ppi_sdk_modules[i];
+    if (!compiled[slot].code && !compiled[slot].failed) {
         dump_buffer buf = {NULL, 0, 0};
         lua_State *S = luaL_newstate();
-        bool ok = S && luaL_loadbuffer(S, mod->source, mod->len, chunk) == 0 &&
+        bool ok = S && luaL_loadbuffer(S, source, source_len, chunk) == 0 &&
                   lua_dump(S, dump_writer, &buf) == 0;
         if (S) lua_close(S);
         if (ok) {
-            compiled[i].code = buf.data;
-            compiled[i].len = buf.len;
+            compiled[slot].code = buf.data;
+            compiled[slot].len = buf.len;
         } else {
             free(buf.data);
-            compiled[i].failed = true;
+            compiled[slot].failed = true;
         }
     }
-    const char *code = compiled[i].code;
-    *len = compiled[i].len;
+    const char *code = compiled[slot].code;
+    *len = compiled[slot].len;
     pthread_mutex_unlock(&compile_lock);
     return code;
+}
+
+/* Load an internal chunk: its cached bytecode, or its source. */
+static int load_internal(lua_State *L, size_t slot, const char *source, size_t source_len,
+                         const char *chunk) {
+    size_t len;
+    const char *code = cached_bytecode(slot, source, source_len, chunk, &len);
+    if (!code) code = source, len = source_len;
+    return luaL_loadbuffer(L, code, len, chunk);
 }
 
 static int sdk_searcher(lua_State *L) {
@@ -150,14 +160,48 @@ static int sdk_searcher(lua_State *L) {
         }
         char chunk[128];
         snprintf(chunk, sizeof chunk, "=[polyplug sdk %s]", name);
-        size_t len;
-        const char *code = sdk_bytecode(i, chunk, &len);
-        if (!code) code = mod->source, len = mod->len;
-        if (luaL_loadbuffer(L, code, len, chunk) != 0) return lua_error(L);
+        if (load_internal(L, i, mod->source, mod->len, chunk) != 0) return lua_error(L);
         return 1;
     }
     lua_pushfstring(L, "\n\tno embedded polyplug module '%s'", name);
     return 1;
+}
+
+/* ── the C-stack guard ─────────────────────────────────────────────────────── */
+
+/*
+ * LuaJIT keeps no count of C-level nesting: a function that resumes a new coroutine at
+ * every level, or calls string.gsub from a gsub callback, recurses on the C stack until
+ * the process dies.  Every standard function that calls back into Lua from C gets a
+ * check in front of it: when the calling thread has less than PPI_CSTACK_RESERVE bytes
+ * of stack left, it raises "C stack overflow" (like Lua 5.1's LUAI_MAXCCALLS) while
+ * there is still room to unwind and report.  The wrappers tail-call the originals, so
+ * they add no C frame themselves.  Not covered: FFI callbacks and native code the guest
+ * calls (the FFI reaches everything), debug hooks, jit.profile callbacks.
+ */
+static const char guard_src[] =
+    "local check = ...\n"
+    "local function guard(t, k)\n"
+    "  local f = t and t[k]\n"
+    "  if f then t[k] = function(...) check() return f(...) end end\n"
+    "end\n"
+    "local co = coroutine\n"
+    "guard(co, 'resume')\n"
+    "local wrap = co.wrap\n"
+    "co.wrap = function(f)\n"
+    "  local g = wrap(f)\n"
+    "  return function(...) check() return g(...) end\n"
+    "end\n"
+    "guard(string, 'gsub'); guard(string, 'format'); guard(table, 'sort')\n"
+    "guard(_G, 'print'); guard(_G, 'xpcall'); guard(_G, 'load'); guard(_G, 'dofile')\n"
+    "guard(_G, 'require')\n";
+
+static int cstack_check(lua_State *L) {
+    if (PP_LIKELY(ppi_cstack_left() >= PPI_CSTACK_RESERVE)) return 0;
+    luaL_where(L, 2); /* the guest's line, not the wrapper's */
+    lua_pushliteral(L, "C stack overflow");
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
 /* ── VM construction ───────────────────────────────────────────────────────── */
@@ -294,6 +338,11 @@ static int setup_vm(lua_State *L) {
     lua_pushcclosure(L, sdk_searcher, 1);
     lua_rawseti(L, -2, 2);
     lua_pop(L, 2);
+    if (load_internal(L, GUARD_SLOT, guard_src, sizeof guard_src - 1,
+                      "=[polyplug stack guard]") != 0)
+        return lua_error(L);
+    lua_pushcfunction(L, cstack_check);
+    lua_call(L, 1, 0);
     if (restricted) restrict_vm(L, dir);
     return 0;
 }
@@ -437,46 +486,4 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
     if (mem) mem->limit = mem->used + cfg->memory_limit;
     ppi_runtime_vm_opened(rt);
     return L;
-}
-
-/* ── per-call limits: timeout and cancel ───────────────────────────────────── */
-
-/* Instructions between two checks of the clock and the cancel flag. */
-enum { HOOK_INTERVAL = 1000 };
-
-/* The count hook of a limited call.  It runs on the thread inside the VM, so this
- * thread's innermost call is the one running in it. */
-static void limit_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    ppi_call *call = ppi_self()->call;
-    if (!call || !call->limited) return;
-    if (!call->tripped) {
-        if (call->cancel && pp_cancel_requested(call->cancel))
-            call->tripped = PP_ABI_CALL_CANCELLED;
-        else if (call->deadline_ns && ppi_now_ns() >= call->deadline_ns)
-            call->tripped = PP_ABI_CALL_TIMEOUT;
-        else
-            return;
-        /* fire on every instruction from now on: a guest pcall cannot swallow it */
-        lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
-    }
-    luaL_error(L, "%s", call->tripped == PP_ABI_CALL_TIMEOUT ? "call timed out"
-                                                              : "call cancelled");
-}
-
-void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
-    if (PP_LIKELY(!call->deadline_ns && !call->cancel)) return;
-    call->limited = true;
-    lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
-}
-
-void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
-    if (PP_LIKELY(!call->limited)) return;
-    call->limited = false;
-    /* an enclosing call in the same VM keeps its own limits */
-    const ppi_call *outer = call->outer;
-    if (outer && outer->vm == call->vm && call->vm && outer->limited)
-        lua_sethook(L, limit_hook, LUA_MASKCOUNT, outer->tripped ? 1 : HOOK_INTERVAL);
-    else
-        lua_sethook(L, NULL, 0, 0);
 }

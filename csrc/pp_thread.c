@@ -8,6 +8,7 @@
  * until it releases its last flow lock, and the text behind its last AbiError.
  * Nothing here is shared between threads, so nothing here needs a lock.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -67,6 +68,34 @@ void ppi_run_deferred(ppi_thread *t) {
         ppi_deferred d = t->deferred[--t->deferred_len];
         d.fn(d.arg);
     }
+}
+
+/* ── the C stack ───────────────────────────────────────────────────────────── */
+
+/* The lowest address of this thread's stack, from the thread's attributes (for the
+ * main thread glibc derives them from the stack rlimit); 0 when unknown. */
+static uintptr_t stack_low(void) {
+    pthread_attr_t attr;
+    void *addr = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return 0;
+    int rc = pthread_attr_getstack(&attr, &addr, &size);
+    size_t guard = 0;
+    pthread_attr_getguardsize(&attr, &guard);
+    pthread_attr_destroy(&attr);
+    if (rc != 0 || !addr) return 0;
+    return (uintptr_t)addr + guard;
+}
+
+size_t ppi_cstack_left(void) {
+    ppi_thread *t = ppi_self();
+    if (PP_UNLIKELY(t->stack_low == 0)) {
+        t->stack_low = stack_low();
+        if (t->stack_low == 0) t->stack_low = 1; /* unknown bounds: never refuse */
+    }
+    if (t->stack_low == 1) return SIZE_MAX;
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    return here > t->stack_low ? here - t->stack_low : 0;
 }
 
 /* ── error text ────────────────────────────────────────────────────────────── */
