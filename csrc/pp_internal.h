@@ -98,6 +98,11 @@ uintptr_t ppi_thread_tag(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 long long ppi_now_ns(void);
 
+/* Read a whole regular file.  Never blocks on a FIFO or device: those (and
+ * directories) are refused with `*why` = "not a regular file"; other failures give
+ * strerror text, ENOENT "file does not exist".  The buffer is malloc'd, NUL-ended. */
+bool ppi_read_regular_file(const char *path, char **data, size_t *len, const char **why);
+
 /* Growable array helper: ensure room for `need` elements of `elem` bytes. */
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem);
 

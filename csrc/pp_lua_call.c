@@ -242,6 +242,10 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
     ppi_lua_limits_begin(L, &call);
     int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
     ppi_lua_limits_end(L, &call);
+    /* a guest that caught its own out-of-memory error left the heap full of garbage:
+     * collect now, or the next innocent call fails */
+    if (PP_UNLIKELY(b->memory_limit) && rc != LUA_ERRMEM && ppi_lua_vm_take_refused(L))
+        ppi_lua_vm_collect(L);
     if (PP_LIKELY(rc == 0)) {
         vm_leave(b, &call);
         set_call_error(out_err, AbiErrorCode_Ok, NULL);
@@ -271,6 +275,7 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
          * the next call starts below the limit */
         lua_settop(L, STACK_BASE);
         ppi_lua_vm_collect(L);
+        ppi_lua_vm_take_refused(L);
         code = PP_ABI_OUT_OF_MEMORY;
         snprintf(full, sizeof full,
                  "Lua function call failed: not enough memory (bundle `%s` reached its memory "

@@ -8,7 +8,6 @@
  * the init result is read raw (no metamethods) inside a protected call, so a hostile
  * table or an allocation failure is an error, not a LuaJIT panic.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,10 @@
 #include "pp_lua_internal.h"
 
 enum { STACK_TRACEBACK = PPI_STACK_TRACEBACK, STACK_BASE = PPI_STACK_BASE };
+
+/* Function ids a contract may use: the registry takes any uint32, a Lua table indexes
+ * with int; this bound keeps the per-contract reference array reasonable. */
+#define MAX_FUNCTIONS (1u << 20)
 
 /* ── source acquisition ────────────────────────────────────────────────────── */
 
@@ -71,34 +74,18 @@ static int32_t read_source(const pp_manifest *m, const pp_source *src, const cha
     snprintf(full, sizeof full, "%s/%s", out->dir, file);
     snprintf(out->chunk, sizeof out->chunk, "@%s/%s", bundle, file);
     free(file);
-    FILE *f = fopen(full, "rb");
-    if (!f) {
-        int e = errno;
-        const char *why = e == ENOENT ? "file does not exist" : strerror(e);
+    char *buf;
+    size_t len;
+    const char *why = NULL;
+    bool ok = ppi_read_regular_file(full, &buf, &len, &why);
+    if (ok && !ppi_utf8_valid((const uint8_t *)buf, len)) {
+        free(buf);
+        ok = false;
+        why = "stream did not contain valid UTF-8";
+    }
+    if (!ok) {
         char detail[4200];
         snprintf(detail, sizeof detail, "Lua script load failed at %s: %s", full, why);
-        return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
-                        "init failed for bundle `%s`: %s", bundle, detail);
-    }
-    size_t cap = 0, len = 0;
-    char *buf = NULL;
-    for (;;) {
-        if (!ppi_grow((void **)&buf, &cap, len + 65536, 1)) {
-            fclose(f);
-            free(buf);
-            return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    bool failed = ferror(f) != 0;
-    fclose(f);
-    if (failed || !ppi_utf8_valid((const uint8_t *)buf, len)) {
-        free(buf);
-        char detail[4200];
-        snprintf(detail, sizeof detail, "Lua script load failed at %s: %s", full,
-                 failed ? "read error" : "stream did not contain valid UTF-8");
         return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
                         "init failed for bundle `%s`: %s", bundle, detail);
     }
@@ -202,10 +189,17 @@ static bool read_registration(lua_State *L, const char *bundle, const HostApi *h
     int fns = lua_gettop(L);
     uint32_t count = 0;
     for (;; count++) {
+        if (count == MAX_FUNCTIONS) {
+            snprintf(why, why_len,
+                     "contract '%s' has more than %u functions (ids 0..%u); split it into "
+                     "several contracts",
+                     name, MAX_FUNCTIONS, MAX_FUNCTIONS - 1);
+            return false;
+        }
         lua_rawgeti(L, fns, (int)count);
         bool stop = lua_isnil(L, -1);
         lua_pop(L, 1);
-        if (stop || count == 65535) break;
+        if (stop) break;
     }
     if (count == 0) {
         lua_rawgeti(L, fns, 1);

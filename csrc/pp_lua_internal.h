@@ -87,6 +87,8 @@ void ppi_lua_vm_close(pp_runtime *rt, lua_State *L);
 void ppi_lua_close_later(pp_runtime *rt, lua_State *L);
 /* A full collection (after an out-of-memory error), protected against finalizers. */
 void ppi_lua_vm_collect(lua_State *L);
+/* Did the memory limit refuse an allocation since the last ask?  (Clears the mark.) */
+bool ppi_lua_vm_take_refused(lua_State *L);
 /* Bytes held by the VM's garbage-collected heap. */
 int64_t ppi_lua_vm_memory(lua_State *L);
 

@@ -7,6 +7,7 @@
  * published, or after it was detached for closing); lua_error is raised only from
  * frames that own nothing.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +93,7 @@ static bool bundle_has_module(lua_State *L, const char *name) {
  * few microseconds where parsing the source costs tens, on every bundle load.  The
  * cache is immutable once filled (derived from constants, shared by all runtimes).
  */
-enum { SDK_MAX = 8, GUARD_SLOT = SDK_MAX, CHUNKS = SDK_MAX + 1 };
+enum { SDK_MAX = 8, GUARD_SLOT = SDK_MAX, TEXT_LOAD_SLOT, CHUNKS };
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     char *code;
@@ -204,6 +205,85 @@ static int cstack_check(lua_State *L) {
     return lua_error(L);
 }
 
+/* ── module files ──────────────────────────────────────────────────────────── */
+
+/*
+ * The searcher for Lua module files (package.loaders[3], in place of the standard one).
+ * It reads a candidate with ppi_read_regular_file, so a FIFO or device named like a
+ * module is an error instead of a hang.  Upvalue 1 is a fixed template list for the
+ * restricted profile (the bundle directory only, whatever the guest does to
+ * package.path; text chunks only), or nil: then package.path is used, as upstream.
+ */
+static int file_searcher(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    const char *fixed = lua_tostring(L, lua_upvalueindex(1));
+    const char *templates = fixed;
+    if (!templates) {
+        lua_getglobal(L, "package");
+        lua_getfield(L, -1, "path");
+        templates = lua_tostring(L, -1);
+        if (!templates) return luaL_error(L, "'package.path' must be a string");
+    }
+    const char *module = luaL_gsub(L, name, ".", "/");
+    luaL_Buffer tried;
+    luaL_buffinit(L, &tried);
+    for (const char *p = templates; *p;) {
+        const char *end = strchr(p, ';');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n) {
+            lua_pushlstring(L, p, n);
+            const char *path = luaL_gsub(L, lua_tostring(L, -1), "?", module);
+            char *data;
+            size_t len;
+            const char *why;
+            if (ppi_read_regular_file(path, &data, &len, &why)) {
+                lua_pushfstring(L, "@%s", path);
+                int rc = luaL_loadbufferx(L, data, len, lua_tostring(L, -1), fixed ? "t" : NULL);
+                free(data);
+                if (rc != 0)
+                    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
+                                      path, lua_tostring(L, -1));
+                return 1;
+            }
+            if (strcmp(why, "file does not exist") != 0 && strcmp(why, strerror(ENOTDIR)) != 0)
+                return luaL_error(L, "module '%s': cannot read '%s': %s", name, path, why);
+            lua_pushfstring(L, "\n\tno file '%s'", path);
+            luaL_addvalue(&tried);
+            lua_pop(L, 2);
+        }
+        p += n + (end ? 1 : 0);
+    }
+    luaL_pushresult(&tried);
+    return 1;
+}
+
+/* A searcher placed before the C-module searchers (default profile): dlopen would
+ * block opening a FIFO named like a module, so a non-regular candidate on
+ * package.cpath is an error here.  Finds nothing itself. */
+static int cpath_guard(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "cpath");
+    const char *templates = lua_tostring(L, -1);
+    if (!templates) return 0;
+    const char *module = luaL_gsub(L, name, ".", "/");
+    for (const char *p = templates; *p;) {
+        const char *end = strchr(p, ';');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n) {
+            lua_pushlstring(L, p, n);
+            const char *path = luaL_gsub(L, lua_tostring(L, -1), "?", module);
+            struct stat st;
+            if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+                return luaL_error(L, "module '%s': '%s' is not a regular file", name, path);
+            lua_pop(L, 2);
+        }
+        p += n + (end ? 1 : 0);
+    }
+    lua_pushliteral(L, "");
+    return 1;
+}
+
 /* ── VM construction ───────────────────────────────────────────────────────── */
 
 /* Prepend `prefix` to package[field] through the table API (never via Lua source). */
@@ -264,6 +344,13 @@ static void keep_only(lua_State *L, int idx, const char *const *list, size_t n) 
     lua_pop(L, 1);
 }
 
+/* Restricted load/loadstring compile text only: bytecode (string.dump output) is the
+ * classic way to break LuaJIT's VM invariants. */
+static const char text_load_src[] =
+    "local load = load\n"
+    "_G.load = function(chunk, name, mode, ...) return load(chunk, name, 't', ...) end\n"
+    "_G.loadstring = function(s, name) return load(s, name, 't') end\n";
+
 /* No io, no debug, no process control, no native modules (FFI stays: arguments and
  * results are native memory, so this is a seatbelt, not a sandbox). */
 static void restrict_vm(lua_State *L, const char *dir) {
@@ -282,7 +369,8 @@ static void restrict_vm(lua_State *L, const char *dir) {
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "cpath");
     /* Lua modules come from the bundle directory (and the embedded SDK) only: not the
-     * host's working directory, LUA_PATH or the system directories */
+     * host's working directory, LUA_PATH or the system directories — and not whatever
+     * the guest puts into package.path later: the searcher keeps its own copy */
     if (dir) {
         lua_pushstring(L, dir);
         lua_pushliteral(L, "/?.lua;");
@@ -294,7 +382,13 @@ static void restrict_vm(lua_State *L, const char *dir) {
     } else {
         lua_pushliteral(L, "");
     }
-    lua_setfield(L, -2, "path");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "path");
+    lua_getfield(L, -2, "loaders");
+    lua_insert(L, -2);
+    lua_pushcclosure(L, file_searcher, 1);
+    lua_rawseti(L, -2, 3);
+    lua_pop(L, 1);
     /* loaders = {preload, sdk, lua path}: drop the C and all-in-one searchers */
     lua_getfield(L, -1, "loaders");
     for (int i = (int)lua_objlen(L, -1); i > 3; i--) {
@@ -302,6 +396,10 @@ static void restrict_vm(lua_State *L, const char *dir) {
         lua_rawseti(L, -2, i);
     }
     lua_pop(L, 2);
+    if (load_internal(L, TEXT_LOAD_SLOT, text_load_src, sizeof text_load_src - 1,
+                      "=[polyplug restricted load]") != 0)
+        lua_error(L);
+    lua_call(L, 0, 0);
 }
 
 static int setup_vm(lua_State *L) {
@@ -337,6 +435,16 @@ static int setup_vm(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushcclosure(L, sdk_searcher, 1);
     lua_rawseti(L, -2, 2);
+    lua_pushnil(L);
+    lua_pushcclosure(L, file_searcher, 1);
+    lua_rawseti(L, -2, 3);
+    /* {preload, sdk, lua files, cpath guard, C modules, all-in-one} */
+    for (int i = (int)lua_objlen(L, -1); i >= 4; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, cpath_guard);
+    lua_rawseti(L, -2, 4);
     lua_pop(L, 2);
     if (load_internal(L, GUARD_SLOT, guard_src, sizeof guard_src - 1,
                       "=[polyplug stack guard]") != 0)
@@ -352,6 +460,7 @@ static int setup_vm(lua_State *L) {
 typedef struct vm_memory {
     size_t used;  /* bytes currently allocated by this state */
     size_t limit; /* 0 = none; else the most `used` may reach */
+    bool refused; /* an allocation failed since the last ppi_lua_vm_take_refused */
 } vm_memory;
 
 /* lua_Alloc that counts bytes and refuses growth past the limit (LuaJIT then raises
@@ -364,7 +473,10 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         return NULL;
     }
     if (ptr == NULL) osize = 0;
-    if (nsize > osize && m->limit && m->used + (nsize - osize) > m->limit) return NULL;
+    if (nsize > osize && m->limit && m->used + (nsize - osize) > m->limit) {
+        m->refused = true;
+        return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (p) m->used = m->used - osize + nsize;
     return p;
@@ -420,6 +532,15 @@ void ppi_lua_vm_collect(lua_State *L) {
     lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
     if (m) m->limit = limit;
     lua_settop(L, PPI_STACK_BASE);
+}
+
+bool ppi_lua_vm_take_refused(lua_State *L) {
+    void *ud = NULL;
+    if (lua_getallocf(L, &ud) != counting_alloc) return false;
+    vm_memory *m = ud;
+    bool refused = m->refused;
+    m->refused = false;
+    return refused;
 }
 
 int64_t ppi_lua_vm_memory(lua_State *L) {
@@ -482,8 +603,13 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
         close_uncounted(L);
         return NULL;
     }
-    /* the limit counts what the guest allocates, not the VM's own start-up footprint */
-    if (mem) mem->limit = mem->used + cfg->memory_limit;
+    /* the limit counts what the guest allocates, not the VM's own start-up footprint;
+     * a limit beyond what the address space holds saturates (no limit in effect) */
+    if (mem) {
+        mem->limit = cfg->memory_limit > SIZE_MAX - mem->used ? SIZE_MAX
+                                                               : mem->used + cfg->memory_limit;
+        mem->refused = false;
+    }
     ppi_runtime_vm_opened(rt);
     return L;
 }

@@ -1,7 +1,11 @@
 /* pp_util.c — status catalogue, error filling, small string helpers, FNV-1a. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "pp_internal.h"
 #include "pp_version.h"
@@ -158,5 +162,47 @@ bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem) {
     if (!p) return false;
     *items = p;
     *cap = ncap;
+    return true;
+}
+
+bool ppi_read_regular_file(const char *path, char **data, size_t *len, const char **why) {
+    *data = NULL;
+    *len = 0;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *why = errno == ENOENT ? "file does not exist" : strerror(errno);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *why = "not a regular file (a FIFO, device or directory is never read)";
+        close(fd);
+        return false;
+    }
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf || (n + 1 >= cap && !ppi_grow((void **)&buf, &cap, cap * 2, 1))) {
+            free(buf);
+            close(fd);
+            *why = "out of memory";
+            return false;
+        }
+        ssize_t got = read(fd, buf + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            *why = strerror(errno);
+            free(buf);
+            close(fd);
+            return false;
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
     return true;
 }

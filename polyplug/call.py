@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 from polyplug import _errors
 from polyplug._ffi import ffi, lib
 from polyplug.ids import guest_contract_id
+from polyplug.loader import timeout_ns
 from polyplug.signature import FunctionSig, signature
 
 if TYPE_CHECKING:
@@ -171,11 +172,9 @@ class Contract:
         self.name = name
         self.major = major
         self.contract_id = guest_contract_id(name, major)
-        if timeout is not None and not timeout > 0:
-            raise _errors.InvalidArgument("timeout must be a positive number of seconds")
         self.timeout = timeout
         self.cancel_token = cancel
-        self._timeout_ns = max(1, int(timeout * 1e9)) if timeout is not None else 0
+        self._timeout_ns = timeout_ns(timeout, "timeout") if timeout is not None else 0
         self._cancel_ptr = cancel._ptr if cancel is not None else ffi.NULL
         self.handle: GuestContractHandle = runtime.find_guest_contract(self.contract_id, major)
         self._signatures = dict(signatures or {})

@@ -14,6 +14,30 @@ if TYPE_CHECKING:
 
 __all__ = ["CancelToken", "LuaConfig", "LuaLoader"]
 
+U64_MAX = 2**64 - 1
+
+
+def timeout_ns(seconds: float, what: str) -> int:
+    """A positive time limit in seconds as C nanoseconds.
+
+    One rule for every limit: a value too large to represent (``inf``, ``1e30``, or
+    anything past ~584 years) saturates to "never", so it is no limit in effect rather
+    than an overflow.  Zero, negative and NaN values are an :class:`InvalidArgument`
+    naming ``what``.
+    """
+    if not seconds > 0:  # also rejects NaN
+        raise InvalidArgument(f"{what} must be a positive number of seconds, not {seconds!r}")
+    if seconds * 1e9 >= U64_MAX:
+        return U64_MAX
+    return max(1, int(seconds * 1e9))
+
+
+def memory_bytes(limit: int, what: str) -> int:
+    """A positive byte limit for C: beyond 2**64 - 1 it saturates, like timeouts."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise InvalidArgument(f"{what} must be a positive number of bytes, not {limit!r}")
+    return min(limit, U64_MAX)
+
 
 class CancelToken:
     """Stops the calls that carry it: ``token.cancel()`` from any thread.
@@ -52,6 +76,7 @@ class LuaConfig:
     :class:`CallTimeout` (None = no limit; a call can also set its own).
     ``memory_limit``: bytes each bundle's VM may allocate beyond its start-up
     footprint; past it a call fails with :class:`GuestOutOfMemory` (None = no limit).
+    Values too large to represent (``float("inf")``, ``2**64``) saturate to "no limit".
     ``sandbox``: ``"restricted"`` loads bundles without ``io``, ``debug``, most of
     ``os``, ``package.loadlib`` and C modules.  The FFI stays, so this is a seatbelt
     against accidents, not a security boundary.
@@ -64,13 +89,9 @@ class LuaConfig:
     def _to_c(self) -> Any:
         cfg = ffi.new("pp_lua_config *")
         if self.call_timeout is not None:
-            if not self.call_timeout > 0:
-                raise InvalidArgument("LuaConfig.call_timeout must be a positive number of seconds")
-            cfg.call_timeout_ns = max(1, int(self.call_timeout * 1e9))
+            cfg.call_timeout_ns = timeout_ns(self.call_timeout, "LuaConfig.call_timeout")
         if self.memory_limit is not None:
-            if self.memory_limit <= 0:
-                raise InvalidArgument("LuaConfig.memory_limit must be a positive number of bytes")
-            cfg.memory_limit = int(self.memory_limit)
+            cfg.memory_limit = memory_bytes(self.memory_limit, "LuaConfig.memory_limit")
         sandboxes = {"none": lib.PP_LUA_SANDBOX_NONE, "restricted": lib.PP_LUA_SANDBOX_RESTRICTED}
         if self.sandbox not in sandboxes:
             raise InvalidArgument(f"LuaConfig.sandbox must be one of {sorted(sandboxes)}")

@@ -117,3 +117,27 @@ def write_typed_bundle(root: Path, name: str, lua: str, contract: Optional[str] 
         manifest += f'\n[contracts."{contract}@1".functions]\n{functions}'
     (d / "manifest.toml").write_text(manifest, encoding="utf-8")
     return d
+
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def run_scenario(name: str, markers: list[str], timeout: float = 120) -> str:
+    """Run tests/scenarios/<name>.py in its own process with a hard timeout: a hang fails
+    the test (not the suite) and a crash shows up as its exit status.  Every marker
+    must be in its output, and none of the threads it watched may say HUNG."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, f"{name}.py"], cwd=SCENARIOS,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name} did not finish in {timeout:.0f} s (a hang):\n{exc.stdout}\n"
+                    f"{exc.stderr}")
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr[-3000:]}"
+    assert "HUNG" not in out, out
+    for marker in markers:
+        assert marker in out, f"{marker!r} missing from:\n{out}\n{proc.stderr[-2000:]}"
+    return out

@@ -10,13 +10,11 @@ under AddressSanitizer in tests/test_lifecycle_c.py.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-SCENARIOS = Path(__file__).parent / "scenarios"
+from conftest import run_scenario
 
 CASES = {
     # 11.1a: a failed load used to drain calls while holding the flow lock
@@ -58,16 +56,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_lifecycle_scenario(name: str) -> None:
-    try:
-        proc = subprocess.run([sys.executable, f"{name}.py"], cwd=SCENARIOS,
-                              capture_output=True, text=True, timeout=120, check=False)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{name} did not finish in 120 s (a hang):\n{exc.stdout}\n{exc.stderr}")
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr[-3000:]}"
-    assert "HUNG" not in out, out
-    for marker in CASES[name]:
-        assert marker in out, f"{marker!r} missing from:\n{out}\n{proc.stderr[-2000:]}"
+    run_scenario(name, CASES[name])
 
 
 # ── in-process checks (nothing here can hang) ────────────────────────────────

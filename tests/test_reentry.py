@@ -4,13 +4,8 @@ hangs (deadlocks) and process exits (LuaJIT panics), found in a review of csrc/.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-SCENARIOS = Path(__file__).parent / "scenarios"
+from conftest import run_scenario
 
 CASES = {
     # a guest loads a bundle whose init fails, inside a checked call: the failed load
@@ -32,10 +27,4 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_reentry_scenario(name: str) -> None:
-    proc = subprocess.run([sys.executable, f"{name}.py"], cwd=SCENARIOS, capture_output=True,
-                          text=True, timeout=120, check=False)
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr[-2000:]}"
-    assert "HUNG" not in out, out
-    for marker in CASES[name]:
-        assert marker in out, f"{marker!r} missing from:\n{out}"
+    run_scenario(name, CASES[name])

@@ -1,0 +1,47 @@
+"""Limits that nothing escapes (issue 12): what a hostile or careless bundle does to the
+C stack, the heap, the clock and the loader's file reads.  Each scenario is a script
+in tests/scenarios/ run in its own process with a hard timeout (conftest.run_scenario):
+these bugs were segfaults and hangs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_scenario
+
+STACKS = ("main", "thread32768", "thread65536", "thread0")  # 32 KiB is Python's minimum
+
+CASES = {
+    # 12.1: recursion through C re-entries ends in a typed error, not SIGSEGV, on every
+    # stack size (a Lua-stack "stack overflow" is fine too: both are GuestErrors)
+    "cstack_recursion": [f"{where} {fn} stack overflow" for where in STACKS
+                         for fn in ("co", "gs", "so", "pr")]
+                        + [f"{where} next call: 7" for where in STACKS] + ["process survived"],
+    # 12.4: a guest that catches its own out-of-memory error leaves no garbage behind
+    "guest_catches_out_of_memory": ["hog caught its own error", "next call: 1000"],
+    # 12.6: nested calls inherit the outer deadline; waiting for a VM counts against it
+    "limits_reach_into_nested_calls": [
+        "inner code: 200", "nested call bounded by the outer deadline: True",
+        "queued call: CallTimeout True", "waited at most its limit: True"],
+    # 12.7: huge limits saturate to "no limit", nonsense is rejected naming the field
+    "huge_limits_saturate": [
+        "{'call_timeout': 10000000000.0} -> 1000", "{'call_timeout': inf} -> 1000",
+        "{'call_timeout': 1e+30} -> 1000", "{'memory_limit': 18446744073709551615} -> 1000",
+        "{'memory_limit': 18446744073709551616} -> 1000", "per-call inf -> 1000",
+        "rejected 0 names the field: True", "rejected nan names the field: True"],
+    # 12.8: every function of a 70,000-entry table answers; past the limit: InitFailed
+    "many_functions": ["fn 69999 -> 69999", "fn 65535 -> 65535", "too many: True"],
+    # 12.9: FIFOs as entry file or module are refused, never opened for reading
+    "fifo_entry_and_module": ["entry FIFO: True", "module FIFO none: True",
+                              "module FIFO restricted: True", "C module FIFO: True",
+                              "finished"],
+    # 12.12: the restricted profile's module search and text-only load hold
+    "restricted_profile_holds": [
+        "outside module loaded: False", "bytecode through load: False",
+        "bytecode through loadstring: False", "text load: 42"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_scenario(name: str) -> None:
+    run_scenario(name, CASES[name])
