@@ -15,13 +15,22 @@ Errors are raised as the typed exceptions of :mod:`polyplug._errors`.
 
 from __future__ import annotations
 
-import enum
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from polyplug import _errors, signing
+from polyplug._abi import (
+    AbiErrorCode,
+    Compatibility,
+    DispatchType,
+    GuestContractHandle,
+    LogLevel,
+    ReloadPhase,
+    ReloadPhaseType,
+    SignaturePolicy,
+)
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
@@ -54,102 +63,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-# ── enums (values are the ABI's) ─────────────────────────────────────────────
-
-
-class AbiErrorCode(enum.IntEnum):
-    """``AbiError.code`` values."""
-
-    Ok = 0
-    Generic = 1
-    BufferTooSmall = 2
-    Panic = 3
-    NotFound = 4
-    StaleHandle = 5
-    FunctionNotAvailable = 6
-    DuplicateProvider = 7
-    InvalidPointer = 8
-    ReentrantCall = 9
-    HostContractNotFound = 100
-    HostContractVersionMismatch = 101
-    HostContractCallFailed = 102
-
-
-class LogLevel(enum.IntEnum):
-    """Log severities; lower is more severe."""
-
-    Error = 1
-    Warn = 2
-    Info = 3
-    Debug = 4
-    Trace = 5
-
-
-class DispatchType(enum.IntEnum):
-    """How an interface is called: native function table or ``vm.call``."""
-
-    Native = 0
-    VirtualMachine = 1
-
-
-class Compatibility(enum.IntEnum):
-    """How strictly manifests are checked at load."""
-
-    Strict = 0
-    Relaxed = 1
-    Yolo = 2
-
-
-class ReloadPhaseType(enum.IntEnum):
-    """The phases reported to ``on_reload``."""
-
-    Preparing = 0
-    Reloaded = 1
-    Failed = 2
-    Unloading = 3
-
-
-class SignaturePolicy(enum.IntEnum):
-    """Whether bundles must carry a valid ``bundle.sig``."""
-
-    Off = 0
-    WarnOnly = 1
-    Required = 2
-
-
 # ── small value types ────────────────────────────────────────────────────────
-
-
-class GuestContractHandle(NamedTuple):
-    """A registry handle: slot index and the slot's generation when it was minted."""
-
-    index: int  # type: ignore[assignment]  # upstream's field name; shadows tuple.index
-    generation: int
-
-    @classmethod
-    def null(cls) -> GuestContractHandle:
-        """The null ("not found") handle ``{0xFFFFFFFF, 0}``."""
-        return cls(0xFFFFFFFF, 0)
-
-    def is_null(self) -> bool:
-        """True for the null handle."""
-        return self.index == 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class ReloadPhase:
-    """One reload notification (``on_reload`` receives these)."""
-
-    type: ReloadPhaseType
-    bundle_id: int
-    bundle_name: str
-    reason: Optional[str] = None
-
-    @classmethod
-    def _from_c(cls, phase: Any) -> ReloadPhase:
-        reason = view_text(phase.reason) if phase.reason.ptr != ffi.NULL else None
-        return cls(ReloadPhaseType(phase.phase_type), int(phase.bundle_id),
-                   view_text(phase.bundle_name), reason)
 
 
 @dataclass(frozen=True)
@@ -241,11 +155,15 @@ ReloadCallback = Callable[[ReloadPhase], None]
 class RuntimeConfig:
     """Runtime settings (upstream ``RuntimeConfig``, with Python callables for callbacks).
 
-    ``log(level, scope, message)`` receives every record at or above ``log_max_level``
-    (from the runtime, the loaders and guests calling ``HostApi.log``); without it,
-    Warn and Error records go to stderr.  ``on_reload(phase)`` sees Preparing,
-    Reloaded, Failed and Unloading phases.  Callbacks may run on any thread and must
-    not call back into the runtime.
+    ``log_max_level`` is the least severe level that leaves the C host at all (Warn by
+    default, so no record crosses into Python on a successful call).  Records at or
+    above it — from the runtime, the loaders and guests calling ``HostApi.log`` — go to
+    ``log(level, scope, message)`` when it is set, and otherwise to the standard
+    :mod:`logging` module, logger ``polyplug.<scope>`` (``polyplug.loader.lua``,
+    ``polyplug.guest.counter`` ...); see :mod:`polyplug._logging`.
+    ``on_reload(phase)`` sees Preparing, Reloaded, Failed and Unloading phases.
+    Callbacks may run on any thread and must not call back into the runtime; an
+    exception they raise is reported through ``sys.unraisablehook``.
     """
 
     compatibility: Compatibility = Compatibility.Strict
@@ -398,9 +316,8 @@ class Runtime:
         c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
         c.log_max_level = LogLevel(cfg.log_max_level)
         c.signature_policy = SignaturePolicy(cfg.signature_policy)
-        if cfg.log is not None:
-            c.log = lib.pp_py_log
-            c.log_user_data = self._handle
+        c.log = lib.pp_py_log  # the user's callback, or the logging module
+        c.log_user_data = self._handle
         if cfg.on_reload is not None:
             c.on_reload = lib.pp_py_on_reload
             c.on_reload_user_data = self._handle

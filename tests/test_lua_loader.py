@@ -447,27 +447,6 @@ def test_non_utf8_source_file_is_a_clear_error(tmp_path: Path) -> None:
         rt.load_bundle(d)
 
 
-def test_a_raising_logger_is_reported_and_does_not_break_calls(tmp_path: Path) -> None:
-    import sys
-
-    seen: list[str] = []
-
-    def broken_logger(level: object, scope: str, message: str) -> None:
-        raise ValueError("logger exploded")
-
-    old = sys.unraisablehook
-    sys.unraisablehook = lambda args: seen.append(f"{args.err_msg}: {args.exc_value}")
-    try:
-        with runtime(log=broken_logger, log_max_level=polyplug.LogLevel.Trace) as rt:
-            rt.load_bundle(make_bundle(tmp_path, "counter", COUNTER))
-            rt.log(polyplug.LogLevel.Info, "test", "hello")
-            out = ffi.new("uint32_t *")
-            assert call(resolve(rt, "test.counter"), 0, out=out) == (0, "")
-    finally:
-        sys.unraisablehook = old
-    assert seen and "polyplug log callback: logger exploded" in seen[0]
-
-
 def test_reload_cascades_to_opted_in_dependents_in_upstream_order(tmp_path: Path) -> None:
     provider = make_bundle(tmp_path, "prov", PROVIDER)
     dependent = make_bundle(tmp_path, "dep", COUNTER)
