@@ -385,7 +385,9 @@ def test_plugin_not_found_message(rt: polyplug.Runtime) -> None:
     cid = guest_contract_id("missing.contract", 2)
     with pytest.raises(polyplug.PluginNotFound) as info:
         rt.find_guest_contract(cid, 2)
-    assert str(info.value) == f"no plugin found for contract_id=0x{cid:016X} with min_version=2"
+    assert str(info.value) == (f"no plugin found for contract_id=0x{cid:016X} with "
+                               "min_version=2; no loaded contract has that id (loaded: none); "
+                               "compute ids with guest_contract_id(name, major)")
     assert info.value.contract_id == f"0x{cid:016X}"
 
 

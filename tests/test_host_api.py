@@ -385,20 +385,22 @@ def test_default_log_max_level_is_warn() -> None:
     assert [r[0] for r in got] == [LogLevel.Warn, LogLevel.Error]
 
 
-def test_without_a_callback_warn_and_error_go_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
-    cfg = polyplug.RuntimeConfig(log_max_level=LogLevel.Trace)  # ignored without a callback
-    with polyplug.Runtime(cfg) as runtime:
+def test_without_a_callback_records_go_to_logging(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(1, logger="polyplug")
+    with polyplug.Runtime(polyplug.RuntimeConfig(log_max_level=LogLevel.Info)) as runtime:
         host = runtime.host_api
-        for level in (5, 4, 3):
+        for level in (5, 4):
             host_log(host, level, b"quiet", b"not shown")
+        host_log(host, 3, b"scope.i", b"some info")
         host_log(host, 2, b"scope.w", b"a warning")
         host_log(host, 1, b"scope.e", b"an error")
         host_log(host, 0, b"scope.z", b"clamped")
-    err = capfd.readouterr().err
-    assert "not shown" not in err
-    assert "[polyplug] [scope.w] a warning\n" in err
-    assert "[polyplug] [scope.e] an error\n" in err
-    assert "[polyplug] [scope.z] clamped\n" in err
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("polyplug.scope.i", "INFO", "some info"),
+        ("polyplug.scope.w", "WARNING", "a warning"),
+        ("polyplug.scope.e", "ERROR", "an error"),
+        ("polyplug.scope.z", "ERROR", "clamped"),
+    ]
 
 
 def test_guest_can_log_through_host_api(rt: polyplug.Runtime, records: list[Any],

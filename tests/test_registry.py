@@ -194,7 +194,9 @@ def test_find_uses_a_major_floor(rt: polyplug.Runtime, tmp_path: Path) -> None:
     assert (iface.contract_version.minor, iface.contract_version.patch) == (0, 0)
     with pytest.raises(polyplug.PluginNotFound) as info:
         rt.find_guest_contract(id2, 3)
-    assert str(info.value) == f"no plugin found for contract_id=0x{id2:016X} with min_version=3"
+    assert str(info.value) == (f"no plugin found for contract_id=0x{id2:016X} with "
+                               "min_version=3: `mj.x@2` is loaded, but min_version=3 asks for a "
+                               "major of at least 3")
     # only the major enters the id: major-1 id is a different contract
     with pytest.raises(polyplug.PluginNotFound):
         rt.find_guest_contract(cid("mj.x", 1), 0)
