@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from polyplug._abi import AbiErrorCode, LogLevel, ReloadPhase
 from polyplug._errors import PolyplugError
 from polyplug._ffi import ffi, lib, view_text
-from polyplug._logging import emit
 
 if TYPE_CHECKING:
     from polyplug.runtime import Runtime
@@ -54,6 +53,8 @@ class _Extern:
 def _log(user_data: Any, level: int, scope: Any, message: Any) -> None:
     state: _CallbackState = ffi.from_handle(user_data)
     if state.log is None:
+        from polyplug._logging import emit  # logging is imported by the first record
+
         emit(level, view_text(scope), view_text(message))
     else:
         state.log(LogLevel(level), view_text(scope), view_text(message))

@@ -15,7 +15,6 @@ Errors are raised as the typed exceptions of :mod:`polyplug._errors`.
 
 from __future__ import annotations
 
-import difflib
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -531,6 +530,8 @@ class Runtime:
             for bid, m in list(self._manifests.items()):
                 if m.name == bundle:
                     return bid
+            import difflib
+
             loaded = sorted(m.name for m in self._manifests.values())
             close = difflib.get_close_matches(bundle, loaded, n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
@@ -660,7 +661,11 @@ class Runtime:
         try:
             check(err)
         except _errors.PluginNotFound as exc:
-            raise self._plugin_not_found(exc, contract_id, min_major, spec) from None
+            try:
+                better = self._plugin_not_found(exc, contract_id, min_major, spec)
+            except _errors.PolyplugError:  # e.g. closed by another thread: the plain error
+                raise exc from None
+            raise better from None
         return GuestContractHandle(out.index, out.generation)
 
     def _find_by_bundle(self, bundle_id: int, contract_id: int,
@@ -676,13 +681,18 @@ class Runtime:
         out = []
         for bid in self.list_bundles():
             m = self._manifests.get(bid)
-            for info in self.bundle_contracts(bid):
-                out.append((info, m.name if m else f"0x{bid:016x}"))
+            try:
+                infos = self.bundle_contracts(bid)
+            except _errors.BundleNotFound:  # unloaded by another thread meanwhile
+                continue
+            out.extend((info, m.name if m else f"0x{bid:016x}") for info in infos)
         return out
 
     def _plugin_not_found(self, exc: _errors.PluginNotFound, contract_id: int, min_major: int,
                           spec: Optional[tuple[str, int]]) -> _errors.PluginNotFound:
         """The C error, plus the contract's name and what is loaded that comes close."""
+        import difflib
+
         loaded = self._loaded_contracts()
         if spec is None:  # find the name behind the id among the names we know
             names = {info.name for info, _ in loaded}

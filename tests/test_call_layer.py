@@ -758,3 +758,68 @@ def test_signature_of_a_numeric_function(rt: polyplug.Runtime) -> None:
     assert fn.signature == FunctionSig("fn5", 5)
     with pytest.raises(FunctionNotAvailable):
         fn()
+
+
+# ── what a user reads when something is wrong ────────────────────────────────
+
+
+def test_contract_accepts_name_at_major(rt: polyplug.Runtime) -> None:
+    assert rt.contract("example.arith@1").add(7, 35) == 42
+    assert rt.contract("example.arith@1", 1).mul(6, 7) == 42  # the same major twice is fine
+    assert rt.contract("example.arith").add(1, 1) == 2        # the major defaults to 1
+    with pytest.raises(InvalidArgument) as info:
+        rt.contract("example.arith@1", 2)
+    assert str(info.value) == ("contract 'example.arith@1' names major 1 but major=2 was "
+                               "passed too; give the major once")
+    for bad in ("example.arith@", "example.arith@one", "@1", "example.arith@-1"):
+        with pytest.raises(InvalidArgument, match="the part after '@' must be the major"):
+            rt.contract(bad)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((1, "x"), "add(u32, u32) -> u32: argument 2 (u32): 'x' is not an integer"),
+    ((-1, 2), "add(u32, u32) -> u32: argument 1 (u32): -1 is out of range for u32 "
+              "(0..4294967295)"),
+    ((1, 2**32), "add(u32, u32) -> u32: argument 2 (u32): 4294967296 is out of range for u32 "
+                 "(0..4294967295)"),
+    ((1.5, 2), "add(u32, u32) -> u32: argument 1 (u32): 1.5 is not an integer"),
+])
+def test_a_bad_argument_is_named(rt: polyplug.Runtime, args: tuple, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        rt.contract("example.arith", 1).add(*args)
+    assert str(info.value) == message
+
+
+def test_bad_float_and_string_arguments_are_named(echo_rt: polyplug.Runtime) -> None:
+    echo = echo_rt.contract("test.echo", 1)
+    with pytest.raises(InvalidArgument) as info:
+        echo.echo_f64("1.5")
+    assert str(info.value) == "echo_f64(f64) -> f64: argument 1 (f64): '1.5' is not a number"
+    with pytest.raises(TypeError) as err:
+        echo.echo_string(12)
+    assert str(err.value) == ("echo_string(string) -> string: argument 1 (string): a string "
+                              "argument must be str or bytes, not int")
+
+
+def test_a_declared_id_past_the_registered_functions_is_explained(tmp_path: Path,
+                                                                  logs: Logs) -> None:
+    d = tmp_path / "arith"
+    shutil.copytree(EXAMPLES / "arith", d)
+    with (d / "manifest.toml").open("a") as f:
+        f.write('square = { id = 9, args = ["u32"], returns = "u32" }\n')
+    with build_runtime(logs) as runtime:
+        runtime.load_bundle(d)
+        arith = runtime.contract("example.arith", 1)
+        expected = ('example.arith@1 function {} is not available: the bundle registered 3 '
+                    'function(s) for this contract (ids 0..2); fix the id in its '
+                    '[contracts."example.arith@1".functions] table or register the function '
+                    'in polyplug_init')
+        with pytest.raises(FunctionNotAvailable) as info:
+            arith.square(3)
+        assert str(info.value) == expected.format("square (id 9)")
+        with pytest.raises(FunctionNotAvailable) as info:
+            arith.function(9, ["u32"], "u32")(3)
+        assert str(info.value) == expected.format("id 9")
+        with pytest.raises(FunctionNotAvailable) as info:
+            arith.call(9)
+        assert str(info.value) == expected.format("id 9")
