@@ -630,14 +630,6 @@ class Runtime:
         info = self.registry().info(handle)
         return int(info["bundle_id"])
 
-    def bundle_memory(self, bundle_id: int) -> int:
-        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap)."""
-        n = lib.pp_runtime_bundle_memory(self._ptr(), int(bundle_id))
-        if n < 0:
-            raise _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
-                                         f"0x{int(bundle_id):016x}", bundle="")
-        return int(n)
-
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""
         rt = self._ptr()

@@ -535,6 +535,46 @@ def test_watch_timeout_and_sigterm(watched: Path) -> None:
     assert w.seen[-1].endswith("stopped")
 
 
+@pytest.mark.parametrize("how", [["--once"], ["--max-reloads", "2"], ["--timeout", "3"]])
+def test_watch_exits_1_when_its_last_reload_failed(watched: Path, how: list[str]) -> None:
+    w = Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05", *how,
+              *(["--timeout", "60"] if how[0] != "--timeout" else []))
+    try:
+        w.wait_for("watching 1 bundle")
+        lua = watched / "arith" / "arith.lua"
+        if how[0] == "--max-reloads":  # a good reload first: only the last one counts
+            _edit(lua, "a + b", "a + b + 1")
+            w.wait_for(STAMP + "arith: Reloaded$")
+            time.sleep(0.2)
+        lua.write_text("this is not lua(\n")
+        w.wait_for(STAMP + "arith: Failed: ")
+        code, err = w.finish(timeout=60)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    assert code == 1, (w.seen, err)
+    assert w.seen[-1].endswith("; the last reload failed"), w.seen
+
+
+def test_watch_exits_0_when_a_failed_reload_was_repaired(watched: Path) -> None:
+    w = Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05",
+              "--max-reloads", "2", "--timeout", "60")
+    try:
+        w.wait_for("watching 1 bundle")
+        lua = watched / "arith" / "arith.lua"
+        good = lua.read_text()
+        lua.write_text("this is not lua(\n")
+        w.wait_for(STAMP + "arith: Failed: ")
+        lua.write_text(good)
+        w.wait_for(STAMP + "arith: Reloaded$")
+        code, err = w.finish(timeout=60)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    assert code == 0, (w.seen, err)
+    assert w.seen[-1].endswith("stopping after 2 reload(s)")
+
+
 def test_watch_usage_errors(tmp_path: Path) -> None:
     proc = run_cli("watch", tmp_path)
     assert proc.returncode == 2 and "no bundle" in error_line(proc)
@@ -607,3 +647,94 @@ def test_new_validates_the_name(tmp_path: Path, name: str) -> None:
     assert proc.returncode == 2
     assert "bad bundle name" in error_line(proc)
     assert list(tmp_path.iterdir()) == []
+
+
+# ── one error shape ──────────────────────────────────────────────────────────
+
+ERROR_LINE = re.compile(r"error: [A-Z][A-Za-z]*: \S.*")
+
+
+def _bundle_with_loader(root: Path, loader: str) -> Path:
+    d = root / "arith"
+    shutil.copytree(EXAMPLES / "arith", d)
+    _edit(d / "manifest.toml", 'loader = "lua"', f'loader = "{loader}"')
+    return d
+
+
+@pytest.mark.parametrize("command, loader, kind, message", [
+    ("load", "Lua", "NoLoaderForName", 'bundle "arith" declares loader "Lua" but no loader is '
+     'registered for "Lua": loader names are case-sensitive; did you mean "lua"? (registered: '
+     '"lua")'),
+    ("load", "wasm", "NoLoaderForName", 'bundle "arith" declares loader "wasm" but no loader is '
+     'registered for "wasm" (registered: "lua"). | Register one first, e.g. '
+     "RuntimeBuilder().loader(LuaLoader())."),
+    ("call", "wasm", "PluginNotFound", "no loaded bundle provides contract 'example.arith' (1 "
+     'bundle(s) failed to load: arith: NoLoaderForName: bundle "arith" declares loader "wasm" '
+     'but no loader is registered for "wasm" (registered: "lua"). | Register one first, e.g. '
+     "RuntimeBuilder().loader(LuaLoader()).)"),
+])
+def test_every_failure_is_one_error_line(tmp_path: Path, command: str, loader: str, kind: str,
+                                          message: str) -> None:
+    d = _bundle_with_loader(tmp_path, loader)
+    args = ["example.arith", "add", "1", "2"] if command == "call" else []
+    proc = run_cli(command, d, *args)
+    assert proc.returncode == 1
+    assert error_line(proc) == f"error: {kind}: {message}"
+
+
+def test_failures_of_every_command_share_the_shape(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_bytes(b"not a key")
+    broken = write_bundle(tmp_path, "broken", "this is not lua(", "test.broken", 1)
+    runs = [
+        run_cli("load", broken),
+        run_cli("call", EXAMPLES, "example.arith", "div", "1", "0"),
+        run_cli("call", EXAMPLES, "example.arith@7", "add", "1", "2"),
+        run_cli("verify", EXAMPLES / "arith"),
+        run_cli("verify", EXAMPLES / "arith", "--key", tmp_path / "k.pub"),
+        run_cli("sign", EXAMPLES / "arith", "--key", tmp_path / "missing.key"),
+        run_cli("new", "arith", "--dir", EXAMPLES),
+    ]
+    for proc in runs:
+        assert proc.returncode == 1, proc.args
+        assert ERROR_LINE.fullmatch(error_line(proc)), proc.stderr
+    assert error_line(runs[0]).startswith("error: InitFailed: init failed for bundle `broken`")
+    assert error_line(runs[2]).startswith("error: PluginNotFound: no plugin found for "
+                                          "contract_id=0x")
+    assert "no loaded bundle provides `example.arith@7`; loaded: `example.arith@1` (bundle " \
+           "`arith`) — ask for that major instead" in error_line(runs[2])
+
+
+# ── load reports each provider's own function count ──────────────────────────
+
+
+def test_load_counts_the_functions_of_each_provider(tmp_path: Path) -> None:
+    def provider(name: str, count: int) -> None:
+        fns = ", ".join(f"[{i}] = function() end" for i in range(count))
+        lua = (f"function polyplug_init() return {{ ['shared.c'] = {{ contract_version = 1, "
+               f"plugin_name = '{name}', factory = function() return {{}} end, "
+               f"functions = {{ {fns} }} }} }}, {{ code = 0 }} end\n")
+        write_bundle(tmp_path, name, lua, "shared.c", count)
+
+    provider("first", 1)
+    provider("second", 3)
+    proc = run_cli("load", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^first\s+1\.0\.0\s+lua\s+shared\.c@1\s+1\s", proc.stdout, re.M)
+    assert re.search(r"^second\s+1\.0\.0\s+lua\s+shared\.c@1\s+3\s", proc.stdout, re.M)
+    reports = {r["name"]: r for r in json.loads(run_cli("load", tmp_path, "--json").stdout)}
+    assert [c["functions"] for c in reports["second"]["contracts"]] == [3]
+
+
+# ── the console script ───────────────────────────────────────────────────────
+
+
+def test_the_console_script_and_python_m_run_the_same_cli() -> None:
+    from importlib.metadata import entry_points
+
+    [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "polyplug"]
+    code = (f"import sys; from {script.module} import {script.attr}; "
+            f"sys.exit({script.attr}(['version']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, run_cli("version").stdout)
+    assert proc.stdout.startswith("polyplug ")
