@@ -823,3 +823,31 @@ def test_a_declared_id_past_the_registered_functions_is_explained(tmp_path: Path
         with pytest.raises(FunctionNotAvailable) as info:
             arith.call(9)
         assert str(info.value) == expected.format("id 9")
+
+
+# ── type names: every C spelling ─────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("c_name, ours", [
+    ("uint8_t", "u8"), ("uint16_t", "u16"), ("uint32_t", "u32"), ("uint64_t", "u64"),
+    ("int8_t", "i8"), ("int16_t", "i16"), ("int32_t", "i32"), ("int64_t", "i64"),
+    ("float", "f32"), ("double", "f64"), ("bool", "bool"), ("_Bool", "bool"),
+    ("StringView", "string"),
+])
+def test_normalize_type_reads_every_c_spelling(c_name: str, ours: str) -> None:
+    from polyplug.signature import TYPES, normalize_type
+
+    assert normalize_type(c_name) == ours
+    assert normalize_type(ours) == ours
+    assert C_TYPES.get(ours, "StringView") == (c_name if c_name != "_Bool" else "bool")
+    assert TYPES[ours][1] == C_TYPES.get(ours, "StringView")  # the library's table agrees
+    assert signature("f", 0, [c_name], c_name) == signature("f", 0, [ours], ours)
+
+
+def test_normalize_type_refuses_unknown_names() -> None:
+    from polyplug.signature import normalize_type
+
+    for bad in ("uint128_t", "int", "u33", "char *", ""):
+        with pytest.raises(ValueError, match=r"unknown type .* \(known: u8, u16, u32, u64, i8, "
+                                             r"i16, i32, i64, f32, f64, bool, string\)"):
+            normalize_type(bad)

@@ -169,12 +169,21 @@ def test_alloc_honours_alignment_and_memory_is_usable(host: Any, size: int, alig
 
 
 def test_free_tolerates_null_and_invalid_layouts(host: Any) -> None:
-    host.free(host, ffi.NULL, 16, 8)
-    host.free(host, ffi.NULL, 0, 0)
+    assert host.free(host, ffi.NULL, 16, 8) is None
+    assert host.free(host, ffi.NULL, 0, 0) is None
     p = host.alloc(host, 16, 8)
+    assert p != ffi.NULL
+    pattern = bytes(range(1, 17))
+    ffi.memmove(p, pattern, 16)
     host.free(host, p, 0, 8)   # invalid layout: a no-op (leaks, never crashes)
     host.free(host, p, 16, 3)  # invalid layout: a no-op
+    # still allocated: a real free would have written the allocator's list pointers
+    # over the first bytes of the block
+    assert bytes(ffi.buffer(p, 16)) == pattern
     host.free(host, p, 16, 8)  # the real free
+    q = host.alloc(host, 16, 8)  # and the allocator is intact
+    assert q != ffi.NULL
+    host.free(host, q, 16, 8)
 
 
 def test_alloc_ignores_self(host: Any) -> None:
