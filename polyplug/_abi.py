@@ -1,10 +1,11 @@
 """The ABI's enumerations and codes, read from the compiled header.
 
-Every value here comes from ``polyplug._native.lib``, which cffi built from
-``csrc/include/polyplug_abi.h`` and ``polyplug.h``: no number is copied by hand, so the
-C core, a Lua guest's ``ffi.cdef`` and Python cannot disagree.  The member *names* are
-spelled out so type checkers and readers see them; ``tests/test_abi_layout.py`` checks
-that each enum has exactly the members the header declares.
+Every enum here is built from the ``<Enum>_<Member>`` constants of
+``polyplug._native.lib``, which cffi built from ``csrc/include/polyplug_abi.h`` and
+``polyplug.h``: no name or number is copied by hand, so the C core, a Lua guest's
+``ffi.cdef`` and Python cannot disagree.  For type checkers the member names are listed
+once under ``TYPE_CHECKING``; ``tests/test_abi_layout.py`` checks that list against the
+header.
 
 This module imports nothing from the rest of the package except ``_ffi``, so the
 callback module, the error tree, the call layer and the runtime can all use it without
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from polyplug._ffi import ffi, lib, view_text
 
@@ -31,70 +32,38 @@ __all__ = [
 ]
 
 
-class AbiErrorCode(enum.IntEnum):
-    """``AbiError.code`` values (upstream's; this host's own codes are the ``CALL_*`` below)."""
+def _header_enum(name: str, doc: str) -> Any:
+    """The IntEnum of the header's ``<name>_<Member>`` constants, in value order."""
+    prefix = name + "_"
+    members = sorted(((attr[len(prefix):], getattr(lib, attr)) for attr in dir(lib)
+                      if attr.startswith(prefix)), key=lambda item: (item[1], item[0]))
+    cls = enum.IntEnum(name, members, module=__name__)  # type: ignore[misc]
+    cls.__doc__ = doc
+    return cls
 
-    Ok = lib.AbiErrorCode_Ok
-    Generic = lib.AbiErrorCode_Generic
-    BufferTooSmall = lib.AbiErrorCode_BufferTooSmall
-    Panic = lib.AbiErrorCode_Panic
-    NotFound = lib.AbiErrorCode_NotFound
-    StaleHandle = lib.AbiErrorCode_StaleHandle
-    FunctionNotAvailable = lib.AbiErrorCode_FunctionNotAvailable
-    DuplicateProvider = lib.AbiErrorCode_DuplicateProvider
-    InvalidPointer = lib.AbiErrorCode_InvalidPointer
-    ReentrantCall = lib.AbiErrorCode_ReentrantCall
-    HostContractNotFound = lib.AbiErrorCode_HostContractNotFound
-    HostContractVersionMismatch = lib.AbiErrorCode_HostContractVersionMismatch
-    HostContractCallFailed = lib.AbiErrorCode_HostContractCallFailed
 
+if TYPE_CHECKING:  # the members as type checkers see them; at run time: the header's
+    AbiErrorCode = enum.IntEnum("AbiErrorCode", "Ok Generic BufferTooSmall Panic NotFound StaleHandle FunctionNotAvailable DuplicateProvider InvalidPointer ReentrantCall HostContractNotFound HostContractVersionMismatch HostContractCallFailed")  # noqa: E501
+    LogLevel = enum.IntEnum("LogLevel", "Error Warn Info Debug Trace")
+    DispatchType = enum.IntEnum("DispatchType", "Native VirtualMachine")
+    Compatibility = enum.IntEnum("Compatibility", "Strict Relaxed Yolo")
+    ReloadPhaseType = enum.IntEnum("ReloadPhaseType", "Preparing Reloaded Failed Unloading")
+    SignaturePolicy = enum.IntEnum("SignaturePolicy", "Off WarnOnly Required")
+else:
+    AbiErrorCode = _header_enum("AbiErrorCode", "``AbiError.code`` values (upstream's; this "
+                                "host's own are the ``CALL_*`` constants).")
+    LogLevel = _header_enum("LogLevel", "Log severities; lower is more severe.")
+    DispatchType = _header_enum("DispatchType", "How an interface is called: native function "
+                                "table or ``vm.call``.")
+    Compatibility = _header_enum("Compatibility", "How strictly manifests are checked at load.")
+    ReloadPhaseType = _header_enum("ReloadPhaseType", "The phases reported to ``on_reload``.")
+    SignaturePolicy = _header_enum("SignaturePolicy", "Whether bundles must carry a valid "
+                                   "``bundle.sig``.")
 
 #: this host's own ``AbiError`` codes (``PP_ABI_*`` in polyplug.h), beside upstream's
 CALL_TIMEOUT: int = lib.PP_ABI_CALL_TIMEOUT
 CALL_CANCELLED: int = lib.PP_ABI_CALL_CANCELLED
 CALL_OUT_OF_MEMORY: int = lib.PP_ABI_OUT_OF_MEMORY
-
-
-class LogLevel(enum.IntEnum):
-    """Log severities; lower is more severe."""
-
-    Error = lib.LogLevel_Error
-    Warn = lib.LogLevel_Warn
-    Info = lib.LogLevel_Info
-    Debug = lib.LogLevel_Debug
-    Trace = lib.LogLevel_Trace
-
-
-class DispatchType(enum.IntEnum):
-    """How an interface is called: native function table or ``vm.call``."""
-
-    Native = lib.DispatchType_Native
-    VirtualMachine = lib.DispatchType_VirtualMachine
-
-
-class Compatibility(enum.IntEnum):
-    """How strictly manifests are checked at load."""
-
-    Strict = lib.Compatibility_Strict
-    Relaxed = lib.Compatibility_Relaxed
-    Yolo = lib.Compatibility_Yolo
-
-
-class ReloadPhaseType(enum.IntEnum):
-    """The phases reported to ``on_reload``."""
-
-    Preparing = lib.ReloadPhaseType_Preparing
-    Reloaded = lib.ReloadPhaseType_Reloaded
-    Failed = lib.ReloadPhaseType_Failed
-    Unloading = lib.ReloadPhaseType_Unloading
-
-
-class SignaturePolicy(enum.IntEnum):
-    """Whether bundles must carry a valid ``bundle.sig``."""
-
-    Off = lib.SignaturePolicy_Off
-    WarnOnly = lib.SignaturePolicy_WarnOnly
-    Required = lib.SignaturePolicy_Required
 
 
 class GuestContractHandle(NamedTuple):

@@ -77,6 +77,6 @@ def emit(level: int, scope: str, message: str) -> None:
         message, traceback = message[:cut], message[cut + 1:]
     extra = {"polyplug_scope": scope, "polyplug_level": LogLevel(level),
              "lua_traceback": traceback}
-    record = logger.makeRecord(logger.name, py_level, "<polyplug>", 0, message, None, None,
+    record = logger.makeRecord(logger.name, py_level, "<polyplug>", 0, message, (), None,
                                extra=extra, sinfo=traceback)
     logger.handle(record)

@@ -670,7 +670,7 @@ class Runtime:
 
     def _loaded_contracts(self) -> list[tuple[ContractInfo, str]]:
         """Every live contract with the name of the bundle that registered it."""
-        out = []
+        out: list[tuple[ContractInfo, str]] = []
         for bid in self.list_bundles():
             m = self._manifests.get(bid)
             try:

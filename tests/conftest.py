@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -80,6 +83,17 @@ def call_vm(
     vm = iface.dispatch.vm
     vm.call(vm.loader_data, instance, fn_id, args, out, arena, result)
     return result
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_child(code: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` (dedented) in a fresh interpreter, from the repository root:
+    for what could crash the process, and for what the default hooks print."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout,
+                          env=dict(os.environ, PYTHONIOENCODING="utf-8"))
 
 
 def load_module(name: str, path: Path) -> Any:

@@ -431,17 +431,23 @@ def _literal_int(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) is int
 
 
-def test_python_enums_take_their_values_from_lib() -> None:
+def test_python_enums_are_built_from_the_header() -> None:
+    from polyplug import _abi
+
     tree = ast.parse((PKG / "_abi.py").read_text(encoding="utf-8"))
-    enums = [n for n in tree.body if isinstance(n, ast.ClassDef)
-             and any(getattr(b, "attr", "") == "IntEnum" for b in n.bases)]
-    assert {c.name for c in enums} == set(PY_ENUMS) | {"AbiErrorCode"}
-    for cls in enums:
-        for stmt in cls.body:
-            if isinstance(stmt, ast.Assign):
-                value = stmt.value
-                assert (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
-                        and value.value.id == "lib"), f"{cls.name}.{ast.unparse(stmt)}"
+    [block] = [n for n in tree.body if isinstance(n, ast.If)
+               and ast.unparse(n.test) == "TYPE_CHECKING"]
+    # what type checkers see: enum.IntEnum("Name", "Member Member ...")
+    typed = {stmt.targets[0].id: stmt.value.args[1].value.split() for stmt in block.body}
+    built = {stmt.targets[0].id: ast.unparse(stmt.value.func) for stmt in block.orelse}
+    assert set(typed) == set(built) == set(PY_ENUMS) | {"AbiErrorCode"}
+    assert set(built.values()) == {"_header_enum"}
+    for name, members in typed.items():
+        runtime = getattr(_abi, name)
+        header = {n[len(name) + 1:]: getattr(lib, n) for n in dir(lib) if n.startswith(name + "_")}
+        assert {m.name: int(m) for m in runtime} == header
+        assert members == [m.name for m in runtime]  # same names, same (value) order
+        assert runtime.__module__ == "polyplug._abi" and runtime.__doc__
 
 
 @pytest.mark.parametrize("module", ["_abi.py", "_errors.py", "_callbacks.py", "call.py",

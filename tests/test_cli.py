@@ -418,6 +418,13 @@ class Watch:
                 raise AssertionError(f"no line matching {pattern!r} in {timeout} s; "
                                      f"saw {self.seen}")
 
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def finish(self, timeout: float = 30) -> tuple[int, str]:
         """Wait for the exit; returns (exit code, stderr)."""
         try:
@@ -537,11 +544,10 @@ def test_watch_timeout_and_sigterm(watched: Path) -> None:
 
 @pytest.mark.parametrize("how", [["--once"], ["--max-reloads", "2"], ["--timeout", "3"]])
 def test_watch_exits_1_when_its_last_reload_failed(watched: Path, how: list[str]) -> None:
-    w = Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05", *how,
-              *(["--timeout", "60"] if how[0] != "--timeout" else []))
-    try:
+    lua = watched / "arith" / "arith.lua"
+    with Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05", *how,
+               *(["--timeout", "60"] if how[0] != "--timeout" else [])) as w:
         w.wait_for("watching 1 bundle")
-        lua = watched / "arith" / "arith.lua"
         if how[0] == "--max-reloads":  # a good reload first: only the last one counts
             _edit(lua, "a + b", "a + b + 1")
             w.wait_for(STAMP + "arith: Reloaded$")
@@ -549,28 +555,21 @@ def test_watch_exits_1_when_its_last_reload_failed(watched: Path, how: list[str]
         lua.write_text("this is not lua(\n")
         w.wait_for(STAMP + "arith: Failed: ")
         code, err = w.finish(timeout=60)
-    finally:
-        if w.proc.poll() is None:
-            w.proc.kill()
     assert code == 1, (w.seen, err)
     assert w.seen[-1].endswith("; the last reload failed"), w.seen
 
 
 def test_watch_exits_0_when_a_failed_reload_was_repaired(watched: Path) -> None:
-    w = Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05",
-              "--max-reloads", "2", "--timeout", "60")
-    try:
+    lua = watched / "arith" / "arith.lua"
+    good = lua.read_text()
+    with Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05",
+               "--max-reloads", "2", "--timeout", "60") as w:
         w.wait_for("watching 1 bundle")
-        lua = watched / "arith" / "arith.lua"
-        good = lua.read_text()
         lua.write_text("this is not lua(\n")
         w.wait_for(STAMP + "arith: Failed: ")
         lua.write_text(good)
         w.wait_for(STAMP + "arith: Reloaded$")
         code, err = w.finish(timeout=60)
-    finally:
-        if w.proc.poll() is None:
-            w.proc.kill()
     assert code == 0, (w.seen, err)
     assert w.seen[-1].endswith("stopping after 2 reload(s)")
 

@@ -4,13 +4,11 @@ one is set; and how an exception raised by a user's callback is reported."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_child as run_python
 
 import polyplug
 from polyplug import LogLevel
@@ -50,12 +48,6 @@ def captured():
 def build(**config: object) -> polyplug.Runtime:
     return polyplug.RuntimeBuilder().config(polyplug.RuntimeConfig(**config)).loader(
         polyplug.LuaLoader()).build()
-
-
-def run_python(code: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout,
-                          env=dict(os.environ, PYTHONIOENCODING="utf-8"))
 
 
 # ── records without a user callback go to logging ────────────────────────────
@@ -175,48 +167,41 @@ def test_an_application_configures_polyplug_like_any_library() -> None:
 # ── exceptions raised by user callbacks: the standard unraisable protocol ─────
 
 
-def test_a_raising_log_callback_is_reported_with_its_traceback() -> None:
-    proc = run_python("""
-        import polyplug
-
-        def broken_logger(level, scope, message):
+RAISING_CALLBACKS = {
+    "log": ("""
+        def broken(level, scope, message):
             raise ValueError("logger exploded")
 
-        config = polyplug.RuntimeConfig(log=broken_logger, log_max_level=polyplug.LogLevel.Trace)
-        with polyplug.RuntimeBuilder().config(config).loader(polyplug.LuaLoader()).build() as rt:
-            rt.load_bundle("examples/counter")
-            counter = rt.contract("example.counter", 1)
-            assert counter.increment(2) == 2    # the call works although logging failed
-        print("done")
-    """)
+        config = polyplug.RuntimeConfig(log=broken, log_max_level=polyplug.LogLevel.Trace)
+    """, "log callback", "ValueError: logger exploded"),
+    "on_reload": ("""
+        def broken(phase):
+            raise KeyError("reload hook failed for " + phase.bundle_name)
+
+        config = polyplug.RuntimeConfig(on_reload=broken, hot_reload_enabled=True)
+    """, "on_reload callback", "KeyError: 'reload hook failed for arith'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RAISING_CALLBACKS))
+def test_a_raising_callback_is_reported_with_its_traceback(kind: str) -> None:
+    setup, what, error = RAISING_CALLBACKS[kind]
+    proc = run_python("import polyplug\n" + textwrap.dedent(setup) + """
+with polyplug.RuntimeBuilder().config(config).loader(polyplug.LuaLoader()).build() as rt:
+    rt.load_bundle("examples/arith")
+    if config.hot_reload_enabled:
+        rt.reload_bundle("examples/arith")
+    rt.log(polyplug.LogLevel.Error, "test", "a record")
+    assert rt.contract("example.arith", 1).add(1, 2) == 3   # calls work all the same
+print("done")
+""")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n"
     assert "TypeError" not in proc.stderr
-    assert "Exception ignored from cffi callback <polyplug log callback>" in proc.stderr
+    assert f"Exception ignored from cffi callback <polyplug {what}>" in proc.stderr
     assert "Traceback (most recent call last):" in proc.stderr
-    assert "in broken_logger" in proc.stderr
-    assert "ValueError: logger exploded" in proc.stderr
-
-
-def test_a_raising_on_reload_callback_is_reported_with_its_traceback() -> None:
-    proc = run_python("""
-        import polyplug
-
-        def on_reload(phase):
-            raise KeyError("reload hook failed for " + phase.bundle_name)
-
-        config = polyplug.RuntimeConfig(on_reload=on_reload, hot_reload_enabled=True)
-        with polyplug.RuntimeBuilder().config(config).loader(polyplug.LuaLoader()).build() as rt:
-            rt.load_bundle("examples/arith")
-            rt.reload_bundle("examples/arith")
-            assert rt.contract("example.arith", 1).add(1, 2) == 3
-        print("done")
-    """)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "done\n"
-    assert "Exception ignored from cffi callback <polyplug on_reload callback>" in proc.stderr
-    assert "in on_reload" in proc.stderr
-    assert "KeyError: 'reload hook failed for arith'" in proc.stderr
+    assert "in broken" in proc.stderr  # the user's own frame
+    assert error in proc.stderr
 
 
 def test_the_unraisable_hook_receives_the_users_exception() -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import gc
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_child
 
 import polyplug
 from polyplug import LogLevel, ffi, guest_contract_id, lib
@@ -444,16 +443,16 @@ def test_pp_runtime_new_reports_why() -> None:
 
 
 def test_polyplug_runtime_destroy_null_is_a_noop() -> None:
-    code = ("from polyplug import ffi, lib\n"
-            "assert lib.polyplug_runtime_destroy(ffi.NULL) is None\n"
-            "assert lib.pp_runtime_free(ffi.NULL) is None\n"
-            "host = lib.polyplug_runtime_create(ffi.NULL)\n"
-            "assert host != ffi.NULL\n"
-            "lib.polyplug_runtime_destroy(host)\n"
-            "print('survived')\n")
     # in a child: a NULL dereference would kill the process, not just fail the test
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    proc = run_child("""
+        from polyplug import ffi, lib
+        assert lib.polyplug_runtime_destroy(ffi.NULL) is None
+        assert lib.pp_runtime_free(ffi.NULL) is None
+        host = lib.polyplug_runtime_create(ffi.NULL)
+        assert host != ffi.NULL
+        lib.polyplug_runtime_destroy(host)
+        print("survived")
+    """)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "survived\n", "")
 
 

@@ -6,6 +6,8 @@ Every failure a command reports is one line on stderr, ``error: <Type>: <message
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +57,36 @@ def fail(exc: BaseException) -> int:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     print(error_line(name, message), file=sys.stderr)
     return 1
+
+
+def reports_failures(*kinds: type[BaseException]) -> Callable[[Callable[..., int]],
+                                                              Callable[..., int]]:
+    """Decorate a command function: an exception of ``kinds`` becomes its error line."""
+
+    def wrap(fn: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> int:
+            try:
+                return fn(*args, **kwargs)
+            except kinds as exc:
+                return fail(exc)
+
+        return command
+
+    return wrap
+
+
+def bundle_command(sub: Any, name: str, run: Callable[[argparse.Namespace], int], help: str,
+                   description: Optional[str] = None,
+                   log_default: str = "off") -> argparse.ArgumentParser:
+    """The parser of a command taking a bundle directory, with ``--log LEVEL``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p.add_argument("--log", choices=list(LOG_LEVELS), default=log_default,
+                   help=f"print runtime and guest log records up to this level to stderr "
+                   f"(default {log_default})")
+    p.set_defaults(func=run)
+    return p
 
 
 def log_printer(level: Optional[LogLevel]) -> Callable[[LogLevel, str, str], None]:

@@ -1,5 +1,9 @@
-"""``call DIR CONTRACT[@MAJOR] FN [ARGS...]``: load the bundle(s) and call one function,
-converting the arguments by the manifest's signature table."""
+"""Load the bundle(s) at DIR and call one function of CONTRACT.
+
+Arguments are converted by the manifest's signature table (u32 '7', f64 '1.5', bool
+true/false/1/0, string as-is); for a numeric function id without a table entry give the
+types with --args/--returns.  Use -- before arguments that start with '-'.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,14 @@ from polyplug.cli._common import (
     BundleReport,
     Failure,
     UsageError,
+    bundle_command,
     build_runtime,
-    fail,
     find_bundles,
     load_all,
     load_failures,
     log_printer,
     no_bundle,
+    reports_failures,
 )
 from polyplug.runtime import Runtime
 from polyplug.signature import TYPES, FunctionSig, normalize_type, signature
@@ -36,13 +41,8 @@ _FN_ID = re.compile(r"^(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)$")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("call", help="load bundles and call one function",
-                       description="Load the bundle(s) at DIR and call one function of "
-                       "CONTRACT.  Arguments are converted by the manifest's signature table "
-                       "(u32 '7', f64 '1.5', bool true/false/1/0, string as-is); for a numeric "
-                       "function id without a table entry give the types with --args/--returns. "
-                       "Use -- before arguments that start with '-'.")
-    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p = bundle_command(sub, "call", run, help="load bundles and call one function",
+                       description=__doc__)
     p.add_argument("contract", help="contract name, optionally @major (default: the highest "
                    "major loaded)")
     p.add_argument("fn", help="function name (from the signature table) or numeric id")
@@ -54,9 +54,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--instance", action="store_true",
                    help="call on a fresh instance instead of the default one")
     p.add_argument("--json", action="store_true", help='print {"result": ...}')
-    p.add_argument("--log", choices=list(LOG_LEVELS), default="off",
-                   help="print runtime and guest log records up to this level to stderr")
-    p.set_defaults(func=run)
 
 
 def convert_arg(type_name: str, text: str, where: str) -> Any:
@@ -204,7 +201,9 @@ def _invoke(rt: Runtime, root: Path, args: argparse.Namespace, name: str,
     return contract.function(sig.id, sig.args, sig.returns)(*values)
 
 
-def _call(args: argparse.Namespace) -> int:
+@reports_failures(UsageError, Failure, _errors.PolyplugError, TypeError, ValueError,
+                  AttributeError, UnicodeError, OSError)
+def run(args: argparse.Namespace) -> int:
     name, major = parse_contract(args.contract)
     types, returns = _type_list(args.args), _normalize_returns(args.returns)
     if args.returns is not None and returns is None and types is None:
@@ -220,11 +219,3 @@ def _call(args: argparse.Namespace) -> int:
     elif result is not None:
         print(_format_result(result))
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        return _call(args)
-    except (UsageError, Failure, _errors.PolyplugError, TypeError, ValueError,
-            AttributeError, UnicodeError, OSError) as exc:
-        return fail(exc)

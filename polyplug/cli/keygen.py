@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from polyplug import signing
-from polyplug.cli._common import fail
+from polyplug.cli._common import reports_failures
 
 
 def add_parser(sub: Any) -> None:
@@ -21,20 +21,18 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+@reports_failures(OSError)
 def keygen(out_prefix: signing.PathLike, force: bool = False) -> int:
     """Write ``<prefix>.key`` (signing seed, mode 0600) and ``<prefix>.pub``."""
     prefix = os.fspath(out_prefix)
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     existing = [str(p) for p in (key_path, pub_path) if p.exists()]
     if existing and not force:
-        return fail(FileExistsError(f"{' and '.join(existing)} already exist(s); "
-                                    f"pass --force to overwrite"))
+        raise FileExistsError(f"{' and '.join(existing)} already exist(s); "
+                              f"pass --force to overwrite")
     seed, public = signing.generate_key()
-    try:
-        signing.write_key_file(key_path, signing.KeyKind.SigningSeed, seed)
-        signing.write_key_file(pub_path, signing.KeyKind.VerifyingKey, public)
-    except OSError as exc:
-        return fail(exc)
+    signing.write_key_file(key_path, signing.KeyKind.SigningSeed, seed)
+    signing.write_key_file(pub_path, signing.KeyKind.VerifyingKey, public)
     print(f"wrote {key_path} (signing key: keep it secret) and {pub_path} "
           f"(public key {public.hex()})")
     return 0

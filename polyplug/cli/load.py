@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from polyplug.cli._common import (
     LOG_LEVELS,
     BundleReport,
+    bundle_command,
     build_runtime,
     error_line,
     load_all,
@@ -21,12 +22,8 @@ from polyplug.cli._common import (
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("load", help="load bundles and report what they register")
-    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p = bundle_command(sub, "load", run, help="load bundles and report what they register")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--log", choices=list(LOG_LEVELS), default="off",
-                   help="print runtime and guest log records up to this level to stderr")
-    p.set_defaults(func=run)
 
 
 def print_table(reports: Sequence[BundleReport]) -> None:

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from polyplug import _errors, signing
-from polyplug.cli._common import fail
+from polyplug.cli._common import reports_failures
 
 
 def add_parser(sub: Any) -> None:
@@ -17,17 +17,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+@reports_failures(_errors.PolyplugError, OSError)
 def sign(bundle_dir: signing.PathLike, key_path: signing.PathLike) -> int:
     """Sign the bundle at ``bundle_dir`` with the signing seed in ``key_path``."""
-    try:
-        kind, seed = signing.read_key_file(key_path)
-        if kind is not signing.KeyKind.SigningSeed:
-            raise _errors.SigningError(f"key file `{os.fspath(key_path)}` holds a public key; "
-                                       f"signing needs the signing key (the .key file)",
-                                       path=os.fspath(key_path))
-        sig_path = signing.sign_bundle(bundle_dir, seed)
-    except (_errors.PolyplugError, OSError) as exc:
-        return fail(exc)
+    kind, seed = signing.read_key_file(key_path)
+    if kind is not signing.KeyKind.SigningSeed:
+        raise _errors.SigningError(f"key file `{os.fspath(key_path)}` holds a public key; "
+                                   f"signing needs the signing key (the .key file)",
+                                   path=os.fspath(key_path))
+    sig_path = signing.sign_bundle(bundle_dir, seed)
     print(f"signed {os.fspath(bundle_dir)}: wrote {sig_path} "
           f"(key {signing.public_key(seed).hex()})")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from polyplug import _errors, signing
-from polyplug.cli._common import fail
+from polyplug.cli._common import reports_failures
 
 
 def add_parser(sub: Any) -> None:
@@ -30,27 +30,25 @@ def _bundle_label(bundle_dir: signing.PathLike) -> str:
         return Path(bundle_dir).resolve().name
 
 
+@reports_failures(_errors.PolyplugError, OSError)
 def verify(bundle_dir: signing.PathLike, pub_paths: Sequence[signing.PathLike] = ()) -> int:
     """Check the bundle's signature, pinned to the given ``.pub`` files if any."""
+    trusted = []
+    for p in pub_paths:
+        kind, key = signing.read_key_file(p)
+        if kind is not signing.KeyKind.VerifyingKey:
+            raise _errors.SigningError(f"key file `{os.fspath(p)}` holds a signing key; "
+                                       f"verify takes public keys (.pub files)",
+                                       path=os.fspath(p))
+        trusted.append(key)
+    name = _bundle_label(bundle_dir)
     try:
-        trusted = []
-        for p in pub_paths:
-            kind, key = signing.read_key_file(p)
-            if kind is not signing.KeyKind.VerifyingKey:
-                raise _errors.SigningError(f"key file `{os.fspath(p)}` holds a signing key; "
-                                           f"verify takes public keys (.pub files)",
-                                           path=os.fspath(p))
-            trusted.append(key)
-        name = _bundle_label(bundle_dir)
-        try:
-            public = signing.verify_bundle(bundle_dir, name, trusted)
-        except _errors.UnsignedBundle:
-            raise _errors.UnsignedBundle(
-                f"bundle `{name}` is not signed: there is no {signing.SIG_FILE} in "
-                f"{os.fspath(bundle_dir)}; sign it with `python -m polyplug sign "
-                f"{os.fspath(bundle_dir)} --key KEY`", bundle=name) from None
-    except (_errors.PolyplugError, OSError) as exc:
-        return fail(exc)
+        public = signing.verify_bundle(bundle_dir, name, trusted)
+    except _errors.UnsignedBundle:
+        raise _errors.UnsignedBundle(
+            f"bundle `{name}` is not signed: there is no {signing.SIG_FILE} in "
+            f"{os.fspath(bundle_dir)}; sign it with `python -m polyplug sign "
+            f"{os.fspath(bundle_dir)} --key KEY`", bundle=name) from None
     how = ("a trusted key" if trusted
            else "an unpinned key (integrity only: pass --key to check who signed it)")
     print(f"ok: bundle `{name}` is signed by {how}: {public.hex()}")

@@ -1,14 +1,15 @@
-"""``watch DIR``: load the bundle(s) and hot-reload each one when its files change.
+"""Load the bundle(s) at DIR and reload each one when its files change (polling).
 
-Change detection polls: every ``--interval`` seconds each bundle directory is walked
-with ``os.scandir`` and its files' (mtime, size) compared with the last snapshot.  That
-is portable and needs no dependency (inotify / FSEvents / ReadDirectoryChangesW would
-each need a third-party package or platform code); bundles are a handful of small
-files, so a walk costs microseconds.
-
-The exit code is 0, or 1 when the last reload attempt failed (the bundle on disk is
-broken; the previous version was serving until the end).
+A failed reload keeps the previous version serving; a bundle that failed its first load
+is loaded once its files change.  Bundles added to DIR later are not picked up.  Ctrl-C
+stops.  Exits 1 when the last reload attempt failed (the bundle on disk is broken).
 """
+
+# Change detection polls: every --interval seconds each bundle directory is walked with
+# os.scandir and its files' (mtime, size) compared with the last snapshot.  That is
+# portable and needs no dependency (inotify / FSEvents / ReadDirectoryChangesW would each
+# need a third-party package or platform code); bundles are a handful of small files, so
+# a walk costs microseconds.
 
 from __future__ import annotations
 
@@ -22,19 +23,22 @@ from typing import Any, Optional
 
 from polyplug import _errors
 from polyplug._abi import LogLevel, ReloadPhase, ReloadPhaseType
-from polyplug.cli._common import LOG_LEVELS, UsageError, build_runtime, fail, find_bundles, \
-    load_all, no_bundle
+from polyplug.cli._common import (
+    LOG_LEVELS,
+    UsageError,
+    bundle_command,
+    build_runtime,
+    fail,
+    find_bundles,
+    load_all,
+    no_bundle,
+)
 from polyplug.ids import bundle_id
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("watch", help="hot-reload bundles when their files change",
-                       description="Load the bundle(s) at DIR and reload each one when its "
-                       "files change (polling).  A failed reload keeps the previous version "
-                       "serving; a bundle that failed its first load is loaded once its files "
-                       "change.  Bundles added to DIR later are not picked up.  Ctrl-C stops.  "
-                       "Exits 1 when the last reload attempt failed.")
-    p.add_argument("dir", help="a bundle directory, or a directory of bundles")
+    p = bundle_command(sub, "watch", run, help="hot-reload bundles when their files change",
+                       description=__doc__, log_default="warn")
     p.add_argument("--interval", type=float, default=0.25, metavar="S",
                    help="seconds between polls (default 0.25)")
     p.add_argument("--debounce", type=float, default=0.3, metavar="S",
@@ -45,9 +49,6 @@ def add_parser(sub: Any) -> None:
                    help="exit after the first reload attempt (--max-reloads 1)")
     p.add_argument("--timeout", type=float, default=0, metavar="S",
                    help="exit after S seconds (default: run until Ctrl-C)")
-    p.add_argument("--log", choices=list(LOG_LEVELS), default="warn",
-                   help="print runtime and guest log records up to this level (default warn)")
-    p.set_defaults(func=run)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
