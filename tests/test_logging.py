@@ -224,3 +224,26 @@ def test_the_unraisable_hook_receives_the_users_exception() -> None:
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Exception ignored from cffi callback <polyplug log callback>\n"
+
+
+def test_by_default_successful_calls_log_nothing_into_python(captured) -> None:
+    """The counter logs at Info on every call; below the default Warn the C host drops
+    the record before it would cross into Python."""
+    with build() as rt:
+        rt.load_bundle(EXAMPLES / "counter")
+        counter = rt.contract("example.counter", 1)
+        for i in range(1, 201):
+            assert counter.increment(1) == i
+    assert captured == []
+
+
+def test_guest_chosen_scopes_cannot_grow_the_logger_registry(captured, monkeypatch) -> None:
+    from polyplug import _logging
+
+    monkeypatch.setattr(_logging, "_MAX_LOGGERS", len(_logging._loggers))
+    with build() as rt:
+        rt.log(LogLevel.Warn, "guest.brand-new-scope", "still delivered")
+    [record] = captured
+    assert record.name == "polyplug"
+    assert record.polyplug_scope == "guest.brand-new-scope"
+    assert "guest.brand-new-scope" not in _logging._loggers
