@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick] [--upstream] [--repeat N] [--save FILE]
 
---quick     small counts, for a smoke run (well under a minute)
+--quick     small counts, for a smoke run (well under a minute); it is labelled as
+            such and judges no target (no ✓/✗)
 --upstream  also measure upstream polyplug 0.1.3 (installed into build/upstream-venv
             from PyPI on first use) in the same run, and print our/upstream ratios
 --repeat N  repeats per figure (default 5, --quick 3)
@@ -54,12 +55,16 @@ class Params:
     py_calls: int       # Python -> vm.call, per variant
     bundles: int        # bundles loaded into one fresh runtime
     reloads: int        # reloads of one bundle
+    imports: int        # fresh interpreters timing `import polyplug`, per repeat
+    smoke: bool = False  # a smoke run: counts too small to judge the targets
 
 
 FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_000,
-              thread_calls=5_000_000, py_calls=500_000, bundles=100, reloads=1000)
+              thread_calls=5_000_000, py_calls=500_000, bundles=100, reloads=1000,
+              imports=10)
 QUICK = Params(repeat=3, c_calls=1_000_000, alloc_calls=100_000, gc_calls=20_000,
-               thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200)
+               thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200,
+               imports=4, smoke=True)
 
 
 # ── building ─────────────────────────────────────────────────────────────────
@@ -234,6 +239,7 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
                                      str(p.bundles), "path"]),
         Job("ours", "py-reload", [py, str(PY / "bench_ours.py"), "reload", bundle,
                                   str(p.reloads)]),
+        Job("ours", "py-import", [py, str(PY / "bench_import.py"), str(p.imports)]),
     ]
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
@@ -251,6 +257,8 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
             Job("upstream", "up-calls", [*up, "calls", bundle, str(p.py_calls), str(r)], env),
             Job("upstream", "up-load", [*up, "load", gen, str(p.bundles)], env),
             Job("upstream", "up-reload", [*up, "reload", bundle, str(p.reloads)], env),
+            Job("upstream", "up-import", [up[0], str(PY / "bench_import.py"), str(p.imports)],
+                env),
         ]
     k = r % len(jobs)
     return jobs[k:] + jobs[:k]
@@ -404,6 +412,10 @@ def rows(p: Params) -> list[str | Row]:
             key("py.reload.rss_growth_kib"), f"flat (< {p.reloads} KiB)", le(p.reloads)),
         Row(f"RSS growth over {p.reloads} reloads, C", "KiB", key("c.reload.rss_growth_kib"),
             f"flat (< {p.reloads} KiB)", le(p.reloads), upstream=False),
+        f"Import (fastest of {p.imports} fresh interpreters, bytecode cached)",
+        Row("import polyplug", "ms", key("py.import.ms"), "≤ 20", le(20)),
+        Row("floor: import typing, enum, dataclasses, struct, weakref", "ms",
+            key("py.import.floor.ms"), upstream=False),
         f"Threads, C, add with null instance ({p.thread_calls:,} calls per thread)",
         Row("1 thread (per call)", "ns", key("threads.1")),
         Row("2 threads × 2 bundles (aggregate per call)", "ns", key("threads.2x2"), "≤ 25",
@@ -465,7 +477,7 @@ def render(results: Results, p: Params, with_upstream: bool) -> str:
         if ours:
             mn, med = min(ours), statistics.median(ours)
             target = row.target
-            if row.check is not None:
+            if row.check is not None and not p.smoke:  # a smoke run judges nothing
                 target += " ✓" if row.check(med, ctx) else " ✗"
             cells = [row.figure, row.unit, fmt(mn), fmt(med), target]
         else:
@@ -561,14 +573,16 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("NOTE: other processes kept the machine busy during the run; medians "
                      "(threads above all) are inflated: compare the min column, or run "
                      "again on a quiet machine")
+    smoke = ("SMOKE RUN (--quick): counts too small to judge the targets, so no ✓/✗; run "
+             "without --quick for figures\n" if p.smoke else "")
     header = (f"{command}  —  {p.repeat} repeats, {elapsed:.0f} s\n"
-              f"machine: {machine()}\n{loads}\n")
+              f"{smoke}machine: {machine()}\n{loads}\n")
     print(header)
     print(table)
     for note in notes:
         print(note)
     if opts.save:
-        opts.save.write_text(f"`{command}` — {p.repeat} repeats, {elapsed:.0f} s\n\n"
+        opts.save.write_text(f"`{command}` — {p.repeat} repeats, {elapsed:.0f} s\n\n{smoke}"
                              f"Machine: {machine()}; {loads}.\n\n{table}\n"
                              + "".join(f"\n{note}" for note in notes) + "\n")
     return 1 if results.errors else 0

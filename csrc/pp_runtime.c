@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "pp_internal.h"
@@ -157,6 +158,37 @@ static pp_loader *loader_find_locked(pp_runtime *rt, StringView name) {
     return NULL;
 }
 
+/* The NoLoaderForName failure: upstream's text, plus the registered loader names and,
+ * when one differs from the wanted name only in case, that names are case-sensitive. */
+static int32_t no_loader(pp_runtime *rt, pp_error *err, const char *bundle, StringView want,
+                         bool hint) {
+    char names[512] = "";
+    char near[128] = "";
+    size_t used = 0;
+    ppi_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->loaders_len; i++) {
+        const char *n = rt->loaders[i]->vt->name;
+        int w = snprintf(names + used, sizeof names - used, "%s\"%s\"", used ? ", " : "", n);
+        if (w > 0 && (size_t)w < sizeof names - used) used += (size_t)w;
+        if (!near[0] && strlen(n) == want.len &&
+            strncasecmp(n, (const char *)want.ptr, want.len) == 0)
+            ppi_strlcpy(near, sizeof near, n);
+    }
+    ppi_mutex_unlock(&rt->lock);
+    char lname[128];
+    ppi_view_copy(lname, sizeof lname, want);
+    if (near[0])
+        return ppi_fail(err, PP_ERR_NO_LOADER, bundle, lname, NULL,
+                        "bundle \"%s\" declares loader \"%s\" but no loader is registered for "
+                        "\"%s\": loader names are case-sensitive; did you mean \"%s\"? "
+                        "(registered: %s)", bundle, lname, lname, near, names);
+    return ppi_fail(err, PP_ERR_NO_LOADER, bundle, lname, NULL,
+                    "bundle \"%s\" declares loader \"%s\" but no loader is registered for "
+                    "\"%s\" (registered: %s)%s", bundle, lname, lname, used ? names : "none",
+                    hint ? ".\nRegister one first, e.g. RuntimeBuilder().loader(LuaLoader())."
+                         : "");
+}
+
 /* ── errors and the last-error channel ─────────────────────────────────────── */
 
 void ppi_set_last_error(pp_runtime *rt, const char *msg) {
@@ -277,13 +309,7 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
     loader = pp_loader_retain(loader_find_locked(rt, m->loader));
     ppi_mutex_unlock(&rt->lock);
     if (!loader) {
-        char lname[128];
-        ppi_view_copy(lname, sizeof lname, m->loader);
-        st = ppi_fail(err, PP_ERR_NO_LOADER, name, lname, NULL,
-                      "bundle \"%s\" declares loader \"%.*s\" but no loader is registered for "
-                      "\"%.*s\".\nRegister one first, e.g. RuntimeBuilder().loader(LuaLoader()).",
-                      name, (int)m->loader.len, (const char *)m->loader.ptr, (int)m->loader.len,
-                      (const char *)m->loader.ptr);
+        st = no_loader(rt, err, name, m->loader, true);
         goto out;
     }
     st = ppi_runtime_adopt(rt, loader, m->id, m, err);
@@ -394,11 +420,7 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
         goto out;
     }
     if (!loader) {
-        st = ppi_fail(err, PP_ERR_NO_LOADER, name, NULL, NULL,
-                      "bundle \"%s\" declares loader \"%.*s\" but no loader is registered for "
-                      "\"%.*s\"",
-                      name, (int)m->loader.len, (const char *)m->loader.ptr, (int)m->loader.len,
-                      (const char *)m->loader.ptr);
+        st = no_loader(rt, err, name, m->loader, false);
         goto out;
     }
     if (!pp_loader_supports_hot_reload(loader)) {

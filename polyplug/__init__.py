@@ -5,6 +5,10 @@ polyplug 0.1.3 C ABI; the host calls their functions through C vtables and guest
 read and write real native memory with the LuaJIT FFI.
 
 The low-level cffi module is exposed as :data:`ffi` and :data:`lib`.
+
+``from polyplug import *`` imports the names in ``__all__``: the API below, without
+the submodules and without ``RuntimeError`` (upstream's name for the base of runtime
+failures, which would shadow the builtin; use ``polyplug.RuntimeError``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from polyplug.runtime import (
     AbiErrorCode,
     BundleSource,
     Compatibility,
+    ContractInfo,
     DispatchType,
     GuestContractHandle,
     LogLevel,
@@ -94,4 +99,29 @@ def luajit_version() -> str:
     return ffi.string(lib.pp_luajit_version()).decode()
 
 
-__all__ = [name for name in dir() if not name.startswith("_")] + ["__version__"]
+__all__ = [
+    # runtime
+    "Runtime", "RuntimeBuilder", "RuntimeConfig", "Registry", "BundleSource", "ContractInfo",
+    "GuestContractHandle", "ReloadPhase", "Contract", "Instance", "FunctionSig",
+    "LuaLoader", "LuaConfig", "CancelToken",
+    # enums
+    "AbiErrorCode", "Compatibility", "DispatchType", "LogLevel", "ReloadPhaseType",
+    "SignaturePolicy",
+    # manifests and ids
+    "ManifestData", "Dependency", "read_manifest", "validate", "Version", "BundleId",
+    "GuestContractId", "HostContractId", "bundle_id", "guest_contract_id", "host_contract_id",
+    "fnv1a_64",
+    # errors (RuntimeError is left out: it would shadow the builtin)
+    "PolyplugError", "LoaderError", "RegistryError", "CallError", "SigningError",
+    "BundleAlreadyLoaded", "BundleNotADirectory", "BundleNotFound", "BundleReadFailed",
+    "BundleTampered", "CallTimeout", "Cancelled", "ContractIdCollision", "DependencyInUse",
+    "DuplicateLoader", "DuplicateProvider", "FunctionCountMismatch", "FunctionNotAvailable",
+    "GuestError", "GuestOutOfMemory", "HotReloadDisabled", "HotReloadUnsupported",
+    "InitFailed", "InvalidArgument", "InvalidHandle", "InvalidRegistration",
+    "InvalidSourceEncoding", "MalformedSignature", "MalformedTrustedKey", "ManifestMissingFile",
+    "ManifestParse", "NoLoaderForName", "OutOfMemory", "PathEscape", "PluginNotFound",
+    "ReentrantCall", "ReloadFailed", "RuntimeClosed", "SignatureVerificationFailed",
+    "StaleHandle", "UnsignedBundle", "UnsupportedBundleSource", "UntrustedSigningKey",
+    # the binding and versions
+    "ffi", "lib", "luajit_version", "__version__",
+]

@@ -1,70 +1,73 @@
 """Python functions the C host calls back (cffi ``extern "Python"``).
 
-The rules: a callback never lets an exception escape into C.  Log and reload
-callbacks report their own failures through ``sys.unraisablehook`` (a broken logger
-must not break a guest call); the path hooks turn an exception into a filled
-``pp_error`` so the C caller reports it like any other failure.
+The rules: no exception ever reaches C.  The path hooks turn an exception into a filled
+``pp_error``, so the C caller reports it like any other failure.  An exception raised
+by a user's log or ``on_reload`` callback is left to cffi, which returns normally to C
+and reports it through the standard unraisable-exception protocol
+(``sys.unraisablehook``: "Exception ignored from cffi callback <polyplug log
+callback>" and the user's own traceback) — a broken logger must not break a guest call.
 
 Each runtime passes ``ffi.new_handle(state)`` as user data; ``state`` is a
 ``_CallbackState`` that holds the user's callables and a weak reference to the
-``Runtime`` (no cycle through C).
+``Runtime`` (no cycle through C).  With no user log callback, records go to the
+standard :mod:`logging` module (see :mod:`polyplug._logging`).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from polyplug._abi import AbiErrorCode, LogLevel, ReloadPhase
 from polyplug._errors import PolyplugError
 from polyplug._ffi import ffi, lib, view_text
 
 if TYPE_CHECKING:
-    from polyplug.runtime import ReloadPhase, Runtime
+    from polyplug.runtime import Runtime
 
 
 @dataclass
 class _CallbackState:
-    log: Optional[Callable[[Any, str, str], None]] = None
+    log: Optional[Callable[[LogLevel, str, str], None]] = None
     on_reload: Optional[Callable[[ReloadPhase], None]] = None
     runtime: Optional[weakref.ref[Runtime]] = None
     handle: Any = field(default=None, repr=False)
 
 
-def _report(exc: BaseException, what: str) -> None:
-    """Hand an exception raised by a user callback to ``sys.unraisablehook``."""
-    args = types.SimpleNamespace(exc_type=type(exc), exc_value=exc,
-                                 exc_traceback=exc.__traceback__,
-                                 err_msg=f"Exception ignored in {what}", object=None)
-    sys.unraisablehook(args)  # type: ignore[arg-type]
+class _Extern:
+    """A callback registered with ``ffi.def_extern``; its repr names it in cffi's
+    "Exception ignored from cffi callback ..." report."""
+
+    def __init__(self, fn: Callable[..., Any], what: str) -> None:
+        self._fn = fn
+        self._what = what
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __repr__(self) -> str:
+        return f"<polyplug {self._what}>"
 
 
-@ffi.def_extern()
-def pp_py_log(user_data: Any, level: int, scope: Any, message: Any) -> None:
+def _log(user_data: Any, level: int, scope: Any, message: Any) -> None:
     state: _CallbackState = ffi.from_handle(user_data)
     if state.log is None:
-        return
-    try:
-        from polyplug.runtime import LogLevel
+        from polyplug._logging import emit  # logging is imported by the first record
 
+        emit(level, view_text(scope), view_text(message))
+    else:
         state.log(LogLevel(level), view_text(scope), view_text(message))
-    except BaseException as exc:  # noqa: BLE001 - must not cross into C
-        _report(exc, "polyplug log callback")
 
 
-@ffi.def_extern()
-def pp_py_on_reload(user_data: Any, phase: Any) -> None:
+def _on_reload(user_data: Any, phase: Any) -> None:
     state: _CallbackState = ffi.from_handle(user_data)
-    if state.on_reload is None:
-        return
-    try:
-        from polyplug.runtime import ReloadPhase
-
+    if state.on_reload is not None:
         state.on_reload(ReloadPhase._from_c(phase))
-    except BaseException as exc:  # noqa: BLE001 - must not cross into C
-        _report(exc, "polyplug on_reload callback")
+
+
+ffi.def_extern(name="pp_py_log")(_Extern(_log, "log callback"))
+ffi.def_extern(name="pp_py_on_reload")(_Extern(_on_reload, "on_reload callback"))
 
 
 def _path_hook(user_data: Any, path: Any, err: Any, reload: bool) -> int:
@@ -83,7 +86,7 @@ def _path_hook(user_data: Any, path: Any, err: Any, reload: bool) -> int:
         status = getattr(exc, "status", 0) or lib.PP_ERR_HOST_EXCEPTION
         text = str(exc) or type(exc).__name__
         err.status = status
-        err.abi_code = 1
+        err.abi_code = AbiErrorCode.Generic
         encoded = text.encode("utf-8", "replace")[: ffi.sizeof(err.message) - 1]
         ffi.memmove(err.message, encoded + b"\0", len(encoded) + 1)
         return int(status)

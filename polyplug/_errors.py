@@ -23,6 +23,8 @@ from __future__ import annotations
 import builtins
 from typing import Any, ClassVar
 
+from polyplug._abi import CALL_CANCELLED, CALL_OUT_OF_MEMORY, CALL_TIMEOUT, AbiErrorCode
+
 
 class PolyplugError(Exception):
     """Base class of every error raised by polyplug.
@@ -274,7 +276,7 @@ class RuntimeBusy(RuntimeError):
 class CallError(PolyplugError):
     """A guest function call did not return Ok.  ``code`` is the ``AbiErrorCode``."""
 
-    code: int = 1
+    code: int = int(AbiErrorCode.Generic)
 
 
 class GuestError(CallError):
@@ -284,31 +286,31 @@ class GuestError(CallError):
 class FunctionNotAvailable(CallError):
     """Unknown function id, or an instance that does not exist (any more)."""
 
-    code = 6
+    code = int(AbiErrorCode.FunctionNotAvailable)
 
 
 class ReentrantCall(CallError):
     """A same-thread nested call into a VM that is already running a call."""
 
-    code = 9
+    code = int(AbiErrorCode.ReentrantCall)
 
 
 class CallTimeout(CallError, TimeoutError):
     """The call ran past its time limit and was stopped; the VM stays usable."""
 
-    code = 200
+    code = CALL_TIMEOUT
 
 
 class Cancelled(CallError):
     """A cancel token stopped the call; the VM stays usable."""
 
-    code = 201
+    code = CALL_CANCELLED
 
 
 class GuestOutOfMemory(CallError, MemoryError):
     """The bundle reached its memory limit during the call; the VM stays usable."""
 
-    code = 202
+    code = CALL_OUT_OF_MEMORY
 
 
 # ── signing tools ────────────────────────────────────────────────────────────
@@ -320,12 +322,9 @@ class SigningError(PolyplugError, ValueError):
 
 
 _CALL_ERRORS: dict[int, type[CallError]] = {
-    1: GuestError,
-    6: FunctionNotAvailable,
-    9: ReentrantCall,
-    200: CallTimeout,
-    201: Cancelled,
-    202: GuestOutOfMemory,
+    int(AbiErrorCode.Generic): GuestError,
+    **{cls.code: cls for cls in (FunctionNotAvailable, ReentrantCall, CallTimeout, Cancelled,
+                                 GuestOutOfMemory)},
 }
 
 

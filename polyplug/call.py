@@ -24,10 +24,11 @@ import struct
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from polyplug import _errors
+from polyplug._abi import AbiErrorCode
 from polyplug._ffi import ffi, lib
 from polyplug.ids import guest_contract_id
 from polyplug.loader import timeout_ns
-from polyplug.signature import FunctionSig, signature
+from polyplug.signature import TYPES, FunctionSig, signature
 
 if TYPE_CHECKING:
     from polyplug.loader import CancelToken
@@ -38,19 +39,85 @@ __all__ = ["Contract", "Instance", "make_caller"]
 ARENA_BYTES = 4096  # bump region of each pooled call arena; overflow grows on demand
 
 
-def _failure(code: int, err: Any, sig: FunctionSig,
-             runtime: Optional[Runtime] = None) -> _errors.PolyplugError:
+_STALE = int(AbiErrorCode.StaleHandle)
+_NOT_AVAILABLE = int(AbiErrorCode.FunctionNotAvailable)
+
+
+def _what(contract: Contract, sig: FunctionSig) -> str:
+    """``example.arith@1 function add (id 0)``, or ``... function id 9`` for a bare id."""
+    fn = f"function id {sig.id}" if sig.name == f"fn{sig.id}" else f"function {sig.name} (id {sig.id})"
+    return f"{contract.name}@{contract.major} {fn}"
+
+
+def _not_available(contract: Contract, sig: FunctionSig, instance: Optional[Instance]) -> str:
+    """Why a call answered FunctionNotAvailable: an id past the registered functions (a
+    signature table that does not match the code), or an instance that is gone."""
+    try:
+        count = int(lib.pp_function_count(contract._interface()))
+    except _errors.PolyplugError:
+        count = -1
+    if 0 <= count <= sig.id:
+        ids = f"ids 0..{count - 1}" if count else "none"
+        return (f"{_what(contract, sig)} is not available: the bundle registered {count} "
+                f"function(s) for this contract ({ids}); fix the id in its "
+                f'[contracts."{contract.name}@{contract.major}".functions] table or register '
+                "the function in polyplug_init")
+    if instance is not None:
+        return (f"{_what(contract, sig)} is not available on instance {instance.id}: the "
+                "instance does not exist (any more), e.g. the bundle was reloaded")
+    return f"{_what(contract, sig)} is not available"
+
+
+def _failure(code: int, err: Any, sig: FunctionSig, contract: Contract,
+             instance: Optional[Instance] = None) -> _errors.PolyplugError:
     """The exception for a call that returned ``code`` with ``err`` (an ``AbiError``)."""
     msg = ffi.string(err.message.ptr, err.message.len).decode("utf-8", "replace") \
         if err.message.len else ""
-    if code == 5:
-        if runtime is not None and runtime._closed:
+    if code == _STALE:
+        if contract._runtime._closed:
             return _errors.RuntimeClosed("the runtime is closed")
         return _errors.StaleHandle(msg or "stale contract handle")
-    if not msg:
-        msg = (f"function {sig.name} (id {sig.id}) is not available: unknown function id or "
-               "instance" if code == 6 else f"call to {sig.name} (id {sig.id}) failed with code {code}")
+    if code == _NOT_AVAILABLE:
+        detail = _not_available(contract, sig, instance)
+        msg = f"{detail} ({msg})" if msg else detail
+    elif not msg:
+        msg = f"call to {_what(contract, sig)} failed with code {code}"
     return _errors.call_error(code, msg)
+
+
+def _argument_problem(type_name: str, value: Any) -> Optional[str]:
+    """What is wrong with ``value`` as an argument of type ``type_name`` (None: nothing)."""
+    if type_name == "string":
+        if isinstance(value, (str, bytes, bytearray, memoryview)):
+            return None
+        return f"a string argument must be str or bytes, not {type(value).__name__}"
+    try:
+        struct.pack("@" + TYPES[type_name][0], value)
+    except (struct.error, OverflowError, TypeError):
+        pass
+    else:
+        return None
+    if type_name[0] in "ui":
+        if not isinstance(value, int):
+            return f"{value!r} is not an integer"
+        bits = int(type_name[1:])
+        lo, hi = (0, 2**bits - 1) if type_name[0] == "u" else (-(2**(bits - 1)), 2**(bits - 1) - 1)
+        return f"{value} is out of range for {type_name} ({lo}..{hi})"
+    if isinstance(value, (int, float)):
+        return f"{value!r} is out of range for {type_name}"
+    return f"{value!r} is not a number"
+
+
+def _bad_arguments(sig: FunctionSig, exc: BaseException, values: Sequence[Any]) -> Exception:
+    """The error for arguments that could not be packed, naming the first bad one."""
+    for i, (type_name, value) in enumerate(zip(sig.args, values)):
+        problem = _argument_problem(type_name, value)
+        if problem:
+            where = f"{sig.describe()}: argument {i + 1} ({type_name})"
+            if type_name == "string":
+                return TypeError(f"{where}: {problem}")
+            return _errors.InvalidArgument(f"{where}: {problem}")
+    return _errors.InvalidArgument(f"{sig.describe()}: {exc}")
 
 
 def _string_bytes(value: Any) -> bytes:
@@ -85,8 +152,8 @@ def {name}({params}):
     except IndexError:
         slot = new_slot()
     try:
-{convert}{pack}        if invoke(slot[0]):
-            raise failure(slot[0].err.code, slot[0].err, sig, runtime)
+{pack}        if invoke(slot[0]):
+            raise failure(slot[0].err.code, slot[0].err, sig, contract, instance)
         return {result}
     finally:
         append(slot)
@@ -121,22 +188,23 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
     convert = ""
     for p, t in zip(params, sig.args):
         if t == "string":
-            convert += (f"        {p}b = to_bytes({p})\n"
-                        f"        {p}k = from_buffer({p}b)\n")
+            convert += (f"            {p}b = to_bytes({p})\n"
+                        f"            {p}k = from_buffer({p}b)\n")
             packed += [f"address({p}k)", f"len({p}b)"]
         else:
             packed.append(p)
-    pack = (f"        try:\n            pack(slot[1], 0, {', '.join(packed)})\n"
-            "        except struct_error as exc:\n"
-            "            raise bad_arguments(exc) from None\n") if params else ""
+    pack = (f"        try:\n{convert}            pack(slot[1], 0, {', '.join(packed)})\n"
+            "        except bad_input as exc:\n"
+            f"            raise bad_arguments(sig, exc, ({', '.join(params)},)) from None\n"
+            ) if params else ""
     if sig.returns is None:
         result = "None"
     elif sig.returns == "string":
         result = "read_string(unpack(slot[2]))"
     else:
         result = "unpack(slot[2])[0]"
-    source = _TEMPLATE.format(name=sig.name, params=", ".join(params), convert=convert,
-                              pack=pack, result=result)
+    source = _TEMPLATE.format(name=sig.name, params=", ".join(params), pack=pack,
+                              result=result)
     pool: list[tuple[Any, ...]] = []
     scope: dict[str, Any] = {
         "pool": pool, "pop": pool.pop, "append": pool.append, "new_slot": new_slot,
@@ -144,9 +212,10 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
         "pack": struct.Struct(sig.args_format).pack_into if sig.args else None,
         "unpack": struct.Struct(sig.returns_format).unpack_from if sig.returns else None,
         "read_string": _read_string, "from_buffer": ffi.from_buffer,
-        "struct_error": struct.error, "to_bytes": _string_bytes, "runtime": contract._runtime,
+        "bad_input": (struct.error, OverflowError, TypeError), "to_bytes": _string_bytes,
+        "runtime": contract._runtime, "contract": contract, "instance": instance,
         "closed": lambda: _errors.RuntimeClosed("the runtime is closed"),
-        "bad_arguments": lambda exc: _errors.InvalidArgument(f"{sig.describe()}: {exc}"),
+        "bad_arguments": _bad_arguments,
         "address": lambda cdata: int(ffi.cast("uintptr_t", cdata)),
     }
     exec(compile(source, f"<polyplug caller {sig.describe()}>", "exec"), scope)  # noqa: S102
@@ -176,7 +245,7 @@ class Contract:
         self.cancel_token = cancel
         self._timeout_ns = timeout_ns(timeout, "timeout") if timeout is not None else 0
         self._cancel_ptr = cancel._ptr if cancel is not None else ffi.NULL
-        self.handle: GuestContractHandle = runtime.find_guest_contract(self.contract_id, major)
+        self.handle: GuestContractHandle = runtime._find(self.contract_id, major, (name, major))
         self._signatures = dict(signatures or {})
         self._functions: dict[str, Any] = {}
 
@@ -260,7 +329,7 @@ class Contract:
         self._fill_frame(frame, self._runtime._ptr(), instance, fn_id, args, out, arena)
         code = lib.pp_call_frame_invoke(frame)
         if code:
-            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id), self._runtime)
+            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id), self, instance)
 
     def instance(self, args: Any = ffi.NULL) -> Instance:
         """A new guest instance (its own factory-built object); use it with ``with``."""
@@ -279,9 +348,8 @@ class Instance:
                                       err)
         if code:
             sig = signature("create_instance", 0)
-            exc = _failure(code, err, sig, contract._runtime)
-            raise type(exc)(f"{contract.name}@{contract.major}: could not create an instance: "
-                            f"{exc}") from None
+            exc = _failure(code, err, sig, contract)
+            raise type(exc)(f"{contract.name}@{contract.major}: {exc}") from None
         self._data = out.data
         self._cid = int(out.contract_id)
         self._functions: dict[str, Any] = {}

@@ -16,10 +16,7 @@ registration), we raise a clear error instead.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import platform
 import re
 import stat
 import sys
@@ -43,11 +40,6 @@ from polyplug.ids import (
     parse_u32,
 )
 from polyplug.signature import FunctionSig, parse_signatures
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
 
 __all__ = [
     "MANIFEST_NAME",
@@ -136,6 +128,8 @@ class ManifestData:
 
     def copy(self) -> ManifestData:
         """A copy whose lists and tables can be changed without touching this one."""
+        import copy
+
         dup = copy.copy(self)
         dup.provides = list(self.provides)
         dup.function_count = dict(self.function_count)
@@ -160,6 +154,13 @@ class _FieldError(Exception):
     """A manifest value is missing or has the wrong type; ``str(exc)`` is the reason."""
 
 
+def _json(value: object, ensure_ascii: bool = True) -> str:
+    """``json.dumps`` (json is imported on first use, not by `import polyplug`)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=ensure_ascii)
+
+
 def _parse_error(where: Path, reason: str) -> ManifestParse:
     """Build upstream's ``manifest parse error for `<where>`: <reason>``."""
     return ManifestParse(
@@ -173,14 +174,21 @@ def current_platform() -> tuple[str, str]:
     ``os`` is ``linux``, ``windows`` or ``macos`` and ``arch`` is ``x86_64`` or
     ``aarch64``; anything else is ``unknown`` (and matches no entry).
     """
+    import platform  # here, not at import: `import polyplug` stays cheap
+
     os_name = _OS_NAMES.get(platform.system().lower(), "unknown")
     arch = _ARCH_NAMES.get(platform.machine().lower(), "unknown")
     return os_name, arch
 
 
 def _bundle_dir(path: Path) -> Path:
-    """The bundle directory for ``path``: itself, or its parent if it is a regular file."""
+    """The bundle directory for ``path``: itself, or its parent if it is a regular file.
+
+    Always absolute, so the bundle keeps working (lazy ``require``, reload) after the
+    program changes its working directory.
+    """
     try:
+        path = Path(os.path.abspath(path))
         mode = path.stat().st_mode
     except (OSError, ValueError):  # ValueError: embedded NUL byte
         mode = 0
@@ -221,7 +229,7 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        shown = json.dumps(value, ensure_ascii=False)
+        shown = _json(value, ensure_ascii=False)
     elif isinstance(value, list):
         return "an array"
     elif isinstance(value, dict):
@@ -296,7 +304,7 @@ def _entry_file(value: object) -> str:
         for arch_key, path in arches.items()
         if isinstance(path, str)
     )
-    listed = ", ".join(json.dumps(a, ensure_ascii=False) for a in available)
+    listed = ", ".join(_json(a, ensure_ascii=False) for a in available)
     raise _FieldError(f"no file entry for platform {os_name}.{arch}, available: [{listed}]")
 
 
@@ -305,7 +313,7 @@ def _function_counts(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         raise _type_error("function_count", 'a table of "<contract>@<major>" = <count>', value)
     return {
-        key: _uint(count, 32, f"function_count.{json.dumps(key, ensure_ascii=False)}")
+        key: _uint(count, 32, f"function_count.{_json(key, ensure_ascii=False)}")
         for key, count in value.items()
     }
 
@@ -363,6 +371,15 @@ def _signatures(value: object) -> dict[str, dict[str, FunctionSig]]:
         raise _FieldError(str(exc)) from None
 
 
+def _toml() -> Any:
+    """tomllib (tomli before 3.11), imported on the first read, not by `import polyplug`."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    return tomllib
+
+
 def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
     """Read and type-check ``manifest.toml`` of the bundle at ``path`` (no validation).
 
@@ -390,7 +407,7 @@ def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
         )
         raise _parse_error(manifest_path, reason) from None
     try:
-        doc = tomllib.loads(text)
+        doc = _toml().loads(text)
     except ValueError as err:  # TOMLDecodeError, or an integer past int()'s digit limit
         raise _parse_error(manifest_path, _toml_error_text(err, text)) from None
     except RecursionError:
@@ -432,7 +449,7 @@ def _check_entry_inside(m: ManifestData) -> None:
     """Refuse an entry ``file`` that leaves the bundle directory, literally or via symlinks."""
     if "\0" in m.file:
         raise _parse_error(
-            m.path, f"file {json.dumps(m.file, ensure_ascii=False)} contains a NUL character"
+            m.path, f"file {_json(m.file, ensure_ascii=False)} contains a NUL character"
         )
     escape = PathEscape(
         f"bundle `{m.name}` artifact `{m.file}` resolves outside the bundle directory"

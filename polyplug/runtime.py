@@ -15,13 +15,22 @@ Errors are raised as the typed exceptions of :mod:`polyplug._errors`.
 
 from __future__ import annotations
 
-import enum
 import os
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from polyplug import _errors, signing
+from polyplug._abi import (
+    AbiErrorCode,
+    Compatibility,
+    DispatchType,
+    GuestContractHandle,
+    LogLevel,
+    ReloadPhase,
+    ReloadPhaseType,
+    SignaturePolicy,
+)
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
@@ -39,6 +48,7 @@ __all__ = [
     "AbiErrorCode",
     "BundleSource",
     "Compatibility",
+    "ContractInfo",
     "DispatchType",
     "GuestContractHandle",
     "LogLevel",
@@ -52,104 +62,11 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-# ── enums (values are the ABI's) ─────────────────────────────────────────────
-
-
-class AbiErrorCode(enum.IntEnum):
-    """``AbiError.code`` values."""
-
-    Ok = 0
-    Generic = 1
-    BufferTooSmall = 2
-    Panic = 3
-    NotFound = 4
-    StaleHandle = 5
-    FunctionNotAvailable = 6
-    DuplicateProvider = 7
-    InvalidPointer = 8
-    ReentrantCall = 9
-    HostContractNotFound = 100
-    HostContractVersionMismatch = 101
-    HostContractCallFailed = 102
-
-
-class LogLevel(enum.IntEnum):
-    """Log severities; lower is more severe."""
-
-    Error = 1
-    Warn = 2
-    Info = 3
-    Debug = 4
-    Trace = 5
-
-
-class DispatchType(enum.IntEnum):
-    """How an interface is called: native function table or ``vm.call``."""
-
-    Native = 0
-    VirtualMachine = 1
-
-
-class Compatibility(enum.IntEnum):
-    """How strictly manifests are checked at load."""
-
-    Strict = 0
-    Relaxed = 1
-    Yolo = 2
-
-
-class ReloadPhaseType(enum.IntEnum):
-    """The phases reported to ``on_reload``."""
-
-    Preparing = 0
-    Reloaded = 1
-    Failed = 2
-    Unloading = 3
-
-
-class SignaturePolicy(enum.IntEnum):
-    """Whether bundles must carry a valid ``bundle.sig``."""
-
-    Off = 0
-    WarnOnly = 1
-    Required = 2
+#: a loaded bundle, named by its id, its manifest ``name``, or the manifest itself
+BundleRef = Union[int, str, ManifestData]
 
 
 # ── small value types ────────────────────────────────────────────────────────
-
-
-class GuestContractHandle(NamedTuple):
-    """A registry handle: slot index and the slot's generation when it was minted."""
-
-    index: int  # type: ignore[assignment]  # upstream's field name; shadows tuple.index
-    generation: int
-
-    @classmethod
-    def null(cls) -> GuestContractHandle:
-        """The null ("not found") handle ``{0xFFFFFFFF, 0}``."""
-        return cls(0xFFFFFFFF, 0)
-
-    def is_null(self) -> bool:
-        """True for the null handle."""
-        return self.index == 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class ReloadPhase:
-    """One reload notification (``on_reload`` receives these)."""
-
-    type: ReloadPhaseType
-    bundle_id: int
-    bundle_name: str
-    reason: Optional[str] = None
-
-    @classmethod
-    def _from_c(cls, phase: Any) -> ReloadPhase:
-        reason = view_text(phase.reason) if phase.reason.ptr != ffi.NULL else None
-        return cls(ReloadPhaseType(phase.phase_type), int(phase.bundle_id),
-                   view_text(phase.bundle_name), reason)
 
 
 @dataclass(frozen=True)
@@ -189,6 +106,47 @@ class BundleSource:
         raw = self.data.encode("utf-8") if isinstance(self.data, str) else self.data
         src.data = text_view(raw, keep)
         return src
+
+
+class ContractInfo(NamedTuple):
+    """A contract a loaded bundle registered (``Runtime.bundle_contracts``)."""
+
+    contract: str           #: ``name@major``
+    plugin: str             #: the registration's ``plugin_name``
+    contract_id: int
+    version: tuple[int, int, int]
+    functions: Optional[int]  #: how many functions it registered (None: unknown)
+    bundle_id: int
+
+    @property
+    def name(self) -> str:
+        """The contract name without ``@major``."""
+        return self.contract.rpartition("@")[0]
+
+    @property
+    def major(self) -> int:
+        """The contract's major version."""
+        return int(self.contract.rpartition("@")[2])
+
+
+def _split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
+    """``(name, major)`` for ``rt.contract(spec, major)``: ``spec`` may say ``name@major``."""
+    name, sep, text = spec.rpartition("@")
+    if not sep:
+        return spec, 1 if major is None else major
+    try:
+        parsed = int(text, 10)
+    except ValueError:
+        parsed = -1
+    if not name or not text.isdigit() or not 0 <= parsed <= 0xFFFFFFFF:
+        raise _errors.InvalidArgument(
+            f"contract {spec!r}: the part after '@' must be the major version, an integer "
+            "0..4294967295 (e.g. \"my.calc@1\")")
+    if major is not None and major != parsed:
+        raise _errors.InvalidArgument(
+            f"contract {spec!r} names major {parsed} but major={major} was passed too; "
+            "give the major once")
+    return name, parsed
 
 
 def _encode(text: str) -> bytes:
@@ -241,11 +199,15 @@ ReloadCallback = Callable[[ReloadPhase], None]
 class RuntimeConfig:
     """Runtime settings (upstream ``RuntimeConfig``, with Python callables for callbacks).
 
-    ``log(level, scope, message)`` receives every record at or above ``log_max_level``
-    (from the runtime, the loaders and guests calling ``HostApi.log``); without it,
-    Warn and Error records go to stderr.  ``on_reload(phase)`` sees Preparing,
-    Reloaded, Failed and Unloading phases.  Callbacks may run on any thread and must
-    not call back into the runtime.
+    ``log_max_level`` is the least severe level that leaves the C host at all (Warn by
+    default, so no record crosses into Python on a successful call).  Records at or
+    above it — from the runtime, the loaders and guests calling ``HostApi.log`` — go to
+    ``log(level, scope, message)`` when it is set, and otherwise to the standard
+    :mod:`logging` module, logger ``polyplug.<scope>`` (``polyplug.loader.lua``,
+    ``polyplug.guest.counter`` ...); see :mod:`polyplug._logging`.
+    ``on_reload(phase)`` sees Preparing, Reloaded, Failed and Unloading phases.
+    Callbacks may run on any thread and must not call back into the runtime; an
+    exception they raise is reported through ``sys.unraisablehook``.
     """
 
     compatibility: Compatibility = Compatibility.Strict
@@ -312,23 +274,15 @@ class Registry:
     def find(self, contract_id: int, min_major: int = 0) -> GuestContractHandle:
         """The first live provider of ``contract_id`` whose major is ``>= min_major``.
 
-        Raises :class:`PluginNotFound` when there is none.
+        Raises :class:`PluginNotFound` (naming the contract when it can, and what is
+        loaded that comes close) when there is none.
         """
-        out = ffi.new("GuestContractHandle *")
-        err = new_error()
-        lib.pp_registry_find(self._runtime._ptr(), int(contract_id), min_major, out, err)
-        check(err)
-        return GuestContractHandle(out.index, out.generation)
+        return self._runtime._find(int(contract_id), min_major)
 
     def find_by_bundle(self, bundle_id: int, contract_id: int,
                        min_major: int = 0) -> GuestContractHandle:
         """Like :meth:`find`, restricted to contracts registered by ``bundle_id``."""
-        out = ffi.new("GuestContractHandle *")
-        err = new_error()
-        lib.pp_registry_find_by_bundle(self._runtime._ptr(), int(bundle_id), int(contract_id),
-                                       min_major, out, err)
-        check(err)
-        return GuestContractHandle(out.index, out.generation)
+        return self._runtime._find_by_bundle(int(bundle_id), int(contract_id), min_major)
 
     def find_all(self, contract_id: int, min_major: int = 0) -> list[GuestContractHandle]:
         """Every live provider, in registration order (copied; nothing dangles)."""
@@ -398,9 +352,8 @@ class Runtime:
         c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
         c.log_max_level = LogLevel(cfg.log_max_level)
         c.signature_policy = SignaturePolicy(cfg.signature_policy)
-        if cfg.log is not None:
-            c.log = lib.pp_py_log
-            c.log_user_data = self._handle
+        c.log = lib.pp_py_log  # the user's callback, or the logging module
+        c.log_user_data = self._handle
         if cfg.on_reload is not None:
             c.on_reload = lib.pp_py_on_reload
             c.on_reload_user_data = self._handle
@@ -457,6 +410,7 @@ class Runtime:
         return self._closed
 
     def __enter__(self) -> Runtime:
+        self._ptr()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -481,6 +435,7 @@ class Runtime:
 
     def registry(self) -> Registry:
         """The contract registry."""
+        self._ptr()
         return Registry(self)
 
     # ── loaders ──
@@ -500,12 +455,14 @@ class Runtime:
         is registered; a failed load leaves the runtime as it was.  Returns the
         manifest.
         """
+        self._ptr()
         manifest = self._manifest_cache.read_validated(path)
         self._load(manifest, BundleSource.Path(manifest.path))
         return manifest
 
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
         """Load a bundle from a manifest you built and a :class:`BundleSource`."""
+        self._ptr()
         validate(manifest)
         self._load(manifest, source)
 
@@ -580,36 +537,105 @@ class Runtime:
             self._log(LogLevel.Warn, "runtime", f"bundle `{manifest.name}`: signature check "
                       f"failed (WarnOnly — continuing): {exc}")
 
-    def unload_bundle(self, bundle_id: int) -> None:
-        """Unload a bundle by id: its contracts go stale and its Lua VM is freed."""
-        err = new_error()
-        lib.pp_runtime_unload(self._ptr(), int(bundle_id), err)
-        check(err)
-        self._manifests.pop(int(bundle_id), None)
+    def _bundle_id(self, bundle: BundleRef) -> int:
+        """The id of a loaded bundle given by id, manifest ``name`` or manifest."""
+        if isinstance(bundle, ManifestData):
+            return int(bundle.id)
+        if isinstance(bundle, str):
+            for bid, m in list(self._manifests.items()):
+                if m.name == bundle:
+                    return bid
+            import difflib
 
-    def manifest(self, bundle_id: int) -> ManifestData:
-        """The manifest a loaded bundle was loaded (or last reloaded) with."""
+            loaded = sorted(m.name for m in self._manifests.values())
+            close = difflib.get_close_matches(bundle, loaded, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise _errors.BundleNotFound(
+                f"bundle not found: no loaded bundle is named `{bundle}` (loaded: "
+                f"{', '.join(loaded) or 'none'}){hint}", bundle=bundle)
+        if isinstance(bundle, bool) or not isinstance(bundle, int):
+            raise TypeError(f"a bundle is given by its id (int), its name (str) or its "
+                            f"ManifestData, not {type(bundle).__name__}")
+        return int(bundle)
+
+    def _not_loaded(self, bundle_id: int) -> _errors.BundleNotFound:
+        return _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
+                                      f"0x{bundle_id:016x}", bundle="")
+
+    def unload_bundle(self, bundle: BundleRef) -> None:
+        """Unload a bundle, given by id, name or manifest: its contracts go stale and its
+        Lua VM is freed."""
+        rt = self._ptr()
+        bundle_id = self._bundle_id(bundle)
+        err = new_error()
+        lib.pp_runtime_unload(rt, bundle_id, err)
+        check(err)
+        self._manifests.pop(bundle_id, None)
+
+    def manifest(self, bundle: BundleRef) -> ManifestData:
+        """The manifest a loaded bundle (by id or name) was loaded (or last reloaded) with."""
+        self._ptr()
+        bundle_id = self._bundle_id(bundle)
         try:
-            return self._manifests[int(bundle_id)]
+            return self._manifests[bundle_id]
         except KeyError:
-            raise _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
-                                         f"0x{int(bundle_id):016x}", bundle="") from None
+            raise self._not_loaded(bundle_id) from None
+
+    def bundle_contracts(self, bundle: BundleRef) -> list[ContractInfo]:
+        """The contracts a loaded bundle (by id or name) registered, sorted by name."""
+        rt = self._ptr()
+        bundle_id = self._bundle_id(bundle)
+        if bundle_id not in self.list_bundles():
+            raise self._not_loaded(bundle_id)
+        cap = 16
+        while True:
+            infos = ffi.new("pp_slot_info[]", cap)
+            total = lib.pp_registry_bundle_slots(rt, bundle_id, infos, cap)
+            if total <= cap:
+                break
+            cap = total
+        out = []
+        for info in infos[0:total]:
+            try:
+                handle = self._find_by_bundle(bundle_id, int(info.contract_id), 0)
+                count = lib.pp_function_count(self.resolve_guest_contract(handle))
+            except _errors.RegistryError:  # retired meanwhile
+                continue
+            out.append(ContractInfo(
+                ffi.string(info.contract_name).decode("utf-8", "replace"),
+                ffi.string(info.plugin_name).decode("utf-8", "replace"),
+                int(info.contract_id),
+                (int(info.version.major), int(info.version.minor), int(info.version.patch)),
+                None if count < 0 else int(count), bundle_id))
+        return sorted(out)
+
+    def bundle_memory(self, bundle: BundleRef) -> int:
+        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap)."""
+        rt = self._ptr()
+        bundle_id = self._bundle_id(bundle)
+        n = lib.pp_runtime_bundle_memory(rt, bundle_id)
+        if n < 0:
+            raise self._not_loaded(bundle_id)
+        return int(n)
 
     # ── the Pythonic call layer ──
 
-    def contract(self, name: str, major: int = 1,
+    def contract(self, name: str, major: Optional[int] = None,
                  signatures: Optional[dict[str, FunctionSig]] = None, *,
                  timeout: Optional[float] = None, cancel: Optional[Any] = None) -> Contract:
         """A callable view of contract ``name@major`` (see :mod:`polyplug.call`).
 
-        Function signatures come from ``signatures`` or, when omitted, from the
+        The major can be part of the name, as the CLI writes it (``"my.calc@2"``), or
+        given separately (``("my.calc", 2)``); it defaults to 1.  Function signatures
+        come from ``signatures`` or, when omitted, from the
         ``[contracts."<name>@<major>".functions]`` table of the loaded bundle that
         provides the contract.  ``timeout`` (seconds) and ``cancel`` (a
         :class:`CancelToken`) apply to every call made through the returned object.
-        Raises :class:`PluginNotFound`.
+        Raises :class:`PluginNotFound`, which names what is loaded that comes close.
         """
+        name, major = _split_contract(name, major)
         if signatures is None:
-            handle = self.find_guest_contract(guest_contract_id(name, major), major)
+            handle = self._find(guest_contract_id(name, major), major, (name, major))
             owner = self._owner_of(handle)
             m = self._manifests.get(owner) if owner is not None else None
             signatures = dict(m.signatures.get(f"{name}@{major}", {})) if m else {}
@@ -618,15 +644,6 @@ class Runtime:
     def _owner_of(self, handle: GuestContractHandle) -> Optional[int]:
         info = self.registry().info(handle)
         return int(info["bundle_id"])
-
-
-    def bundle_memory(self, bundle_id: int) -> int:
-        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap)."""
-        n = lib.pp_runtime_bundle_memory(self._ptr(), int(bundle_id))
-        if n < 0:
-            raise _errors.BundleNotFound(f"bundle not found: no loaded bundle has id "
-                                         f"0x{int(bundle_id):016x}", bundle="")
-        return int(n)
 
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""
@@ -640,12 +657,91 @@ class Runtime:
 
     def find_guest_contract(self, contract_id: int, min_major: int = 0) -> GuestContractHandle:
         """``registry().find(...)``; raises :class:`PluginNotFound`."""
-        return self.registry().find(contract_id, min_major)
+        return self._find(int(contract_id), min_major)
+
+    def _find(self, contract_id: int, min_major: int,
+              spec: Optional[tuple[str, int]] = None) -> GuestContractHandle:
+        """``pp_registry_find``; ``spec`` is the ``(name, major)`` asked for, if known."""
+        out = ffi.new("GuestContractHandle *")
+        err = new_error()
+        lib.pp_registry_find(self._ptr(), contract_id, min_major, out, err)
+        try:
+            check(err)
+        except _errors.PluginNotFound as exc:
+            try:
+                better = self._plugin_not_found(exc, contract_id, min_major, spec)
+            except _errors.PolyplugError:  # e.g. closed by another thread: the plain error
+                raise exc from None
+            raise better from None
+        return GuestContractHandle(out.index, out.generation)
+
+    def _find_by_bundle(self, bundle_id: int, contract_id: int,
+                        min_major: int) -> GuestContractHandle:
+        out = ffi.new("GuestContractHandle *")
+        err = new_error()
+        lib.pp_registry_find_by_bundle(self._ptr(), bundle_id, contract_id, min_major, out, err)
+        check(err)
+        return GuestContractHandle(out.index, out.generation)
+
+    def _loaded_contracts(self) -> list[tuple[ContractInfo, str]]:
+        """Every live contract with the name of the bundle that registered it."""
+        out: list[tuple[ContractInfo, str]] = []
+        for bid in self.list_bundles():
+            m = self._manifests.get(bid)
+            try:
+                infos = self.bundle_contracts(bid)
+            except _errors.BundleNotFound:  # unloaded by another thread meanwhile
+                continue
+            out.extend((info, m.name if m else f"0x{bid:016x}") for info in infos)
+        return out
+
+    def _plugin_not_found(self, exc: _errors.PluginNotFound, contract_id: int, min_major: int,
+                          spec: Optional[tuple[str, int]]) -> _errors.PluginNotFound:
+        """The C error, plus the contract's name and what is loaded that comes close."""
+        import difflib
+
+        loaded = self._loaded_contracts()
+        if spec is None:  # find the name behind the id among the names we know
+            names = {info.name for info, _ in loaded}
+            names.update(p.rpartition("@")[0] for m in self._manifests.values()
+                         for p in m.provides)
+            names.update(d.bare_contract() for m in self._manifests.values()
+                         for d in m.dependencies)
+            majors = {min_major, *range(16), *(info.major for info, _ in loaded)}
+            spec = next(((n, v) for n in sorted(names) for v in sorted(majors)
+                         if guest_contract_id(n, v) == contract_id), None)
+        base = exc.message
+        if spec is None:
+            listing = ", ".join(sorted(i.contract for i, _ in loaded)[:10])
+            text = (f"{base}; no loaded contract has that id (loaded: {listing or 'none'}); "
+                    "compute ids with guest_contract_id(name, major)")
+        else:
+            name, major = spec
+            text = f"{base}: no loaded bundle provides `{name}@{major}`"
+            same = sorted(f"`{i.contract}` (bundle `{b}`)" for i, b in loaded if i.name == name)
+            if any(i.name == name and i.major == major for i, _ in loaded):
+                text = (f"{base}: `{name}@{major}` is loaded, but min_version={min_major} asks "
+                        f"for a major of at least {min_major}")
+            elif same:
+                text += f"; loaded: {', '.join(same)} — ask for that major instead"
+            else:
+                close = difflib.get_close_matches(name, sorted({i.name for i, _ in loaded}), n=3)
+                if close:
+                    text += "; did you mean " + ", ".join(
+                        f"`{i.contract}`" for i, _ in sorted(loaded) if i.name in close) + "?"
+                elif loaded:
+                    listing = ", ".join(sorted(i.contract for i, _ in loaded)[:10])
+                    text += f" (loaded: {listing})"
+                else:
+                    text += " (no bundle is loaded)"
+        better = _errors.PluginNotFound(text, contract_id=getattr(exc, "contract_id", ""))
+        better.status = exc.status
+        return better
 
     def find_guest_contract_by_bundle(self, bundle_id: int, contract_id: int,
                                       min_major: int = 0) -> GuestContractHandle:
         """``registry().find_by_bundle(...)``; raises :class:`PluginNotFound`."""
-        return self.registry().find_by_bundle(bundle_id, contract_id, min_major)
+        return self._find_by_bundle(int(bundle_id), int(contract_id), min_major)
 
     def find_all_by_contract(self, contract_id: int,
                              min_major: int = 0) -> list[GuestContractHandle]:

@@ -43,19 +43,10 @@ own public key(s) in ``trusted_keys`` to authenticate the signer::
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import struct
-import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from polyplug._errors import (
     MalformedSignature,
@@ -67,14 +58,15 @@ from polyplug._errors import (
     UntrustedSigningKey,
 )
 
+# cryptography and hashlib are imported where they are used: most programs never sign
+# or verify, and importing them costs more than the rest of `import polyplug`.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 __all__ = [
     "SIG_FILE",
     "KeyKind",
-    "add_cli_commands",
     "bundle_digest",
-    "cli_keygen",
-    "cli_sign",
-    "cli_verify",
     "generate_key",
     "public_key",
     "read_key_file",
@@ -149,6 +141,8 @@ def _signable_files(root: Path) -> list[tuple[bytes, bytes]]:
 
 
 def _sha256_file(path: bytes) -> bytes:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 16), b""):
@@ -163,7 +157,13 @@ def bundle_digest(bundle_dir: PathLike) -> bytes:
     anywhere in the bundle, a bundle with no files besides ``bundle.sig``, or a file
     or directory that cannot be read.
     """
-    root = Path(bundle_dir)
+    return _digest(Path(bundle_dir))[0]
+
+
+def _digest(root: Path) -> tuple[bytes, list[str]]:
+    """The digest and the relative paths of the files it covers."""
+    import hashlib
+
     try:
         files = _signable_files(root)
         buf = bytearray(_DIGEST_DOMAIN + _DIGEST_VERSION + struct.pack("<Q", len(files)))
@@ -171,7 +171,16 @@ def bundle_digest(bundle_dir: PathLike) -> bytes:
             buf += rel + b"\0" + _sha256_file(full)
     except OSError as err:
         raise SigningError(f"cannot read bundle `{root}`: {err}", path=str(root)) from err
-    return hashlib.sha256(buf).digest()
+    return hashlib.sha256(buf).digest(), [rel.decode("utf-8") for rel, _ in files]
+
+
+def _mismatch_advice(root: Path, files: Sequence[str]) -> str:
+    """What a failed verification means and what to do about it."""
+    shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+    return (f"The {len(files)} file(s) in `{root}` ({shown}) are not the ones {SIG_FILE} "
+            f"was made for: a file was changed, added, removed or renamed after signing, or "
+            f"{SIG_FILE} was replaced. If the change is yours, sign the bundle again "
+            f"(`python -m polyplug sign {root} --key KEY`); otherwise do not load it.")
 
 
 # ── Ed25519 details cryptography does not check ──────────────────────────────
@@ -215,6 +224,9 @@ def _verify_strict(public: bytes, signature: bytes, message: bytes) -> bool:
     r = _decompress(signature[:32])
     if key is None or r is None or _has_small_order(key) or _has_small_order(r):
         return False
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except InvalidSignature:
@@ -227,11 +239,15 @@ def _verify_strict(public: bytes, signature: bytes, message: bytes) -> bool:
 
 def generate_key() -> tuple[bytes, bytes]:
     """A new key pair: ``(32-byte signing seed, 32-byte public key)``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     seed = Ed25519PrivateKey.generate().private_bytes_raw()
     return seed, public_key(seed)
 
 
 def _private_key(signing_key: Union[bytes, Ed25519PrivateKey]) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if isinstance(signing_key, Ed25519PrivateKey):
         return signing_key
     seed = bytes(signing_key)
@@ -242,6 +258,8 @@ def _private_key(signing_key: Union[bytes, Ed25519PrivateKey]) -> Ed25519Private
 
 def public_key(signing_key: Union[bytes, Ed25519PrivateKey]) -> bytes:
     """The 32-byte public key of a signing seed."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return _private_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -326,9 +344,10 @@ def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
                                       f"key for bundle `{name}`: {reason}",
                                       bundle=name, reason=reason)
 
-    def failed(reason: str, cls: type = SignatureVerificationFailed) -> PolyplugError:
-        return cls(f"signature verification failed for bundle `{name}`: {reason}",
-                   bundle=name, reason=reason)
+    def failed(reason: str, cls: type = SignatureVerificationFailed,
+               advice: str = "") -> PolyplugError:
+        return cls(f"signature verification failed for bundle `{name}`: {reason}"
+                   + (f". {advice}" if advice else ""), bundle=name, reason=reason)
 
     try:
         data = (root / SIG_FILE).read_bytes()
@@ -353,102 +372,9 @@ def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
             f"bundle `{name}` is signed by a key that is not in the host's trusted-key "
             f"allowlist (signature_policy=Required with key pinning)", bundle=name, key=public)
     try:
-        digest = bundle_digest(root)
+        digest, files = _digest(root)
     except SigningError as err:
         raise failed(str(err)) from err
     if not _verify_strict(public, signature, digest):
-        raise failed(_MISMATCH)
+        raise failed(_MISMATCH, advice=_mismatch_advice(root, files))
     return public
-
-
-# ── command line (wired into ``python -m polyplug`` by __main__) ─────────────
-
-
-def _error(exc: BaseException) -> int:
-    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1
-
-
-def cli_keygen(out_prefix: PathLike, force: bool = False) -> int:
-    """``keygen``: write ``<prefix>.key`` (signing seed, mode 0600) and ``<prefix>.pub``."""
-    key_path, pub_path = Path(f"{os.fspath(out_prefix)}.key"), Path(f"{os.fspath(out_prefix)}.pub")
-    existing = [str(p) for p in (key_path, pub_path) if p.exists()]
-    if existing and not force:
-        return _error(FileExistsError(f"{' and '.join(existing)} already exist(s); "
-                                      f"pass --force to overwrite"))
-    seed, public = generate_key()
-    try:
-        write_key_file(key_path, KeyKind.SigningSeed, seed)
-        write_key_file(pub_path, KeyKind.VerifyingKey, public)
-    except OSError as exc:
-        return _error(exc)
-    print(f"wrote {key_path} (signing key: keep it secret) and {pub_path} "
-          f"(public key {public.hex()})")
-    return 0
-
-
-def cli_sign(bundle_dir: PathLike, key_path: PathLike) -> int:
-    """``sign``: sign a bundle with the signing seed in ``key_path``."""
-    try:
-        kind, seed = read_key_file(key_path)
-        if kind is not KeyKind.SigningSeed:
-            raise SigningError(f"key file `{os.fspath(key_path)}` holds a public key; "
-                               f"signing needs the signing key (the .key file)",
-                               path=os.fspath(key_path))
-        sig_path = sign_bundle(bundle_dir, seed)
-    except (PolyplugError, OSError) as exc:
-        return _error(exc)
-    print(f"signed {os.fspath(bundle_dir)}: wrote {sig_path} (key {public_key(seed).hex()})")
-    return 0
-
-
-def _bundle_label(bundle_dir: PathLike) -> str:
-    from polyplug.manifest import read_manifest
-
-    try:
-        return read_manifest(bundle_dir).name
-    except PolyplugError:
-        return Path(bundle_dir).resolve().name
-
-
-def cli_verify(bundle_dir: PathLike, pub_paths: Sequence[PathLike] = ()) -> int:
-    """``verify``: check a bundle's signature, pinned to the given ``.pub`` files if any."""
-    try:
-        trusted = []
-        for p in pub_paths:
-            kind, key = read_key_file(p)
-            if kind is not KeyKind.VerifyingKey:
-                raise SigningError(f"key file `{os.fspath(p)}` holds a signing key; "
-                                   f"verify takes public keys (.pub files)", path=os.fspath(p))
-            trusted.append(key)
-        name = _bundle_label(bundle_dir)
-        public = verify_bundle(bundle_dir, name, trusted)
-    except (PolyplugError, OSError) as exc:
-        return _error(exc)
-    how = ("a trusted key" if trusted
-           else "an unpinned key (integrity only: pass --key to check who signed it)")
-    print(f"ok: bundle `{name}` is signed by {how}: {public.hex()}")
-    return 0
-
-
-def add_cli_commands(subparsers: Any) -> None:
-    """Register ``keygen``, ``sign`` and ``verify`` on an argparse subparsers object."""
-    p = subparsers.add_parser("keygen", help="create an Ed25519 key pair for signing bundles",
-                              description="Write PREFIX.key (the signing key, mode 0600; keep "
-                              "it secret) and PREFIX.pub (the public key to pin in "
-                              "RuntimeConfig.trusted_keys).")
-    p.add_argument("prefix", help="output path without extension, e.g. keys/release")
-    p.add_argument("--force", action="store_true", help="overwrite existing key files")
-    p.set_defaults(func=lambda args: cli_keygen(args.prefix, args.force))
-    p = subparsers.add_parser("sign", help="sign a bundle (writes DIR/bundle.sig)")
-    p.add_argument("dir", help="the bundle directory")
-    p.add_argument("--key", required=True, metavar="FILE", help="the signing key (.key)")
-    p.set_defaults(func=lambda args: cli_sign(args.dir, args.key))
-    p = subparsers.add_parser("verify", help="check a bundle's signature",
-                              description="Check DIR/bundle.sig against the bundle's files.  "
-                              "With --key, the bundle must also be signed by one of the "
-                              "given public keys.")
-    p.add_argument("dir", help="the bundle directory")
-    p.add_argument("--key", action="append", default=[], metavar="FILE",
-                   help="a trusted public key (.pub); repeatable")
-    p.set_defaults(func=lambda args: cli_verify(args.dir, args.key))

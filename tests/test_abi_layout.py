@@ -6,6 +6,7 @@ lua-loader.md §4.2), as seen by cffi (= the C header) and by a real LuaJIT gues
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,3 +420,68 @@ def test_abi_header_has_no_pp_api_functions() -> None:
 def test_version_strings() -> None:
     assert ffi.string(lib.pp_version()).decode() == polyplug.__version__
     assert "LuaJIT" in polyplug.luajit_version()
+
+
+# ── Python reads the ABI values from the header; nothing is copied by hand ────
+
+PKG = Path(polyplug.__file__).resolve().parent
+
+
+def _literal_int(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
+def test_python_enums_are_built_from_the_header() -> None:
+    from polyplug import _abi
+
+    tree = ast.parse((PKG / "_abi.py").read_text(encoding="utf-8"))
+    [block] = [n for n in tree.body if isinstance(n, ast.If)
+               and ast.unparse(n.test) == "TYPE_CHECKING"]
+    # what type checkers see: enum.IntEnum("Name", "Member Member ...")
+    typed = {stmt.targets[0].id: stmt.value.args[1].value.split() for stmt in block.body}
+    built = {stmt.targets[0].id: ast.unparse(stmt.value.func) for stmt in block.orelse}
+    assert set(typed) == set(built) == set(PY_ENUMS) | {"AbiErrorCode"}
+    assert set(built.values()) == {"_header_enum"}
+    for name, members in typed.items():
+        runtime = getattr(_abi, name)
+        header = {n[len(name) + 1:]: getattr(lib, n) for n in dir(lib) if n.startswith(name + "_")}
+        assert {m.name: int(m) for m in runtime} == header
+        assert members == [m.name for m in runtime]  # same names, same (value) order
+        assert runtime.__module__ == "polyplug._abi" and runtime.__doc__
+
+
+@pytest.mark.parametrize("module", ["_abi.py", "_errors.py", "_callbacks.py", "call.py",
+                                    "runtime.py", "loader.py"])
+def test_no_status_or_abi_code_is_a_literal(module: str) -> None:
+    """No `code == 6`, no `{1: GuestError}`, no `code = 200`: codes come from _abi / lib."""
+    tree = ast.parse((PKG / module).read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            names = " ".join(ast.unparse(s) for s in sides if not _literal_int(s))
+            if any(_literal_int(s) and s.value not in (0,) for s in sides) and (
+                    "code" in names or "status" in names):
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.Dict) and any(k is not None and _literal_int(k)
+                                                for k in node.keys):
+            found.append(ast.unparse(node)[:60])
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if (any(ast.unparse(t).endswith(("code", "status")) for t in targets)
+                    and node.value is not None and _literal_int(node.value)
+                    and node.value.value != 0):  # 0: "no status", not a copied code
+                found.append(ast.unparse(node))
+    assert found == []
+
+
+def test_the_callback_module_does_not_import_the_runtime() -> None:
+    """_callbacks <-> runtime was an import cycle; the enums now live in _abi."""
+    tree = ast.parse((PKG / "_callbacks.py").read_text(encoding="utf-8"))
+    def runtime_imports(node: ast.AST) -> list[str]:
+        return [ast.unparse(n) for n in ast.walk(node)
+                if isinstance(n, ast.ImportFrom) and n.module == "polyplug.runtime"]
+
+    type_only = [imp for block in tree.body if isinstance(block, ast.If)
+                 and ast.unparse(block.test) == "TYPE_CHECKING" for imp in runtime_imports(block)]
+    assert runtime_imports(tree) == type_only  # only for type annotations

@@ -58,3 +58,34 @@ def test_repository_tracks_no_third_party_source_or_build_output() -> None:
     assert "csrc/pp_lua_call.c" in files
     assert not [f for f in files if f.startswith("csrc/luajit/")]
     assert not [f for f in files if f.endswith((".so", ".a", ".o", ".whl"))]
+
+
+def test_star_import_exports_the_api_and_shadows_no_builtin() -> None:
+    namespace: dict[str, object] = {}
+    exec("from polyplug import *", namespace)  # noqa: S102
+    exported = set(namespace) - {"__builtins__"}
+    assert exported == set(polyplug.__all__)
+    assert "RuntimeError" not in exported and "annotations" not in exported
+    assert not [n for n in exported if type(namespace[n]).__name__ == "module"]
+    assert {"Runtime", "RuntimeBuilder", "LuaLoader", "PolyplugError", "GuestError",
+            "guest_contract_id", "ffi", "lib", "__version__"} <= exported
+    # upstream's name stays reachable as an attribute, and is a builtin RuntimeError
+    assert issubclass(polyplug.RuntimeError, RuntimeError)
+    assert polyplug.RuntimeError is not RuntimeError
+
+
+def test_the_package_is_typed_and_ships_its_data() -> None:
+    import importlib.resources
+
+    assert (ROOT / "polyplug" / "py.typed").is_file()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "polyplug.cli" in setuptools["packages"]
+    assert setuptools["package-data"] == {"polyplug": ["py.typed"],
+                                          "polyplug.cli": ["templates/*"]}
+    templates = importlib.resources.files("polyplug.cli").joinpath("templates")
+    assert sorted(p.name for p in templates.iterdir()) == ["bundle.lua", "manifest.toml",
+                                                          "test_bundle.py"]

@@ -141,8 +141,12 @@ def test_a_bad_bundle_among_good_ones(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "example.arith@1" in proc.stdout and "example.text@1" in proc.stdout
     assert proc.stdout.splitlines()[-1] == "2 bundle(s) loaded, 2 failed"
-    assert re.search(r"^error: broken: InitFailed: .*bundle\.lua:1:", proc.stderr, re.M)
-    assert re.search(r"^error: tampered: BundleTampered: ", proc.stderr, re.M)
+    # one line per failed bundle, each `error: <Type>: <message>`, the message naming it
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert re.fullmatch(r"error: InitFailed: init failed for bundle `broken`: .*bundle\.lua:1:.*",
+                        lines[0])
+    assert re.fullmatch(r"error: BundleTampered: .*tampered.*", lines[1])
 
     proc = run_cli("load", tmp_path, "--json")
     assert proc.returncode == 1
@@ -414,6 +418,13 @@ class Watch:
                 raise AssertionError(f"no line matching {pattern!r} in {timeout} s; "
                                      f"saw {self.seen}")
 
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def finish(self, timeout: float = 30) -> tuple[int, str]:
         """Wait for the exit; returns (exit code, stderr)."""
         try:
@@ -531,6 +542,38 @@ def test_watch_timeout_and_sigterm(watched: Path) -> None:
     assert w.seen[-1].endswith("stopped")
 
 
+@pytest.mark.parametrize("how", [["--once"], ["--max-reloads", "2"], ["--timeout", "3"]])
+def test_watch_exits_1_when_its_last_reload_failed(watched: Path, how: list[str]) -> None:
+    lua = watched / "arith" / "arith.lua"
+    with Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05", *how,
+               *(["--timeout", "60"] if how[0] != "--timeout" else [])) as w:
+        w.wait_for("watching 1 bundle")
+        if how[0] == "--max-reloads":  # a good reload first: only the last one counts
+            _edit(lua, "a + b", "a + b + 1")
+            w.wait_for(STAMP + "arith: Reloaded$")
+            time.sleep(0.2)
+        lua.write_text("this is not lua(\n")
+        w.wait_for(STAMP + "arith: Failed: ")
+        code, err = w.finish(timeout=60)
+    assert code == 1, (w.seen, err)
+    assert w.seen[-1].endswith("; the last reload failed"), w.seen
+
+
+def test_watch_exits_0_when_a_failed_reload_was_repaired(watched: Path) -> None:
+    lua = watched / "arith" / "arith.lua"
+    good = lua.read_text()
+    with Watch(watched / "arith", "--interval", "0.05", "--debounce", "0.05",
+               "--max-reloads", "2", "--timeout", "60") as w:
+        w.wait_for("watching 1 bundle")
+        lua.write_text("this is not lua(\n")
+        w.wait_for(STAMP + "arith: Failed: ")
+        lua.write_text(good)
+        w.wait_for(STAMP + "arith: Reloaded$")
+        code, err = w.finish(timeout=60)
+    assert code == 0, (w.seen, err)
+    assert w.seen[-1].endswith("stopping after 2 reload(s)")
+
+
 def test_watch_usage_errors(tmp_path: Path) -> None:
     proc = run_cli("watch", tmp_path)
     assert proc.returncode == 2 and "no bundle" in error_line(proc)
@@ -543,27 +586,32 @@ def test_watch_usage_errors(tmp_path: Path) -> None:
 # ── new ──────────────────────────────────────────────────────────────────────
 
 
-def test_new_scaffolds_a_working_bundle(tmp_path: Path) -> None:
-    proc = run_cli("new", "demo", "--dir", tmp_path)
+@pytest.mark.parametrize("name, ident", [("demo", "demo"), ("my-plugin", "my_plugin")])
+def test_new_scaffolds_a_working_bundle(tmp_path: Path, name: str, ident: str) -> None:
+    proc = run_cli("new", name, "--dir", tmp_path)
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
-    d = tmp_path / "demo"
-    assert sorted(p.name for p in d.iterdir()) == ["demo.lua", "manifest.toml", "test_demo.py"]
-    assert f"created {d}/" in proc.stdout
+    d = tmp_path / name
+    assert sorted(p.name for p in d.iterdir()) == sorted([f"{ident}.lua", "manifest.toml",
+                                                          f"test_{ident}.py"])
+    assert proc.stdout.splitlines() == [
+        f"created {d}/", "  manifest.toml", f"  {ident}.lua", f"  test_{ident}.py",
+        f"try:  python -m polyplug call {d} {ident}.greet@1 hello you",
+        f"test: python -m pytest {d}   (needs pytest: python -m pip install pytest)"]
 
     m = read_manifest(d)
-    assert (m.name, m.id, m.version, m.loader, m.file) == ("demo", bundle_id("demo"), "0.1.0",
-                                                           "lua", "demo.lua")
-    assert m.provides == ["demo.greet@1"]
-    assert m.function_count == {"demo.greet@1": 1}
-    hello = m.signatures["demo.greet@1"]["hello"]
+    assert (m.name, m.id, m.version, m.loader, m.file) == (name, bundle_id(name), "0.1.0",
+                                                           "lua", f"{ident}.lua")
+    assert m.provides == [f"{ident}.greet@1"]
+    assert m.function_count == {f"{ident}.greet@1": 1}
+    hello = m.signatures[f"{ident}.greet@1"]["hello"]
     assert (hello.id, hello.args, hello.returns) == (0, ("string",), "string")
 
     proc = run_cli("load", d)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^demo\s+0\.1\.0\s+lua\s+demo\.greet@1\s+1\s", proc.stdout, re.M)
-    proc = run_cli("call", d, "demo.greet@1", "hello", "you")
+    assert re.search(rf"^{name}\s+0\.1\.0\s+lua\s+{ident}\.greet@1\s+1\s", proc.stdout, re.M)
+    proc = run_cli("call", d, f"{ident}.greet@1", "hello", "you")
     assert (proc.returncode, proc.stdout) == (0, "Hello, you!\n")
-    proc = run_cli("call", tmp_path, "demo.greet", "hello", "", "--json")
+    proc = run_cli("call", tmp_path, f"{ident}.greet", "hello", "", "--json")
     assert json.loads(proc.stdout) == {"result": "Hello, world!"}
 
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -591,10 +639,101 @@ def test_new_refuses_to_overwrite(tmp_path: Path) -> None:
     assert run_cli("new", "plain", "--dir", tmp_path).returncode == 1
 
 
-@pytest.mark.parametrize("name", ["9lives", "with-dash", "dotted.name", "with space", "_x",
-                                  "class", "x" * 65, "ünï"])
+@pytest.mark.parametrize("name", ["9lives", "a/b", "dotted.name", "with space", "_x",
+                                  "x" * 65, "ünï"])
 def test_new_validates_the_name(tmp_path: Path, name: str) -> None:
     proc = run_cli("new", name, "--dir", tmp_path)
     assert proc.returncode == 2
     assert "bad bundle name" in error_line(proc)
     assert list(tmp_path.iterdir()) == []
+
+
+# ── one error shape ──────────────────────────────────────────────────────────
+
+ERROR_LINE = re.compile(r"error: [A-Z][A-Za-z]*: \S.*")
+
+
+def _bundle_with_loader(root: Path, loader: str) -> Path:
+    d = root / "arith"
+    shutil.copytree(EXAMPLES / "arith", d)
+    _edit(d / "manifest.toml", 'loader = "lua"', f'loader = "{loader}"')
+    return d
+
+
+@pytest.mark.parametrize("command, loader, kind, message", [
+    ("load", "Lua", "NoLoaderForName", 'bundle "arith" declares loader "Lua" but no loader is '
+     'registered for "Lua": loader names are case-sensitive; did you mean "lua"? (registered: '
+     '"lua")'),
+    ("load", "wasm", "NoLoaderForName", 'bundle "arith" declares loader "wasm" but no loader is '
+     'registered for "wasm" (registered: "lua"). | Register one first, e.g. '
+     "RuntimeBuilder().loader(LuaLoader())."),
+    ("call", "wasm", "PluginNotFound", "no loaded bundle provides contract 'example.arith' (1 "
+     'bundle(s) failed to load: arith: NoLoaderForName: bundle "arith" declares loader "wasm" '
+     'but no loader is registered for "wasm" (registered: "lua"). | Register one first, e.g. '
+     "RuntimeBuilder().loader(LuaLoader()).)"),
+])
+def test_every_failure_is_one_error_line(tmp_path: Path, command: str, loader: str, kind: str,
+                                          message: str) -> None:
+    d = _bundle_with_loader(tmp_path, loader)
+    args = ["example.arith", "add", "1", "2"] if command == "call" else []
+    proc = run_cli(command, d, *args)
+    assert proc.returncode == 1
+    assert error_line(proc) == f"error: {kind}: {message}"
+
+
+def test_failures_of_every_command_share_the_shape(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_bytes(b"not a key")
+    broken = write_bundle(tmp_path, "broken", "this is not lua(", "test.broken", 1)
+    runs = [
+        run_cli("load", broken),
+        run_cli("call", EXAMPLES, "example.arith", "div", "1", "0"),
+        run_cli("call", EXAMPLES, "example.arith@7", "add", "1", "2"),
+        run_cli("verify", EXAMPLES / "arith"),
+        run_cli("verify", EXAMPLES / "arith", "--key", tmp_path / "k.pub"),
+        run_cli("sign", EXAMPLES / "arith", "--key", tmp_path / "missing.key"),
+        run_cli("new", "arith", "--dir", EXAMPLES),
+    ]
+    for proc in runs:
+        assert proc.returncode == 1, proc.args
+        assert ERROR_LINE.fullmatch(error_line(proc)), proc.stderr
+    assert error_line(runs[0]).startswith("error: InitFailed: init failed for bundle `broken`")
+    assert error_line(runs[2]).startswith("error: PluginNotFound: no plugin found for "
+                                          "contract_id=0x")
+    assert "no loaded bundle provides `example.arith@7`; loaded: `example.arith@1` (bundle " \
+           "`arith`) — ask for that major instead" in error_line(runs[2])
+
+
+# ── load reports each provider's own function count ──────────────────────────
+
+
+def test_load_counts_the_functions_of_each_provider(tmp_path: Path) -> None:
+    def provider(name: str, count: int) -> None:
+        fns = ", ".join(f"[{i}] = function() end" for i in range(count))
+        lua = (f"function polyplug_init() return {{ ['shared.c'] = {{ contract_version = 1, "
+               f"plugin_name = '{name}', factory = function() return {{}} end, "
+               f"functions = {{ {fns} }} }} }}, {{ code = 0 }} end\n")
+        write_bundle(tmp_path, name, lua, "shared.c", count)
+
+    provider("first", 1)
+    provider("second", 3)
+    proc = run_cli("load", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^first\s+1\.0\.0\s+lua\s+shared\.c@1\s+1\s", proc.stdout, re.M)
+    assert re.search(r"^second\s+1\.0\.0\s+lua\s+shared\.c@1\s+3\s", proc.stdout, re.M)
+    reports = {r["name"]: r for r in json.loads(run_cli("load", tmp_path, "--json").stdout)}
+    assert [c["functions"] for c in reports["second"]["contracts"]] == [3]
+
+
+# ── the console script ───────────────────────────────────────────────────────
+
+
+def test_the_console_script_and_python_m_run_the_same_cli() -> None:
+    from importlib.metadata import entry_points
+
+    [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "polyplug"]
+    code = (f"import sys; from {script.module} import {script.attr}; "
+            f"sys.exit({script.attr}(['version']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, run_cli("version").stdout)
+    assert proc.stdout.startswith("polyplug ")

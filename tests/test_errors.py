@@ -227,8 +227,9 @@ def test_no_loader_for_name(rt: polyplug.Runtime, tmp_path: Path) -> None:
     with pytest.raises(polyplug.NoLoaderForName) as info:
         rt.load_bundle(bundle)
     exc = info.value
-    assert 'no loader is registered for "python"' in str(exc)
-    assert str(exc).startswith('bundle "pybundle" declares loader "python"')
+    assert str(exc) == ('bundle "pybundle" declares loader "python" but no loader is registered '
+                        'for "python" (registered: "lua").\nRegister one first, e.g. '
+                        "RuntimeBuilder().loader(LuaLoader()).")
     assert exc.loader_name == "python"
     assert exc.bundle == "pybundle"
     assert exc.status == lib.PP_ERR_NO_LOADER
@@ -239,8 +240,20 @@ def test_no_loader_registered_at_all(tmp_path: Path) -> None:
     with polyplug.Runtime() as rt:
         with pytest.raises(polyplug.NoLoaderForName) as info:
             rt.load_bundle(write_bundle(tmp_path, "orphan", GOOD))
-        assert 'no loader is registered for "lua"' in str(info.value)
+        assert 'no loader is registered for "lua" (registered: none).\nRegister one' in str(
+            info.value)
         assert info.value.loader_name == "lua"
+
+
+def test_a_loader_name_in_the_wrong_case_says_names_are_case_sensitive(
+        rt: polyplug.Runtime, tmp_path: Path) -> None:
+    with pytest.raises(polyplug.NoLoaderForName) as info:
+        rt.load_bundle(write_bundle(tmp_path, "shouty", GOOD, loader="Lua"))
+    assert str(info.value) == ('bundle "shouty" declares loader "Lua" but no loader is '
+                               'registered for "Lua": loader names are case-sensitive; did you '
+                               'mean "lua"? (registered: "lua")')
+    assert info.value.loader_name == "Lua"
+    assert_untouched(rt, 0)
 
 
 def test_duplicate_loader(rt: polyplug.Runtime) -> None:
@@ -385,7 +398,9 @@ def test_plugin_not_found_message(rt: polyplug.Runtime) -> None:
     cid = guest_contract_id("missing.contract", 2)
     with pytest.raises(polyplug.PluginNotFound) as info:
         rt.find_guest_contract(cid, 2)
-    assert str(info.value) == f"no plugin found for contract_id=0x{cid:016X} with min_version=2"
+    assert str(info.value) == (f"no plugin found for contract_id=0x{cid:016X} with "
+                               "min_version=2; no loaded contract has that id (loaded: none); "
+                               "compute ids with guest_contract_id(name, major)")
     assert info.value.contract_id == f"0x{cid:016X}"
 
 

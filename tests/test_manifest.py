@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -735,12 +733,10 @@ def test_symlink_loop(tmp_path: Path) -> None:
     (tmp_path / "a.lua").symlink_to(tmp_path / "b.lua")
     (tmp_path / "b.lua").symlink_to(tmp_path / "a.lua")
     m = make_manifest(tmp_path, file="a.lua")
-    if sys.version_info < (3, 13):
-        err = validate_failure(m)
-        assert err.reason.startswith("file `a.lua` cannot be resolved: Symlink loop")
-    else:  # newer pathlib may resolve a loop without raising; only a crash would be wrong
-        with contextlib.suppress(ManifestParse):
-            validate(m)
+    # the loop is detected by the manifest check itself (not by pathlib, whose
+    # behaviour on loops changed in 3.13), so every version reports it the same way
+    err = validate_failure(m)
+    assert err.reason.startswith("file `a.lua` cannot be resolved: Symlink loop")
 
 
 def test_file_with_nul_character(tmp_path: Path) -> None:

@@ -157,7 +157,13 @@ EXPECTED = {
         "unload second error BundleNotFound",
         "call b fn=0 code=5",
     ],
-    "multi_contract": ["findall test.first@1 n=2 0:0 2:0"],
+    "multi_contract": [
+        "findall test.first@1 n=2 0:0 2:0",
+        # the major floor: test.first is at major 1
+        "find none notfound",         # min=2 excludes it
+        "find floor1 index=0 gen=0",  # min=1 does not
+        "findall test.first@1 n=0",   # min=2 excludes both providers
+    ],
     "seed": [
         "load lua_loader_syntax_error error InitFailed",
         "reload lua_reload_disabled error HotReloadDisabled",

@@ -194,7 +194,9 @@ def test_find_uses_a_major_floor(rt: polyplug.Runtime, tmp_path: Path) -> None:
     assert (iface.contract_version.minor, iface.contract_version.patch) == (0, 0)
     with pytest.raises(polyplug.PluginNotFound) as info:
         rt.find_guest_contract(id2, 3)
-    assert str(info.value) == f"no plugin found for contract_id=0x{id2:016X} with min_version=3"
+    assert str(info.value) == (f"no plugin found for contract_id=0x{id2:016X} with "
+                               "min_version=3: `mj.x@2` is loaded, but min_version=3 asks for a "
+                               "major of at least 3")
     # only the major enters the id: major-1 id is a different contract
     with pytest.raises(polyplug.PluginNotFound):
         rt.find_guest_contract(cid("mj.x", 1), 0)
@@ -745,3 +747,44 @@ def test_reload_refreshes_plugin_name(rt: polyplug.Runtime, tmp_path: Path) -> N
     info = ffi.new("pp_slot_info[]", 2)
     assert lib.pp_registry_bundle_slots(rt._ptr(), m.id, info, 2) == 1
     assert ffi.string(info[0].plugin_name) == b"new-name"
+
+
+# ── PluginNotFound says which contract and what is loaded ────────────────────
+
+
+def test_plugin_not_found_names_the_contract_and_other_majors(rt: polyplug.Runtime,
+                                                               tmp_path: Path) -> None:
+    rt.load_bundle(write_bundle(tmp_path, "calc", lua_source(contract("my.calc"))))
+    wanted = guest_contract_id("my.calc", 2)
+    with pytest.raises(polyplug.PluginNotFound) as info:
+        rt.contract("my.calc", 2)
+    assert str(info.value) == (
+        f"no plugin found for contract_id=0x{wanted:016X} with min_version=2: no loaded "
+        "bundle provides `my.calc@2`; loaded: `my.calc@1` (bundle `calc`) — ask for that "
+        "major instead")
+    assert info.value.contract_id == f"0x{wanted:016X}"
+    # the raw lookup by id finds the name too (it is among the loaded names)
+    with pytest.raises(polyplug.PluginNotFound, match=r"no loaded bundle provides `my\.calc@2`"):
+        rt.find_guest_contract(wanted, 2)
+    with pytest.raises(polyplug.PluginNotFound, match=r"no loaded bundle provides `my\.calc@2`"):
+        rt.registry().find(wanted, 2)
+
+
+def test_plugin_not_found_suggests_similar_names(rt: polyplug.Runtime, tmp_path: Path) -> None:
+    rt.load_bundle(write_bundle(tmp_path, "calc", lua_source(contract("my.calc"),
+                                                             contract("other.thing"))))
+    with pytest.raises(polyplug.PluginNotFound) as info:
+        rt.contract("my.calk", 1)
+    assert str(info.value).endswith(": no loaded bundle provides `my.calk@1`; did you mean "
+                                    "`my.calc@1`?")
+    with pytest.raises(polyplug.PluginNotFound) as info:
+        rt.contract("unrelated", 1)
+    assert str(info.value).endswith(": no loaded bundle provides `unrelated@1` (loaded: "
+                                    "my.calc@1, other.thing@1)")
+
+
+def test_plugin_not_found_with_nothing_loaded(rt: polyplug.Runtime) -> None:
+    with pytest.raises(polyplug.PluginNotFound) as info:
+        rt.contract("my.calc", 1)
+    assert str(info.value).endswith(": no loaded bundle provides `my.calc@1` (no bundle is "
+                                    "loaded)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_child
 
 import polyplug
 from polyplug import LogLevel, ffi, guest_contract_id, lib
@@ -278,6 +279,41 @@ def test_close_then_use_raises_runtime_closed() -> None:
         assert "closed" in str(info.value)
 
 
+# Arguments for every public Runtime method, so the test below calls each one; a new
+# method without an entry here fails the test (and so gets its closed check).
+CLOSED_CALLS: dict[str, tuple[Any, ...]] = {
+    "bundle_contracts": (FIXTURE_ID,), "bundle_memory": (FIXTURE_ID,), "contract": ("test.add",),
+    "find_all_by_contract": (ADD,), "find_guest_contract": (ADD,),
+    "find_guest_contract_by_bundle": (FIXTURE_ID, ADD), "list_bundles": (),
+    "load_bundle": (FIXTURE,), "load_bundle_from_source": (None, None),
+    "log": (LogLevel.Warn, "s", "m"), "manifest": (FIXTURE_ID,),
+    "register_loader": (None,), "registry": (), "reload_bundle": (FIXTURE,),
+    "resolve_guest_contract": (polyplug.GuestContractHandle(0, 0),), "revision": (),
+    "unload_bundle": (FIXTURE_ID,), "__enter__": (),
+}
+
+
+def test_every_runtime_method_raises_runtime_closed_after_close() -> None:
+    rt = polyplug.RuntimeBuilder().hot_reload().loader(polyplug.LuaLoader()).build()
+    manifest = rt.load_bundle(FIXTURE)
+    rt.close()
+    methods = {name for name in dir(polyplug.Runtime) if not name.startswith("_")
+               and callable(getattr(polyplug.Runtime, name))} | {"__enter__"}
+    assert methods - {"close"} == set(CLOSED_CALLS)
+    for name, args in CLOSED_CALLS.items():
+        with pytest.raises(polyplug.RuntimeClosed, match="the runtime is closed"):
+            getattr(rt, name)(*args)
+    # also when the bundle is given by name or manifest, or a bad path is given
+    for call in (lambda: rt.manifest("test_plugin_lua"), lambda: rt.unload_bundle(manifest),
+                 lambda: rt.load_bundle("/nonexistent"), lambda: rt.contract("x@1"),
+                 lambda: rt.load_bundle_from_source(manifest, polyplug.BundleSource.Code("")),
+                 lambda: rt.host_api):
+        with pytest.raises(polyplug.RuntimeClosed):
+            call()
+    rt.close()  # close itself stays safe
+    assert rt.closed and rt.config.hot_reload_enabled
+
+
 def test_reload_after_close_raises_runtime_closed(tmp_path: Path) -> None:
     rt = polyplug.Runtime(polyplug.RuntimeConfig(hot_reload_enabled=True), [polyplug.LuaLoader()])
     rt.close()
@@ -407,8 +443,17 @@ def test_pp_runtime_new_reports_why() -> None:
 
 
 def test_polyplug_runtime_destroy_null_is_a_noop() -> None:
-    lib.polyplug_runtime_destroy(ffi.NULL)
-    lib.pp_runtime_free(ffi.NULL)
+    # in a child: a NULL dereference would kill the process, not just fail the test
+    proc = run_child("""
+        from polyplug import ffi, lib
+        assert lib.polyplug_runtime_destroy(ffi.NULL) is None
+        assert lib.pp_runtime_free(ffi.NULL) is None
+        host = lib.polyplug_runtime_create(ffi.NULL)
+        assert host != ffi.NULL
+        lib.polyplug_runtime_destroy(host)
+        print("survived")
+    """)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "survived\n", "")
 
 
 def test_destroy_with_a_loaded_bundle() -> None:
@@ -439,3 +484,56 @@ def test_destroy_with_a_loaded_bundle() -> None:
     h = host.find_guest_contract(host, ADD, 1)
     assert h.index != 0xFFFFFFFF
     lib.polyplug_runtime_destroy(host)
+
+
+# ── bundles by id, name or manifest ──────────────────────────────────────────
+
+
+def test_bundles_are_named_by_id_name_or_manifest() -> None:
+    with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
+        manifest = rt.load_bundle(FIXTURE)
+        assert rt.manifest("test_plugin_lua") is rt.manifest(FIXTURE_ID)
+        assert rt.bundle_memory("test_plugin_lua") > 0
+        [info] = rt.bundle_contracts(manifest)
+        assert (info.contract, info.name, info.major, info.functions, info.bundle_id) == (
+            "test.add@1", "test.add", 1, 3, FIXTURE_ID)
+        with pytest.raises(polyplug.BundleNotFound) as info_err:
+            rt.unload_bundle("test_plugin")
+        assert str(info_err.value) == ("bundle not found: no loaded bundle is named "
+                                       "`test_plugin` (loaded: test_plugin_lua); did you mean "
+                                       "`test_plugin_lua`?")
+        with pytest.raises(TypeError, match=r"a bundle is given by its id \(int\), its name "
+                                            r"\(str\) or its ManifestData, not float"):
+            rt.unload_bundle(1.0)  # type: ignore[arg-type]
+        rt.unload_bundle("test_plugin_lua")
+        assert rt.list_bundles() == []
+        with pytest.raises(polyplug.BundleNotFound, match=r"\(loaded: none\)$"):
+            rt.manifest("test_plugin_lua")
+        rt.load_bundle(FIXTURE)
+        rt.unload_bundle(manifest)
+        assert rt.list_bundles() == []
+
+
+def test_a_bundle_loaded_by_relative_path_survives_chdir(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "work" / "lazy"
+    d.mkdir(parents=True)
+    (d / "manifest.toml").write_text(
+        f'name = "lazy"\nid = {polyplug.bundle_id("lazy")}\nloader = "lua"\nfile = "main.lua"\n')
+    (d / "helper.lua").write_text("return { value = 41 }\n")
+    (d / "main.lua").write_text(
+        'local ffi = require("ffi")\n'
+        "function polyplug_init()\n"
+        '    return { ["lazy.c"] = { factory = function() return {} end, functions = {\n'
+        "        [0] = function(_, _, out)  -- requires its helper only when called\n"
+        '            ffi.cast("uint32_t *", out)[0] = require("helper").value + 1\n'
+        "        end } } }, { code = 0 }\n"
+        "end\n")
+    monkeypatch.chdir(tmp_path / "work")
+    with polyplug.RuntimeBuilder().hot_reload().loader(polyplug.LuaLoader()).build() as rt:
+        manifest = rt.load_bundle("lazy")
+        monkeypatch.chdir(tmp_path)
+        assert call_fn(rt, guest_contract_id("lazy.c", 1), 0) == (0, 42)
+        assert manifest.path == d and manifest.path.is_absolute()
+        rt.reload_bundle(manifest.path)
+        assert call_fn(rt, guest_contract_id("lazy.c", 1), 0) == (0, 42)

@@ -35,6 +35,7 @@ from polyplug import (
     signing,
 )
 from polyplug import _errors as E
+from polyplug.cli import keygen, sign, verify
 from polyplug.signing import (
     KeyKind,
     bundle_digest,
@@ -276,8 +277,15 @@ def test_any_change_after_signing_fails_verification(tree: Path, keys: tuple[byt
         (tree / "empty-dir" / "x").write_bytes(b"")
     with pytest.raises(E.SignatureVerificationFailed) as info:
         verify_bundle(tree, "tb")
-    assert str(info.value) == ("signature verification failed for bundle `tb`: signature "
-                               "error: Verification equation was not satisfied")
+    files = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")
+                   if p.is_file() and p.name != "bundle.sig")
+    # which bundle, which files, and what to do
+    assert str(info.value) == (
+        "signature verification failed for bundle `tb`: signature error: Verification "
+        f"equation was not satisfied. The {len(files)} file(s) in `{tree}` ({', '.join(files)}) "
+        "are not the ones bundle.sig was made for: a file was changed, added, removed or "
+        "renamed after signing, or bundle.sig was replaced. If the change is yours, sign the "
+        f"bundle again (`python -m polyplug sign {tree} --key KEY`); otherwise do not load it.")
     assert info.value.bundle == "tb"
     assert info.value.reason == "signature error: Verification equation was not satisfied"
     assert type(info.value) is E.SignatureVerificationFailed
@@ -591,7 +599,11 @@ def test_warn_only_with_builder_logger_and_tampering(bundle: Path,
     assert [m for _, _, m in logs if "WarnOnly" in m] == [
         ("bundle `test_plugin_lua`: signature check failed (WarnOnly — continuing): "
          "signature verification failed for bundle `test_plugin_lua`: signature error: "
-         "Verification equation was not satisfied")]
+         "Verification equation was not satisfied. The 3 file(s) in "
+         f"`{bundle}` (extra.lua, manifest.toml, test_plugin.lua) are not the ones bundle.sig "
+         "was made for: a file was changed, added, removed or renamed after signing, or "
+         "bundle.sig was replaced. If the change is yours, sign the bundle again "
+         f"(`python -m polyplug sign {bundle} --key KEY`); otherwise do not load it.")]
 
 
 def test_warn_only_is_silent_for_a_good_signature(bundle: Path,
@@ -613,11 +625,12 @@ def test_in_memory_sources(bundle: Path) -> None:
         assert not registered(rt)
     logs: list[tuple[Any, str, str]] = []
     with runtime(SignaturePolicy.WarnOnly, logs=logs) as rt:
-        try:
-            rt.load_bundle_from_source(manifest, BundleSource.Code(code))
-        except E.PolyplugError:
-            pass  # whether the loader takes Code is not this test's business
-    assert any("in-memory source (BundleSource.Code)" in m for _, _, m in logs)
+        rt.load_bundle_from_source(manifest, BundleSource.Code(code))  # warned, then loaded
+        assert registered(rt)
+    assert [m for _, _, m in logs if "in-memory source" in m] == [
+        "bundle `test_plugin_lua`: signature check failed (WarnOnly — continuing): bundle "
+        "`test_plugin_lua` comes from an in-memory source (BundleSource.Code), which cannot be "
+        "signed, and signature_policy is WarnOnly"]
 
 
 def test_load_bundle_from_source_with_a_path(bundle: Path, keys: tuple[bytes, bytes]) -> None:
@@ -664,14 +677,14 @@ def test_reload_under_warn_only_logs_and_reloads(bundle: Path) -> None:
     assert len([m for _, _, m in logs if "WarnOnly" in m]) == 2
 
 
-# ── CLI functions ────────────────────────────────────────────────────────────
+# ── CLI commands ────────────────────────────────────────────────────────────
 
 
 def test_cli_keygen_sign_verify(tmp_path: Path, bundle: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     prefix = tmp_path / "keys" / "release"
     prefix.parent.mkdir()
-    assert signing.cli_keygen(prefix) == 0
+    assert keygen.keygen(prefix) == 0
     out = capsys.readouterr().out
     kind, seed = read_key_file(f"{prefix}.key")
     assert kind is KeyKind.SigningSeed
@@ -680,48 +693,50 @@ def test_cli_keygen_sign_verify(tmp_path: Path, bundle: Path,
     assert stat.S_IMODE(Path(f"{prefix}.key").stat().st_mode) == 0o600
     assert public.hex() in out and "keep it secret" in out
 
-    assert signing.cli_keygen(prefix) == 1  # no silent overwrite of a signing key
+    assert keygen.keygen(prefix) == 1  # no silent overwrite of a signing key
     assert "already exist" in capsys.readouterr().err
     assert read_key_file(f"{prefix}.key")[1] == seed
 
-    assert signing.cli_sign(bundle, f"{prefix}.key") == 0
+    assert sign.sign(bundle, f"{prefix}.key") == 0
     assert "bundle.sig" in capsys.readouterr().out
     assert verify_bundle(bundle, "x", [public]) == public
 
-    assert signing.cli_verify(bundle, [f"{prefix}.pub"]) == 0
+    assert verify.verify(bundle, [f"{prefix}.pub"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ok: bundle `test_plugin_lua` is signed by a trusted key")
-    assert signing.cli_verify(bundle, []) == 0
+    assert verify.verify(bundle, []) == 0
     assert "integrity only" in capsys.readouterr().out
 
-    assert signing.cli_keygen(tmp_path / "other") == 0
+    assert keygen.keygen(tmp_path / "other") == 0
     capsys.readouterr()
-    assert signing.cli_verify(bundle, [tmp_path / "other.pub"]) == 1
+    assert verify.verify(bundle, [tmp_path / "other.pub"]) == 1
     assert capsys.readouterr().err.startswith("error: UntrustedSigningKey: bundle "
                                               "`test_plugin_lua` is signed by a key")
     (bundle / "test_plugin.lua").write_text("-- changed")
-    assert signing.cli_verify(bundle, [f"{prefix}.pub"]) == 1
+    assert verify.verify(bundle, [f"{prefix}.pub"]) == 1
     assert "error: SignatureVerificationFailed:" in capsys.readouterr().err
 
-    assert signing.cli_keygen(prefix, force=True) == 0
+    assert keygen.keygen(prefix, force=True) == 0
     assert read_key_file(f"{prefix}.key")[1] != seed
 
 
 def test_cli_errors(tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert signing.cli_keygen(tmp_path / "k") == 0
+    assert keygen.keygen(tmp_path / "k") == 0
     capsys.readouterr()
-    assert signing.cli_sign(bundle, tmp_path / "k.pub") == 1  # a public key cannot sign
+    assert sign.sign(bundle, tmp_path / "k.pub") == 1  # a public key cannot sign
     assert "holds a public key" in capsys.readouterr().err
-    assert signing.cli_verify(bundle, [tmp_path / "k.key"]) == 1
+    assert verify.verify(bundle, [tmp_path / "k.key"]) == 1
     assert "holds a signing key" in capsys.readouterr().err
-    assert signing.cli_verify(bundle, []) == 1
-    assert capsys.readouterr().err == ("error: UnsignedBundle: bundle `test_plugin_lua` is not "
-                                       "signed and signature_policy is Required\n")
+    assert verify.verify(bundle, []) == 1
+    # the CLI user never set a signature_policy: say what is missing and what to do
+    assert capsys.readouterr().err == (
+        f"error: UnsignedBundle: bundle `test_plugin_lua` is not signed: there is no bundle.sig "
+        f"in {bundle}; sign it with `python -m polyplug sign {bundle} --key KEY`\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert signing.cli_sign(empty, tmp_path / "k.key") == 1
+    assert sign.sign(empty, tmp_path / "k.key") == 1
     assert "error: SigningError: bundle" in capsys.readouterr().err
-    assert signing.cli_sign(bundle, tmp_path / "missing.key") == 1
+    assert sign.sign(bundle, tmp_path / "missing.key") == 1
     assert "cannot read key file" in capsys.readouterr().err
 
 
@@ -730,7 +745,9 @@ def test_add_cli_commands(tmp_path: Path, bundle: Path,
     import argparse
 
     parser = argparse.ArgumentParser()
-    signing.add_cli_commands(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in (keygen, sign, verify):
+        command.add_parser(sub)
 
     def run(*argv: str) -> int:
         args = parser.parse_args(list(argv))

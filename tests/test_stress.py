@@ -335,17 +335,10 @@ def test_c_stress_under_asan(san_stress_driver: Path, tmp_path: Path) -> None:
     ~3 s, under ASan+UBSan.  Callers look contracts up again whenever their handle
     goes stale, so they also race with loads in progress.
 
-    Currently fails (UBSan, "pp_lua.c: runtime error: load of null pointer of type
-    'int'" in vm_dispatch, then SIGSEGV): on a *first* load, csrc/pp_lua.c
-    ``load_common`` registers the contracts (``register_all`` ->
-    ``host->register_guest_contract``, published to the registry at once) before it
-    commits the new VM and function references into the records under the bundle's
-    lock.  A thread that finds the new contract in that window passes
-    ``pp_call_handle``'s handle check and enters ``vm_dispatch`` with ``c->fn_count``
-    already set but ``c->fn_refs == NULL`` and ``b->L == NULL``.  (A first load that
-    fails after registering frees the records with ``bundle_free`` without draining
-    calls, the same window on the error path.)  Expected: such a call waits for the
-    load to finish or is refused with a typed error.
+    It guards the window of a *first* load: a contract is published to the registry
+    while the loader is still committing its VM and function references, and a call
+    that finds it then must wait for the load to finish or be refused with a typed
+    error (once it ran into a record with ``fn_count`` set and ``fn_refs == NULL``).
     """
     stats = run_san_driver(san_stress_driver, tmp_path, "--seconds", "3")
     assert stats["ok"] >= 10_000 and stats["unloads"] >= 10 and stats["reloads"] >= 10, stats
