@@ -71,6 +71,28 @@ static const char *check_functions(const fn_messages *m, bool has_create, bool h
     return NULL;
 }
 
+int32_t ppi_register_guest(pp_runtime *rt, const PluginDescriptor *desc,
+                           const GuestContractInterface *iface, pp_error *e) {
+    if (atomic_load_explicit(&rt->closed, memory_order_relaxed)) {
+        ppi_closed_error(e, "register_guest_contract");
+    } else if (!ppi_utf8_valid(desc->contract_name.ptr, desc->contract_name.len)) {
+        ppi_fail(e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.contract_name");
+    } else if (iface->dispatch_type > DispatchType_VirtualMachine) {
+        ppi_fail(e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid dispatch_type %u in guest contract interface (untrusted plugin)",
+                 iface->dispatch_type);
+    } else if (desc->name.len && (!desc->name.ptr ||
+                                  !ppi_utf8_valid(desc->name.ptr, desc->name.len))) {
+        ppi_fail(e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
+                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.name");
+    } else {
+        uint64_t bundle = ppi_current_init_bundle(rt);
+        ppi_registry_register(&rt->reg, bundle, desc, iface, e);
+    }
+    return e->status;
+}
+
 static void host_register_guest_contract(const HostApi *self, const PluginDescriptor *desc,
                                          const GuestContractInterface *iface,
                                          AbiError *out_err) {
@@ -100,28 +122,10 @@ static void host_register_guest_contract(const HostApi *self, const PluginDescri
         set_err(out_err, AbiErrorCode_InvalidPointer, "null HostApi in register_guest_contract");
         return;
     }
-    if (atomic_load_explicit(&rt->closed, memory_order_relaxed)) {
-        set_err(out_err, AbiErrorCode_Generic, "register_guest_contract: the runtime is closed");
-        return;
-    }
     pp_error e;
     pp_error_clear(&e);
-    if (!ppi_utf8_valid(desc->contract_name.ptr, desc->contract_name.len)) {
-        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
-                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.contract_name");
-    } else if (iface->dispatch_type > DispatchType_VirtualMachine) {
-        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
-                 "invalid dispatch_type %u in guest contract interface (untrusted plugin)",
-                 iface->dispatch_type);
-    } else if (desc->name.len && (!desc->name.ptr ||
-                                  !ppi_utf8_valid(desc->name.ptr, desc->name.len))) {
-        ppi_fail(&e, PP_ERR_INVALID_REGISTRATION, NULL, NULL, NULL,
-                 "invalid UTF-8 in plugin-provided data: context=PluginDescriptor.name");
-    } else {
-        uint64_t bundle = ppi_current_init_bundle(rt);
-        ppi_registry_register(&rt->reg, bundle, desc, iface, &e);
-    }
-    if (e.status != PP_OK) ppi_logf(rt, LogLevel_Error, "registry", "%s", e.message);
+    if (ppi_register_guest(rt, desc, iface, &e) != PP_OK)
+        ppi_logf(rt, LogLevel_Error, "registry", "%s", e.message);
     set_err_from(rt, out_err, &e);
 }
 
@@ -491,23 +495,38 @@ static VmLoaderData loader_data_of(const GuestContractInterface *iface) {
                                                                : none;
 }
 
+/* Instances of Lua contracts are counted by the Lua loader, under the VM lock
+ * (pp_lua_call.c); other loaders' instances are counted here. */
+static bool counted_by_loader(const GuestContractInterface *iface) {
+    return iface->dispatch_type == DispatchType_VirtualMachine &&
+           iface->dispatch.vm.call == ppi_lua_vm_call_fn();
+}
+
 static void host_create_guest_instance(const HostApi *self, const GuestContractInterface *iface,
                                        const void *args, GuestContractInstance *out_instance) {
     if (!out_instance) return;
     out_instance->data = NULL;
     out_instance->contract_id = 0;
     pp_runtime *rt = rt_of(self);
-    if (!rt || !iface) return;
+    ppi_record *r = ppi_my_record();
+    if (!rt || !iface || !r) return;
+    pp_runtime *prev = ppi_enter_rt(r, rt);
     iface->create_instance(loader_data_of(iface), self, args, out_instance);
-    if (out_instance->data) ppi_registry_count_instance(&rt->reg, out_instance->contract_id, 1);
+    if (out_instance->data && !counted_by_loader(iface))
+        ppi_registry_count_instance(&rt->reg, out_instance->contract_id, 1);
+    ppi_leave_rt(r, prev);
 }
 
 static void host_destroy_guest_instance(const HostApi *self, const GuestContractInterface *iface,
                                         GuestContractInstance instance) {
     pp_runtime *rt = rt_of(self);
-    if (!rt || !iface) return;
+    ppi_record *r = ppi_my_record();
+    if (!rt || !iface || !r) return;
+    pp_runtime *prev = ppi_enter_rt(r, rt);
     iface->destroy_instance(loader_data_of(iface), self, instance);
-    if (instance.data) ppi_registry_count_instance(&rt->reg, instance.contract_id, -1);
+    if (instance.data && !counted_by_loader(iface))
+        ppi_registry_count_instance(&rt->reg, instance.contract_id, -1);
+    ppi_leave_rt(r, prev);
 }
 
 static const uint64_t *host_revision_counter(const HostApi *self) {

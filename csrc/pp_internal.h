@@ -192,12 +192,24 @@ typedef struct ppi_call {
     pp_cancel *saved_cancel;
 } ppi_call;
 
-enum { PPI_MAX_INIT_WINDOWS = 32, PPI_MAX_DEFERRED = 16, PPI_ERROR_TEXT = 1024 };
+enum { PPI_MAX_INIT_WINDOWS = 32, PPI_ERROR_TEXT = 1024 };
 
-typedef struct ppi_deferred {
-    void (*fn)(void *arg);
-    void *arg;
-} ppi_deferred;
+/*
+ * A per-thread record other threads may read: allocated once per thread that enters
+ * the host, linked into a push-only list, reused after the thread exits, never freed.
+ * `inside` names the runtime whose code the thread is running (pp_runtime_close waits
+ * until no thread is inside the runtime it closes); the rest is the watchdog's
+ * (pp_lua_watch.c).
+ */
+typedef struct ppi_record {
+    _Atomic(pp_runtime *) inside;
+    _Atomic(void *) vm;             /* VM of the innermost limited call, or NULL */
+    _Atomic long long deadline;     /* CLOCK_MONOTONIC ns; 0 = none */
+    _Atomic(pp_cancel *) cancel;
+    _Atomic uint32_t arming;        /* the watchdog is setting a hook on `vm` */
+    _Atomic bool in_use;            /* owned by a live thread */
+    struct ppi_record *next;
+} ppi_record;
 
 /*
  * What the calling thread is inside of: its calls, the init windows it opened, the
@@ -219,10 +231,8 @@ typedef struct ppi_thread {
         uint64_t bundle_id;
     } init[PPI_MAX_INIT_WINDOWS];      /* open init windows, innermost last */
     uint32_t init_len;
-    ppi_deferred deferred[PPI_MAX_DEFERRED]; /* work for when ops_held drops to 0 */
-    uint32_t deferred_len;
     uint32_t leaf_held;                /* PP_DEBUG_LOCKS: leaf locks held */
-    void *watch;                       /* this thread's watchdog record (pp_lua_watch.c) */
+    ppi_record *record;                /* shared record (ppi_my_record) */
     uintptr_t stack_low;               /* lowest usable address of this thread's stack */
     char error_text[PPI_ERROR_TEXT];   /* AbiError.message of the last failed call */
 } ppi_thread;
@@ -230,6 +240,20 @@ typedef struct ppi_thread {
 extern _Thread_local ppi_thread ppi_self_frame;
 
 static inline ppi_thread *ppi_self(void) { return &ppi_self_frame; }
+
+/* This thread's shared record (NULL only if memory ran out), and the list of all. */
+ppi_record *ppi_my_record(void);
+ppi_record *ppi_records(void);
+/* Mark this thread as running `rt`'s code; returns what to restore with ppi_leave_rt,
+ * which must be the thread's last touch of anything the runtime owns. */
+static inline pp_runtime *ppi_enter_rt(ppi_record *r, pp_runtime *rt) {
+    pp_runtime *prev = atomic_load_explicit(&r->inside, memory_order_relaxed);
+    atomic_store_explicit(&r->inside, rt, memory_order_relaxed);
+    return prev;
+}
+static inline void ppi_leave_rt(ppi_record *r, pp_runtime *prev) {
+    atomic_store_explicit(&r->inside, prev, memory_order_release);
+}
 
 /* Bytes of C stack left below the caller's frame on this thread. */
 size_t ppi_cstack_left(void);
@@ -240,10 +264,6 @@ size_t ppi_cstack_left(void);
  * about 18 KiB are left when a call enters. */
 #define PPI_CSTACK_RESERVE (16u * 1024u)
 
-/* Run `fn(arg)` once this thread holds no flow lock (now, if it holds none). */
-void ppi_defer(void (*fn)(void *arg), void *arg);
-/* Run the deferred work (called when ops_held drops to 0). */
-void ppi_run_deferred(ppi_thread *t);
 /* The bundle whose init window this thread has open in `rt`, or 0. */
 uint64_t ppi_current_init_bundle(pp_runtime *rt);
 /* Format the thread's error text; returns it (AbiError.message points here). */
@@ -463,6 +483,8 @@ void ppi_runtime_vm_closed(pp_runtime *rt);
  * PPI_NESTED_WAIT_NS (false: not taken, `err` filled).  Releasing the outermost flow
  * lock runs the thread's deferred work. */
 bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err);
+/* The same with an explicit bound (`wait_ns` > 0). */
+bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_error *err);
 void ppi_ops_unlock(pp_runtime *rt);
 /* Record that `loader` put `bundle_id` into `rt` (takes a loader reference). */
 int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
@@ -471,6 +493,12 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
  * reference it held (or NULL). */
 pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id);
 void ppi_fill_host_api(HostApi *api, pp_runtime *rt);
+/* HostApi.register_guest_contract with the reason in `e` (for the runtime's own
+ * loaders: no shared last-error channel in between). */
+int32_t ppi_register_guest(pp_runtime *rt, const PluginDescriptor *desc,
+                           const GuestContractInterface *iface, pp_error *e);
+/* The Lua loader's vm.call trampoline (its instances are counted by the loader). */
+VmCallFn ppi_lua_vm_call_fn(void);
 /* The failure of a closed runtime. */
 int32_t ppi_closed_error(pp_error *err, const char *what);
 

@@ -121,7 +121,6 @@ static int32_t records_for(lua_bundle *b, lua_init_result *res, lua_contract **f
 /* Register every contract of `res` (the runtime's window keeps them pending). */
 static int32_t register_all(lua_bundle *b, lua_init_result *res, lua_contract *fresh,
                             const char *bundle, pp_error *err) {
-    const HostApi *host = &b->rt->api;
     for (size_t i = 0; i < res->len; i++) {
         lua_pending *p = &res->items[i];
         lua_contract *c = contract_find(b->contracts, p->name, p->major);
@@ -142,19 +141,20 @@ static int32_t register_all(lua_bundle *b, lua_init_result *res, lua_contract *f
         iface.destroy_instance = ppi_lua_destroy_instance;
         iface.dispatch.vm.call = ppi_lua_vm_call;
         iface.dispatch.vm.loader_data.data = c;
-        AbiError e = {0, {NULL, 0}};
-        host->register_guest_contract(host, &desc, &iface, &e);
-        if (e.code != AbiErrorCode_Ok) {
-            char last[1024] = "";
-            size_t n = host->get_last_error(host, (uint8_t *)last, sizeof last - 1);
-            last[n] = '\0';
-            if (!n && e.message.len) ppi_view_copy(last, sizeof last, e.message);
-            char detail[2048];
+        pp_error e;
+        pp_error_clear(&e);
+        if (ppi_register_guest(b->rt, &desc, &iface, &e) != PP_OK) {
+            if (e.status == PP_ERR_RUNTIME_CLOSED) {
+                ppi_fail(err, PP_ERR_RUNTIME_CLOSED, bundle, NULL, NULL,
+                         "loading bundle `%s`: the runtime was closed", bundle);
+                return PP_ERR_RUNTIME_CLOSED;
+            }
+            char detail[4200];
             snprintf(detail, sizeof detail,
-                     "register_guest_contract error for contract '%s': code=%u%s%s", p->name,
-                     e.code, last[0] ? ": " : "", last);
+                     "register_guest_contract error for contract '%.300s': code=%u: %s",
+                     p->name, e.abi_code, e.message);
             int32_t st = ppi_lua_init_failed(err, bundle, detail);
-            if (err) err->abi_code = e.code;
+            if (err) err->abi_code = e.abi_code;
             return st;
         }
     }
@@ -258,6 +258,15 @@ static int32_t reload(lua_loader *ld, pp_runtime *rt, lua_bundle *b, const pp_ma
         return st;
     }
     atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
+    if (atomic_load(&b->retired)) { /* unloaded while its new version initialised */
+        ppi_lua_release(b);
+        free_list(fresh);
+        ppi_lua_init_result_free(&res, true);
+        return ppi_fail(err, PP_ERR_BUNDLE_NOT_FOUND, bundle, NULL, NULL,
+                        "reload of bundle `%s` not applied: it was unloaded while its new "
+                        "version was loading",
+                        bundle);
+    }
     lua_State *old = b->L;
     for (lua_contract *c = b->contracts; c; c = c->next) c->retired = true;
     adopt_all(b, &res, fresh);
@@ -266,8 +275,8 @@ static int32_t reload(lua_loader *ld, pp_runtime *rt, lua_bundle *b, const pp_ma
         if (c->retired) atomic_store_explicit(&c->fn_count, 0, memory_order_relaxed);
     b->L = res.L;
     res.L = NULL;
-    ppi_lock_release(&b->lock);
-    ppi_lua_close_later(rt, old);
+    ppi_lua_release(b);
+    ppi_lua_vm_close(rt, old);
     ppi_lua_init_result_free(&res, false);
     return PP_OK;
 }
@@ -328,21 +337,18 @@ static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
 
 static int64_t loader_memory(void *self, pp_runtime *rt, uint64_t bundle_id) {
     lua_loader *ld = self;
-    int64_t n = -1;
     uintptr_t me = ppi_thread_tag();
     ppi_mutex_lock(&ld->lock);
     lua_bundle *b = bundle_find(ld, rt, bundle_id);
-    if (b) {
-        /* never wait for a running call while holding the loader's lock: a busy
-         * bundle reports its size as of its last idle query */
-        if (!ppi_lock_mine(&b->lock, me) && ppi_lock_try(&b->lock, me)) {
-            if (b->L) b->memory_snapshot = ppi_lua_vm_memory(b->L);
-            ppi_lock_release(&b->lock);
-        }
-        n = b->memory_snapshot;
-    }
     ppi_mutex_unlock(&ld->lock);
-    return n;
+    if (!b) return -1;
+    /* never wait for a running call: a busy bundle reports its size as of its last idle
+     * query (the record stays valid: unloaded bundles are kept until the runtime goes) */
+    if (!ppi_lock_mine(&b->lock, me) && ppi_lock_try(&b->lock, me)) {
+        if (b->L) b->memory_snapshot = ppi_lua_vm_memory(b->L);
+        ppi_lua_release(b);
+    }
+    return b->memory_snapshot;
 }
 
 static void lua_loader_destroy(void *self) {

@@ -86,12 +86,18 @@ static void reap(lua_bundle *b) {
     lua_State *L = b->L;
     b->L = NULL;
     ppi_lock_release(&b->lock);
-    if (L) ppi_lua_close_later(b->rt, L); /* finalizers run guest code: no lock held */
+    if (L) ppi_lua_vm_close(b->rt, L); /* no lock of this VM held; finalizers bounded */
 }
 
 void ppi_lua_retire(lua_bundle *b) {
-    atomic_store(&b->retired, true); /* seq_cst: pairs with the load in vm_leave */
+    atomic_store(&b->retired, true); /* seq_cst: pairs with the load in ppi_lua_release */
     reap(b);
+}
+
+void ppi_lua_release(lua_bundle *b) {
+    ppi_lock_release(&b->lock);
+    /* whoever releases a retired VM last closes it (the retiring thread could not) */
+    if (PP_UNLIKELY(atomic_load(&b->retired))) reap(b);
 }
 
 /* Take b's VM lock for `call`; false (text in the thread's error buffer) when the
@@ -160,13 +166,14 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
         goto refused;
     }
     t->vm_locks++;
-    if (PP_UNLIKELY(!b->L || (c && c->retired))) {
+    bool gone = !b->L || atomic_load(&b->retired);
+    if (PP_UNLIKELY(gone || (c && c->retired))) {
         t->vm_locks--;
-        ppi_lock_release(&b->lock);
-        ppi_error_textf(b->L ? "contract '%s' of bundle `%s` was removed by a reload; resolve "
-                               "its handle again"
-                             : "contract '%s': bundle `%s` was unloaded; its interface "
-                               "pointer is stale",
+        ppi_lua_release(b);
+        ppi_error_textf(gone ? "contract '%s': bundle `%s` was unloaded; its interface "
+                               "pointer is stale"
+                             : "contract '%s' of bundle `%s` was removed by a reload; resolve "
+                               "its handle again",
                         contract, b->name);
         code = AbiErrorCode_StaleHandle;
         goto refused;
@@ -180,9 +187,8 @@ refused:
 static void vm_leave(lua_bundle *b, ppi_call *call) {
     ppi_thread *t = ppi_self();
     t->vm_locks--;
-    ppi_lock_release(&b->lock);
     ppi_lua_call_pop(call);
-    if (PP_UNLIKELY(atomic_load(&b->retired))) reap(b); /* seq_cst: pairs with retire */
+    ppi_lua_release(b);
 }
 
 /* Report a failure that was formatted into `text`: last error, then the log (Debug
@@ -195,13 +201,8 @@ static void report(lua_bundle *b, bool quiet, const char *text) {
 
 /* ── vm.call ───────────────────────────────────────────────────────────────── */
 
-void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
-                     const void *args, void *out, CallArena *arena, AbiError *out_err) {
-    lua_contract *c = loader_data.data;
-    if (PP_UNLIKELY(!c)) {
-        set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
-        return;
-    }
+static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t fn_id,
+                       const void *args, void *out, CallArena *arena, AbiError *out_err) {
     lua_bundle *b = c->bundle;
     ppi_call call;
     uint32_t code = vm_enter(b, c, &call);
@@ -285,26 +286,41 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
         snprintf(full, sizeof full, "Lua function call failed: %s", ppi_lua_error_text(L));
     }
     lua_settop(L, STACK_BASE);
-    bool quiet = call.quiet;
+    /* reported before leaving: once this call is out, the VM may close and its runtime
+     * may go */
+    report(b, call.quiet, full);
     vm_leave(b, &call);
     /* the caller's message: the error without the traceback */
     const char *text = ppi_error_textf("%s", full);
     char *tb = strstr(ppi_self()->error_text, "\nstack traceback:");
     if (tb) *tb = '\0';
-    report(b, quiet, full);
     set_call_error(out_err, code, text);
+}
+
+/* The trampolines below mark the thread as inside the bundle's runtime for as long as
+ * they touch anything it owns (ppi_enter_rt), so pp_runtime_close can wait for them. */
+
+void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
+                     const void *args, void *out, CallArena *arena, AbiError *out_err) {
+    lua_contract *c = loader_data.data;
+    if (PP_UNLIKELY(!c)) {
+        set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
+        return;
+    }
+    ppi_record *r = ppi_my_record();
+    if (PP_UNLIKELY(!r)) {
+        set_call_error(out_err, AbiErrorCode_Generic, "vm.call: out of memory");
+        return;
+    }
+    pp_runtime *prev = ppi_enter_rt(r, c->bundle->rt);
+    call_in_vm(c, instance, fn_id, args, out, arena, out_err);
+    ppi_leave_rt(r, prev);
 }
 
 /* ── instances ─────────────────────────────────────────────────────────────── */
 
-void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
-                             GuestContractInstance *out_instance) {
-    (void)args;
-    if (!out_instance) return;
-    out_instance->data = NULL;
-    out_instance->contract_id = 0;
-    lua_contract *c = loader_data.data;
-    if (!c) return;
+static void create_in_vm(lua_contract *c, const HostApi *host,
+                         GuestContractInstance *out_instance) {
     lua_bundle *b = c->bundle;
     ppi_thread *t = ppi_self();
     ppi_call call;
@@ -334,6 +350,10 @@ void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, cons
             c->next_instance++;
             out_instance->data = (void *)(uintptr_t)id;
             out_instance->contract_id = c->contract_id;
+            /* counted here, under the VM lock, unless the bundle was retired meanwhile:
+             * its unload resets the counts right after retiring it */
+            if (!atomic_load(&b->retired))
+                ppi_registry_count_instance(&b->rt->reg, c->contract_id, 1);
         } else {
             code = call.tripped ? call.tripped
                    : rc == LUA_ERRMEM ? (uint32_t)PP_ABI_OUT_OF_MEMORY
@@ -349,22 +369,33 @@ void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, cons
         }
         lua_settop(L, STACK_BASE);
     }
-    bool quiet = call.quiet;
-    vm_leave(b, &call);
     if (msg[0]) {
         char *tb = strstr(msg, "\nstack traceback:");
         if (tb) *tb = '\0';
+        report(b, call.quiet, msg);
+    }
+    vm_leave(b, &call);
+    if (msg[0]) {
         t->last_code = code;
         ppi_error_textf("%s", msg);
-        report(b, quiet, msg);
     }
 }
 
-void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
-                              GuestContractInstance instance) {
-    (void)host;
+void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, const void *args,
+                             GuestContractInstance *out_instance) {
+    (void)args;
+    if (!out_instance) return;
+    out_instance->data = NULL;
+    out_instance->contract_id = 0;
     lua_contract *c = loader_data.data;
-    if (!c || !instance.data || (uintptr_t)instance.data > INT32_MAX) return;
+    ppi_record *r = c ? ppi_my_record() : NULL;
+    if (!r) return;
+    pp_runtime *prev = ppi_enter_rt(r, c->bundle->rt);
+    create_in_vm(c, host, out_instance);
+    ppi_leave_rt(r, prev);
+}
+
+static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
     lua_bundle *b = c->bundle;
     ppi_call call;
     uint32_t code = vm_enter(b, c, &call);
@@ -387,10 +418,25 @@ void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
     if (present) {
         lua_pushnil(L);
         lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
+        ppi_registry_count_instance(&b->rt->reg, c->contract_id, -1);
     }
     lua_settop(L, STACK_BASE);
     vm_leave(b, &call);
 }
+
+void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
+                              GuestContractInstance instance) {
+    (void)host;
+    lua_contract *c = loader_data.data;
+    if (!c || !instance.data || (uintptr_t)instance.data > INT32_MAX) return;
+    ppi_record *r = ppi_my_record();
+    if (!r) return;
+    pp_runtime *prev = ppi_enter_rt(r, c->bundle->rt);
+    destroy_in_vm(c, instance);
+    ppi_leave_rt(r, prev);
+}
+
+VmCallFn ppi_lua_vm_call_fn(void) { return ppi_lua_vm_call; }
 
 int64_t pp_function_count(const GuestContractInterface *iface) {
     if (!iface) return -1;

@@ -106,7 +106,7 @@ void ppi_lua_init_result_free(lua_init_result *r, bool close_vm) {
         free(r->items[i].fn_refs);
     }
     free(r->items);
-    if (close_vm && r->L) ppi_lua_close_later(r->rt, r->L);
+    if (close_vm && r->L) ppi_lua_vm_close(r->rt, r->L);
     memset(r, 0, sizeof *r);
 }
 
@@ -431,6 +431,14 @@ int32_t ppi_lua_run_init(pp_runtime *rt, const pp_lua_config *config, const pp_m
                          pp_error *err) {
     memset(res, 0, sizeof *res);
     res->rt = rt;
+    /* loads nest (a guest, an init or a finalizer loading or reloading a bundle): each
+     * level runs a whole init on this thread's C stack */
+    size_t left = ppi_cstack_left();
+    if (left < 4 * PPI_CSTACK_RESERVE)
+        return ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "C stack overflow",
+                        "init failed for bundle `%s`: C stack overflow: %zu KiB of this "
+                        "thread's stack left (loads nested too deeply)",
+                        bundle, left / 1024);
     source_text s;
     int32_t st = read_source(m, src, bundle, &s, err);
     if (st == PP_OK) {

@@ -58,7 +58,7 @@ typedef struct lua_bundle {
     char *name;
     uint64_t call_timeout_ns; /* the loader's defaults, copied */
     uint64_t memory_limit;
-    int64_t memory_snapshot;  /* GC heap bytes at the last idle query (loader lock) */
+    _Atomic int64_t memory_snapshot; /* GC heap bytes at the last idle query */
     lua_contract *contracts;  /* live and retired records */
     struct lua_bundle *next;
 } lua_bundle;
@@ -81,10 +81,10 @@ const char *ppi_lua_error_text(lua_State *L);
  * `err` filled.  It counts as one of rt's open VMs until ppi_lua_vm_close. */
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
                           const pp_lua_config *cfg, pp_error *err);
-/* Close a VM nobody can reach any more (runs its __gc finalizers). */
+/* Close a VM nobody can reach any more.  Its __gc finalizers run here, watched: past
+ * PPI_CLOSE_NS they are stopped, so closing is bounded whatever the guest does. */
 void ppi_lua_vm_close(pp_runtime *rt, lua_State *L);
-/* The same, deferred until this thread holds no flow lock (ppi_defer). */
-void ppi_lua_close_later(pp_runtime *rt, lua_State *L);
+#define PPI_CLOSE_NS 1000000000LL
 /* A full collection (after an out-of-memory error), protected against finalizers. */
 void ppi_lua_vm_collect(lua_State *L);
 /* Did the memory limit refuse an allocation since the last ask?  (Clears the mark.) */
@@ -96,6 +96,8 @@ int64_t ppi_lua_vm_memory(lua_State *L);
  * it has a deadline or a cancel token; ppi_lua_limits_end undoes it. */
 void ppi_lua_limits_begin(lua_State *L, ppi_call *call);
 void ppi_lua_limits_end(lua_State *L, ppi_call *call);
+/* The watchdog half of ppi_lua_limits_end, without touching the VM (it is being freed). */
+void ppi_lua_limits_release(ppi_call *call);
 
 /* ── pp_lua_init.c ────────────────────────────────────────────────────────── */
 
@@ -121,7 +123,7 @@ typedef struct lua_init_result {
 int32_t ppi_lua_run_init(pp_runtime *rt, const pp_lua_config *config, const pp_manifest *m,
                          const pp_source *src, const char *bundle, lua_init_result *res,
                          pp_error *err);
-/* Free the result; close its VM too (later: ppi_lua_close_later) when `close_vm`. */
+/* Free the result; close its VM too when `close_vm`. */
 void ppi_lua_init_result_free(lua_init_result *r, bool close_vm);
 /* InitFailed with `detail` as the inner error text. */
 int32_t ppi_lua_init_failed(pp_error *err, const char *bundle, const char *detail);
@@ -144,6 +146,9 @@ void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
 /* Retire a bundle's VM: refuse new calls, and close it now if idle, else when the
  * last call leaves it.  Never waits. */
 void ppi_lua_retire(lua_bundle *b);
+/* Release b's VM lock; if b is retired, close its VM when this was the last holder.
+ * Every release of a bundle's VM lock goes through here. */
+void ppi_lua_release(lua_bundle *b);
 /* How long reload waits for a call in the bundle when no call timeout applies. */
 #define PPI_LUA_BUSY_WAIT_NS 10000000000ULL
 

@@ -19,6 +19,7 @@
 #include "lua.h"
 #include "lualib.h"
 #include "pp_lua_internal.h"
+#include "pp_lua_jit.h"
 
 /* ── small helpers ─────────────────────────────────────────────────────────── */
 
@@ -455,67 +456,85 @@ static int setup_vm(lua_State *L) {
     return 0;
 }
 
-/* ── memory accounting ─────────────────────────────────────────────────────── */
+/* ── memory accounting and closing ────────────────────────────────────────── */
 
+/*
+ * Every bundle VM allocates through vm_alloc, a thin wrapper around LuaJIT's own
+ * allocator (pp_lua_jit.c): it counts bytes, refuses growth past the memory limit
+ * (LuaJIT then raises "not enough memory", which fails the call, not the host), and
+ * recognises the last free of lua_close — the state block — so the watchdog is told
+ * the VM is gone before its memory is.
+ */
 typedef struct vm_memory {
-    size_t used;  /* bytes currently allocated by this state */
-    size_t limit; /* 0 = none; else the most `used` may reach */
-    bool refused; /* an allocation failed since the last ppi_lua_vm_take_refused */
+    void *msp;                /* LuaJIT's allocator state */
+    const void *state_block;  /* what lua_close frees last */
+    size_t used;              /* bytes currently allocated by this state */
+    size_t limit;             /* 0 = none; else the most `used` may reach */
+    bool refused;             /* an allocation failed since ppi_lua_vm_take_refused */
+    ppi_call *closing;        /* the close in progress, watched by the watchdog */
 } vm_memory;
 
-/* lua_Alloc that counts bytes and refuses growth past the limit (LuaJIT then raises
- * "not enough memory", which fails the call, not the host). */
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     vm_memory *m = ud;
     if (nsize == 0) {
-        free(ptr);
+        if (PP_UNLIKELY(ptr && ptr == m->state_block)) {
+            /* lua_close's final free: stop the watchdog from touching this VM, then
+             * let LuaJIT's allocator release everything (what close_state does for
+             * its own allocator) */
+            if (m->closing) ppi_lua_limits_release(m->closing);
+            ppi_lua_internal_destroy(m->msp);
+            return NULL;
+        }
         m->used -= ptr ? osize : 0;
-        return NULL;
+        return ppi_lua_internal_alloc(m->msp, ptr, osize, 0);
     }
     if (ptr == NULL) osize = 0;
     if (nsize > osize && m->limit && m->used + (nsize - osize) > m->limit) {
         m->refused = true;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    void *p = ppi_lua_internal_alloc(m->msp, ptr, osize, nsize);
     if (p) m->used = m->used - osize + nsize;
     return p;
 }
 
-static void close_uncounted(lua_State *L) {
+static vm_memory *memory_of(lua_State *L) {
     void *ud = NULL;
-    lua_Alloc f = lua_getallocf(L, &ud);
+    return lua_getallocf(L, &ud) == vm_alloc ? ud : NULL;
+}
+
+/* A VM whose construction failed: no guest code ran, nothing to watch. */
+static void close_fresh(lua_State *L) {
+    vm_memory *m = memory_of(L);
     lua_close(L);
-    if (f == counting_alloc) free(ud);
+    free(m);
 }
 
 void ppi_lua_vm_close(pp_runtime *rt, lua_State *L) {
     if (!L) return;
-    close_uncounted(L);
-    ppi_runtime_vm_closed(rt); /* last: the runtime may be freed right after */
-}
-
-typedef struct closing {
-    pp_runtime *rt;
-    lua_State *L;
-} closing;
-
-static void close_deferred(void *arg) {
-    closing c = *(closing *)arg;
-    free(arg);
-    ppi_lua_vm_close(c.rt, c.L);
-}
-
-void ppi_lua_close_later(pp_runtime *rt, lua_State *L) {
-    if (!L) return;
-    closing *c = malloc(sizeof *c);
-    if (!c) {
-        ppi_lua_vm_close(rt, L); /* no memory to wait with: close it now */
-        return;
+    vm_memory *m = memory_of(L);
+    /* Closing runs the guest's __gc finalizers, with hooks off: a finalizer that never
+     * returns would hang whoever closes the VM.  Closing is watched like a call with
+     * PPI_CLOSE_NS to spare; past it the watchdog lets the count hook into the
+     * finalizers, which then fail one by one. */
+    ppi_call call;
+    ppi_lua_call_push(&call, rt, NULL, NULL, 0, NULL);
+    call.deadline_ns = ppi_now_ns() + PPI_CLOSE_NS;
+    call.timeout_ns = PPI_CLOSE_NS;
+    call.cancel = NULL;
+    if (m) {
+        m->closing = &call;
+        ppi_lua_limits_begin(L, &call);
     }
-    c->rt = rt;
-    c->L = L;
-    ppi_defer(close_deferred, c);
+    lua_close(L); /* vm_alloc's final free releases the watch (limits_release) */
+    ppi_lua_call_pop(&call);
+    free(m);
+    if (call.tripped)
+        ppi_logf(rt, LogLevel_Warn, "loader.lua",
+                 "a bundle VM's __gc finalizers were still running %.1f s after it began "
+                 "closing; the rest were stopped",
+                 (double)PPI_CLOSE_NS / 1e9);
+    ppi_runtime_vm_closed(rt); /* last: the runtime may be freed right after */
 }
 
 static int collect_garbage(lua_State *L) {
@@ -524,9 +543,7 @@ static int collect_garbage(lua_State *L) {
 }
 
 void ppi_lua_vm_collect(lua_State *L) {
-    void *ud = NULL;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    vm_memory *m = f == counting_alloc ? ud : NULL;
+    vm_memory *m = memory_of(L);
     size_t limit = m ? m->limit : 0;
     if (m) m->limit = 0; /* room for the protected call itself; the GC only frees */
     lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
@@ -535,9 +552,8 @@ void ppi_lua_vm_collect(lua_State *L) {
 }
 
 bool ppi_lua_vm_take_refused(lua_State *L) {
-    void *ud = NULL;
-    if (lua_getallocf(L, &ud) != counting_alloc) return false;
-    vm_memory *m = ud;
+    vm_memory *m = memory_of(L);
+    if (!m) return false;
     bool refused = m->refused;
     m->refused = false;
     return refused;
@@ -561,21 +577,28 @@ static const char make_instance_src[] =
 
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
                           const pp_lua_config *cfg, pp_error *err) {
-    vm_memory *mem = NULL;
-    lua_State *L;
-    if (cfg->memory_limit) {
-        mem = calloc(1, sizeof *mem);
-        L = mem ? lua_newstate(counting_alloc, mem) : NULL;
-        if (!L) free(mem);
-    } else {
-        L = luaL_newstate();
-    }
-    if (!L) {
+    lua_State *L = luaL_newstate();
+    vm_memory *mem = L ? calloc(1, sizeof *mem) : NULL;
+    if (!mem) {
+        if (L) lua_close(L);
         ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "could not create a LuaJIT state",
                  "init failed for bundle `%s`: Lua VM init failed: could not create a LuaJIT "
                  "state",
                  bundle);
         return NULL;
+    }
+    /* wrap LuaJIT's own allocator (a build whose allocator or layout is not the one
+     * pp_lua_jit.c was compiled for keeps it unwrapped: no memory limit, and
+     * finalizers at close are not bounded) */
+    void *msp = NULL;
+    if (ppi_lua_is_internal_alloc(lua_getallocf(L, &msp)) && ppi_lua_layout_ok(L)) {
+        mem->msp = msp;
+        mem->state_block = ppi_lua_state_block(L);
+        mem->used = (size_t)ppi_lua_vm_memory(L);
+        lua_setallocf(L, vm_alloc, mem);
+    } else {
+        free(mem);
+        mem = NULL;
     }
     lua_pushcfunction(L, ppi_lua_traceback);
     lua_pushcfunction(L, setup_vm);
@@ -589,7 +612,7 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
         snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
                  "init failed for bundle `%s`: %s", bundle, detail);
-        close_uncounted(L);
+        close_fresh(L);
         return NULL;
     }
     lua_pushlightuserdata(L, (void *)&rt->api);
@@ -600,12 +623,12 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "Lua VM init failed",
                  "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
                  ppi_lua_error_text(L));
-        close_uncounted(L);
+        close_fresh(L);
         return NULL;
     }
     /* the limit counts what the guest allocates, not the VM's own start-up footprint;
      * a limit beyond what the address space holds saturates (no limit in effect) */
-    if (mem) {
+    if (mem && cfg->memory_limit) {
         mem->limit = cfg->memory_limit > SIZE_MAX - mem->used ? SIZE_MAX
                                                                : mem->used + cfg->memory_limit;
         mem->refused = false;

@@ -35,6 +35,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 #include "pp_lua_internal.h"
+#include "pp_lua_jit.h"
 
 enum {
     HOOK_BURST = 1,       /* once tripped, the hook fires on every instruction */
@@ -42,22 +43,9 @@ enum {
     IDLE_TICKS = 200      /* quiet ticks before it sleeps */
 };
 
-typedef struct watch {
-    _Atomic(lua_State *) vm;        /* VM of the thread's innermost limited call, or NULL */
-    _Atomic long long deadline;     /* CLOCK_MONOTONIC ns; 0 = none */
-    _Atomic(pp_cancel *) cancel;
-    _Atomic uint32_t arming;        /* the watchdog is setting a hook on `vm` */
-    _Atomic bool in_use;            /* owned by a live thread */
-    struct watch *next;             /* every record ever made (push-only) */
-} watch;
-
-static _Atomic(watch *) g_records;
 static _Atomic uint32_t g_sleeping; /* futex word: 1 while the watchdog sleeps */
 static pthread_once_t g_started = PTHREAD_ONCE_INIT;
 static bool g_running;
-static pthread_key_t g_key; /* releases a thread's record when the thread exits */
-
-static void release_record(void *p) { atomic_store(&((watch *)p)->in_use, false); }
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t expected) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -70,14 +58,19 @@ static void futex_wake(_Atomic uint32_t *addr) {
 static void limit_hook(lua_State *L, lua_Debug *ar);
 
 /* Arm `w`'s VM if its deadline passed or its token was cancelled. */
-static void check_record(watch *w, long long now) {
+static void check_record(ppi_record *w, long long now) {
     lua_State *L = atomic_load(&w->vm);
     if (!L) return;
     long long deadline = atomic_load_explicit(&w->deadline, memory_order_relaxed);
     pp_cancel *cancel = atomic_load_explicit(&w->cancel, memory_order_relaxed);
     if (!((deadline && now >= deadline) || pp_cancel_requested(cancel))) return;
     atomic_store(&w->arming, 1);
-    if (atomic_load(&w->vm) == L) lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_BURST);
+    if (atomic_load(&w->vm) == L) {
+        lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_BURST);
+        /* inside a __gc finalizer (or lua_close) LuaJIT marks hooks active so they do
+         * not fire; past the deadline they must */
+        ppi_lua_unblock_hooks(L);
+    }
     atomic_store(&w->arming, 0);
 }
 
@@ -87,7 +80,7 @@ static void *watchdog_main(void *arg) {
     for (;;) {
         bool active = false;
         long long now = ppi_now_ns();
-        for (watch *w = atomic_load(&g_records); w; w = w->next) {
+        for (ppi_record *w = ppi_records(); w; w = w->next) {
             if (!atomic_load_explicit(&w->vm, memory_order_relaxed)) continue;
             active = true;
             check_record(w, now);
@@ -98,7 +91,7 @@ static void *watchdog_main(void *arg) {
              * now either is seen here or sees `sleeping` and wakes us) */
             atomic_store(&g_sleeping, 1);
             bool any = false;
-            for (watch *w = atomic_load(&g_records); w && !any; w = w->next)
+            for (ppi_record *w = ppi_records(); w && !any; w = w->next)
                 any = atomic_load(&w->vm) != NULL;
             if (!any) futex_wait(&g_sleeping, 1);
             atomic_store(&g_sleeping, 0);
@@ -112,7 +105,6 @@ static void *watchdog_main(void *arg) {
 }
 
 static void start_watchdog(void) {
-    if (pthread_key_create(&g_key, release_record) != 0) return;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -122,27 +114,10 @@ static void start_watchdog(void) {
     pthread_attr_destroy(&attr);
 }
 
-/* This thread's record (NULL if the watchdog could not start or memory ran out). */
-static watch *my_record(ppi_thread *t) {
-    if (PP_LIKELY(t->watch != NULL)) return t->watch;
+/* This thread's record, with the watchdog running (NULL if it could not start). */
+static ppi_record *my_record(void) {
     pthread_once(&g_started, start_watchdog);
-    if (!g_running) return NULL;
-    watch *w = NULL;
-    for (watch *r = atomic_load(&g_records); r && !w; r = r->next) {
-        bool free_slot = false;
-        if (atomic_compare_exchange_strong(&r->in_use, &free_slot, true)) w = r;
-    }
-    if (!w) {
-        w = calloc(1, sizeof *w);
-        if (!w) return NULL;
-        atomic_init(&w->in_use, true);
-        watch *head = atomic_load(&g_records);
-        do w->next = head;
-        while (!atomic_compare_exchange_weak(&g_records, &head, w));
-    }
-    pthread_setspecific(g_key, w);
-    t->watch = w;
-    return w;
+    return g_running ? ppi_my_record() : NULL;
 }
 
 /* ── the hook and the per-call limits ──────────────────────────────────────── */
@@ -163,16 +138,19 @@ static void limit_hook(lua_State *L, lua_Debug *ar) {
         else {
             /* armed for an earlier call (a stale arming): stop firing; without a
              * watchdog the periodic hook stays */
-            if (ppi_self()->watch) lua_sethook(L, NULL, 0, 0);
+            if (g_running) lua_sethook(L, NULL, 0, 0);
             return;
         }
         lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_BURST);
     }
+    /* raising from a hook leaves the "hook active" mark set, and an xpcall message
+     * handler would then run unhookable: clear it, as a hook that returns would */
+    ppi_lua_hook_leave(L);
     luaL_error(L, "%s", call->tripped == PP_ABI_CALL_TIMEOUT ? "call timed out"
                                                               : "call cancelled");
 }
 
-static void publish(watch *w, lua_State *L, long long deadline, pp_cancel *cancel) {
+static void publish(ppi_record *w, lua_State *L, long long deadline, pp_cancel *cancel) {
     atomic_store_explicit(&w->deadline, deadline, memory_order_relaxed);
     atomic_store_explicit(&w->cancel, cancel, memory_order_relaxed);
     atomic_store(&w->vm, L); /* seq_cst: pairs with `sleeping` and `arming` */
@@ -184,8 +162,7 @@ static void publish(watch *w, lua_State *L, long long deadline, pp_cancel *cance
 
 void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
     if (PP_LIKELY(!call->deadline_ns && !call->cancel)) return;
-    ppi_thread *t = ppi_self();
-    watch *w = my_record(t);
+    ppi_record *w = my_record();
     if (!w) { /* no watchdog: check on a count hook instead (slower, still correct) */
         call->limited = true;
         call->saved_vm = NULL;
@@ -204,17 +181,20 @@ void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
         lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_BURST);
 }
 
+void ppi_lua_limits_release(ppi_call *call) {
+    if (!call->limited) return;
+    call->limited = false;
+    ppi_record *w = ppi_self()->record;
+    if (!w) return;
+    atomic_store(&w->vm, NULL);
+    while (atomic_load(&w->arming)) sched_yield();
+    /* the enclosing limited call, if any, is watched again */
+    if (call->saved_vm) publish(w, call->saved_vm, call->saved_deadline, call->saved_cancel);
+}
+
 void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
     if (PP_LIKELY(!call->limited)) return;
-    call->limited = false;
-    watch *w = ppi_self()->watch;
-    if (w) {
-        atomic_store(&w->vm, NULL);
-        while (atomic_load(&w->arming)) sched_yield();
-        /* the enclosing limited call, if any, is watched again */
-        if (call->saved_vm)
-            publish(w, call->saved_vm, call->saved_deadline, call->saved_cancel);
-    }
+    ppi_lua_limits_release(call);
     /* an enclosing call in the same VM that already tripped keeps its hook */
     const ppi_call *outer = call->outer;
     if (outer && call->vm && outer->vm == call->vm && outer->tripped)

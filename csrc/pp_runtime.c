@@ -208,26 +208,33 @@ int32_t ppi_closed_error(pp_error *err, const char *what) {
 }
 
 bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err) {
+    return ppi_ops_lock_within(rt, what, 0, err);
+}
+
+bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_error *err) {
     ppi_thread *t = ppi_self();
     PPI_ASSERT_MAY_TAKE(PPI_LEVEL_OPS, "the flow lock");
-    if (t->vm_locks == 0) {
+    if (t->vm_locks == 0 && t->ops_held == 0 && wait_ns == 0) {
         pthread_mutex_lock(&rt->ops);
     } else {
-        /* Out of order: a guest inside a call (VM lock held) starts a flow.  The flow
-         * lock's holder may be waiting (bounded) for this thread's VM, so wait at most
-         * PPI_NESTED_WAIT_NS (a recursive acquisition succeeds at once). */
+        /* This thread holds a lock already (a guest inside a call starts a flow, or a
+         * callback of one runtime's flow uses another runtime), or the caller set a
+         * bound: whoever holds the flow lock may be waiting for this thread, so wait
+         * at most PPI_NESTED_WAIT_NS (a recursive acquisition succeeds at once). */
+        uint64_t bound = wait_ns ? wait_ns : PPI_NESTED_WAIT_NS;
+        if (bound > (uint64_t)INT64_MAX / 2) bound = (uint64_t)INT64_MAX / 2;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec +
-                        (long long)PPI_NESTED_WAIT_NS;
+        long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)bound;
         ts.tv_sec = (time_t)(end / 1000000000LL);
         ts.tv_nsec = (long)(end % 1000000000LL);
         if (pthread_mutex_timedlock(&rt->ops, &ts) != 0) {
             ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
-                     "%s: gave up after %.0f s waiting for another load, reload or unload of "
-                     "this runtime to finish (this thread is inside a guest call, so it "
-                     "cannot wait longer without risking a deadlock)",
-                     what, (double)PPI_NESTED_WAIT_NS / 1e9);
+                     "%s: gave up after %.3f s waiting for another load, reload or unload of "
+                     "this runtime to finish%s",
+                     what, (double)bound / 1e9,
+                     wait_ns ? "" : " (this thread holds a lock already, so it cannot wait "
+                                    "longer without risking a deadlock)");
             return false;
         }
     }
@@ -239,7 +246,6 @@ void ppi_ops_unlock(pp_runtime *rt) {
     ppi_thread *t = ppi_self();
     t->ops_held--;
     pthread_mutex_unlock(&rt->ops);
-    if (t->ops_held == 0) ppi_run_deferred(t);
 }
 
 void ppi_runtime_bury(pp_runtime *rt, void *ptr, void (*free_fn)(void *ptr)) {
@@ -324,6 +330,21 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
         ppi_registry_abort_window(&rt->reg, m->id);
         ppi_registry_drop_deps(&rt->reg, m->id);
         pp_loader_release(ppi_runtime_forget(rt, m->id));
+        goto out;
+    }
+    ppi_mutex_lock(&rt->lock);
+    bool still_there = bundle_find_locked(rt, m->id) != NULL;
+    ppi_mutex_unlock(&rt->lock);
+    if (!still_there) {
+        /* unloaded while it was loading (its own init, or a callback, unloaded it):
+         * what the loader made goes too, and nothing is published */
+        if (loader->vt->unload) loader->vt->unload(loader->self, rt, m->id);
+        ppi_registry_abort_window(&rt->reg, m->id);
+        ppi_registry_drop_deps(&rt->reg, m->id);
+        st = ppi_fail(err, PP_ERR_INIT_FAILED, name, NULL, NULL,
+                      "init failed for bundle `%s`: it was unloaded while it was loading "
+                      "(by its own init, or a callback)",
+                      name);
         goto out;
     }
     ppi_registry_commit_window(&rt->reg, m->id);
@@ -429,6 +450,10 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
         goto out;
     }
     fire_phase(rt, ReloadPhaseType_Preparing, m->id, name, NULL);
+    if (atomic_load(&rt->closed)) { /* the Preparing callback closed the runtime */
+        st = ppi_closed_error(err, "reload_bundle");
+        goto out;
+    }
     int64_t live = ppi_registry_live_instances(&rt->reg, m->id);
     if (live > 0)
         ppi_logf(rt, LogLevel_Warn, "reload",
@@ -551,13 +576,15 @@ static void unload_locked(pp_runtime *rt, uint64_t bundle_id, const char *name, 
                  "contracts; they die with its VM (calls on them answer StaleHandle). "
                  "Proceeding anyway.",
                  name, (long long)live);
+    /* the loader retires the VM first (calls answer StaleHandle, a factory finishing
+     * now counts no instance), then the counts go, then the registry entries */
+    pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
+    if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
+    pp_loader_release(loader);
     ppi_registry_reset_counts(&rt->reg, bundle_id);
     ppi_registry_invalidate(&rt->reg, bundle_id);
     ppi_registry_drop_deps(&rt->reg, bundle_id);
-    pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
     atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
-    if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
-    pp_loader_release(loader);
 }
 
 int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
@@ -790,10 +817,25 @@ static bool inside_call_of(pp_runtime *rt) {
     return false;
 }
 
+/* Is some other thread still running code of `rt` (ppi_enter_rt)? */
+static bool another_thread_inside(pp_runtime *rt) {
+    ppi_record *mine = ppi_self()->record;
+    for (ppi_record *r = ppi_records(); r; r = r->next)
+        if (r != mine && atomic_load_explicit(&r->inside, memory_order_acquire) == rt)
+            return true;
+    return false;
+}
+
 int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err) {
     if (!rt) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null runtime");
-    if (!ppi_ops_lock(rt, "close", err)) return PP_ERR_RUNTIME_BUSY;
+    long long deadline = ppi_now_ns() + (long long)(wait_ns > INT64_MAX / 2 ? INT64_MAX / 2
+                                                                               : wait_ns);
+    /* closed first: flows that start from now on fail, the one in progress finishes */
     atomic_store(&rt->closed, true);
+    if (!ppi_ops_lock_within(rt, "close", wait_ns ? wait_ns : 1, err)) {
+        if (err) ppi_set_last_error(rt, err->message);
+        return PP_ERR_RUNTIME_BUSY;
+    }
     /* newest first, so dependents go before their providers */
     for (;;) {
         char name[256] = "";
@@ -806,23 +848,24 @@ int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err) {
         if (!any) break;
         unload_locked(rt, id, name, false);
     }
-    ppi_ops_unlock(rt); /* closes the idle VMs (deferred until now) */
-    if (atomic_load(&rt->open_vms) == 0) return PP_OK;
-    /* VMs with calls still inside close when those calls return */
+    ppi_ops_unlock(rt);
+    /* VMs with calls still inside close when those calls return; and a thread on its
+     * way out of a call may still touch the runtime: wait for both */
     bool self = inside_call_of(rt);
-    long long deadline = ppi_now_ns() + (long long)(wait_ns > INT64_MAX / 2 ? INT64_MAX / 2
-                                                                               : wait_ns);
-    struct timespec nap = {0, 50000};
-    while (!self && atomic_load(&rt->open_vms) > 0 && ppi_now_ns() < deadline) {
+    struct timespec nap = {0, 20000};
+    while (!self && (atomic_load(&rt->open_vms) > 0 || another_thread_inside(rt)) &&
+           ppi_now_ns() < deadline) {
         nanosleep(&nap, NULL);
         if (nap.tv_nsec < 5000000) nap.tv_nsec *= 2; /* up to 5 ms */
     }
     long left = atomic_load(&rt->open_vms);
-    if (left == 0) return PP_OK;
+    bool busy = left > 0 || another_thread_inside(rt);
+    if (!busy) return PP_OK;
     int32_t st = ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
                           "close: %ld bundle VM(s) still have calls running%s; the runtime is "
                           "closed to new work and those VMs are freed when their calls return",
-                          left, self ? " (close was called from inside one of them)" : "");
+                          left ? left : 1,
+                          self ? " (close was called from inside one of them)" : "");
     if (err) ppi_set_last_error(rt, err->message);
     return st;
 }

@@ -4,17 +4,59 @@
  * One _Thread_local record replaces what used to be half a dozen scattered
  * thread-locals: the calls this thread is running (innermost first, each with its
  * deadline and cancel token), the init windows it opened, the flow locks and VM
- * locks it holds, the limits pp_set_call_limits gave its next calls, work deferred
- * until it releases its last flow lock, and the text behind its last AbiError.
+ * locks it holds, the limits pp_set_call_limits gave its next calls, its stack bounds,
+ * and the text behind its last AbiError.
  * Nothing here is shared between threads, so nothing here needs a lock.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pp_internal.h"
 
 _Thread_local ppi_thread ppi_self_frame;
+
+/* ── shared records ──────────────────────────────────────────────────────────── */
+
+static _Atomic(ppi_record *) g_records;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_key; /* hands a thread's record back when the thread exits */
+static bool g_key_ok;
+
+static void release_record(void *p) {
+    ppi_record *r = p;
+    atomic_store(&r->inside, NULL);
+    atomic_store(&r->vm, NULL);
+    atomic_store(&r->in_use, false);
+}
+
+static void make_key(void) { g_key_ok = pthread_key_create(&g_key, release_record) == 0; }
+
+ppi_record *ppi_records(void) { return atomic_load(&g_records); }
+
+ppi_record *ppi_my_record(void) {
+    ppi_thread *t = ppi_self();
+    if (PP_LIKELY(t->record != NULL)) return t->record;
+    pthread_once(&g_key_once, make_key);
+    if (!g_key_ok) return NULL;
+    ppi_record *r = NULL;
+    for (ppi_record *x = atomic_load(&g_records); x && !r; x = x->next) {
+        bool free_slot = false;
+        if (atomic_compare_exchange_strong(&x->in_use, &free_slot, true)) r = x;
+    }
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return NULL;
+        atomic_init(&r->in_use, true);
+        ppi_record *head = atomic_load(&g_records);
+        do r->next = head;
+        while (!atomic_compare_exchange_weak(&g_records, &head, r));
+    }
+    pthread_setspecific(g_key, r);
+    t->record = r;
+    return r;
+}
 
 /* ── init windows ──────────────────────────────────────────────────────────── */
 
@@ -47,27 +89,6 @@ uint64_t ppi_current_init_bundle(pp_runtime *rt) {
     for (uint32_t i = t->init_len; i-- > 0;)
         if (t->init[i].rt == rt) return t->init[i].bundle_id;
     return 0;
-}
-
-/* ── deferred work ─────────────────────────────────────────────────────────── */
-
-void ppi_defer(void (*fn)(void *arg), void *arg) {
-    ppi_thread *t = ppi_self();
-    if (t->ops_held == 0 || t->deferred_len == PPI_MAX_DEFERRED) {
-        fn(arg); /* nothing to wait for (or no room: correct, only less lazy) */
-        return;
-    }
-    t->deferred[t->deferred_len].fn = fn;
-    t->deferred[t->deferred_len].arg = arg;
-    t->deferred_len++;
-}
-
-void ppi_run_deferred(ppi_thread *t) {
-    /* each item may defer more (a finalizer unloading a bundle): loop until empty */
-    while (t->deferred_len && t->ops_held == 0) {
-        ppi_deferred d = t->deferred[--t->deferred_len];
-        d.fn(d.arg);
-    }
 }
 
 /* ── the C stack ───────────────────────────────────────────────────────────── */

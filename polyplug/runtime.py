@@ -262,6 +262,24 @@ class RuntimeBuilder:
         return Runtime(self._config, self._loaders)
 
 
+# ── freeing ──────────────────────────────────────────────────────────────────
+
+# Runtimes whose calls were still running when they were garbage-collected: the C side
+# keeps them allocated (guest code may still call back into them), so the callback
+# handle they hold must stay alive too.  Never cleared.
+_LEAKED: list[Any] = []
+_FREE_WAIT_NS = 10_000_000_000
+
+
+def _free_runtime(ptr: Any, handle: Any) -> None:
+    """The ``ffi.gc`` destructor of a runtime: close (waiting up to 10 s for calls still
+    running), then free — or, if calls are still running, keep it and its handle."""
+    if lib.pp_runtime_close(ptr, _FREE_WAIT_NS, ffi.NULL) == 0:
+        lib.pp_runtime_free(ptr)
+    else:
+        _LEAKED.append((ptr, handle))
+
+
 # ── the runtime ──────────────────────────────────────────────────────────────
 
 
@@ -374,7 +392,7 @@ class Runtime:
         # VMs, and a guest finalizer may still log through it (a Runtime garbage-collected
         # without close() must not hand C a dead handle).
         handle = self._handle
-        self._rt: Any = ffi.gc(ptr, lambda p: (lib.pp_runtime_free(p), handle))
+        self._rt: Any = ffi.gc(ptr, lambda p: _free_runtime(p, handle))
         self._closed = False
         lib.pp_runtime_set_path_hooks(self._rt, lib.pp_py_load_hook, lib.pp_py_reload_hook,
                                       self._handle)

@@ -51,6 +51,26 @@ CASES = {
     # 11.9: bounded waits sleep instead of spinning
     "bounded_wait_sleeps": ["nested call waited: True code: 0 inner: 0",
                             "slept while waiting: True"],
+    # found by a fresh-eyes review of the above (each script says what it broke):
+    "close_from_on_reload": ["finished", "close ok in 0.0"],
+    "close_inside_other_runtimes_flow": ["finished", "rt2.close ok in 0.0",
+                                         "dropping rt2 took 0.0"],
+    "close_waits_for_a_flow": ["a call that never ends: close(timeout=1) RuntimeBusy",
+                               "an init that never ends: close(timeout=1) RuntimeBusy"],
+    "cross_runtime_flow_deadlock": ["finished"],
+    "dropped_runtime_finalizer_logs_later": ["finalizer records seen: ['finalizer ran']",
+                                             "process survived"],
+    "finalizer_reload_chain": ["outer reload: ok", "finished"],
+    "finalizer_runs_unbounded": ["1. close(timeout=1): ok", "unload: returned",
+                                 "2. call with timeout=1 s: returned"],
+    "instance_count_survives_unload": ["warnings at the second unload: []"],
+    "shared_loader_two_runtimes": ["hung threads: 0", "unexpected results: [] 0"],
+    "unload_self_from_init": [
+        "load raised: InitFailed init failed for bundle `zombie`: it was unloaded while it "
+        "was loading", "listed bundles: []", "handle found: False", "close: ok"],
+    "unload_self_from_reload_init": [
+        "reload raised: BundleNotFound reload of bundle `z` not applied: it was unloaded",
+        "listed bundles: []", "handle found: False", "close: ok"],
 }
 
 

@@ -12,6 +12,7 @@ out of the documented order aborts the run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def run(driver: Path, work: Path, scenario: str, *extra: str) -> str:
     try:
         proc = subprocess.run([str(driver), "--work", str(work), "--scenario", scenario, *extra],
                               capture_output=True, text=True, timeout=180,
-                              env={**__import__("os").environ, **SAN_ENV})
+                              env={**os.environ, **SAN_ENV})
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{scenario} did not finish in 180 s (a hang):\n{exc.stdout}")
     reports = [m for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
@@ -73,6 +74,44 @@ def test_randomized_schedule(san_driver: Path, tmp_path: Path) -> None:
     assert "operations=" in out
 
 
+BREAKER_SRC = HERE / "c" / "breaker_driver.c"
+BREAKER_CASES = {
+    # the last call out of a retired VM, or an instance creation, racing pp_runtime_free
+    "free-race-error": (["--iterations", "60"], "no use-after-free seen"),
+    "free-race-create": (["--iterations", "600"], "no use-after-free seen"),
+    # calls through a kept interface that start after unload returned answer StaleHandle
+    "retired-runs": (["--iterations", "8"], "in 0 of them calls"),
+    "retired-one-call": (["--iterations", "8"], "in 0 of 8 runs"),
+    # lock-free lookups while a slot is reused: every answer from the handle's own bundle
+    "slot-reuse": (["--iterations", "2"], " 0 wrong"),
+    # a finalizer that reloads its own bundle: bounded by the C-stack check, not a crash
+    "finalizer-reload": ([], "finalizer-reload: first reload PP_OK"),
+}
+
+
+@pytest.fixture(scope="module")
+def breaker() -> Path:
+    try:
+        return cbuild.build_program("breaker_driver", [BREAKER_SRC], sanitize=True, opt="-O1")
+    except cbuild.CBuildError as exc:
+        pytest.fail(f"could not build the ASan+UBSan breaker driver:\n{exc}")
+
+
+@pytest.mark.parametrize("scenario", sorted(BREAKER_CASES))
+def test_review_findings_stay_fixed(scenario: str, breaker: Path, tmp_path: Path) -> None:
+    extra, marker = BREAKER_CASES[scenario]
+    try:
+        proc = subprocess.run([str(breaker), "--work", str(tmp_path), "--scenario", scenario,
+                               *extra], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **SAN_ENV})
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{scenario} did not finish in 300 s (a hang):\n{exc.stdout}")
+    reports = [m for m in ("ERROR: AddressSanitizer", "runtime error:", "lock order violated")
+               if m in proc.stderr]
+    assert proc.returncode == 0 and not reports and marker in proc.stdout, (
+        f"{scenario}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
+
+
 @pytest.mark.parametrize("scenario", ["stale-interface", "close-busy", "random"])
 def test_valgrind_memcheck(scenario: str, tmp_path: Path) -> None:
     """The same scenarios under valgrind memcheck (uninstrumented build, JIT code too)."""
@@ -85,7 +124,8 @@ def test_valgrind_memcheck(scenario: str, tmp_path: Path) -> None:
     extra = ["--seconds", "2", "--threads", "3"] if scenario == "random" else []
     proc = subprocess.run([valgrind, "--tool=memcheck", "--leak-check=full",
                            "--errors-for-leak-kinds=definite", "--error-exitcode=99",
-                           "--smc-check=all-non-file", "-q", str(exe), "--work", str(tmp_path),
+                           "--smc-check=all-non-file", "--fair-sched=yes", "-q", str(exe),
+                           "--work", str(tmp_path),
                            "--scenario", scenario, *extra],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and f"{scenario} problems=0" in proc.stdout, (

@@ -98,7 +98,7 @@ static void on_log(void *user_data, uint32_t level, StringView scope, StringView
  *   fn 0: *out = tag * 2^40 + version * 4096 + *args   (who answered, which version)
  *   fn 1: args = {iface, arg}: calls fn 0 of that interface, *out = its result, or its
  *         AbiError code (below 2^40: no tag)
- *   fn 2: spins *args microseconds
+ *   fn 2: sets *out (a uint32, when given) to 1, then spins *args microseconds
  *   fn 3: raises an error
  * `broken` makes polyplug_init raise. */
 static bool write_bundle(const char *name, const char *contract, int tag, unsigned version,
@@ -111,7 +111,13 @@ static bool write_bundle(const char *name, const char *contract, int tag, unsign
              "local pg = require(\"polyplug_guest\")\n"
              "require(\"abi\")\n"
              "local TAG, V = %d, %u\n"
-             "local function now() return os.clock() end\n"
+             "ffi.cdef[[ typedef struct { long s, ns; } lc_ts;\n"
+             "           int clock_gettime(int clock, lc_ts *ts); ]]\n"
+             "local ts = ffi.new(\"lc_ts\")\n"
+             "local function now()\n"
+             "    ffi.C.clock_gettime(1, ts)\n"
+             "    return tonumber(ts.s) + tonumber(ts.ns) / 1e9\n"
+             "end\n"
              "local function answer(_, args, out)\n"
              "    pg.ptr(out, \"uint64_t *\")[0] = TAG * 2^40 + V * 4096 + pg.ptr(args, \"const uint32_t *\")[0]\n"
              "end\n"
@@ -123,7 +129,8 @@ static bool write_bundle(const char *name, const char *contract, int tag, unsign
              "    iface.dispatch.vm.call(iface.dispatch.vm.loader_data, ffi.new(\"GuestContractInstance\"), 0, arg, res, nil, err)\n"
              "    pg.ptr(out, \"uint64_t *\")[0] = err[0].code == 0 and res[0] or err[0].code\n"
              "end\n"
-             "local function spin(_, args)\n"
+             "local function spin(_, args, out)\n"
+             "    if out ~= 0 then pg.ptr(out, \"volatile uint32_t *\")[0] = 1 end\n"
              "    local t = now() + pg.ptr(args, \"const uint32_t *\")[0] / 1e6\n"
              "    while now() < t do end\n"
              "end\n"
@@ -278,13 +285,15 @@ typedef struct slow_call {
     const GuestContractInterface *iface;
     uint32_t micros;
     uint32_t code;
-    atomic_bool started;
+    volatile uint32_t inside; /* the guest sets it once it runs */
 } slow_call;
 
 static void *run_slow(void *arg) {
     slow_call *s = arg;
-    atomic_store(&s->started, true);
-    s->code = raw_call(s->iface, NULL, 0, 2, &s->micros, NULL);
+    AbiError err;
+    memset(&err, 0, sizeof err);
+    pp_call(s->iface, NULL, 0, 2, &s->micros, (void *)&s->inside, NULL, &err);
+    s->code = err.code;
     return NULL;
 }
 
@@ -298,11 +307,10 @@ static int scenario_close(bool busy) {
         fprintf(stderr, "setup failed: %s\n", e.message);
         return 2;
     }
-    slow_call s = {resolve(&a), busy ? 1000000u : 300000u, 99, false};
+    slow_call s = {resolve(&a), busy ? 1000000u : 300000u, 99, 0};
     pthread_t th;
     pthread_create(&th, NULL, run_slow, &s);
-    while (!atomic_load(&s.started)) sleep_us(50);
-    sleep_us(50000); /* the call is inside the VM */
+    while (!s.inside) sleep_us(100); /* the call is inside the VM */
     double t0 = now_s();
     int32_t st = pp_runtime_close(g_rt, busy ? 50000000ull : 5000000000ull, &e);
     double waited = now_s() - t0;

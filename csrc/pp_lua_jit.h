@@ -1,0 +1,29 @@
+/*
+ * pp_lua_jit.h — LuaJIT internals used by the loader (pp_lua_jit.c says what and why).
+ * Only public Lua types appear here, so the rest of the loader never includes a private
+ * LuaJIT header.
+ */
+#ifndef PP_LUA_JIT_H
+#define PP_LUA_JIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lua.h"
+
+/* Clear the "hook active" mark (from inside a hook that is about to raise). */
+void ppi_lua_hook_leave(lua_State *L);
+/* Let an armed hook fire inside a __gc finalizer or lua_close (any thread). */
+void ppi_lua_unblock_hooks(lua_State *L);
+/* Is the VM running a compiled trace? */
+bool ppi_lua_in_trace(lua_State *L);
+/* The block lua_close frees last (LuaJIT's GG_State). */
+const void *ppi_lua_state_block(lua_State *L);
+/* LuaJIT's own allocator, and its destructor. */
+void *ppi_lua_internal_alloc(void *msp, void *ptr, size_t osize, size_t nsize);
+bool ppi_lua_is_internal_alloc(lua_Alloc f);
+void ppi_lua_internal_destroy(void *msp);
+/* A sanity check of the private layout against a live main state. */
+bool ppi_lua_layout_ok(lua_State *L);
+
+#endif /* PP_LUA_JIT_H */
