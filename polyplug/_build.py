@@ -8,7 +8,7 @@ declarations are the ``extern "Python"`` callbacks below.
 setup.py builds the C core (``build/core/libpolyplug_core.a``) and LuaJIT
 (``csrc/luajit/``) before this module's extension is compiled; both are linked in
 statically and ``--exclude-libs,ALL`` keeps their symbols out of the extension's
-dynamic symbol table.  Both archives and the header are ``depends`` of the extension,
+dynamic symbol table.  Both archives and the headers are ``depends`` of the extension,
 so ``build_ext`` relinks it whenever one of them changed.
 """
 
