@@ -8,7 +8,9 @@
 
 #include "pp_internal.h"
 
-enum { OVERFLOW_HEADER = sizeof(ArenaOverflowBlock), OVERFLOW_MIN = 4096 };
+enum { OVERFLOW_HEADER = sizeof(ArenaOverflowBlock), OVERFLOW_MIN = 4096, OVERFLOW_ALIGN = 8 };
+_Static_assert(_Alignof(ArenaOverflowBlock) <= OVERFLOW_ALIGN,
+               "host->alloc's alignment must suit an overflow block header");
 
 static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
@@ -52,8 +54,9 @@ void *pp_arena_alloc(CallArena *arena, size_t size, size_t align) {
     if (size > SIZE_MAX - OVERFLOW_HEADER - align) return NULL;
     size_t cap = OVERFLOW_HEADER + align + size;
     if (cap < OVERFLOW_MIN) cap = OVERFLOW_MIN;
-    ArenaOverflowBlock *b = (ArenaOverflowBlock *)host->alloc(host, cap, 8);
-    if (!b) return NULL;
+    void *mem = host->alloc(host, cap, OVERFLOW_ALIGN);  /* aligned as asked: no cast needed */
+    if (!mem) return NULL;
+    ArenaOverflowBlock *b = mem;
     b->next = arena->first_overflow;
     b->capacity = cap;
     b->used = OVERFLOW_HEADER;
@@ -75,7 +78,7 @@ void pp_arena_release(CallArena *arena) {
     ArenaOverflowBlock *b = arena->first_overflow;
     while (b) {
         ArenaOverflowBlock *next = b->next;
-        if (arena->host) arena->host->free(arena->host, (uint8_t *)b, b->capacity, 8);
+        if (arena->host) arena->host->free(arena->host, (uint8_t *)b, b->capacity, OVERFLOW_ALIGN);
         b = next;
     }
     arena->first_overflow = NULL;

@@ -150,6 +150,12 @@ static void host_free(const HostApi *self, uint8_t *ptr, size_t size, size_t ali
     free(ptr);
 }
 
+/* host_alloc for typed arrays: the memory is aligned as asked, so it converts to any
+ * T * through void * without a cast that drops the alignment information. */
+static void *host_alloc_array(const HostApi *self, size_t size, size_t align) {
+    return host_alloc(self, size, align);
+}
+
 /* ── lookups ───────────────────────────────────────────────────────────────── */
 
 /* During a bundle's init window only its declared dependencies are visible. */
@@ -175,7 +181,7 @@ static ArrayGuestContractHandle host_find_all_guest_contracts(const HostApi *sel
     for (;;) {
         size_t n = ppi_registry_find_all(&rt->reg, contract_id, min_major, NULL, 0);
         if (n == 0) return arr;
-        GuestContractHandle *items = (GuestContractHandle *)host_alloc(
+        GuestContractHandle *items = host_alloc_array(
             self, n * sizeof *items, _Alignof(GuestContractHandle));
         if (!items) return arr;
         size_t got = ppi_registry_find_all(&rt->reg, contract_id, min_major, items, n);
@@ -335,7 +341,7 @@ static ArrayU64 host_list_bundles(const HostApi *self) {
     for (;;) {
         size_t n = pp_runtime_bundle_ids(rt, NULL, 0);
         if (n == 0) return arr;
-        uint64_t *items = (uint64_t *)host_alloc(self, n * sizeof *items, arr.align);
+        uint64_t *items = host_alloc_array(self, n * sizeof *items, arr.align);
         if (!items) return arr;
         if (pp_runtime_bundle_ids(rt, items, n) == n) {
             arr.items = items;
@@ -357,8 +363,7 @@ static ArrayDependencyInfo host_get_dependencies(const HostApi *self) {
     for (size_t i = 0; i < rt->bundles_len && !b; i++)
         if (rt->bundles[i].id == bundle) b = &rt->bundles[i];
     if (b && b->deps_len) {
-        DependencyInfo *items = (DependencyInfo *)host_alloc(self, b->deps_len * sizeof *items,
-                                                             arr.align);
+        DependencyInfo *items = host_alloc_array(self, b->deps_len * sizeof *items, arr.align);
         if (items) {
             for (size_t i = 0; i < b->deps_len; i++) {
                 memset(&items[i], 0, sizeof items[i]);

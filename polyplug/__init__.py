@@ -95,7 +95,7 @@ from polyplug.signature import FunctionSig
 
 
 def luajit_version() -> str:
-    """The version string of the LuaJIT linked into the extension, e.g. ``"LuaJIT 2.1.0-beta3"``."""
+    """The version string of the LuaJIT linked into the extension, e.g. ``"LuaJIT 2.1.1774896198"``."""
     return ffi.string(lib.pp_luajit_version()).decode()
 
 

@@ -8,7 +8,8 @@ declarations are the ``extern "Python"`` callbacks below.
 setup.py builds the C core (``build/core/libpolyplug_core.a``) and LuaJIT
 (``csrc/luajit/``) before this module's extension is compiled; both are linked in
 statically and ``--exclude-libs,ALL`` keeps their symbols out of the extension's
-dynamic symbol table.
+dynamic symbol table.  Both archives and the headers are ``depends`` of the extension,
+so ``build_ext`` relinks it whenever one of them changed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def header_cdef(cc: str | None = None) -> str:
     """The public header as declarations only, ready for ``FFI.cdef``."""
     compiler = shlex.split(cc or os.environ.get("CC", "cc"))
     cmd = [*compiler, "-E", "-P", "-DPP_CDEF", str(CSRC / "include" / "polyplug.h")]
-    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise RuntimeError(f"building polyplug needs a C compiler: {compiler[0]!r} not found "
+                           "(install gcc or clang, or set CC)") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"preprocessing the header failed: {shlex.join(cmd)}\n{proc.stderr}")
+    text = proc.stdout
     return "\n".join(line for line in text.splitlines() if line.strip())
 
 
@@ -52,6 +60,8 @@ ffibuilder.set_source(
     '#include "polyplug.h"\n',
     include_dirs=[str(CSRC / "include")],
     extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
+    depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def",
+                              *sorted((CSRC / "include").glob("*.h")))],
     libraries=["m", "dl", "pthread"],
     extra_compile_args=["-O2", "-Werror=incompatible-pointer-types",
                         "-Werror=implicit-function-declaration"],

@@ -467,8 +467,8 @@ def _check_entry_inside(m: ManifestData) -> None:
             raise escape
     try:
         # os.path.realpath on strings: the same answer as Path.resolve at half the cost
-        root = os.path.realpath(m.path, strict=False)
-        target = os.path.realpath(os.path.join(m.path, m.file), strict=False)
+        root = os.path.realpath(m.path)
+        target = os.path.realpath(os.path.join(m.path, m.file))
     except (OSError, ValueError, RuntimeError) as err:
         raise _parse_error(m.path, f"file `{m.file}` cannot be resolved: {err}") from None
     if os.path.islink(target):  # realpath stops at a symlink loop instead of raising

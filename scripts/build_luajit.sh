@@ -4,35 +4,43 @@
 # Output (relative to the repository root):
 #   csrc/luajit/lib/libluajit.a
 #   csrc/luajit/include/{lua.h,lualib.h,lauxlib.h,luaconf.h,luajit.h,lua.hpp}
-#   csrc/luajit/BUILD_INFO
+#   csrc/luajit/include/internal/lj_*.h   LuaJIT's private headers, for the one file
+#                                         of the loader that reads its internals
+#                                         (csrc/pp_lua_jit.c)
+#   csrc/luajit/COPYRIGHT      LuaJIT's licence, from the source that was built
+#   csrc/luajit/BUILD_INFO     source, version, checksum, flags and the build key
 #
-# Source routes, first that works wins:
-#   1. $LUAJIT_SRC: a LuaJIT source tree (with src/Makefile); built from a copy.
-#   2. An existing complete csrc/luajit/: nothing to do (unless --force).
-#   3. Debian's luajit source package (pinned version), fetched with
-#      `apt-get source --download-only`: the sha256-checked orig tarball plus the
-#      CVE fixes listed in the (sha256-checked) debian tarball's patches/series,
-#      applied in series order. Needs `patch` (installed with apt-get if root).
-#   4. A pinned commit of the upstream git repository (branch v2.1).
+# Source, without root and without touching anything outside this checkout and
+# the user's cache directory:
+#   * $LUAJIT_SRC, if set: a LuaJIT 2.1 source tree, built from a copy.
+#   * otherwise the pinned source: the LuaJIT 2.1 tree inside the lupa 2.8 sdist
+#     on PyPI (third-party/luajit21), downloaded once per machine and verified
+#     against its sha256. The tarball and the built library are cached in
+#     ${XDG_CACHE_HOME:-~/.cache}/polyplug/luajit/<sha256>/, so a second checkout
+#     neither downloads nor compiles LuaJIT again.
+# csrc/luajit/ is rebuilt whenever its build key (source checksum, compiler and
+# flags, this recipe's revision) differs from the one in its BUILD_INFO.
 #
-# Usage: scripts/build_luajit.sh [--force]
-# Environment: LUAJIT_SRC, CC (default cc), JOBS (default nproc).
+# Offline: put the pinned tarball into the cache directory named in the error
+# message (it is still verified), or set LUAJIT_SRC.
+#
+# Usage: scripts/build_luajit.sh [--force | --check]
+#   --force   rebuild from source, ignoring every cache
+#   --check   only say whether csrc/luajit/ is current (exit 0) or not (exit 1)
+# Environment: LUAJIT_SRC, CC (default cc), JOBS (default nproc),
+#              PYTHON (default python3; downloads the tarball), XDG_CACHE_HOME.
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings ---
-DEB_VERSION='2.1.0~beta3+git20220320+dfsg-4.1+deb12u1'
-DEB_ORIG='luajit_2.1.0~beta3+git20220320+dfsg.orig.tar.gz'
-DEB_ORIG_SHA256='b4d18d2c5e663682bc7f473797e3ceaca8193e112824a5bdfa3e468d98618678'
-DEB_DEBIAN="luajit_${DEB_VERSION}.debian.tar.xz"
-DEB_DEBIAN_SHA256='59c6b0aae91f9debe37045812d6fb99b39f41deb7d1b254467ed3d3d417352dd'
-# Patches from debian/patches/series that are applied: those naming a CVE.
-DEB_PATCH_RE='CVE-[0-9]{4}-[0-9]{4,}'
-DEB_SUITE='bookworm'
-DEB_SRC_FILE='/etc/apt/sources.list.d/polyplug-deb-src.sources'
+# LuaJIT 2.1 (v2.1 branch, release version 1774896198) as vendored by lupa 2.8.
+PIN_NAME='lupa-2.8.tar.gz'
+PIN_URL='https://files.pythonhosted.org/packages/c3/a6/0f869fbb07c393f15473b1eefefb7b5bec162fb7481803d040ed4dc46002/lupa-2.8.tar.gz'
+PIN_SHA256='d8022641b9ec8ecf2c5ecbe9f47e5a70e0b87c4b5ae921b92cb02a638e0acd08'
+PIN_SUBDIR='lupa-2.8/third-party/luajit21'
+PIN_VERSION='LuaJIT 2.1.1774896198'
 
-GIT_URL='https://github.com/LuaJIT/LuaJIT'
-GIT_BRANCH='v2.1'
-GIT_COMMIT='871db2c84ecefd70a850e03a6c340214a81739f0'
+# Bump when the way the library is built changes, so old builds are not reused.
+RECIPE=3
 
 HEADERS=(lua.h lualib.h lauxlib.h luaconf.h luajit.h lua.hpp)
 
@@ -40,29 +48,33 @@ HEADERS=(lua.h lualib.h lauxlib.h luaconf.h luajit.h lua.hpp)
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
 OUT="$REPO_ROOT/csrc/luajit"
+NOTICE="$REPO_ROOT/LICENSE.LuaJIT"
 
 log()  { printf 'build_luajit: %s\n' "$*" >&2; }
 die()  { printf 'build_luajit: error: %s\n' "$*" >&2; exit 1; }
 
-FORCE=0
+FORCE=0; CHECK=0
 for arg in "$@"; do
   case "$arg" in
     --force|-f) FORCE=1 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --check) CHECK=1 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
 done
 
 CC="${CC:-cc}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
+PYTHON="${PYTHON:-python3}"
 CFLAGS_LJ='-O2 -fPIC'
 XCFLAGS_LJ='-DLUAJIT_ENABLE_CHECKHOOK'
 
-is_built() {
-  [[ -f "$OUT/lib/libluajit.a" && -f "$OUT/BUILD_INFO" ]] || return 1
-  local h
-  for h in "${HEADERS[@]}"; do [[ -f "$OUT/include/$h" ]] || return 1; done
-}
+command -v make >/dev/null 2>&1 || die "make is not installed (needed to build LuaJIT)"
+# shellcheck disable=SC2086  # CC may hold several words
+CC_ID="$($CC --version 2>/dev/null | head -n1)" ||
+  die "C compiler '$CC' not found (install gcc or clang, or set CC)"
+# shellcheck disable=SC2086
+CC_TARGET="$($CC -dumpmachine 2>/dev/null || uname -m)"
 
 WORK=''; STAGE=''
 cleanup() {
@@ -72,206 +84,83 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/polyplug-luajit.XXXXXX")"
 
-new_work() {
-  if [[ -z "$WORK" ]]; then
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/polyplug-luajit.XXXXXX")"
-  fi
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# is_complete DIR: DIR holds a finished build (library, headers, notice, info).
+is_complete() {
+  [[ -f "$1/lib/libluajit.a" && -f "$1/BUILD_INFO" && -f "$1/COPYRIGHT" ]] || return 1
+  local h
+  for h in "${HEADERS[@]}"; do [[ -f "$1/include/$h" ]] || return 1; done
+  [[ -f "$1/include/internal/lj_obj.h" ]] || return 1
 }
 
-# Results of a successful fetch route. The route_* functions run in an `if`
-# condition, where set -e is off: every step that can fail has `|| return 1`.
-SRC_DIR=''; ROUTE=''; VERSION_EXTRA=''; TARBALL_SHA='-'; PATCHES='none'
+info_field() { sed -n "s/^$2: //p" "$1/BUILD_INFO" 2>/dev/null | head -n1; }
 
-# ------------------------------------------------------------------ routes ---
-route_env() {
-  local given="$LUAJIT_SRC"
-  [[ -f "$given/src/Makefile" ]] ||
-    die "LUAJIT_SRC=$given is not a LuaJIT source tree (no src/Makefile)"
-  given="$(cd "$given" && pwd -P)"
-  new_work
-  log "copying LUAJIT_SRC=$given"
-  mkdir "$WORK/src-env"
-  cp -a "$given/." "$WORK/src-env/"
-  chmod -R u+w "$WORK/src-env"   # the user's tree may be read-only
-  # Start from a clean tree whatever state the user's copy was in.
-  make -s -C "$WORK/src-env/src" clean >/dev/null 2>&1 || true
-  SRC_DIR="$WORK/src-env"
-  ROUTE="LUAJIT_SRC $given"
-  if [[ -d "$given/.git" ]] && command -v git >/dev/null 2>&1; then
-    VERSION_EXTRA="git $(git -C "$given" rev-parse HEAD 2>/dev/null || echo unknown)"
-  fi
+# One line naming source, version and checksum: printed by every run.
+summary() {
+  log "$(info_field "$1" version) from $(info_field "$1" source), sha256 $(info_field "$1" sha256)$2"
 }
 
-has_deb_src() {
-  # Ask apt which deb-src index targets are configured (any file, either format).
-  local lines
-  # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
-  if lines="$(apt-get indextargets --no-release-info \
-                --format '$(TARGET_OF) $(RELEASE) $(COMPONENT)' 2>/dev/null)"; then
-    grep -qx "deb-src $DEB_SUITE main" <<<"$lines"
-    return
-  fi
-  # Fallback for an apt without indextargets: scan the source lists.
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    grep -Eq "^[[:space:]]*deb-src[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+${DEB_SUITE}[[:space:]].*\bmain\b" "$f" && return 0
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -f "$f" ]] || continue
-    awk -v suite="$DEB_SUITE" '
-      BEGIN { RS=""; found=0 }
-      /(^|\n)Types:[^\n]*deb-src/ && /(^|\n)Suites:[^\n]*/ && /(^|\n)Components:[^\n]*main/ {
-        if (match($0, /(^|\n)Suites:[^\n]*/)) {
-          s = substr($0, RSTART, RLENGTH); if (s ~ ("[ :]" suite "( |$)")) found=1 } }
-      END { exit !found }' "$f" && return 0
-  done
-  return 1
+# ------------------------------------------------------------------ source ---
+# tree_digest DIR: a checksum over the files of a source tree (not .git).
+tree_digest() {
+  (cd "$1" && find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z |
+     xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
 }
 
-apt_download() {
-  (cd "$1" && timeout 300 apt-get source --download-only -q "luajit=$DEB_VERSION")
-}
-
-verify_sha256() {
-  # verify_sha256 FILE EXPECTED: dies on mismatch, prints the sum otherwise.
-  local sum
-  sum="$(sha256sum "$1" | cut -d' ' -f1)"
-  if [[ "$sum" != "$2" ]]; then
-    die "sha256 mismatch for ${1##*/}: got $sum, expected $2 (refusing to build)"
-  fi
-  printf '%s\n' "$sum"
-}
-
-ensure_patch() {
-  command -v patch >/dev/null 2>&1 && return 0
-  if [[ "$(id -u)" -ne 0 ]]; then
-    die "the Debian route needs GNU patch to apply Debian's CVE fixes, and it is not installed.
-  Install it (e.g. 'sudo apt-get install patch'), run this script as root to have it installed,
-  or point LUAJIT_SRC at a LuaJIT 2.1 source tree"
-  fi
-  log "debian route: installing patch (apt-get install -y --no-install-recommends patch)"
-  if ! DEBIAN_FRONTEND=noninteractive timeout 300 \
-        apt-get install -y -q --no-install-recommends patch >&2; then
-    log "debian route: retrying after apt-get update"
-    timeout 300 apt-get update -q >&2 || true
-    DEBIAN_FRONTEND=noninteractive timeout 300 \
-      apt-get install -y -q --no-install-recommends patch >&2 ||
-      die "could not install patch with apt-get (needed to apply Debian's CVE fixes)"
-  fi
-  command -v patch >/dev/null 2>&1 || die "patch still not found after apt-get install"
-}
-
-apply_cve_patches() {
-  # apply_cve_patches SRC DEBIAN_DIR: applies, in series order, the patches of
-  # DEBIAN_DIR/patches/series whose names mention a CVE. Dies if one fails.
-  local src="$1" pdir="$2/patches"
-  local series="$pdir/series"
-  [[ -f "$series" ]] || die "$DEB_DEBIAN has no debian/patches/series"
-  local line name opts applied=()
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    line="${line%%#*}"                                   # quilt comments
-    read -r name opts <<<"$line" || true
-    [[ -n "$name" ]] || continue
-    grep -Eiq "$DEB_PATCH_RE" <<<"$name" || { log "debian route: skipping $name (not a CVE fix)"; continue; }
-    [[ -z "$opts" || "$opts" == "-p1" ]] ||
-      die "debian/patches/series: unsupported options for $name: $opts"
-    [[ "$name" != /* && "$name" != *..* && -f "$pdir/$name" ]] ||
-      die "debian/patches/series lists $name, which is not in debian/patches"
-    log "debian route: applying $name"
-    if ! patch -d "$src" -p1 --forward --batch --fuzz=0 --no-backup-if-mismatch \
-          -i "$pdir/$name" >"$WORK/patch.log" 2>&1; then
-      cat "$WORK/patch.log" >&2
-      die "Debian patch $name does not apply to $DEB_ORIG (refusing to build without it)"
+# prepare SRC: make a copied tree report its release version. Source tarballs of
+# LuaJIT carry it in .relver (git export-subst), a submodule checkout in its git
+# history; a copy of a submodule (like lupa's) has neither, only the generated
+# src/luajit_relver.txt, which `make clean` deletes. Without this the version
+# would read "2.1.ROLLING".
+prepare() {
+  local src="$1" relver=''
+  if [[ -f "$src/.git" ]]; then rm -f "$src/.git"; fi  # a submodule pointer to nowhere
+  if ! grep -qs '^[0-9][0-9]*$' "$src/.relver"; then
+    relver="$(grep -s -o -m1 '^[0-9][0-9]*' "$src/src/luajit_relver.txt" || true)"
+    if [[ -n "$relver" && ! -d "$src/.git" ]]; then
+      printf '%s\n' "$relver" >"$src/.relver"
     fi
-    applied+=("$name")
-  done <"$series"
-  [[ "${#applied[@]}" -gt 0 ]] || die "no CVE patches found in $DEB_DEBIAN debian/patches/series"
-  PATCHES="${applied[*]}"
+  fi
+  make -s -C "$src/src" clean >/dev/null 2>&1 || true   # start from a clean tree
 }
 
-route_debian() {
-  command -v apt-get >/dev/null 2>&1 || { log "debian route: apt-get not available"; return 1; }
-  local updated=0
-  if ! has_deb_src; then
-    if [[ "$(id -u)" -ne 0 ]]; then
-      log "debian route: no deb-src entry for $DEB_SUITE main and not root (cannot add one)"
-      return 1
-    fi
-    log "debian route: adding $DEB_SRC_FILE"
-    cat >"$DEB_SRC_FILE" <<EOF
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $DEB_SUITE
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+fetch_pinned() {
+  # fetch_pinned DEST: the verified tarball at DEST, downloaded unless present.
+  local dest="$1" sum
+  if [[ -f "$dest" ]]; then
+    sum="$(sha256_of "$dest")"
+    [[ "$sum" == "$PIN_SHA256" ]] && return 0
+    log "cached $PIN_NAME has sha256 $sum, expected $PIN_SHA256: downloading it again"
+    rm -f "$dest"
+  fi
+  log "downloading $PIN_URL"
+  local part="$dest.part.$$"
+  if ! "$PYTHON" - "$PIN_URL" "$part" <<'EOF'
+import shutil, sys, urllib.request
+url, dest = sys.argv[1], sys.argv[2]
+try:
+    with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+        shutil.copyfileobj(resp, out)
+except Exception as exc:  # one line, not a traceback
+    sys.exit(f"{type(exc).__name__}: {exc}")
 EOF
-    log "debian route: apt-get update"
-    timeout 300 apt-get update -q >&2 || log "debian route: apt-get update reported errors (continuing)"
-    updated=1
+  then
+    rm -f "$part"
+    die "could not download the LuaJIT source ($PIN_URL; output above).
+  Without access to files.pythonhosted.org, fetch that file elsewhere and save it as
+    $dest
+  (it is checked against sha256 $PIN_SHA256), or point LUAJIT_SRC at a LuaJIT 2.1
+  source tree: LUAJIT_SRC=/path/to/luajit-2.1 pip install ..."
   fi
-  new_work || return 1
-  local dl="$WORK/debian"
-  mkdir "$dl" || return 1
-  # Let apt's unprivileged _apt user write the download (avoids the sandbox warning).
-  if [[ "$(id -u)" -eq 0 ]] && id _apt >/dev/null 2>&1; then
-    chmod 0755 "$WORK"; chown _apt "$dl"
+  sum="$(sha256_of "$part")"
+  if [[ "$sum" != "$PIN_SHA256" ]]; then
+    rm -f "$part"
+    die "sha256 mismatch for $PIN_NAME: got $sum, expected $PIN_SHA256 (refusing to build)"
   fi
-  log "debian route: apt-get source --download-only luajit=$DEB_VERSION"
-  if ! apt_download "$dl" >&2; then
-    # The deb-src entry may exist without its Sources index having been fetched.
-    if [[ "$updated" -eq 0 && "$(id -u)" -eq 0 ]]; then
-      log "debian route: retrying after apt-get update"
-      timeout 300 apt-get update -q >&2 || true
-      apt_download "$dl" >&2 || { log "debian route: apt-get source failed"; return 1; }
-    else
-      log "debian route: apt-get source failed"; return 1
-    fi
-  fi
-  local tarball="$dl/$DEB_ORIG" debtar="$dl/$DEB_DEBIAN"
-  [[ -f "$tarball" ]] || { log "debian route: $DEB_ORIG not downloaded"; return 1; }
-  [[ -f "$debtar" ]] || { log "debian route: $DEB_DEBIAN not downloaded"; return 1; }
-  local sum
-  sum="$(verify_sha256 "$tarball" "$DEB_ORIG_SHA256")" || exit 1
-  verify_sha256 "$debtar" "$DEB_DEBIAN_SHA256" >/dev/null || exit 1
-  log "debian route: sha256 OK ($DEB_ORIG, $DEB_DEBIAN)"
-  ensure_patch
-  mkdir "$WORK/debian-pkg" || return 1
-  tar -xJf "$debtar" -C "$WORK/debian-pkg" debian/patches ||
-    die "cannot extract debian/patches from $DEB_DEBIAN (is xz installed?)"
-  mkdir "$WORK/src-deb" || return 1
-  # The dfsg orig tarball has no top-level directory; detect either layout.
-  tar -xzf "$tarball" -C "$WORK/src-deb" || { log "debian route: cannot extract $DEB_ORIG"; return 1; }
-  if [[ -f "$WORK/src-deb/src/Makefile" ]]; then
-    SRC_DIR="$WORK/src-deb"
-  else
-    SRC_DIR="$(dirname "$(dirname "$(find "$WORK/src-deb" -maxdepth 3 -path '*/src/Makefile' | head -n1)")")"
-    [[ -f "$SRC_DIR/src/Makefile" ]] || { log "debian route: no src/Makefile in tarball"; return 1; }
-  fi
-  apply_cve_patches "$SRC_DIR" "$WORK/debian-pkg/debian"
-  ROUTE="debian luajit=$DEB_VERSION ($DEB_ORIG + CVE patches from $DEB_DEBIAN)"
-  VERSION_EXTRA="debian $DEB_VERSION"
-  TARBALL_SHA="$sum"
-}
-
-route_git() {
-  command -v git >/dev/null 2>&1 || { log "git route: git not available"; return 1; }
-  new_work || return 1
-  local d="$WORK/src-git"
-  log "git route: fetching $GIT_URL $GIT_COMMIT (branch $GIT_BRANCH)"
-  git init -q "$d" || return 1
-  if ! GIT_TERMINAL_PROMPT=0 timeout 60 git -C "$d" fetch -q --depth 1 "$GIT_URL" "$GIT_COMMIT" >&2; then
-    log "git route: fetch failed (no network access to $GIT_URL?)"; return 1
-  fi
-  git -C "$d" -c advice.detachedHead=false checkout -q FETCH_HEAD || return 1
-  [[ "$(git -C "$d" rev-parse HEAD)" == "$GIT_COMMIT" ]] || { log "git route: commit mismatch"; return 1; }
-  if ! grep -qs 'LuaJIT 2\.1' "$d/src/luajit_rolling.h" "$d/src/luajit.h"; then
-    log "git route: $GIT_COMMIT is not a LuaJIT 2.1 tree"; return 1
-  fi
-  SRC_DIR="$d"
-  ROUTE="git $GIT_URL $GIT_BRANCH@$GIT_COMMIT"
-  VERSION_EXTRA="git $GIT_COMMIT"
+  mv -f "$part" "$dest"
 }
 
 # ------------------------------------------------------------------- build ---
@@ -284,42 +173,35 @@ check_gc64() {
 }
 
 build() {
-  local src="$1"
-  local bits gc64
+  # build SRC DEST: compile SRC, then put library, headers and notice into DEST.
+  local src="$1" dest="$2" bits gc64 xcflags="$XCFLAGS_LJ"
   # shellcheck disable=SC2086
   bits="$($CC -E -dM "$src/src/lj_arch.h" 2>/dev/null | awk '$2=="LJ_ARCH_BITS"{print $3}')"
   # shellcheck disable=SC2086
-  gc64="$(check_gc64 "$src" $XCFLAGS_LJ)"
-  if [[ "$gc64" != 1 ]]; then
-    if [[ "$bits" == 64 ]]; then
-      log "GC64 is not the default for this snapshot; adding -DLUAJIT_ENABLE_GC64"
-      XCFLAGS_LJ="$XCFLAGS_LJ -DLUAJIT_ENABLE_GC64"
-      # shellcheck disable=SC2086
-      gc64="$(check_gc64 "$src" $XCFLAGS_LJ)"
-      [[ "$gc64" == 1 ]] || die "could not enable GC64 mode for this LuaJIT source"
-    else
-      log "warning: ${bits:-unknown}-bit target, GC64 not available"
-    fi
+  gc64="$(check_gc64 "$src" $xcflags)"
+  if [[ "$gc64" != 1 && "$bits" == 64 ]]; then
+    xcflags="$xcflags -DLUAJIT_ENABLE_GC64"
+    # shellcheck disable=SC2086
+    gc64="$(check_gc64 "$src" $xcflags)"
+    [[ "$gc64" == 1 ]] || die "could not enable GC64 mode for this LuaJIT source"
+  elif [[ "$gc64" != 1 ]]; then
+    log "warning: ${bits:-unknown}-bit target, GC64 not available"
   fi
-  GC64="$gc64"
 
   local targets=(libluajit.a)
-  # Newer 2.1 trees generate luajit.h from luajit_rolling.h; older ones ship it.
+  # Current 2.1 trees generate luajit.h (with the release version); old ones ship it.
   if [[ -f "$src/src/luajit_rolling.h" ]]; then targets+=(luajit.h); fi
-
-  log "building ${targets[*]} (CC=$CC CFLAGS='$CFLAGS_LJ' XCFLAGS='$XCFLAGS_LJ' -j$JOBS)"
+  log "compiling LuaJIT (CC=$CC CFLAGS='$CFLAGS_LJ' XCFLAGS='$xcflags' -j$JOBS)"
   if ! make -C "$src/src" -j"$JOBS" "${targets[@]}" \
-        BUILDMODE=static CC="$CC" CFLAGS="$CFLAGS_LJ" XCFLAGS="$XCFLAGS_LJ" \
+        BUILDMODE=static CC="$CC" CFLAGS="$CFLAGS_LJ" XCFLAGS="$xcflags" \
         >"$WORK/make.log" 2>&1; then
     tail -n 40 "$WORK/make.log" >&2
     die "LuaJIT build failed (log above)"
   fi
-  [[ -f "$src/src/libluajit.a" ]] || die "build produced no libluajit.a"
   local h
-  for h in "${HEADERS[@]}"; do
-    [[ -f "$src/src/$h" ]] || die "header $h missing from LuaJIT source after build"
+  for h in libluajit.a "${HEADERS[@]}"; do
+    [[ -f "$src/src/$h" ]] || die "$h missing from the LuaJIT tree after the build"
   done
-
   # The library ends up inside a Python extension module: prove it is PIC.
   # shellcheck disable=SC2086
   if ! $CC -shared -o "$WORK/pic-check.so" \
@@ -328,54 +210,122 @@ build() {
     cat "$WORK/pic.log" >&2
     die "libluajit.a cannot be linked into a shared object (not PIC?)"
   fi
-}
 
-install_out() {
-  local src="$1"
   local version
   version="$(sed -n 's/^#define LUAJIT_VERSION[[:space:]]*"\(.*\)"/\1/p' "$src/src/luajit.h" | head -n1)"
-  [[ -n "$version" ]] || version="unknown"
-  [[ -n "$VERSION_EXTRA" ]] && version="$version ($VERSION_EXTRA)"
+  [[ "$version" == "LuaJIT 2.1."* ]] || die "not a LuaJIT 2.1 source tree (version '${version:-?}')"
+  [[ "$version" != *ROLLING* ]] ||
+    log "warning: the tree has no release version (.relver or git history): $version"
 
+  mkdir -p "$dest/lib" "$dest/include"
+  cp "$src/src/libluajit.a" "$dest/lib/"
+  for h in "${HEADERS[@]}"; do cp "$src/src/$h" "$dest/include/"; done
+  mkdir -p "$dest/include/internal"
+  cp "$src"/src/lj_*.h "$dest/include/internal/"
+  cp "$src/COPYRIGHT" "$dest/COPYRIGHT"
+  {
+    printf 'version: %s\n' "$version"
+    printf 'source: %s\n' "$SOURCE"
+    printf 'sha256: %s\n' "$SOURCE_SHA256"
+    printf 'gc64: %s\n' "$gc64"
+    printf 'flags: CC=%s CFLAGS=%s XCFLAGS=%s BUILDMODE=static\n' "$CC" "$CFLAGS_LJ" "$xcflags"
+    printf 'compiler: %s (%s)\n' "$CC_ID" "$CC_TARGET"
+    printf 'key: %s\n' "$KEY"
+  } >"$dest/BUILD_INFO"
+}
+
+# install_dir FROM: replace csrc/luajit/ with a copy of FROM, atomically.
+install_dir() {
   mkdir -p "$REPO_ROOT/csrc"
   STAGE="$(mktemp -d "$REPO_ROOT/csrc/.luajit.stage.XXXXXX")"
-  local stage="$STAGE"
-  mkdir -p "$stage/lib" "$stage/include"
-  cp "$src/src/libluajit.a" "$stage/lib/"
-  local h
-  for h in "${HEADERS[@]}"; do cp "$src/src/$h" "$stage/include/"; done
-  {
-    printf 'route: %s\n' "$ROUTE"
-    printf 'version: %s\n' "$version"
-    printf 'sha256: %s\n' "$TARBALL_SHA"
-    printf 'patches: %s\n' "$PATCHES"
-    printf 'gc64: %s\n' "$GC64"
-    printf 'flags: CC=%s CFLAGS=%s XCFLAGS=%s BUILDMODE=static\n' "$CC" "$CFLAGS_LJ" "$XCFLAGS_LJ"
-  } >"$stage/BUILD_INFO"
-  chmod 0755 "$stage"
+  cp -R "$1/." "$STAGE/"
+  chmod 0755 "$STAGE"
   rm -rf "$OUT"
-  mv "$stage" "$OUT"
+  mv "$STAGE" "$OUT"
   STAGE=''
-  log "installed $version into ${OUT#"$REPO_ROOT"/}"
-  sed 's/^/  /' "$OUT/BUILD_INFO" >&2
 }
 
 # -------------------------------------------------------------------- main ---
-GC64='?'
 if [[ -n "${LUAJIT_SRC:-}" ]]; then
-  route_env
+  [[ -f "$LUAJIT_SRC/src/Makefile" ]] ||
+    die "LUAJIT_SRC=$LUAJIT_SRC is not a LuaJIT source tree (no src/Makefile)"
+  SRC_GIVEN="$(cd "$LUAJIT_SRC" && pwd -P)"
+  SOURCE="LUAJIT_SRC $SRC_GIVEN"
+  SOURCE_SHA256="$(tree_digest "$SRC_GIVEN") (file tree)"
 else
-  if [[ "$FORCE" -eq 0 ]] && is_built; then
-    echo "build_luajit: csrc/luajit is already built ($(sed -n 's/^version: //p' "$OUT/BUILD_INFO")); nothing to do (use --force to rebuild)"
-    exit 0
+  SOURCE="$PIN_NAME (PyPI) $PIN_SUBDIR"
+  SOURCE_SHA256="$PIN_SHA256"
+fi
+KEY="$(printf '%s\n' "recipe $RECIPE" "$SOURCE_SHA256" "$CC" "$CC_ID" "$CC_TARGET" \
+         "$CFLAGS_LJ" "$XCFLAGS_LJ" | sha256sum | cut -c1-16)"
+
+if [[ "$FORCE" -eq 0 ]] && is_complete "$OUT" && [[ "$(info_field "$OUT" key)" == "$KEY" ]]; then
+  summary "$OUT" " (csrc/luajit is up to date)"
+  exit 0
+fi
+if [[ "$CHECK" -eq 1 ]]; then
+  if is_complete "$OUT"; then
+    log "csrc/luajit is out of date: built with key $(info_field "$OUT" key), now $KEY"
+  else
+    log "csrc/luajit is not built"
   fi
-  if ! route_debian && ! route_git; then
-    die "could not obtain LuaJIT 2.1 source. Either give this machine network access to Debian's
-  mirrors (a deb-src entry for '$DEB_SUITE main' and 'apt-get source luajit=$DEB_VERSION' must work;
-  as root the script adds $DEB_SRC_FILE itself), or to $GIT_URL, or point
-  LUAJIT_SRC at a LuaJIT 2.1 source tree: LUAJIT_SRC=/path/to/luajit-2.1 $0"
-  fi
+  exit 1
 fi
 
-build "$SRC_DIR"
-install_out "$SRC_DIR"
+if [[ -n "${LUAJIT_SRC:-}" ]]; then
+  log "copying LUAJIT_SRC=$SRC_GIVEN"
+  mkdir "$WORK/src"
+  cp -R "$SRC_GIVEN/." "$WORK/src/"
+  chmod -R u+w "$WORK/src"   # the user's tree may be read-only
+  prepare "$WORK/src"
+  build "$WORK/src" "$WORK/out"
+  install_dir "$WORK/out"
+  summary "$OUT" " (built)"
+  if ! cmp -s "$OUT/COPYRIGHT" "$NOTICE"; then
+    log "note: this tree's COPYRIGHT differs from LICENSE.LuaJIT, which wheels ship"
+  fi
+  exit 0
+fi
+
+# The pinned source, through the per-machine cache.
+CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-}/.cache}"
+CACHE=''
+if [[ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]] &&
+   mkdir -p "$CACHE_ROOT/polyplug/luajit/$PIN_SHA256" 2>/dev/null &&
+   [[ -w "$CACHE_ROOT/polyplug/luajit/$PIN_SHA256" ]]; then
+  CACHE="$(cd "$CACHE_ROOT/polyplug/luajit/$PIN_SHA256" && pwd -P)"
+  # One build per machine at a time; others wait and then reuse its result.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$CACHE/.lock"
+    flock 9
+  fi
+else
+  log "warning: no writable cache directory ($CACHE_ROOT); LuaJIT is not cached"
+fi
+
+BUILT="${CACHE:+$CACHE/build-$KEY}"
+if [[ "$FORCE" -eq 0 && -n "$BUILT" ]] && is_complete "$BUILT"; then
+  install_dir "$BUILT"
+  summary "$OUT" " (cached build, $BUILT)"
+  exit 0
+fi
+
+TARBALL="${CACHE:-$WORK}/$PIN_NAME"
+fetch_pinned "$TARBALL"
+mkdir "$WORK/x"
+tar -xzf "$TARBALL" -C "$WORK/x" "$PIN_SUBDIR" || die "cannot extract $PIN_SUBDIR from $PIN_NAME"
+SRC="$WORK/x/$PIN_SUBDIR"
+prepare "$SRC"
+build "$SRC" "$WORK/out"
+[[ "$(info_field "$WORK/out" version)" == "$PIN_VERSION" ]] ||
+  die "built $(info_field "$WORK/out" version), expected $PIN_VERSION from the pinned source"
+cmp -s "$WORK/out/COPYRIGHT" "$NOTICE" ||
+  die "LICENSE.LuaJIT differs from the pinned source's COPYRIGHT: update it with the pin"
+
+if [[ -n "$BUILT" ]]; then
+  rm -rf "$BUILT"
+  cp -R "$WORK/out" "$BUILT.tmp.$$"
+  mv "$BUILT.tmp.$$" "$BUILT"
+fi
+install_dir "$WORK/out"
+summary "$OUT" " (built${BUILT:+, cached in $BUILT})"

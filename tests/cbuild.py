@@ -11,9 +11,10 @@ dependency, so load it by path from anywhere::
 
 What it does:
 
-* ``build_core(sanitize)`` runs ``make -C csrc OUT=build/core PP_VERSION=<version>``
-  (or ``OUT=build/core-san ... SAN=1``).  make is incremental, so this is cheap when
-  nothing changed, and the program never links a library older than ``csrc/``.
+* ``build_core(sanitize)`` runs ``make -C csrc OUT=build/core PP_VERSION=<version>
+  WERROR=1`` (or ``OUT=build/core-san ... SAN=1``): the tests allow no warning in our C.
+  make is incremental, so this is cheap when nothing changed, and the program never
+  links a library older than ``csrc/``.
 * ``build_program(name, sources, ...)`` compiles and links the sources with
   ``-Icsrc/include`` against ``libpolyplug_core.a`` and ``csrc/luajit/lib/libluajit.a``
   (``-lm -ldl -pthread``); ``sanitize=True`` adds ``-fsanitize=address,undefined``
@@ -120,7 +121,7 @@ def _require_luajit() -> None:
 
 def _make_core(out: Path, sanitize: bool, csrc: Path) -> Path:
     cmd = ["make", "-C", str(csrc), f"-j{os.cpu_count() or 2}", f"OUT={out}",
-           f"PP_VERSION={pp_version()}", f"PYTHON={sys.executable}"]
+           f"PP_VERSION={pp_version()}", f"PYTHON={sys.executable}", "WERROR=1"]
     cc = os.environ.get("CC")
     if cc:
         cmd.append(f"CC={cc}")

@@ -56,6 +56,7 @@ from __future__ import annotations
 import linecache
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,12 @@ SETUP_COMMANDS = (
 NOT_RUN = {
     "python benchmarks/run.py":
         "benchmarks are measurements that take seconds to minutes (benchmarks/README.md)",
+    "sudo apt-get install": "installs the system packages of the prerequisites (.ci/run does)",
+    "python3 -m venv": "creates and activates the environment the set-up commands run in",
+    "python -m pip install":
+        "installs into the current environment (.ci/run installs the wheel and the tools)",
+    "scripts/build_wheel.sh":
+        "builds the release sdist and wheel, a minute or more with PyPI access (.ci/run does)",
 }
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<info>.*)$")
@@ -347,7 +354,11 @@ def run_shell(block: Block, state: DocState) -> None:
     bindir = state.work / ".bin"
     if not bindir.exists():
         bindir.mkdir()
-        (bindir / "python").symlink_to(sys.executable)
+        # A wrapper, not a symlink: a venv's interpreter reached through a symlink outside
+        # the venv finds no pyvenv.cfg and runs as the base interpreter, without the venv.
+        wrapper = bindir / "python"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        wrapper.chmod(0o755)
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
                POLYPLUG=str(ROOT), PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -375,6 +386,12 @@ def run_shell(block: Block, state: DocState) -> None:
             else:
                 raise AssertionError(f"{block.id}: `{command}`: expected output line "
                                      f"{line!r} not found (in order) in:\n{proc.stdout}")
+
+
+def test_shell_blocks_run_this_interpreter(tmp_path: Path) -> None:
+    """`python` in sh/console blocks is the interpreter running the tests, venv included."""
+    text = f"$ python -c 'import sys; print(sys.prefix)'\n{sys.prefix}\n"
+    run_shell(Block(ROOT / "README.md", 0, 1, "console", {}, text), DocState(work=tmp_path))
 
 
 def cbuild() -> Any:
@@ -443,10 +460,12 @@ def test_every_document_has_blocks() -> None:
 
 
 def test_readme_set_up_commands_are_verbatim() -> None:
-    """The two set-up commands stay exactly as a fresh machine runs them."""
+    """The two set-up commands stay exactly as a fresh machine (CI) runs them."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     for command in SETUP_COMMANDS:
         assert f"```sh\n{command}\n```" in text
+        assert f"\n    {command} || exit 1\n" in ci, f".ci/run does not run {command!r}"
 
 
 def _anchors(doc: Path) -> set[str]:
