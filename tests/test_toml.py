@@ -27,6 +27,7 @@ import string
 import struct
 import sys
 from datetime import timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -467,6 +468,14 @@ SAME = [
 @pytest.mark.parametrize("text", SAME)
 def test_corner(text: str) -> None:
     compare(text)
+
+
+CORPUS = sorted((Path(__file__).parent / "c" / "toml_corpus").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
+def test_seed_corpus_reads_the_same(path: Path) -> None:
+    assert compare(path.read_text(encoding="utf-8")) == "same values"
 
 
 def test_depth_limit_is_by_design_and_exact() -> None:
