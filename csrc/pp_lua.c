@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lauxlib.h"
 #include "lua.h"
@@ -138,8 +139,13 @@ static int32_t read_source(const pp_manifest *m, const pp_source *src, const cha
     }
     size_t cap = 0, len = 0;
     char *buf = NULL;
+    /* room for the whole file at once: growing a 64 KiB buffer cost a 64 KiB copy */
+    struct stat fst;
+    size_t chunk = fstat(fileno(f), &fst) == 0 && fst.st_size > 0 && fst.st_size < (1 << 30)
+                       ? (size_t)fst.st_size + 1
+                       : 65536;
     for (;;) {
-        if (!ppi_grow((void **)&buf, &cap, len + 65536, 1)) {
+        if (len == cap && !ppi_grow((void **)&buf, &cap, len + chunk, 1)) {
             fclose(f);
             free(buf);
             return ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");

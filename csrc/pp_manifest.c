@@ -847,7 +847,7 @@ static int32_t doc_from_text(const char *text, size_t len, StringView dir, const
     char msg[512];
     size_t off;
     bool was_oom;
-    ppt_doc *t = ppt_parse(text, len, msg, sizeof msg, &off, &was_oom);
+    ppt_doc *t = ppt_parse(text, len, true, msg, sizeof msg, &off, &was_oom);
     if (!t) {
         if (was_oom) return ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
         char *full = malloc(2048);
@@ -936,14 +936,12 @@ static void parent_in_place(char *path) {
 }
 
 static char *join_manifest(const char *dir) {
-    size_t n = strlen(dir);
+    size_t n = strcmp(dir, ".") == 0 ? 0 : strlen(dir);
     char *p = malloc(n + sizeof MANIFEST_NAME + 1);
     if (!p) return NULL;
-    if (strcmp(dir, ".") == 0)
-        strcpy(p, MANIFEST_NAME);
-    else
-        snprintf(p, n + sizeof MANIFEST_NAME + 1, "%s%s%s", dir,
-                 n && dir[n - 1] == '/' ? "" : "/", MANIFEST_NAME);
+    memcpy(p, dir, n);
+    if (n && dir[n - 1] != '/') p[n++] = '/';
+    memcpy(p + n, MANIFEST_NAME, sizeof MANIFEST_NAME);
     return p;
 }
 
@@ -1454,7 +1452,9 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
     if (!d->json) {
         ppi_buf b = {0};
         const pp_manifest *m = &d->m;
-        ppi_buf_printf(&b, "{\"id\":%llu,\"name\":", (unsigned long long)m->id);
+        ppi_buf_puts(&b, "{\"id\":");
+        ppi_buf_u64(&b, m->id);
+        ppi_buf_puts(&b, ",\"name\":");
         ppi_buf_json_str(&b, m->name);
         ppi_buf_puts(&b, ",\"loader\":");
         ppi_buf_json_str(&b, m->loader);
@@ -1470,7 +1470,8 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
         for (size_t i = 0; i < d->fcounts_len; i++) {
             if (i) ppi_buf_putn(&b, ",", 1);
             ppi_buf_json_str(&b, d->fcounts[i].key);
-            ppi_buf_printf(&b, ":%u", d->fcounts[i].count);
+            ppi_buf_putn(&b, ":", 1);
+            ppi_buf_u64(&b, d->fcounts[i].count);
         }
         ppi_buf_puts(&b, "},\"dependencies\":[");
         for (size_t i = 0; i < m->dependencies_len; i++) {
@@ -1486,11 +1487,14 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
                 ppi_buf_json_str(&b, x->bundle);
             else
                 ppi_buf_puts(&b, "null");
-            ppi_buf_printf(&b, ",%llu,", (unsigned long long)d->deps[i].contract_id);
+            ppi_buf_putn(&b, ",", 1);
+            ppi_buf_u64(&b, d->deps[i].contract_id);
+            ppi_buf_putn(&b, ",", 1);
             if (x->has_bundle_id)
-                ppi_buf_printf(&b, "%llu]", (unsigned long long)d->deps[i].bundle_id);
+                ppi_buf_u64(&b, d->deps[i].bundle_id);
             else
-                ppi_buf_puts(&b, "null]");
+                ppi_buf_puts(&b, "null");
+            ppi_buf_putn(&b, "]", 1);
         }
         ppi_buf_printf(&b, "],\"needs_reinit_on_dep_reload\":%s,\"bundle_dependencies\":",
                        m->needs_reinit_on_dep_reload ? "true" : "false");
@@ -1505,16 +1509,23 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
                 const sig_fn *fn = &sc->fns[i];
                 ppi_buf_puts(&b, i ? ",[" : "[");
                 ppi_buf_json_str(&b, fn->name);
-                ppi_buf_printf(&b, ",%u,[", fn->id);
-                for (size_t k = 0; k < fn->nargs; k++)
-                    ppi_buf_printf(&b, "%s\"%s\"", k ? "," : "", fn->args[k]);
-                ppi_buf_printf(&b, fn->ret ? "],\"%s\"]" : "],null]", fn->ret ? fn->ret : "");
+                ppi_buf_putn(&b, ",", 1);
+                ppi_buf_u64(&b, fn->id);
+                ppi_buf_puts(&b, ",[");
+                for (size_t k = 0; k < fn->nargs; k++) {
+                    ppi_buf_puts(&b, k ? ",\"" : "\"");
+                    ppi_buf_puts(&b, fn->args[k]);
+                    ppi_buf_putn(&b, "\"", 1);
+                }
+                ppi_buf_puts(&b, fn->ret ? "],\"" : "],null]");
+                if (fn->ret) {
+                    ppi_buf_puts(&b, fn->ret);
+                    ppi_buf_puts(&b, "\"]");
+                }
             }
             ppi_buf_putn(&b, "]", 1);
         }
-        ppi_buf_printf(&b, "},\"stamp\":[%llu,%llu,%llu,%llu]}", (unsigned long long)d->stamp[0],
-                       (unsigned long long)d->stamp[1], (unsigned long long)d->stamp[2],
-                       (unsigned long long)d->stamp[3]);
+        ppi_buf_puts(&b, "}}");
         if (b.failed) {
             free(b.p);
             return NULL;
@@ -1524,6 +1535,12 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
     }
     if (len) *len = d->json_len;
     return d->json;
+}
+
+const char *pp_manifest_doc_file(const pp_manifest_doc *doc, uint64_t stamp[4]) {
+    if (!doc) return NULL;
+    if (stamp) memcpy(stamp, doc->stamp, sizeof doc->stamp);
+    return doc->where;
 }
 
 /* ── the runtime side: checks with the runtime's mode, load and reload by path ─ */
@@ -1624,7 +1641,8 @@ int32_t pp_toml_to_json(StringView text, char **json, size_t *len, pp_error *err
     char msg[512];
     size_t off;
     bool was_oom;
-    ppt_doc *t = ppt_parse((const char *)text.ptr, text.len, msg, sizeof msg, &off, &was_oom);
+    ppt_doc *t = ppt_parse((const char *)text.ptr, text.len, false, msg, sizeof msg, &off,
+                           &was_oom);
     if (!t) {
         if (was_oom) return ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
         char full[2048];

@@ -128,6 +128,16 @@ void ppi_buf_printf(ppi_buf *b, const char *fmt, ...) {
     va_end(ap2);
 }
 
+void ppi_buf_u64(ppi_buf *b, uint64_t v) {
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof digits - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    ppi_buf_putn(b, digits + sizeof digits - n, n);
+}
+
 void ppi_buf_json_str(ppi_buf *b, StringView s) {
     static const char hex[] = "0123456789abcdef";
     ppi_buf_putn(b, "\"", 1);
@@ -430,14 +440,16 @@ static const char *char_name(int c, char *buf, size_t cap) {
 /* A comment runs to the end of the line; only tab may appear among control chars. */
 static bool skip_comment(parser *P) {
     if (peek(P, 0) != '#') return true;
-    while (P->p < P->n && !newline_at(P, P->p)) {
-        int c = (uint8_t)P->s[P->p];
-        if (is_ctrl(c) && c != '\t') {
-            char nb[40];
-            return fail_at(P, P->p, "%s is not allowed in a comment", char_name(c, nb, sizeof nb));
-        }
-        P->p++;
+    const uint8_t *s = (const uint8_t *)P->s;
+    size_t p = P->p + 1;
+    for (; p < P->n; p++) {
+        uint8_t c = s[p];
+        if ((c >= 0x20 && c != 0x7f) || c == '\t') continue;
+        if (newline_at(P, p)) break;
+        char nb[40];
+        return fail_at(P, p, "%s is not allowed in a comment", char_name(c, nb, sizeof nb));
     }
+    P->p = p;
     return true;
 }
 
@@ -1060,12 +1072,12 @@ static bool parse_document(parser *P) {
     }
 }
 
-ppt_doc *ppt_parse(const char *src, size_t len, char *msg, size_t msgcap, size_t *err_off,
-                   bool *oom) {
+ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, size_t msgcap,
+                   size_t *err_off, bool *oom) {
     *oom = false;
     *err_off = 0;
     if (msgcap) msg[0] = '\0';
-    size_t bad = ppi_utf8_check((const uint8_t *)src, len);
+    size_t bad = utf8_checked ? len : ppi_utf8_check((const uint8_t *)src, len);
     if (bad < len) {
         snprintf(msg, msgcap, "invalid UTF-8 (byte 0x%02x at offset %zu)", (uint8_t)src[bad],
                  bad);
@@ -1159,7 +1171,7 @@ static bool json_value(ppi_buf *b, const ppt_value *v) {
     case PPT_INTEGER:
         if (v->u.i.neg) ppi_buf_putn(b, "-", 1);
         if (v->u.i.big) return big_decimal(b, v->text);
-        ppi_buf_printf(b, "%llu", (unsigned long long)v->u.i.mag);
+        ppi_buf_u64(b, v->u.i.mag);
         break;
     case PPT_FLOAT: {
         double f = v->u.f;

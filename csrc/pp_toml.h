@@ -83,11 +83,11 @@ typedef struct ppt_doc {
     ppt_value *root;
 } ppt_doc;
 
-/* Parse `len` bytes of UTF-8 TOML.  On failure returns NULL, writes the reason to
- * msg (no position) and the byte offset to *err_off; *oom tells an allocation failure
- * apart from a syntax error. */
-ppt_doc *ppt_parse(const char *src, size_t len, char *msg, size_t msgcap, size_t *err_off,
-                   bool *oom);
+/* Parse `len` bytes of UTF-8 TOML (checked here unless the caller did: `utf8_checked`).
+ * On failure returns NULL, writes the reason to msg (no position) and the byte offset
+ * to *err_off; *oom tells an allocation failure apart from a syntax error. */
+ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, size_t msgcap,
+                   size_t *err_off, bool *oom);
 void ppt_doc_free(ppt_doc *doc);
 
 /* Look up `key` in table `t` (NULL if absent or `t` is not a table). */
@@ -117,6 +117,7 @@ typedef struct ppi_buf {
 void ppi_buf_putn(ppi_buf *b, const void *s, size_t n);
 void ppi_buf_puts(ppi_buf *b, const char *s);
 void ppi_buf_printf(ppi_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
+void ppi_buf_u64(ppi_buf *b, uint64_t v);
 /* `s` as a JSON string literal (escaping quotes, backslashes and control characters;
  * other bytes are copied as they are, like Python's json.dumps(ensure_ascii=False)). */
 void ppi_buf_json_str(ppi_buf *b, StringView s);

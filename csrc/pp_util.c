@@ -115,6 +115,14 @@ bool ppi_view_eq(StringView a, const char *b) {
 size_t ppi_utf8_check(const uint8_t *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        if (len - i >= 8) { /* eight ASCII bytes at a time */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
         uint8_t c = s[i];
         size_t extra;
         uint32_t cp;

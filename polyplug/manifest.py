@@ -23,7 +23,8 @@ import json
 import math
 import os
 import platform
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -168,8 +169,8 @@ def _read_doc(path: str | os.PathLike[str]) -> Any:
     return _doc_from(lib.pp_manifest_doc_read, view[0])
 
 
-def _data_from_doc(doc: Any) -> tuple[ManifestData, tuple[int, ...]]:
-    """The ManifestData of a C document, and the identity of the file it was read from."""
+def _data_from_doc(doc: Any) -> ManifestData:
+    """The ManifestData of a C document, built from its JSON description."""
     length = ffi.new("size_t *")
     text = lib.pp_manifest_doc_json(doc, length)
     if text == ffi.NULL:
@@ -191,7 +192,7 @@ def _data_from_doc(doc: Any) -> tuple[ManifestData, tuple[int, ...]]:
                           for name, fid, args, ret in fns}
                     for key, fns in j["signatures"].items()},
     )
-    return m, tuple(j["stamp"])
+    return m
 
 
 def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
@@ -202,7 +203,63 @@ def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
     and :class:`ManifestParse` (``manifest parse error for `<dir>/manifest.toml`: ...``)
     if the manifest is unreadable, not UTF-8, not TOML, or has a key of the wrong type.
     """
-    return _data_from_doc(_read_doc(path))[0]
+    return _data_from_doc(_read_doc(path))
+
+
+_FIELDS = tuple(f.name for f in fields(ManifestData))
+_FILL_LOCK = threading.Lock()
+
+
+def _fill(m: ManifestData) -> None:
+    """Give a document-backed manifest its fields (once; any thread)."""
+    d = object.__getattribute__(m, "__dict__")
+    if "_doc" in d:
+        with _FILL_LOCK:
+            doc = d.get("_doc")
+            if doc is not None:
+                d.update(_data_from_doc(doc).__dict__)
+                del d["_doc"]
+
+
+class _DocManifest(ManifestData):
+    """A ManifestData that reads its fields from its C document the first time any of
+    them is used, so a load whose manifest nobody looks at builds no Python objects.
+
+    It is a ManifestData in every other respect: fields read and set as usual, and it
+    compares, copies, pickles and prints like one.
+    """
+
+    def __init__(self, *args: Any, _doc: Any = None, **kwargs: Any) -> None:
+        if _doc is None:  # built field by field (dataclasses.replace does this)
+            super().__init__(*args, **kwargs)
+        else:
+            object.__getattribute__(self, "__dict__")["_doc"] = _doc
+
+    def __getattribute__(self, name: str) -> Any:
+        _fill(self)
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _fill(self)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        _fill(self)
+        object.__delattr__(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ManifestData):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like ManifestData
+
+    def __repr__(self) -> str:
+        return "ManifestData" + super().__repr__()[len(type(self).__qualname__):]
+
+    def copy(self) -> ManifestData:
+        doc = object.__getattribute__(self, "__dict__").get("_doc")
+        return _DocManifest(_doc=doc) if doc is not None else super().copy()
 
 
 # ── manifests built in code: written out as TOML and read back by C ─────────
@@ -318,12 +375,16 @@ def check_function_counts(m: ManifestData, compatibility: int) -> list[str]:
 
 
 class CachedManifest(NamedTuple):
-    """A read manifest: the C document, its Python view, and the file's identity."""
+    """A read manifest: the C document, the bundle id, and the file's identity."""
 
     doc: Any
-    data: ManifestData
+    id: int
     manifest_file: str
     stamp: tuple[int, ...]
+
+    def manifest(self) -> ManifestData:
+        """A ManifestData of this document (its fields are built when first used)."""
+        return _DocManifest(_doc=self.doc)
 
 
 class ManifestCache:
@@ -353,8 +414,10 @@ class ManifestCache:
                                                 st.st_ctime_ns):
                 return hit
         doc = _read_doc(key)
-        data, stamp = _data_from_doc(doc)
-        entry = CachedManifest(doc, data, os.path.join(data.path, MANIFEST_NAME), stamp)
+        stamp = ffi.new("uint64_t[4]")
+        manifest_file = ffi.string(lib.pp_manifest_doc_file(doc, stamp))
+        entry = CachedManifest(doc, lib.pp_manifest_doc_view(doc).id,
+                               manifest_file.decode("utf-8", "surrogateescape"), tuple(stamp))
         if len(self._entries) >= self._capacity:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = entry

@@ -446,8 +446,8 @@ class Runtime:
         rt = self._ptr()
         entry = self._manifest_cache.read(path)
         self._check_manifest(rt, entry.doc)
-        manifest = entry.data.copy()
-        self._load(rt, entry.doc, manifest, None)
+        manifest = entry.manifest()
+        self._load(rt, entry.doc, entry.id, manifest, None)
         return manifest
 
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
@@ -455,7 +455,7 @@ class Runtime:
         rt = self._ptr()
         doc = manifest_doc(manifest)
         self._check_manifest(rt, doc)
-        self._load(rt, doc, manifest, source)
+        self._load(rt, doc, manifest.id, manifest, source)
 
     @staticmethod
     def _check_manifest(rt: Any, doc: Any) -> None:
@@ -464,7 +464,7 @@ class Runtime:
         lib.pp_runtime_check_manifest(rt, doc, err)
         check(err)
 
-    def _load(self, rt: Any, doc: Any, manifest: ManifestData,
+    def _load(self, rt: Any, doc: Any, bundle_id: int, manifest: ManifestData,
               source: Optional[BundleSource]) -> None:
         """Load a checked manifest: signature policy, function counts, then the loader."""
         self._check_signature(manifest, source)
@@ -473,10 +473,10 @@ class Runtime:
         err = new_error()
         # Record the manifest before its contracts are published: a thread asking
         # rt.contract() the moment they appear must already see their signatures.
-        fresh = self._manifests.setdefault(manifest.id, manifest) is manifest
+        fresh = self._manifests.setdefault(bundle_id, manifest) is manifest
         lib.pp_runtime_load_manifest(rt, doc, src, err)
         if err.status and fresh:
-            self._manifests.pop(manifest.id, None)
+            self._manifests.pop(bundle_id, None)
         check(err)
 
     def reload_bundle(self, path: PathLike) -> None:
@@ -493,21 +493,21 @@ class Runtime:
         try:
             entry = self._manifest_cache.read(path)
             self._check_manifest(rt, entry.doc)
-            manifest = entry.data.copy()
+            manifest = entry.manifest()
             self._check_signature(manifest)
         except _errors.PolyplugError as exc:
             # name the bundle in the Failed phase when the manifest at least parsed
-            named = entry.data if entry is not None else None
+            named = entry.manifest() if entry is not None else None
             name = named.name if named else (getattr(exc, "bundle", "") or "")
             keep: list[Any] = []
-            lib.pp_runtime_notify_reload_failed(rt, named.id if named else 0,
+            lib.pp_runtime_notify_reload_failed(rt, entry.id if entry else 0,
                                                 text_view(_encode(name), keep),
                                                 text_view(_encode(str(exc)), keep))
             raise
         err = new_error()
         lib.pp_runtime_reload(rt, lib.pp_manifest_doc_view(entry.doc), err)
         check(err)
-        self._manifests[manifest.id] = manifest
+        self._manifests[entry.id] = manifest
 
     def _check_signature(self, manifest: ManifestData,
                          source: Optional[BundleSource] = None) -> None:

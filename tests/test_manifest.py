@@ -903,21 +903,73 @@ def test_manifest_cache_serves_unchanged_files_and_sees_edits(tmp_path: Path) ->
     text = (bundle / "manifest.toml").read_text()
     (bundle / "manifest.toml").write_text(text.replace('version = "1.0.0"', 'version = "2.0.0"'))
     second = cache.read(bundle)
-    assert second is not first and second.data.version == "2.0.0"  # an edit is seen
+    assert second is not first and second.manifest().version == "2.0.0"  # an edit is seen
     (bundle / "manifest.toml").write_text(text + "version = \n")
     with pytest.raises(ManifestParse):
         cache.read(bundle)  # a broken edit is read, not served from the cache
+
+
+INIT_LUA = ('function polyplug_init() return { ["demo.c"] = { factory = function() return {} end,'
+            " functions = {} } }, { code = 0 } end\n")
 
 
 def test_loaded_manifests_are_copies_of_the_cached_one(tmp_path: Path) -> None:
     import polyplug
 
     bundle = make_bundle(tmp_path, toml_for())
-    (bundle / "bundle.lua").write_text(
-        'function polyplug_init() return { ["demo.c"] = { factory = function() return {} end,'
-        " functions = {} } }, { code = 0 } end\n")
+    (bundle / "bundle.lua").write_text(INIT_LUA)
     with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
         first = rt.load_bundle(bundle)
         first.provides.append("mutated")  # a caller's change must not reach the cache
         rt.unload_bundle(first.id)
         assert rt.load_bundle(bundle).provides == []
+
+
+def test_document_backed_manifests_behave_like_manifest_data(tmp_path: Path) -> None:
+    """load_bundle returns a ManifestData that reads its fields from the C document when
+    first used; nothing about it may differ from one read_manifest builds."""
+    import copy
+    import dataclasses
+    import pickle
+
+    import polyplug
+    from polyplug.manifest import ManifestCache
+
+    text = toml_for(provides='["demo.c@1"]') + '[function_count]\n"demo.c@1" = 0\n' + \
+        '[contracts."demo.c@1".functions]\nf = { id = 0, args = ["u32"], returns = "u32" }\n'
+    bundle = make_bundle(tmp_path, text)
+    (bundle / "bundle.lua").write_text(INIT_LUA)
+    eager = read_manifest(bundle)
+    with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
+        m = rt.load_bundle(bundle)
+        assert isinstance(m, ManifestData) and type(eager) is ManifestData
+        assert m == eager and eager == m and not (m != eager)
+        assert repr(m) == repr(eager)
+        assert rt.manifest(m.id) is m
+        assert rt.contract("demo.c", 1).f.signature == eager.signatures["demo.c@1"]["f"]
+    entry = ManifestCache().read(bundle)
+    fresh = entry.manifest()
+    fresh.name = "set-before-read"  # a field set first is kept when the rest arrive
+    assert (fresh.name, fresh.version, fresh.provides) == ("set-before-read", "1.0.0",
+                                                           ["demo.c@1"])
+    a, b = entry.manifest(), entry.manifest()
+    a.provides.append("x")  # two views of one document share no containers
+    assert b.provides == ["demo.c@1"] and a.copy().provides == ["demo.c@1", "x"]
+    unread = entry.manifest().copy()
+    assert unread == eager and copy.deepcopy(entry.manifest()) == eager
+    assert pickle.loads(pickle.dumps(entry.manifest())) == eager
+    assert dataclasses.replace(entry.manifest(), version="2.0.0").version == "2.0.0"
+    assert dataclasses.asdict(entry.manifest()) == dataclasses.asdict(eager)
+
+
+def test_document_backed_manifest_filled_from_many_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polyplug.manifest import ManifestCache
+
+    entry = ManifestCache().read(make_bundle(tmp_path, toml_for(provides='["a@1", "b@2"]')))
+    for _ in range(50):
+        m = entry.manifest()
+        with ThreadPoolExecutor(4) as pool:
+            seen = list(pool.map(lambda _: (m.name, tuple(m.provides), m.version), range(8)))
+        assert set(seen) == {("demo", ("a@1", "b@2"), "1.0.0")}
