@@ -102,7 +102,10 @@ static bool py_space(uint32_t c) {
 static uint32_t next_cp(StringView s, size_t *i) {
     uint8_t c = s.ptr[*i];
     int extra = c < 0x80 ? 0 : c < 0xE0 ? 1 : c < 0xF0 ? 2 : 3;
-    uint32_t cp = extra == 0 ? c : extra == 1 ? (c & 0x1Fu) : extra == 2 ? (c & 0x0Fu) : (c & 0x07u);
+    uint32_t cp = extra == 0   ? c
+                  : extra == 1 ? (c & 0x1Fu)
+                  : extra == 2 ? (c & 0x0Fu)
+                               : (c & 0x07u);
     (*i)++;
     for (int k = 0; k < extra && *i < s.len; k++) cp = (cp << 6) | (s.ptr[(*i)++] & 0x3Fu);
     return cp;
@@ -324,7 +327,9 @@ static bool is_top_key(StringView k) {
     return false;
 }
 
-static int32_t oom(builder *B) { return ppi_fail(B->err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory"); }
+static int32_t oom(builder *B) {
+    return ppi_fail(B->err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+}
 
 /* key `<label>`: expected <expected>, found <value> (at line L, column C) */
 static int32_t type_error(builder *B, const char *label, const char *expected,
@@ -473,7 +478,8 @@ static int32_t build_file(builder *B, const ppt_value *v) {
             continue;
         }
         bool known_os = false;
-        for (size_t k = 0; k < PP_COUNTOF(os_names); k++) known_os |= ppi_view_eq(e->key, os_names[k]);
+        for (size_t k = 0; k < PP_COUNTOF(os_names); k++)
+            known_os |= ppi_view_eq(e->key, os_names[k]);
         if (!known_os && suggest(e->key, os_names, PP_COUNTOF(os_names)))
             unknown_key(B, "file.", e, os_names, PP_COUNTOF(os_names));
         if (!known_os) continue;
@@ -482,7 +488,8 @@ static int32_t build_file(builder *B, const ppt_value *v) {
             bool known_arch = ppi_view_eq(ae->key, "x86_64") || ppi_view_eq(ae->key, "aarch64");
             if (!known_arch && suggest(ae->key, arch_names, PP_COUNTOF(arch_names))) {
                 char prefix[96];
-                snprintf(prefix, sizeof prefix, "file.%s.", ppt_show_key(e->key, shown, sizeof shown));
+                snprintf(prefix, sizeof prefix, "file.%s.",
+                         ppt_show_key(e->key, shown, sizeof shown));
                 unknown_key(B, prefix, ae, arch_names, PP_COUNTOF(arch_names));
             }
         }
@@ -533,8 +540,9 @@ static int32_t build_file(builder *B, const ppt_value *v) {
         ppi_buf_json_str(&all, names[i]);
     }
     free(names);
-    int32_t st = parse_fail_at(B->err, d->where, "no file entry for platform %s.%s, available: [%s]",
-                               PP_OS_NAME, PP_ARCH_NAME, all.failed || !all.p ? "" : all.p);
+    int32_t st = parse_fail_at(B->err, d->where,
+                               "no file entry for platform %s.%s, available: [%s]", PP_OS_NAME,
+                               PP_ARCH_NAME, all.failed || !all.p ? "" : all.p);
     free(all.p);
     return st;
 }
@@ -557,7 +565,8 @@ static int32_t build_function_counts(builder *B, const ppt_value *v) {
                                ? "; a key written after a [function_count] header belongs to "
                                  "that table: move it above [function_count]"
                                : NULL;
-        int32_t st = want_uint(B, e->value, 32, label.failed ? "function_count" : label.p, hint, &n);
+        const char *shown = label.failed ? "function_count" : label.p;
+        int32_t st = want_uint(B, e->value, 32, shown, hint, &n);
         free(label.p);
         if (st) return st;
         d->fcounts[i].key = e->key;
@@ -682,13 +691,16 @@ static int32_t build_sig_fn(builder *B, StringView contract, const ppt_entry *e,
              (const char *)contract.ptr, (int)(e->key.len > 200 ? 200 : e->key.len),
              (const char *)e->key.ptr);
     const ppt_value *spec = e->value;
-    if (!identifier(e->key)) return sig_fail(B, spec, "%s: function names must be identifiers", where);
+    if (!identifier(e->key))
+        return sig_fail(B, spec, "%s: function names must be identifiers", where);
     if (spec->type != PPT_TABLE)
-        return sig_fail(B, spec, "%s: expected a table like { id = 0, args = [...], returns = \"u32\" }",
+        return sig_fail(B, spec,
+                        "%s: expected a table like { id = 0, args = [...], returns = \"u32\" }",
                         where);
     for (size_t i = 0; i < spec->u.tab.len; i++) {
         const ppt_entry *k = &spec->u.tab.items[i];
-        if (ppi_view_eq(k->key, "id") || ppi_view_eq(k->key, "args") || ppi_view_eq(k->key, "returns"))
+        if (ppi_view_eq(k->key, "id") || ppi_view_eq(k->key, "args") ||
+            ppi_view_eq(k->key, "returns"))
             continue;
         char shown[96], tail[64] = "";
         const char *s = suggest(k->key, fn_keys, PP_COUNTOF(fn_keys));
@@ -698,13 +710,14 @@ static int32_t build_sig_fn(builder *B, StringView contract, const ppt_entry *e,
     }
     const ppt_value *id = get(spec, "id"), *args = get(spec, "args"), *ret = get(spec, "returns");
     if (!id || id->type != PPT_INTEGER || id->u.i.neg || id->u.i.big || id->u.i.mag > UINT32_MAX)
-        return sig_fail(B, id ? id : spec, "%s.id: expected the function id, an integer 0..4294967295",
-                        where);
+        return sig_fail(B, id ? id : spec,
+                        "%s.id: expected the function id, an integer 0..4294967295", where);
     fn->name = e->key;
     fn->id = (uint32_t)id->u.i.mag;
     if (args) {
         bool ok = args->type == PPT_ARRAY;
-        for (size_t i = 0; ok && i < args->u.arr.len; i++) ok = args->u.arr.items[i]->type == PPT_STRING;
+        for (size_t i = 0; ok && i < args->u.arr.len; i++)
+            ok = args->u.arr.items[i]->type == PPT_STRING;
         if (!ok) return sig_fail(B, args, "%s.args: expected a list of type names", where);
         fn->args = ppi_arena_alloc(B->d->A, (args->u.arr.len + 1) * sizeof *fn->args);
         if (!fn->args) return oom(B);
@@ -715,7 +728,8 @@ static int32_t build_sig_fn(builder *B, StringView contract, const ppt_entry *e,
         fn->nargs = args->u.arr.len;
     }
     if (ret) {
-        if (ret->type != PPT_STRING) return sig_fail(B, ret, "%s.returns: expected a type name", where);
+        if (ret->type != PPT_STRING)
+            return sig_fail(B, ret, "%s.returns: expected a type name", where);
         int32_t st = sig_type(B, ret, where, &fn->ret);
         if (st) return st;
     }
@@ -766,7 +780,8 @@ static int32_t build_signatures(builder *B, const ppt_value *v) {
         const char *key = (const char *)e->key.ptr;
         uint32_t major;
         if (!contract_key_ok(e->key, &major))
-            return sig_fail(B, e->value, "contracts.\"%.*s\": keys must be \"<contract name>@<major>\"",
+            return sig_fail(B, e->value,
+                            "contracts.\"%.*s\": keys must be \"<contract name>@<major>\"",
                             key_len, key);
         const ppt_value *body = e->value, *fns = NULL;
         if (body->type == PPT_TABLE) fns = get(body, "functions");
@@ -790,7 +805,8 @@ static int32_t build_signatures(builder *B, const ppt_value *v) {
             for (size_t k = 0; k < i; k++) {
                 if (sc->fns[k].id != sc->fns[i].id) continue;
                 return sig_fail(B, fns->u.tab.items[i].value,
-                                "contracts.\"%.*s\": functions %.*s and %.*s share id %u", key_len, key,
+                                "contracts.\"%.*s\": functions %.*s and %.*s share id %u",
+                                key_len, key,
                                 (int)sc->fns[k].name.len, (const char *)sc->fns[k].name.ptr,
                                 (int)sc->fns[i].name.len, (const char *)sc->fns[i].name.ptr,
                                 sc->fns[i].id);
@@ -1048,8 +1064,10 @@ int32_t pp_manifest_doc_read(StringView path, pp_manifest_doc **out, pp_error *e
     if (!st) {
         (*out)->stamp[0] = (uint64_t)mst.st_ino;
         (*out)->stamp[1] = (uint64_t)mst.st_size;
-        (*out)->stamp[2] = (uint64_t)mst.st_mtim.tv_sec * 1000000000u + (uint64_t)mst.st_mtim.tv_nsec;
-        (*out)->stamp[3] = (uint64_t)mst.st_ctim.tv_sec * 1000000000u + (uint64_t)mst.st_ctim.tv_nsec;
+        (*out)->stamp[2] =
+            (uint64_t)mst.st_mtim.tv_sec * 1000000000u + (uint64_t)mst.st_mtim.tv_nsec;
+        (*out)->stamp[3] =
+            (uint64_t)mst.st_ctim.tv_sec * 1000000000u + (uint64_t)mst.st_ctim.tv_nsec;
     }
 done:
     if (fd >= 0) close(fd);
@@ -1308,7 +1326,8 @@ int32_t pp_manifest_doc_check_entry(const pp_manifest_doc *doc, pp_error *err) {
     if (file.len && memchr(file.ptr, '\0', file.len)) {
         ppi_buf q = {0};
         ppi_buf_json_str(&q, file);
-        int32_t st = parse_fail_at(err, dir, "file %s contains a NUL character", q.failed ? "?" : q.p);
+        int32_t st =
+            parse_fail_at(err, dir, "file %s contains a NUL character", q.failed ? "?" : q.p);
         free(q.p);
         return st;
     }
@@ -1359,7 +1378,8 @@ int32_t pp_manifest_doc_check_entry(const pp_manifest_doc *doc, pp_error *err) {
         if (full.failed || resolve_path(dir, &root, why, sizeof why) ||
             resolve_path(full.p, &target, why, sizeof why)) {
             st = full.failed ? ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory")
-                             : parse_fail_at(err, dir, "file `%s` cannot be resolved: %s", shown, why);
+                             : parse_fail_at(err, dir, "file `%s` cannot be resolved: %s",
+                                             shown, why);
         } else {
             size_t rl = root.len;
             while (rl > 1 && root.p[rl - 1] == '/') rl--;

@@ -22,6 +22,10 @@ Memory layout (what the guest sees):
 
 Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string`` (C names such as
 ``uint32_t`` and ``double`` are accepted too).
+
+The manifest reader (``csrc/pp_manifest.c``) validates the table and hands the Python
+driver normalised type names; tests/test_manifest.py checks that it knows exactly the
+names :data:`TYPES` and :func:`normalize_type` know.
 """
 
 from __future__ import annotations

@@ -973,3 +973,143 @@ def test_document_backed_manifest_filled_from_many_threads(tmp_path: Path) -> No
         with ThreadPoolExecutor(4) as pool:
             seen = list(pool.map(lambda _: (m.name, tuple(m.provides), m.version), range(8)))
         assert set(seen) == {("demo", ("a@1", "b@2"), "1.0.0")}
+
+
+# ── the C reader and the Python call layer agree on signature types ──────────
+
+
+def _all_type_names() -> list[str]:
+    from polyplug.signature import _C_NAMES, TYPES
+
+    return sorted(set(TYPES) | set(_C_NAMES) | {"u33", "float128", "String", "", "u32 "})
+
+
+@pytest.mark.parametrize("name", _all_type_names())
+def test_signature_type_names_agree_with_the_call_layer(tmp_path: Path, name: str) -> None:
+    from polyplug.signature import normalize_type
+
+    text = toml_for() + f'[contracts."demo.c@1".functions]\nf = {{ id = 0, args = ["{name}"] }}\n'
+    bundle = make_bundle(tmp_path, text)
+    try:
+        expected = normalize_type(name)
+    except ValueError:
+        err = parse_failure(bundle)
+        assert f"contracts.\"demo.c@1\".functions.f: unknown type '{name}'" in err.reason
+    else:
+        assert read_manifest(bundle).signatures["demo.c@1"]["f"].args == (expected,)
+
+
+# ── the checks that depend on the compatibility mode ─────────────────────────
+
+
+def load_in_mode(tmp_path: Path, text: str, mode: int) -> tuple[object, list[str]]:
+    """Load a bundle with this manifest in ``mode``; (the error or None, Warn records)."""
+    import polyplug
+
+    bundle = make_bundle(tmp_path, text, dirname=f"mode{mode}")
+    (bundle / "bundle.lua").write_text(INIT_LUA)
+    warnings: list[str] = []
+    cfg = polyplug.RuntimeConfig(compatibility=polyplug.Compatibility(mode),
+                                 log=lambda lvl, scope, msg: warnings.append(msg)
+                                 if lvl == polyplug.LogLevel.Warn else None,
+                                 log_max_level=polyplug.LogLevel.Warn)
+    with polyplug.RuntimeBuilder().config(cfg).loader(polyplug.LuaLoader()).build() as rt:
+        try:
+            rt.load_bundle(bundle)
+        except polyplug.PolyplugError as exc:
+            return exc, warnings
+    return None, warnings
+
+
+STRICT_TAIL = "; the Strict compatibility mode refuses it (Relaxed warns, Yolo ignores it)"
+
+
+@pytest.mark.parametrize(("extra", "finding"), [
+    ('provieds = ["demo.c@1"]\n',
+     "unknown key `provieds` at line 8, column 1 (did you mean `provides`?)"),
+    ("nmae = 1\n", "unknown key `nmae` at line 8, column 1 (did you mean `name`?)"),
+    ("homepage = \"https://example.org\"\n", "unknown key `homepage` at line 8, column 1"),
+    ('[[dependencies]]\nkind = "contract"\n',
+     "unknown key `dependencies` at line 8, column 3 (did you mean `dependency`?)"),
+    ('[[dependency]]\nkind = "k"\ncontract = "c"\nmin_version = "1.0"\nbundel = "x"\n',
+     "unknown key `dependency[0].bundel` at line 12, column 1"
+     " (did you mean `dependency[0].bundle`?)"),
+    ('[contracts."demo.c@1"]\nfuntions = {}\n',
+     'unknown key `contracts."demo.c@1".funtions` at line 9, column 1'
+     ' (did you mean `contracts."demo.c@1".functions`?)'),
+    ('[contracts."demo.d@1".functions]\nf = { id = 0 }\n',
+     'signature table [contracts."demo.d@1"] is for a contract `provides` does not list'
+     ' at line 8, column 12 (did you mean "demo.c@1"?)'),
+    ('[contracts."demo.c@2".functions]\n',
+     'signature table [contracts."demo.c@2"] is for a contract `provides` does not list'
+     ' at line 8, column 12 (did you mean "demo.c@1"?)'),
+])
+def test_unknown_keys_per_compatibility_mode(tmp_path: Path, extra: str, finding: str) -> None:
+    text = toml_for(provides='["demo.c@1"]', function_count='{ "demo.c@1" = 0 }') + extra
+    manifest = f"{tmp_path}/mode0/manifest.toml"
+    exc, warnings = load_in_mode(tmp_path, text, STRICT)
+    assert isinstance(exc, ManifestParse)
+    assert str(exc) == f"manifest parse error for `{manifest}`: {finding}{STRICT_TAIL}"
+    exc, warnings = load_in_mode(tmp_path, text, RELAXED)
+    assert exc is None
+    assert warnings == [f"{tmp_path}/mode1/manifest.toml: {finding}; it is ignored"]
+    assert load_in_mode(tmp_path, text, YOLO) == (None, [])  # upstream ignores them
+
+
+def test_keys_scoped_into_a_table_by_mistake_get_a_hint(tmp_path: Path) -> None:
+    os_name, arch = current_platform()
+    text = (f'name = "demo"\nid = {DEMO_ID}\nloader = "lua"\n[file]\n{os_name}.{arch} = '
+            '"bundle.lua"\nversion = "1.0.0"\n')
+    exc, _ = load_in_mode(tmp_path, text, STRICT)
+    assert "key `file.version` is not a platform entry at line 6, column 1: a key written " \
+           "after a [file] header belongs to that table; move it above [file]" in str(exc)
+    text = toml_for() + '[function_count]\n"demo.c@1" = 1\nprovides = ["demo.c@1"]\n'
+    err = parse_failure(make_bundle(tmp_path, text))
+    assert err.reason == (
+        f'key `function_count."provides"`: expected {U32}, found an array (at line 8, column'
+        " 12); a key written after a [function_count] header belongs to that table: move it"
+        " above [function_count]")
+
+
+def test_known_keys_and_known_platforms_pass_every_mode(tmp_path: Path) -> None:
+    text = toml_for(provides='["demo.c@1"]', bundle_dependencies='["core@1.0"]',
+                    needs_reinit_on_dep_reload="false") + (
+        '[function_count]\n"demo.c@1" = 0\n'
+        '[[dependency]]\nkind = "contract"\ncontract = "x"\nmin_version = "1.0"\n'
+        'bundle = "core"\nbundle_id = 1\ncontract_id = 0\n'
+        '[contracts."demo.c@1".functions]\nf = { id = 0 }\n')
+    for mode in (STRICT, RELAXED, YOLO):
+        assert load_in_mode(tmp_path, text, mode) == (None, [])
+
+
+# ── a C host and the signature policy ────────────────────────────────────────
+
+
+@pytest.mark.parametrize("policy", [1, 2])
+def test_c_load_by_path_cannot_verify_signatures(tmp_path: Path, policy: int) -> None:
+    from polyplug import ffi, lib
+
+    bundle = make_bundle(tmp_path, toml_for())
+    (bundle / "bundle.lua").write_text(INIT_LUA)
+    cfg = ffi.new("RuntimeConfig *")
+    cfg.signature_policy = policy
+    cfg.log_max_level = 0  # quiet: the WarnOnly record would go to stderr
+    err = ffi.new("pp_error *")
+    rt = lib.pp_runtime_new(cfg, err)
+    loader = lib.pp_lua_loader_new(ffi.NULL)
+    try:
+        assert lib.pp_runtime_add_loader(rt, loader, err) == 0
+        raw = str(bundle).encode()
+        view = ffi.new("StringView *")
+        buf = ffi.from_buffer("uint8_t[]", raw)
+        view.ptr, view.len = buf, len(raw)
+        status = lib.pp_runtime_load_path(rt, view[0], err)
+        if policy == 2:  # Required: refused, typed, and nothing is loaded
+            assert ffi.string(lib.pp_status_exception(status)) == b"SignatureVerificationFailed"
+            assert b"signature_policy is Required" in ffi.string(err.message)
+            assert lib.pp_runtime_bundle_ids(rt, ffi.NULL, 0) == 0
+        else:  # WarnOnly: loaded
+            assert status == 0 and lib.pp_runtime_bundle_ids(rt, ffi.NULL, 0) == 1
+    finally:
+        lib.pp_loader_release(loader)
+        lib.pp_runtime_free(rt)
