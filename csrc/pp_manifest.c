@@ -1474,16 +1474,18 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
         const pp_manifest *m = &d->m;
         ppi_buf_puts(&b, "{\"id\":");
         ppi_buf_u64(&b, m->id);
-        ppi_buf_puts(&b, ",\"name\":");
-        ppi_buf_json_str(&b, m->name);
-        ppi_buf_puts(&b, ",\"loader\":");
-        ppi_buf_json_str(&b, m->loader);
-        ppi_buf_puts(&b, ",\"file\":");
-        ppi_buf_json_str(&b, m->file);
-        ppi_buf_puts(&b, ",\"path\":");
-        ppi_buf_json_str(&b, d->dir);
-        ppi_buf_puts(&b, ",\"version\":");
-        ppi_buf_json_str(&b, m->version_text);
+        const struct {
+            const char *key;
+            StringView value;
+        } texts[] = {{"name", m->name},
+                     {"loader", m->loader},
+                     {"file", m->file},
+                     {"path", d->dir},
+                     {"version", m->version_text}};
+        for (size_t i = 0; i < PP_COUNTOF(texts); i++) {
+            ppi_buf_printf(&b, ",\"%s\":", texts[i].key);
+            ppi_buf_json_str(&b, texts[i].value);
+        }
         ppi_buf_puts(&b, ",\"provides\":");
         json_str_list(&b, d->provides, m->provides_len);
         ppi_buf_puts(&b, ",\"function_count\":{");
@@ -1496,13 +1498,12 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
         ppi_buf_puts(&b, "},\"dependencies\":[");
         for (size_t i = 0; i < m->dependencies_len; i++) {
             const dep_extra *x = &d->dep_extra[i];
+            const StringView strs[] = {x->kind, d->deps[i].contract, x->min_version};
             ppi_buf_puts(&b, i ? ",[" : "[");
-            ppi_buf_json_str(&b, x->kind);
-            ppi_buf_putn(&b, ",", 1);
-            ppi_buf_json_str(&b, d->deps[i].contract);
-            ppi_buf_putn(&b, ",", 1);
-            ppi_buf_json_str(&b, x->min_version);
-            ppi_buf_putn(&b, ",", 1);
+            for (size_t k = 0; k < PP_COUNTOF(strs); k++) {
+                ppi_buf_json_str(&b, strs[k]);
+                ppi_buf_putn(&b, ",", 1);
+            }
             if (x->has_bundle)
                 ppi_buf_json_str(&b, x->bundle);
             else
