@@ -896,6 +896,7 @@ static int32_t doc_from_text(const char *text, size_t len, StringView dir, const
         pp_manifest_doc_free(d);
         return st;
     }
+    ppt_doc_drop_tree(t); /* the model holds what is needed; the nodes are garbage now */
     *out = d;
     return PP_OK;
 }

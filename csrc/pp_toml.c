@@ -39,7 +39,7 @@ void *ppi_arena_alloc(ppi_arena *a, size_t n) {
     if (n > SIZE_MAX / 2) return NULL;
     n = (n + 15) & ~(size_t)15;
     if (!a->head || a->cap - a->used < n) {
-        size_t cap = a->head ? a->head->cap * 2 : ARENA_FIRST_BLOCK;
+        size_t cap = a->head ? a->head->cap * 2 : a->first ? a->first : ARENA_FIRST_BLOCK;
         if (cap > ARENA_MAX_BLOCK) cap = ARENA_MAX_BLOCK;
         if (cap < n) cap = n;
         ppi_arena_block *b = malloc(sizeof *b + cap);
@@ -247,7 +247,8 @@ typedef struct map_slot {
 typedef struct parser {
     const char *s;
     size_t n, p;
-    ppi_arena *A;
+    ppi_arena *A; /* the document's: strings */
+    ppi_arena *T; /* the tree's: nodes and their arrays */
     ppt_value *root, *cur;
     map_slot *slots; /* (table, key) -> entry, for every table of the document */
     size_t slots_cap, slots_len;
@@ -363,7 +364,7 @@ static ppt_value *new_value(parser *P, uint8_t type, size_t depth, size_t off) {
                 PPT_MAX_DEPTH);
         return NULL;
     }
-    ppt_value *v = ppi_arena_alloc(P->A, sizeof *v);
+    ppt_value *v = ppi_arena_alloc(P->T, sizeof *v);
     if (!v) {
         fail_oom(P);
         return NULL;
@@ -377,7 +378,7 @@ static ppt_value *new_value(parser *P, uint8_t type, size_t depth, size_t off) {
 /* Add key -> v to table t; the caller checked the key is new. */
 static bool table_add(parser *P, ppt_value *t, StringView key, size_t key_off, ppt_value *v) {
     if (t->u.tab.len >= UINT32_MAX - 1) return fail_at(P, key_off, "too many keys in one table");
-    if (!arena_grow(P->A, (void **)&t->u.tab.items, &t->u.tab.cap, t->u.tab.len + 1,
+    if (!arena_grow(P->T, (void **)&t->u.tab.items, &t->u.tab.cap, t->u.tab.len + 1,
                     sizeof(ppt_entry)))
         return fail_oom(P);
     if ((P->slots_len + 1) * 2 > P->slots_cap && !map_grow(P)) return fail_oom(P);
@@ -392,7 +393,7 @@ static bool table_add(parser *P, ppt_value *t, StringView key, size_t key_off, p
 }
 
 static bool array_add(parser *P, ppt_value *a, ppt_value *v) {
-    if (!arena_grow(P->A, (void **)&a->u.arr.items, &a->u.arr.cap, a->u.arr.len + 1,
+    if (!arena_grow(P->T, (void **)&a->u.arr.items, &a->u.arr.cap, a->u.arr.len + 1,
                     sizeof(ppt_value *)))
         return fail_oom(P);
     a->u.arr.items[a->u.arr.len++] = v;
@@ -1084,11 +1085,14 @@ ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, si
         *err_off = bad;
         return NULL;
     }
-    ppi_arena arena = {0};
+    /* room for the source, its unescaped strings and a reader's model, in one block */
+    ppi_arena arena = {0}, tree = {0};
+    arena.first = len < (1 << 20) ? len + len / 2 + 1024 : 0;
     ppt_doc *doc = ppi_arena_alloc(&arena, sizeof *doc);
     char *copy = doc ? ppi_arena_strndup(&arena, src, len) : NULL;
-    ppt_value *root = copy ? ppi_arena_alloc(&arena, sizeof *root) : NULL;
+    ppt_value *root = copy ? ppi_arena_alloc(&tree, sizeof *root) : NULL;
     if (!root) {
+        ppi_arena_free(&tree);
         ppi_arena_free(&arena);
         snprintf(msg, msgcap, "out of memory");
         *oom = true;
@@ -1099,6 +1103,7 @@ ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, si
     P.s = copy;
     P.n = len;
     P.A = &arena;
+    P.T = &tree;
     P.root = P.cur = root;
     P.msg = msg;
     P.msgcap = msgcap;
@@ -1108,18 +1113,27 @@ ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, si
     if (!ok) {
         *err_off = P.err_off;
         *oom = P.oom;
+        ppi_arena_free(&tree);
         ppi_arena_free(&arena);
         return NULL;
     }
     doc->arena = arena;
+    doc->tree = tree;
     doc->src = copy;
     doc->len = len;
     doc->root = root;
     return doc;
 }
 
+void ppt_doc_drop_tree(ppt_doc *doc) {
+    if (!doc) return;
+    ppi_arena_free(&doc->tree);
+    doc->root = NULL;
+}
+
 void ppt_doc_free(ppt_doc *doc) {
     if (!doc) return;
+    ppi_arena_free(&doc->tree);
     ppi_arena arena = doc->arena; /* the doc lives in its own arena */
     ppi_arena_free(&arena);
 }

@@ -33,6 +33,7 @@ typedef struct ppi_arena_block ppi_arena_block;
 typedef struct ppi_arena {
     ppi_arena_block *head;
     size_t used, cap; /* within head */
+    size_t first;     /* size of the first block (0: a default) */
 } ppi_arena;
 
 /* Zeroed, 16-byte aligned memory that lives until ppi_arena_free; NULL on OOM. */
@@ -76,11 +77,15 @@ struct ppt_value {
     } u;
 };
 
+/* Two arenas: `arena` holds the document itself, the source copy and unescaped
+ * strings (what views into the document point at); `tree` holds the nodes, which a
+ * reader that has built its own model of the document can drop. */
 typedef struct ppt_doc {
     ppi_arena arena;
-    const char *src; /* NUL-terminated copy of the source, owned by the arena */
+    ppi_arena tree;
+    const char *src; /* NUL-terminated copy of the source, owned by `arena` */
     size_t len;
-    ppt_value *root;
+    ppt_value *root; /* NULL once the tree is dropped */
 } ppt_doc;
 
 /* Parse `len` bytes of UTF-8 TOML (checked here unless the caller did: `utf8_checked`).
@@ -89,6 +94,8 @@ typedef struct ppt_doc {
 ppt_doc *ppt_parse(const char *src, size_t len, bool utf8_checked, char *msg, size_t msgcap,
                    size_t *err_off, bool *oom);
 void ppt_doc_free(ppt_doc *doc);
+/* Free the value tree; strings taken from it stay valid until ppt_doc_free. */
+void ppt_doc_drop_tree(ppt_doc *doc);
 
 /* Look up `key` in table `t` (NULL if absent or `t` is not a table). */
 const ppt_entry *ppt_find(const ppt_value *t, const char *key);
