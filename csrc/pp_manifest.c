@@ -1035,14 +1035,14 @@ int32_t pp_manifest_doc_read(StringView path, pp_manifest_doc **out, pp_error *e
             st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
             goto done;
         }
-        for (;;) { /* until EOF; a file that grows past its size is cut at the cap */
-            ssize_t n = read(fd, text + len, cap - len);
+        for (;;) { /* the size fstat gave, or less at EOF (a file being rewritten) */
+            ssize_t n = read(fd, text + len, cap - 1 - len);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) {
                 st = read_fail(err, mpath, errno);
                 break;
             }
-            if (n == 0 || (len += (size_t)n) == cap) break;
+            if (n == 0 || (len += (size_t)n) == cap - 1) break;
         }
         if (!st) {
             const char *body = text;
