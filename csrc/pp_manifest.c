@@ -962,6 +962,14 @@ static char *join_manifest(const char *dir) {
     return p;
 }
 
+/* The identity of a file as the document records it. */
+static void file_stamp(const struct stat *st, uint64_t stamp[4]) {
+    stamp[0] = (uint64_t)st->st_ino;
+    stamp[1] = (uint64_t)st->st_size;
+    stamp[2] = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
+    stamp[3] = (uint64_t)st->st_ctim.tv_sec * 1000000000u + (uint64_t)st->st_ctim.tv_nsec;
+}
+
 static int32_t read_fail(pp_error *err, const char *where, int errnum) {
     return parse_fail_at(err, where, "failed to read: %s (os error %d)", strerror(errnum), errnum);
 }
@@ -1062,14 +1070,7 @@ int32_t pp_manifest_doc_read(StringView path, pp_manifest_doc **out, pp_error *e
         }
         if (text != stackbuf) free(text);
     }
-    if (!st) {
-        (*out)->stamp[0] = (uint64_t)mst.st_ino;
-        (*out)->stamp[1] = (uint64_t)mst.st_size;
-        (*out)->stamp[2] =
-            (uint64_t)mst.st_mtim.tv_sec * 1000000000u + (uint64_t)mst.st_mtim.tv_nsec;
-        (*out)->stamp[3] =
-            (uint64_t)mst.st_ctim.tv_sec * 1000000000u + (uint64_t)mst.st_ctim.tv_nsec;
-    }
+    if (!st) file_stamp(&mst, (*out)->stamp);
 done:
     if (fd >= 0) close(fd);
     free(mpath);
@@ -1559,10 +1560,12 @@ const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len) {
     return d->json;
 }
 
-const char *pp_manifest_doc_file(const pp_manifest_doc *doc, uint64_t stamp[4]) {
-    if (!doc) return NULL;
-    if (stamp) memcpy(stamp, doc->stamp, sizeof doc->stamp);
-    return doc->where;
+bool pp_manifest_doc_is_current(const pp_manifest_doc *doc) {
+    struct stat st;
+    uint64_t now[4];
+    if (!doc || doc->generated || stat(doc->where, &st) != 0) return false;
+    file_stamp(&st, now);
+    return memcmp(now, doc->stamp, sizeof now) == 0;
 }
 
 /* ── the runtime side: checks with the runtime's mode, load and reload by path ─ */

@@ -375,12 +375,10 @@ def check_function_counts(m: ManifestData, compatibility: int) -> list[str]:
 
 
 class CachedManifest(NamedTuple):
-    """A read manifest: the C document, the bundle id, and the file's identity."""
+    """A read manifest: the C document and the bundle id it declares."""
 
     doc: Any
     id: int
-    manifest_file: str
-    stamp: tuple[int, ...]
 
     def manifest(self) -> ManifestData:
         """A ManifestData of this document (its fields are built when first used)."""
@@ -391,8 +389,8 @@ class ManifestCache:
     """Read manifests by path, re-read only when ``manifest.toml`` changes.
 
     A runtime reloads a bundle from the same directory over and over; an entry is
-    keyed by the path as given and kept while the file's identity (inode, size,
-    modification and change times) is unchanged.  Validation is not cached here: the
+    keyed by the path as given and kept while the file it was read from keeps its
+    identity (inode, size, modification and change times: pp_manifest_doc_is_current).  Validation is not cached here: the
     runtime runs it on every use (the C document remembers the steps that cannot
     change and re-checks the entry path, which depends on other files).
     """
@@ -405,19 +403,10 @@ class ManifestCache:
         """The manifest of the bundle at ``path``; raises what :func:`read_manifest` does."""
         key = os.fspath(path)
         hit = self._entries.get(key)
-        if hit is not None:
-            try:
-                st = os.stat(hit.manifest_file)
-            except (OSError, ValueError):
-                st = None
-            if st is not None and hit.stamp == (st.st_ino, st.st_size, st.st_mtime_ns,
-                                                st.st_ctime_ns):
-                return hit
+        if hit is not None and lib.pp_manifest_doc_is_current(hit.doc):
+            return hit
         doc = _read_doc(key)
-        stamp = ffi.new("uint64_t[4]")
-        manifest_file = ffi.string(lib.pp_manifest_doc_file(doc, stamp))
-        entry = CachedManifest(doc, lib.pp_manifest_doc_view(doc).id,
-                               manifest_file.decode("utf-8", "surrogateescape"), tuple(stamp))
+        entry = CachedManifest(doc, lib.pp_manifest_doc_view(doc).id)
         if len(self._entries) >= self._capacity:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = entry

@@ -516,9 +516,9 @@ class Runtime:
         Required: any failure raises.  WarnOnly: a failure is logged and loading goes on.
         An in-memory source (Code, Bytes) has no files to check, so it counts as unsigned.
         """
-        policy = SignaturePolicy(self._config.signature_policy)
-        if policy == SignaturePolicy.Off:
+        if self._config.signature_policy == SignaturePolicy.Off:
             return
+        policy = SignaturePolicy(self._config.signature_policy)
         try:
             if source is not None and source.kind != "path":
                 raise _errors.UnsignedBundle(

@@ -250,10 +250,10 @@ PP_API const char *pp_manifest_doc_warning(const pp_manifest_doc *doc, size_t i)
 /* Every field of the manifest (the signature tables too) as one JSON object, for the
  * Python driver; valid until the document is freed. */
 PP_API const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len);
-/* The file the document was read from (for a parsed text: the bundle directory), and,
- * when `stamp` is non-NULL, that file's identity when it was read: inode, size,
- * modification and change times in ns (zeros for a parsed text). */
-PP_API const char *pp_manifest_doc_file(const pp_manifest_doc *doc, uint64_t stamp[4]);
+/* Does the file the document was read from still have the identity it had then (same
+ * inode, size, modification and change times)?  False for a parsed text.  Lets a host
+ * keep documents and re-read only what changed. */
+PP_API bool pp_manifest_doc_is_current(const pp_manifest_doc *doc);
 
 /* The key checks under the runtime's mode (Relaxed warnings go to its log), then
  * validation.  These runtime entry points leave the document as it is, so threads may
