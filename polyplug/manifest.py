@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -265,20 +266,24 @@ class _DocManifest(ManifestData):
 # ── manifests built in code: written out as TOML and read back by C ─────────
 
 
+_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
 def _toml_str(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """A TOML basic string: JSON's escapes are TOML's, but DEL must be escaped too."""
+    if _PLAIN_TEXT.fullmatch(s):
+        return f'"{s}"'
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _toml_value(value: Any, what: str) -> str:
+    kind = type(value)  # the usual exact types first: this runs for every load from source
+    if kind is str:
+        return _toml_str(value)
+    if kind is int:
+        return str(value)
+    if kind is list:
+        return "[" + ", ".join([_toml_value(v, what) for v in value]) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -317,10 +322,10 @@ def _manifest_toml(m: ManifestData) -> str:
     for key, fns in (m.signatures or {}).items():
         lines.append(f"[contracts.{_toml_str(str(key))}.functions]")
         for name, sig in fns.items():
-            spec = {"id": sig.id, "args": list(sig.args)}
-            if sig.returns is not None:
-                spec["returns"] = sig.returns
-            lines.append(f"{_toml_str(str(name))} = {_toml_value(spec, 'signatures')}")
+            returns = f", returns = {_toml_value(sig.returns, 'signatures')}" \
+                if sig.returns is not None else ""
+            lines.append(f"{_toml_str(str(name))} = {{ id = {_toml_value(sig.id, 'signatures')}"
+                         f", args = {_toml_value(list(sig.args), 'signatures')}{returns} }}")
     return "\n".join(lines) + "\n"
 
 
