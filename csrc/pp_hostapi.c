@@ -407,11 +407,12 @@ static void path_op(const HostApi *self, const uint8_t *path, size_t path_len,
         ppi_fail(&e, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
                  "invalid UTF-8 in bundle path passed to %s",
                  reload ? "reload_bundle" : "load_bundle");
-    } else if (!hook) {
-        ppi_fail(&e, PP_ERR_GENERIC, NULL, NULL, NULL,
-                 "%s: this runtime has no manifest reader installed (the Python driver "
-                 "installs one); C hosts call pp_runtime_%s with a parsed pp_manifest",
-                 reload ? "reload_bundle" : "load_bundle", reload ? "reload" : "load");
+    } else if (!hook) { /* no driver hook: the C manifest reader */
+        StringView p = {path, path_len};
+        if (reload)
+            pp_runtime_reload_path(rt, p, &e);
+        else
+            pp_runtime_load_path(rt, p, &e);
     } else {
         StringView p = {path, path_len};
         if (hook(ud, rt, p, &e) != PP_OK && e.status == PP_OK)

@@ -93,6 +93,9 @@ char *ppi_strdup(const char *s);
 StringView ppi_view(const char *s);
 bool ppi_view_eq(StringView a, const char *b);
 bool ppi_utf8_valid(const uint8_t *s, size_t len);
+/* Offset of the first byte that is not well-formed UTF-8 (no overlongs, surrogates or
+ * code points past U+10FFFF), or `len` when all of it is. */
+size_t ppi_utf8_check(const uint8_t *s, size_t len);
 /* Identity of the calling thread, cheap and never 0. */
 uintptr_t ppi_thread_tag(void);
 /* CLOCK_MONOTONIC in nanoseconds. */

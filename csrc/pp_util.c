@@ -116,9 +116,17 @@ bool ppi_view_eq(StringView a, const char *b) {
     return a.len == n && (n == 0 || memcmp(a.ptr, b, n) == 0);
 }
 
-bool ppi_utf8_valid(const uint8_t *s, size_t len) {
+size_t ppi_utf8_check(const uint8_t *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        if (len - i >= 8) { /* eight ASCII bytes at a time */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
         uint8_t c = s[i];
         size_t extra;
         uint32_t cp;
@@ -135,21 +143,23 @@ bool ppi_utf8_valid(const uint8_t *s, size_t len) {
             extra = 3;
             cp = c & 0x07;
         } else {
-            return false;
+            return i;
         }
-        if (extra > len - i - 1) return false; /* truncated sequence */
+        if (extra > len - i - 1) return i; /* truncated sequence */
         for (size_t k = 1; k <= extra; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
+            if ((s[i + k] & 0xC0) != 0x80) return i;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
         /* overlong forms, surrogates, beyond U+10FFFF */
         if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
             (extra == 3 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return false;
+            return i;
         i += extra + 1;
     }
-    return true;
+    return len;
 }
+
+bool ppi_utf8_valid(const uint8_t *s, size_t len) { return ppi_utf8_check(s, len) == len; }
 
 /* pthread_self() is unique among live threads and costs a register read. */
 uintptr_t ppi_thread_tag(void) { return (uintptr_t)pthread_self(); }

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from polyplug._errors import InvalidArgument
 from polyplug._ffi import check, ffi, lib, new_error
+from polyplug.manifest import ManifestData, manifest_doc
 
 if TYPE_CHECKING:
-    from polyplug.manifest import ManifestData
     from polyplug.runtime import BundleSource, Runtime
 
 __all__ = ["CancelToken", "LuaConfig", "LuaLoader"]
@@ -130,11 +130,9 @@ class LuaLoader:
 
         Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.
         """
-        from polyplug.runtime import _manifest_to_c
-
+        doc = manifest_doc(manifest)  # type-checked, not validated
         keep: list[Any] = []
-        cm = _manifest_to_c(manifest, keep)
         src = source._to_c(keep)
         err = new_error()
-        lib.pp_loader_load(self._loader, runtime._ptr(), cm, src, err)
+        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
         check(err)

@@ -1,45 +1,34 @@
-"""``manifest.toml``: reading, validation and the function-count pre-check (spec §7, §8).
+"""``manifest.toml``: the Python view of the C manifest reader (``csrc/pp_manifest.c``).
 
-A bundle is a directory holding ``manifest.toml`` and an entry file.  Loading one runs,
-in this order:
+A bundle is a directory holding ``manifest.toml`` and an entry file.  Reading,
+type-checking and validating a manifest happen in C, in one place for C and Python
+hosts; this module gives Python its view of the result:
 
-    read_manifest(path)        parse; every type or range error is a ManifestParse
+    read_manifest(path)        parse and type-check; every type or range error is a
+                               ManifestParse naming the key, the line and the column
     validate(manifest)         spec §7.3 steps 1-7, then the bundle version and the
                                entry path (both before anything is registered)
     check_function_counts(...) spec §8 step 3, per the runtime's compatibility mode
 
-Error texts are upstream's (0.1.3) wherever upstream has one; where upstream's text is
-misleading ("expected=0, found=0") or upstream accepts a bad manifest (whitespace-only
-``file``, an entry path outside the bundle, an unparseable version found only after
-registration), we raise a clear error instead.
+A :class:`ManifestData` built in code is checked by the same C code: it is written out
+as TOML and read back (:func:`manifest_doc`).  Error texts are upstream's (0.1.3)
+wherever upstream has one; where upstream's text is misleading or upstream accepts a
+bad manifest, the error says what is wrong instead.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import stat
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from polyplug._errors import (
-    BundleNotADirectory,
-    BundleTampered,
-    FunctionCountMismatch,
-    ManifestMissingFile,
-    ManifestParse,
-    PathEscape,
-)
-from polyplug.ids import (
-    Version,
-    VersionParseError,
-    bundle_id,
-    guest_contract_id,
-    parse_u32,
-)
-from polyplug.signature import FunctionSig, parse_signatures
+from polyplug._ffi import check, ffi, lib, new_error
+from polyplug.ids import Version, VersionParseError, guest_contract_id
+from polyplug.signature import FunctionSig
 
 __all__ = [
     "MANIFEST_NAME",
@@ -48,21 +37,15 @@ __all__ = [
     "ManifestData",
     "check_function_counts",
     "current_platform",
+    "manifest_doc",
     "read_manifest",
     "validate",
 ]
 
 MANIFEST_NAME = "manifest.toml"
 
-# Compatibility modes (spec §3 ``Compatibility``).
-_STRICT, _RELAXED, _YOLO = 0, 1, 2
-
 _OS_NAMES = {"linux": "linux", "windows": "windows", "darwin": "macos"}
 _ARCH_NAMES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_SNIPPET_WIDTH = 100  # characters of the offending line quoted in a TOML diagnostic
-_VALUE_WIDTH = 60  # characters of a wrong value quoted in a type error
 
 
 # ── data ─────────────────────────────────────────────────────────────────────
@@ -147,27 +130,6 @@ class ManifestData:
         return self.path / self.file
 
 
-# ── reading ──────────────────────────────────────────────────────────────────
-
-
-class _FieldError(Exception):
-    """A manifest value is missing or has the wrong type; ``str(exc)`` is the reason."""
-
-
-def _json(value: object, ensure_ascii: bool = True) -> str:
-    """``json.dumps`` (json is imported on first use, not by `import polyplug`)."""
-    import json
-
-    return json.dumps(value, ensure_ascii=ensure_ascii)
-
-
-def _parse_error(where: Path, reason: str) -> ManifestParse:
-    """Build upstream's ``manifest parse error for `<where>`: <reason>``."""
-    return ManifestParse(
-        f"manifest parse error for `{where}`: {reason}", path=str(where), reason=reason
-    )
-
-
 def current_platform() -> tuple[str, str]:
     """The ``(os, arch)`` pair that selects an entry in the ``[file]`` table form.
 
@@ -181,203 +143,61 @@ def current_platform() -> tuple[str, str]:
     return os_name, arch
 
 
-def _bundle_dir(path: Path) -> Path:
-    """The bundle directory for ``path``: itself, or its parent if it is a regular file.
-
-    Always absolute, so the bundle keeps working (lazy ``require``, reload) after the
-    program changes its working directory.
-    """
-    try:
-        path = Path(os.path.abspath(path))
-        mode = path.stat().st_mode
-    except (OSError, ValueError):  # ValueError: embedded NUL byte
-        mode = 0
-    if stat.S_ISREG(mode):
-        return path.parent
-    if stat.S_ISDIR(mode):
-        return path
-    raise BundleNotADirectory(f"bundle path is not a directory: `{path}`", path=str(path))
+# ── the C document ───────────────────────────────────────────────────────────
 
 
-def _os_error_text(err: OSError) -> str:
-    """An OS error as Rust's ``io::Error`` displays it: ``<text> (os error <n>)``."""
-    if err.strerror and err.errno is not None:
-        return f"{err.strerror} (os error {err.errno})"
-    return str(err)
+def _view(data: bytes) -> Any:
+    """A ``StringView *`` over ``data``; keep both alive while C uses ``view[0]``."""
+    view = ffi.new("StringView *")
+    if data:
+        view.ptr = ffi.from_buffer("uint8_t[]", data)
+        view.len = len(data)
+    return view
 
 
-def _toml_error_text(err: ValueError, text: str) -> str:
-    """The reason for a document tomllib rejects: its message and the offending line."""
-    reason = f"invalid TOML: {err}"
-    position = _TOML_POSITION.search(str(err))
-    if position is None:
-        return reason
-    lineno, column = int(position[1]), int(position[2])
-    lines = text.splitlines()
-    if not 1 <= lineno <= len(lines):
-        return reason
-    start = max(0, column - 1 - _SNIPPET_WIDTH // 2)
-    snippet = lines[lineno - 1][start : start + _SNIPPET_WIDTH]
-    snippet = "".join(c if c.isprintable() else "?" for c in snippet)  # keeps the caret aligned
-    gutter = " " * len(str(lineno))
-    caret = " " * (column - 1 - start) + "^"
-    return f"{reason}\n{lineno} | {snippet}\n{gutter} | {caret}"
+def _doc_from(reader: Any, *args: Any) -> Any:
+    """Call a C reader that fills a ``pp_manifest_doc **``; the document is freed with
+    its Python owner."""
+    out = ffi.new("pp_manifest_doc **")
+    err = new_error()
+    reader(*args, out, err)
+    check(err)
+    return ffi.gc(out[0], lib.pp_manifest_doc_free)
 
 
-def _describe(value: object) -> str:
-    """Name a TOML value's type (and show it, if it is a scalar) for a type error."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        shown = _json(value, ensure_ascii=False)
-    elif isinstance(value, list):
-        return "an array"
-    elif isinstance(value, dict):
-        return "a table"
-    else:  # tomllib cannot produce an int past str()'s digit limit
-        shown = str(value)
-    if len(shown) > _VALUE_WIDTH:
-        shown = shown[: _VALUE_WIDTH - 3] + "..."
-    kind = {int: "integer", float: "float", str: "string"}.get(type(value), type(value).__name__)
-    return f"{kind} {shown}"
+def _read_doc(path: str | os.PathLike[str]) -> Any:
+    # absolute, so the bundle keeps working (lazy require, reload) after a chdir
+    raw = os.fsencode(os.path.abspath(path))
+    view = _view(raw)
+    return _doc_from(lib.pp_manifest_doc_read, view[0])
 
 
-def _type_error(label: str, expected: str, value: object) -> _FieldError:
-    """``key `<label>`: expected <expected>, found <value>``."""
-    return _FieldError(f"key `{label}`: expected {expected}, found {_describe(value)}")
+def _data_from_doc(doc: Any) -> ManifestData:
+    """The ManifestData of a C document, built from its JSON description."""
+    length = ffi.new("size_t *")
+    text = lib.pp_manifest_doc_json(doc, length)
+    if text == ffi.NULL:
+        raise MemoryError("out of memory describing a manifest")
+    import json  # here, not at import: `import polyplug` stays cheap
 
-
-def _str(table: dict[str, Any], key: str, label: str, default: str | None = None) -> str:
-    """``table[key]`` as a string; missing -> ``default``, or an error if that is None."""
-    if key not in table:
-        if default is None:
-            where = f" in `{label.rpartition('.')[0]}`" if "." in label else ""
-            raise _FieldError(f"missing field `{key}`{where}")
-        return default
-    value = table[key]
-    if not isinstance(value, str):
-        raise _type_error(label, "a string", value)
-    return value
-
-
-def _uint(value: object, bits: int, label: str) -> int:
-    """``value`` as an unsigned ``bits``-bit integer (a TOML boolean is not one)."""
-    limit = (1 << bits) - 1
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
-        return value
-    raise _type_error(label, f"an unsigned {bits}-bit integer (0..{limit})", value)
-
-
-def _str_list(table: dict[str, Any], key: str) -> list[str]:
-    """``table[key]`` as an array of strings; missing -> empty."""
-    value = table.get(key, [])
-    if not isinstance(value, list):
-        raise _type_error(key, "an array of strings", value)
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _type_error(f"{key}[{index}]", "a string", item)
-    return value
-
-
-def _entry_file(value: object) -> str:
-    """The entry ``file``: a string, or this platform's entry of the table form.
-
-    Table form: ``[file] linux.x86_64 = "lib.so"``.  As upstream does, entries that
-    are not ``<os> = {<arch> = "path"}`` tables are ignored (TOML scopes keys written
-    after ``[file]`` into it), except that this platform's own entry must be a string.
-    """
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, dict):
-        raise _type_error("file", 'a string or a table like {linux = {x86_64 = "path"}}', value)
-    os_name, arch = current_platform()
-    chosen = value.get(os_name)
-    if isinstance(chosen, dict) and arch in chosen:
-        entry: object = chosen[arch]
-        if not isinstance(entry, str):
-            raise _type_error(f"file.{os_name}.{arch}", "a string", entry)
-        return entry
-    available = sorted(
-        f"{os_key}.{arch_key}"
-        for os_key, arches in value.items()
-        if isinstance(arches, dict)
-        for arch_key, path in arches.items()
-        if isinstance(path, str)
+    j = json.loads(ffi.unpack(text, length[0]).decode("utf-8", "surrogateescape"))
+    m = ManifestData(
+        id=j["id"],
+        name=j["name"],
+        loader=j["loader"],
+        file=j["file"],
+        path=j["path"],
+        version=j["version"],
+        provides=j["provides"],
+        function_count=j["function_count"],
+        dependencies=[Dependency(*d) for d in j["dependencies"]],
+        needs_reinit_on_dep_reload=j["needs_reinit_on_dep_reload"],
+        bundle_dependencies=j["bundle_dependencies"],
+        signatures={key: {name: FunctionSig(name, fid, tuple(args), ret)
+                          for name, fid, args, ret in fns}
+                    for key, fns in j["signatures"].items()},
     )
-    listed = ", ".join(_json(a, ensure_ascii=False) for a in available)
-    raise _FieldError(f"no file entry for platform {os_name}.{arch}, available: [{listed}]")
-
-
-def _function_counts(value: object) -> dict[str, int]:
-    """``[function_count]``: a table of contract key -> u32."""
-    if not isinstance(value, dict):
-        raise _type_error("function_count", 'a table of "<contract>@<major>" = <count>', value)
-    return {
-        key: _uint(count, 32, f"function_count.{_json(key, ensure_ascii=False)}")
-        for key, count in value.items()
-    }
-
-
-def _dependency(value: object, label: str) -> Dependency:
-    """One ``[[dependency]]`` table."""
-    if not isinstance(value, dict):
-        raise _type_error(label, "a table", value)
-    bundle = value.get("bundle")
-    if bundle is not None and not isinstance(bundle, str):
-        raise _type_error(f"{label}.bundle", "a string", bundle)
-    raw_bundle_id = value.get("bundle_id")
-    return Dependency(
-        kind=_str(value, "kind", f"{label}.kind"),
-        contract=_str(value, "contract", f"{label}.contract"),
-        min_version=_str(value, "min_version", f"{label}.min_version"),
-        bundle=bundle,
-        contract_id=_uint(value.get("contract_id", 0), 64, f"{label}.contract_id"),
-        bundle_id=None if raw_bundle_id is None else _uint(raw_bundle_id, 64, f"{label}.bundle_id"),
-    )
-
-
-def _dependencies(value: object) -> list[Dependency]:
-    """``[[dependency]]``: an array of dependency tables."""
-    if not isinstance(value, list):
-        raise _type_error("dependency", "an array of tables ([[dependency]])", value)
-    return [_dependency(item, f"dependency[{i}]") for i, item in enumerate(value)]
-
-
-def _manifest_from_table(doc: dict[str, Any], bundle_dir: Path) -> ManifestData:
-    """Build a ManifestData from a parsed document (unknown keys ignored); raises _FieldError."""
-    reinit = doc.get("needs_reinit_on_dep_reload", False)
-    if not isinstance(reinit, bool):
-        raise _type_error("needs_reinit_on_dep_reload", "a boolean", reinit)
-    return ManifestData(
-        loader=_str(doc, "loader", "loader"),
-        name=_str(doc, "name", "name", ""),
-        id=_uint(doc.get("id", 0), 64, "id"),
-        version=_str(doc, "version", "version", ""),
-        file=_entry_file(doc.get("file", "")),
-        provides=_str_list(doc, "provides"),
-        function_count=_function_counts(doc.get("function_count", {})),
-        dependencies=_dependencies(doc.get("dependency", [])),
-        needs_reinit_on_dep_reload=reinit,
-        bundle_dependencies=_str_list(doc, "bundle_dependencies"),
-        signatures=_signatures(doc.get("contracts", {})),
-        path=bundle_dir,
-    )
-
-
-def _signatures(value: object) -> dict[str, dict[str, FunctionSig]]:
-    try:
-        return parse_signatures(value)
-    except ValueError as exc:
-        raise _FieldError(str(exc)) from None
-
-
-def _toml() -> Any:
-    """tomllib (tomli before 3.11), imported on the first read, not by `import polyplug`."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on Python < 3.11 only
-        import tomli as tomllib
-    return tomllib
+    return m
 
 
 def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
@@ -388,94 +208,141 @@ def read_manifest(path: str | os.PathLike[str]) -> ManifestData:
     and :class:`ManifestParse` (``manifest parse error for `<dir>/manifest.toml`: ...``)
     if the manifest is unreadable, not UTF-8, not TOML, or has a key of the wrong type.
     """
-    bundle_dir = _bundle_dir(Path(path))
-    manifest_path = bundle_dir / MANIFEST_NAME
-    try:
-        raw = manifest_path.read_bytes()
-    except FileNotFoundError:
-        raise _parse_error(
-            manifest_path, f"failed to read: no {MANIFEST_NAME} in {bundle_dir}"
-        ) from None
-    except OSError as err:
-        raise _parse_error(manifest_path, f"failed to read: {_os_error_text(err)}") from None
-    try:
-        text = raw.decode("utf-8-sig")  # a leading BOM is allowed
-    except UnicodeDecodeError as err:
-        reason = (
-            f"failed to read: stream did not contain valid UTF-8 (byte {raw[err.start]:#04x}"
-            f" at offset {err.start}); {MANIFEST_NAME} must be UTF-8 text"
-        )
-        raise _parse_error(manifest_path, reason) from None
-    try:
-        doc = _toml().loads(text)
-    except ValueError as err:  # TOMLDecodeError, or an integer past int()'s digit limit
-        raise _parse_error(manifest_path, _toml_error_text(err, text)) from None
-    except RecursionError:
-        raise _parse_error(manifest_path, "invalid TOML: values nested too deeply") from None
-    try:
-        return _manifest_from_table(doc, bundle_dir)
-    except _FieldError as err:
-        raise _parse_error(manifest_path, str(err)) from None
+    return _data_from_doc(_read_doc(path))
 
 
-# ── validation ───────────────────────────────────────────────────────────────
+_FIELDS = tuple(f.name for f in fields(ManifestData))
+_FILL_LOCK = threading.Lock()
 
 
-def _spec_major(version: str) -> int | None:
-    """The major of a spec's version part: a bare u32 or a full version; None if neither."""
-    major = parse_u32(version)
-    if major is not None:
-        return major
-    try:
-        return Version.parse(version).major
-    except VersionParseError:
-        return None
+def _fill(m: ManifestData) -> None:
+    """Give a document-backed manifest its fields (once; any thread)."""
+    d = object.__getattribute__(m, "__dict__")
+    if "_doc" in d:
+        with _FILL_LOCK:
+            doc = d.get("_doc")
+            if doc is not None:
+                d.update(_data_from_doc(doc).__dict__)
+                del d["_doc"]
 
 
-def _check_spec(spec: str, key: str, bundle_dir: Path) -> None:
-    """Check a ``provides`` / ``bundle_dependencies`` entry: ``name`` or ``name@<version>``."""
-    name, sep, version = spec.partition("@")
-    if not name.strip():
-        raise _parse_error(bundle_dir, f'{key} entry "{spec}" has an empty contract/bundle name')
-    if sep and _spec_major(version) is None:
-        raise _parse_error(
-            bundle_dir,
-            f'{key} entry "{spec}" has an unparseable version spec "{version}" '
-            '(expected a bare major like "name@1" or a full version)',
-        )
+class _DocManifest(ManifestData):
+    """A ManifestData that reads its fields from its C document the first time any of
+    them is used, so a load whose manifest nobody looks at builds no Python objects.
+
+    It is a ManifestData in every other respect: fields read and set as usual, and it
+    compares, copies, pickles and prints like one.
+    """
+
+    def __init__(self, *args: Any, _doc: Any = None, **kwargs: Any) -> None:
+        if _doc is None:  # built field by field (dataclasses.replace does this)
+            super().__init__(*args, **kwargs)
+        else:
+            object.__getattribute__(self, "__dict__")["_doc"] = _doc
+
+    def __getattribute__(self, name: str) -> Any:
+        _fill(self)
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _fill(self)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        _fill(self)
+        object.__delattr__(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ManifestData):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like ManifestData
+
+    def __repr__(self) -> str:
+        return "ManifestData" + super().__repr__()[len(type(self).__qualname__):]
+
+    def copy(self) -> ManifestData:
+        doc = object.__getattribute__(self, "__dict__").get("_doc")
+        return _DocManifest(_doc=doc) if doc is not None else super().copy()
 
 
-def _check_entry_inside(m: ManifestData) -> None:
-    """Refuse an entry ``file`` that leaves the bundle directory, literally or via symlinks."""
-    if "\0" in m.file:
-        raise _parse_error(
-            m.path, f"file {_json(m.file, ensure_ascii=False)} contains a NUL character"
-        )
-    escape = PathEscape(
-        f"bundle `{m.name}` artifact `{m.file}` resolves outside the bundle directory"
-        " (path traversal or symlink escape)",
-        bundle=m.name,
-        path=m.file,
-    )
-    relative = PurePath(m.file)
-    if relative.anchor:
-        raise escape
-    depth = 0
-    for part in relative.parts:
-        depth += -1 if part == ".." else 1
-        if depth < 0:
-            raise escape
-    try:
-        # os.path.realpath on strings: the same answer as Path.resolve at half the cost
-        root = os.path.realpath(m.path)
-        target = os.path.realpath(os.path.join(m.path, m.file))
-    except (OSError, ValueError, RuntimeError) as err:
-        raise _parse_error(m.path, f"file `{m.file}` cannot be resolved: {err}") from None
-    if os.path.islink(target):  # realpath stops at a symlink loop instead of raising
-        raise _parse_error(m.path, f"file `{m.file}` cannot be resolved: Symlink loop from "
-                           f"{target!r}")
-    if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
-        raise escape
+# ── manifests built in code: written out as TOML and read back by C ─────────
+
+
+_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
+def _toml_str(s: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, but DEL must be escaped too."""
+    if _PLAIN_TEXT.fullmatch(s):
+        return f'"{s}"'
+    import json
+
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: Any, what: str) -> str:
+    kind = type(value)  # the usual exact types first: this runs for every load from source
+    if kind is str:
+        return _toml_str(value)
+    if kind is int:
+        return str(value)
+    if kind is list:
+        return "[" + ", ".join([_toml_value(v, what) for v in value]) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")) \
+            if not math.isfinite(value) else repr(value)
+    if isinstance(value, (str, os.PathLike)):
+        return _toml_str(os.fspath(value) if not isinstance(value, str) else value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, what) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_str(str(k))} = {_toml_value(v, what)}"
+                                for k, v in value.items()) + " }"
+    raise TypeError(f"ManifestData.{what}: cannot use a {type(value).__name__} in a manifest")
+
+
+def _manifest_toml(m: ManifestData) -> str:
+    """``m`` as the manifest.toml that says the same (keys that are None are left out)."""
+    lines = []
+    for key in ("loader", "name", "id", "version", "file", "provides",
+                "needs_reinit_on_dep_reload", "bundle_dependencies"):
+        value = getattr(m, key)
+        if value is not None:
+            lines.append(f"{key} = {_toml_value(value, key)}")
+    if m.function_count:
+        lines.append("[function_count]")
+        lines += [f"{_toml_str(str(k))} = {_toml_value(v, 'function_count')}"
+                  for k, v in m.function_count.items()]
+    for d in m.dependencies or ():
+        lines.append("[[dependency]]")
+        for key in ("kind", "contract", "min_version", "bundle", "contract_id", "bundle_id"):
+            value = getattr(d, key)
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value, 'dependencies')}")
+    for key, fns in (m.signatures or {}).items():
+        lines.append(f"[contracts.{_toml_str(str(key))}.functions]")
+        for name, sig in fns.items():
+            returns = f", returns = {_toml_value(sig.returns, 'signatures')}" \
+                if sig.returns is not None else ""
+            lines.append(f"{_toml_str(str(name))} = {{ id = {_toml_value(sig.id, 'signatures')}"
+                         f", args = {_toml_value(list(sig.args), 'signatures')}{returns} }}")
+    return "\n".join(lines) + "\n"
+
+
+def manifest_doc(m: ManifestData) -> Any:
+    """The C document (``pp_manifest_doc *``, freed with its owner) of a manifest built
+    in code; a value of the wrong type is a ManifestParse naming the key."""
+    text = _manifest_toml(m).encode("utf-8", "surrogatepass")
+    directory = os.fsencode(m.path)
+    text_view, dir_view = _view(text), _view(directory)
+    return _doc_from(lib.pp_manifest_doc_parse, text_view[0], dir_view[0],
+                     lib.PP_MANIFEST_GENERATED)
 
 
 def validate(m: ManifestData) -> None:
@@ -490,84 +357,9 @@ def validate(m: ManifestData) -> None:
 
     Raises ManifestParse, ManifestMissingFile, BundleTampered or PathEscape.
     """
-    if not m.loader:
-        raise _parse_error(m.path, "loader field is required but was empty")
-    if not m.name:
-        raise _parse_error(m.path, "name field is required but was empty")
-    if not m.file.strip():
-        raise ManifestMissingFile(
-            f'bundle "{m.name}" manifest.toml has an empty or missing `file` field', bundle=m.name
-        )
-    if m.id == 0:
-        raise _parse_error(m.path, "id field is required but was 0 or missing")
-    expected = bundle_id(m.name)
-    if m.id != expected:
-        raise BundleTampered(
-            f'bundle "{m.name}" tampered with bundle_id: expected={expected:#x}, found={m.id:#x}'
-            f' (id must equal bundle_id("{m.name}") = {expected})',
-            bundle=m.name,
-            expected=f"{expected:#x}",
-            found=f"{m.id:#x}",
-        )
-    for spec in m.provides:
-        _check_spec(spec, "provides", m.path)
-    for spec in m.bundle_dependencies:
-        _check_spec(spec, "bundle_dependencies", m.path)
-    for dep in m.dependencies:
-        canonical = dep.canonical_contract_id()
-        if dep.contract_id and dep.contract_id != canonical:
-            raise _parse_error(
-                m.path,
-                f'dependency "{dep.contract}" declares contract_id {dep.contract_id} but the'
-                f' canonical id for contract "{dep.bare_contract()}" at major {dep.min_major()}'
-                f" is {canonical}",
-            )
-    try:
-        m.parsed_version()
-    except VersionParseError as err:
-        raise _parse_error(m.path, f"invalid version '{m.version}': {err.kind}") from None
-    _check_entry_inside(m)
-
-
-# ── function-count pre-check ─────────────────────────────────────────────────
-
-
-class ManifestCache:
-    """Validated manifests by file, re-read only when ``manifest.toml`` changes.
-
-    A runtime reloads a bundle from the same directory over and over; parsing and
-    validating its manifest each time costs more than the reload itself.  An entry is
-    keyed by the file's identity (inode, size, modification and change times), and the
-    entry-path containment check (which depends on other files) runs on every hit.
-    Callers get a copy, so changing it cannot change the cache.
-    """
-
-    def __init__(self, capacity: int = 256) -> None:
-        self._entries: dict[str, tuple[tuple[int, ...], ManifestData]] = {}
-        self._capacity = capacity
-
-    def read_validated(self, path: str | os.PathLike[str]) -> ManifestData:
-        """``read_manifest(path)`` followed by ``validate``, served from the cache when
-        the manifest file is unchanged."""
-        where = Path(path)
-        try:
-            manifest_file = os.path.join(_bundle_dir(where), MANIFEST_NAME)
-            st = os.stat(manifest_file)
-        except (OSError, BundleNotADirectory):
-            manifest_file, st = "", None
-        if st is not None:
-            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            hit = self._entries.get(manifest_file)
-            if hit is not None and hit[0] == key:
-                _check_entry_inside(hit[1])
-                return hit[1].copy()
-        m = read_manifest(where)
-        validate(m)
-        if st is not None:
-            if len(self._entries) >= self._capacity:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[manifest_file] = (key, m)
-        return m.copy()
+    err = new_error()
+    lib.pp_manifest_doc_validate(manifest_doc(m), err)
+    check(err)
 
 
 def check_function_counts(m: ManifestData, compatibility: int) -> list[str]:
@@ -580,35 +372,53 @@ def check_function_counts(m: ManifestData, compatibility: int) -> list[str]:
     is the bundle ``version`` up to its first ``.`` (``"0"`` if it has none).  An
     entry without a version can only use upstream's key.
     """
-    if compatibility not in (_STRICT, _RELAXED, _YOLO):
+    if compatibility not in (0, 1, 2):
         raise ValueError(f"compatibility must be 0, 1 or 2, got {compatibility!r}")
-    if compatibility == _YOLO:
-        return []
-    bundle_major = m.version.split(".", 1)[0] if "." in m.version else "0"
-    warnings: list[str] = []
-    for entry in m.provides:
-        bare, sep, version = entry.partition("@")
-        upstream_key = f"{bare}@{bundle_major}"
-        contract_major = _spec_major(version) if sep else None
-        key = upstream_key if contract_major is None else f"{bare}@{contract_major}"
-        if key in m.function_count or upstream_key in m.function_count:
-            continue
-        if compatibility == _RELAXED:
-            warnings.append(
-                f'bundle "{m.name}" provides "{entry}" but has no function_count entry'
-                f' for key "{key}"'
-            )
-            continue
-        also = (
-            ""
-            if key == upstream_key
-            else f' (or "{upstream_key}", the bundle-version key upstream polyplug 0.1.3 reads)'
-        )
-        raise FunctionCountMismatch(
-            f'bundle "{m.name}" provides "{entry}" but manifest.toml has no [function_count]'
-            f' entry for it: add "{key}" = <number of functions>{also}',
-            contract=entry,
-            expected=key,
-            found="",
-        )
-    return warnings
+    doc = manifest_doc(m)
+    err = new_error()
+    lib.pp_manifest_doc_check(doc, lib.PP_CHECK_FUNCTION_COUNTS, compatibility, err)
+    check(err)
+    return [ffi.string(lib.pp_manifest_doc_warning(doc, i)).decode("utf-8", "replace")
+            for i in range(lib.pp_manifest_doc_warning_count(doc))]
+
+
+# ── the per-runtime cache ────────────────────────────────────────────────────
+
+
+class CachedManifest(NamedTuple):
+    """A read manifest: the C document and the bundle id it declares."""
+
+    doc: Any
+    id: int
+
+    def manifest(self) -> ManifestData:
+        """A ManifestData of this document (its fields are built when first used)."""
+        return _DocManifest(_doc=self.doc)
+
+
+class ManifestCache:
+    """Read manifests by path, re-read only when ``manifest.toml`` changes.
+
+    A runtime reloads a bundle from the same directory over and over; an entry is
+    keyed by the path as given and kept while the file it was read from keeps its
+    identity (inode, size, modification and change times: pp_manifest_doc_is_current).  Validation is not cached here: the
+    runtime runs it on every use (the C document remembers the steps that cannot
+    change and re-checks the entry path, which depends on other files).
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._entries: dict[str, CachedManifest] = {}
+        self._capacity = capacity
+
+    def read(self, path: str | os.PathLike[str]) -> CachedManifest:
+        """The manifest of the bundle at ``path``; raises what :func:`read_manifest` does."""
+        key = os.fspath(path)
+        hit = self._entries.get(key)
+        if hit is not None and lib.pp_manifest_doc_is_current(hit.doc):
+            return hit
+        doc = _read_doc(key)
+        entry = CachedManifest(doc, lib.pp_manifest_doc_view(doc).id)
+        if len(self._entries) >= self._capacity:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = entry
+        return entry

@@ -34,14 +34,8 @@ from polyplug._abi import (
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
-from polyplug.ids import guest_contract_id, parse_u32
-from polyplug.manifest import (
-    ManifestCache,
-    ManifestData,
-    check_function_counts,
-    read_manifest,
-    validate,
-)
+from polyplug.ids import guest_contract_id
+from polyplug.manifest import CachedManifest, ManifestCache, ManifestData, manifest_doc
 from polyplug.signature import FunctionSig
 
 __all__ = [
@@ -151,42 +145,6 @@ def _split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
 
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
-
-
-def _manifest_to_c(m: ManifestData, keep: list[Any]) -> Any:
-    """A ``pp_manifest`` borrowing cdata that ``keep`` holds alive."""
-    cm = ffi.new("pp_manifest *")
-    keep.append(cm)
-    cm.id = m.id
-    cm.name = text_view(_encode(m.name), keep)
-    cm.loader = text_view(_encode(m.loader), keep)
-    cm.file = text_view(_encode(m.file), keep)
-    cm.path = text_view(_encode(os.fspath(m.path)), keep)
-    cm.version_text = text_view(_encode(m.version), keep)
-    try:
-        v = m.parsed_version()
-        cm.version.major, cm.version.minor, cm.version.patch = v.major, v.minor, v.patch
-    except ValueError:
-        pass  # loaders driven directly (seed tests) may carry no valid version
-    if m.provides:
-        provides = ffi.new("StringView[]", len(m.provides))
-        keep.append(provides)
-        for i, spec in enumerate(m.provides):
-            provides[i] = text_view(_encode(spec), keep)
-        cm.provides = provides
-        cm.provides_len = len(m.provides)
-    if m.dependencies:
-        deps = ffi.new("pp_dependency[]", len(m.dependencies))
-        keep.append(deps)
-        for i, d in enumerate(m.dependencies):
-            deps[i].contract = text_view(_encode(d.contract), keep)
-            deps[i].contract_id = d.contract_id
-            deps[i].min_version = parse_u32(d.min_version) or 0
-            deps[i].bundle_id = d.bundle_id or 0
-        cm.dependencies = deps
-        cm.dependencies_len = len(m.dependencies)
-    cm.needs_reinit_on_dep_reload = bool(m.needs_reinit_on_dep_reload)
-    return cm
 
 
 # ── configuration and builder ────────────────────────────────────────────────
@@ -473,32 +431,40 @@ class Runtime:
         is registered; a failed load leaves the runtime as it was.  Returns the
         manifest.
         """
-        self._ptr()
-        manifest = self._manifest_cache.read_validated(path)
-        self._load(manifest, BundleSource.Path(manifest.path))
+        rt = self._ptr()
+        entry = self._manifest_cache.read(path)
+        self._check_manifest(rt, entry.doc)
+        manifest = entry.manifest()
+        self._load(rt, entry.doc, entry.id, manifest, None)
         return manifest
 
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
         """Load a bundle from a manifest you built and a :class:`BundleSource`."""
-        self._ptr()
-        validate(manifest)
-        self._load(manifest, source)
+        rt = self._ptr()
+        doc = manifest_doc(manifest)
+        self._check_manifest(rt, doc)
+        self._load(rt, doc, manifest.id, manifest, source)
 
-    def _load(self, manifest: ManifestData, source: BundleSource) -> None:
-        """Load a validated manifest."""
+    @staticmethod
+    def _check_manifest(rt: Any, doc: Any) -> None:
+        """Unknown keys per the compatibility mode, then validation (all in C)."""
+        err = new_error()
+        lib.pp_runtime_check_manifest(rt, doc, err)
+        check(err)
+
+    def _load(self, rt: Any, doc: Any, bundle_id: int, manifest: ManifestData,
+              source: Optional[BundleSource]) -> None:
+        """Load a checked manifest: signature policy, function counts, then the loader."""
         self._check_signature(manifest, source)
-        for warning in check_function_counts(manifest, self._config.compatibility):
-            self._log(LogLevel.Warn, "runtime", warning)
         keep: list[Any] = []
-        cm = _manifest_to_c(manifest, keep)
-        src = source._to_c(keep)
+        src = source._to_c(keep) if source is not None else ffi.NULL
         err = new_error()
         # Record the manifest before its contracts are published: a thread asking
         # rt.contract() the moment they appear must already see their signatures.
-        fresh = self._manifests.setdefault(manifest.id, manifest) is manifest
-        lib.pp_runtime_load(self._ptr(), cm, src, err)
+        fresh = self._manifests.setdefault(bundle_id, manifest) is manifest
+        lib.pp_runtime_load_manifest(rt, doc, src, err)
         if err.status and fresh:
-            self._manifests.pop(manifest.id, None)
+            self._manifests.pop(bundle_id, None)
         check(err)
 
     def reload_bundle(self, path: PathLike) -> None:
@@ -511,26 +477,25 @@ class Runtime:
         rt = self._ptr()
         if not self._config.hot_reload_enabled:
             raise _errors.HotReloadDisabled("hot-reload is disabled in runtime config")
+        entry: Optional[CachedManifest] = None
         try:
-            manifest = self._manifest_cache.read_validated(path)
+            entry = self._manifest_cache.read(path)
+            self._check_manifest(rt, entry.doc)
+            manifest = entry.manifest()
             self._check_signature(manifest)
         except _errors.PolyplugError as exc:
-            try:  # name the bundle in the Failed phase when the manifest at least parses
-                named: Optional[ManifestData] = read_manifest(path)
-            except _errors.PolyplugError:
-                named = None
+            # name the bundle in the Failed phase when the manifest at least parsed
+            named = entry.manifest() if entry is not None else None
             name = named.name if named else (getattr(exc, "bundle", "") or "")
             keep: list[Any] = []
-            lib.pp_runtime_notify_reload_failed(rt, named.id if named else 0,
+            lib.pp_runtime_notify_reload_failed(rt, entry.id if entry else 0,
                                                 text_view(_encode(name), keep),
                                                 text_view(_encode(str(exc)), keep))
             raise
-        keep = []
-        cm = _manifest_to_c(manifest, keep)
         err = new_error()
-        lib.pp_runtime_reload(rt, cm, err)
+        lib.pp_runtime_reload(rt, lib.pp_manifest_doc_view(entry.doc), err)
         check(err)
-        self._manifests[manifest.id] = manifest
+        self._manifests[entry.id] = manifest
 
     def _check_signature(self, manifest: ManifestData,
                          source: Optional[BundleSource] = None) -> None:
@@ -539,9 +504,9 @@ class Runtime:
         Required: any failure raises.  WarnOnly: a failure is logged and loading goes on.
         An in-memory source (Code, Bytes) has no files to check, so it counts as unsigned.
         """
-        policy = SignaturePolicy(self._config.signature_policy)
-        if policy == SignaturePolicy.Off:
+        if self._config.signature_policy == SignaturePolicy.Off:
             return
+        policy = SignaturePolicy(self._config.signature_policy)
         try:
             if source is not None and source.kind != "path":
                 raise _errors.UnsignedBundle(

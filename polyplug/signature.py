@@ -22,16 +22,19 @@ Memory layout (what the guest sees):
 
 Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string`` (C names such as
 ``uint32_t`` and ``double`` are accepted too).
+
+The manifest reader (``csrc/pp_manifest.c``) validates the table and hands the Python
+driver normalised type names; tests/test_manifest.py checks that it knows exactly the
+names :data:`TYPES` and :func:`normalize_type` know.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-__all__ = ["TYPES", "FunctionSig", "parse_signatures", "normalize_type"]
+__all__ = ["TYPES", "FunctionSig", "normalize_type", "signature"]
 
 # our name -> (struct format char, C type); `string` is a StringView.
 TYPES: dict[str, tuple[str, str]] = {
@@ -42,8 +45,6 @@ TYPES: dict[str, tuple[str, str]] = {
 }
 _C_NAMES = {c: name for name, (_, c) in TYPES.items()}
 _C_NAMES.update({"float32": "f32", "float64": "f64", "str": "string", "_Bool": "bool"})
-_CONTRACT_KEY = re.compile(r"^[^@\s]+@(0|[1-9][0-9]{0,9})$")
-_FN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def normalize_type(name: str) -> str:
@@ -87,53 +88,6 @@ class FunctionSig:
         """``add(u32, u32) -> u32``."""
         ret = f" -> {self.returns}" if self.returns else ""
         return f"{self.name}({', '.join(self.args)}){ret}"
-
-
-def _sig(contract: str, name: str, spec: Any) -> FunctionSig:
-    where = f'contracts."{contract}".functions.{name}'
-    if not _FN_NAME.match(name):
-        raise ValueError(f"{where}: function names must be identifiers")
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where}: expected a table like {{ id = 0, args = [...], returns = \"u32\" }}")
-    unknown = set(spec) - {"id", "args", "returns"}
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: id, args, returns)")
-    fid = spec.get("id")
-    if not isinstance(fid, int) or isinstance(fid, bool) or not 0 <= fid < 2**32:
-        raise ValueError(f"{where}.id: expected the function id, an integer 0..4294967295")
-    args = spec.get("args", [])
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ValueError(f"{where}.args: expected a list of type names")
-    returns = spec.get("returns")
-    if returns is not None and not isinstance(returns, str):
-        raise ValueError(f"{where}.returns: expected a type name")
-    try:
-        types = tuple(normalize_type(a) for a in args)
-        ret = normalize_type(returns) if returns is not None else None
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    return FunctionSig(name, fid, types, ret)
-
-
-def parse_signatures(table: Any) -> dict[str, dict[str, FunctionSig]]:
-    """Validate a manifest's ``contracts`` table; ValueError names the bad key."""
-    if not isinstance(table, dict):
-        raise ValueError("contracts: expected a table of \"<name>@<major>\" entries")
-    out: dict[str, dict[str, FunctionSig]] = {}
-    for contract, body in table.items():
-        if not _CONTRACT_KEY.match(contract):
-            raise ValueError(f'contracts."{contract}": keys must be "<contract name>@<major>"')
-        if not isinstance(body, dict) or not isinstance(body.get("functions", {}), dict):
-            raise ValueError(f'contracts."{contract}": expected a [contracts."{contract}".functions] table')
-        sigs = {name: _sig(contract, name, spec) for name, spec in body.get("functions", {}).items()}
-        ids: dict[int, str] = {}
-        for sig in sigs.values():
-            if sig.id in ids:
-                raise ValueError(f'contracts."{contract}": functions {ids[sig.id]} and {sig.name} '
-                                 f"share id {sig.id}")
-            ids[sig.id] = sig.name
-        out[contract] = sigs
-    return out
 
 
 def signature(name: str, fn_id: int, args: Sequence[str] = (), returns: Optional[str] = None) -> FunctionSig:

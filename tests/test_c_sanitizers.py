@@ -19,6 +19,7 @@ A missing tool is a failure with a clear message, never a silent pass: CI
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -128,6 +129,38 @@ def test_valgrind_memcheck(scenario: Path, valgrind: str, plain_driver: Path,
     )
     plain = _plain_transcript(plain_driver, scenario, tmp_path / "plain")
     assert proc.stdout.splitlines() == plain, "valgrind run printed a different transcript"
+
+
+TOML_FUZZ_SRC = HERE / "c" / "toml_fuzz.c"
+TOML_FUZZ_SECONDS = float(os.environ.get("POLYPLUG_TOML_FUZZ_SECONDS", "15"))
+
+
+def toml_seeds() -> list[Path]:
+    """The seed corpus: tests/c/toml_corpus and every manifest.toml of the repository."""
+    seeds = sorted((HERE / "c" / "toml_corpus").glob("*.toml"))
+    for where in ("examples", "tests/parity/bundles", "benchmarks/bundles", "tests/fixtures"):
+        seeds += sorted((ROOT / where).rglob("manifest.toml"))
+    return seeds
+
+
+def test_asan_toml_fuzz_corpus(tmp_path: Path) -> None:
+    """The manifest reader under ASan+UBSan for a bounded time (POLYPLUG_TOML_FUZZ_SECONDS,
+    default 15): seeds, hostile documents, every seed prefix, then random mutations."""
+    try:
+        exe = cbuild.build_program("toml_fuzz", [TOML_FUZZ_SRC], sanitize=True, opt="-O1")
+    except cbuild.CBuildError as exc:
+        pytest.fail(f"could not build the ASan+UBSan TOML fuzz driver:\n{exc}")
+    seeds = toml_seeds()
+    assert len(seeds) >= 10
+    proc = _run([str(exe), "--work", str(tmp_path / "w"), "--seconds", str(TOML_FUZZ_SECONDS),
+                 "--seed", "0x5eed", *map(str, seeds)], env=SAN_ENV,
+                timeout=TOML_FUZZ_SECONDS * 4 + 120)
+    assert proc.returncode == 0 and not proc.stderr.strip(), (
+        f"the TOML fuzz driver failed (exit {proc.returncode}; 86 = ASan, 87 = UBSan, "
+        f"88 = LeakSanitizer):\n{proc.stderr[-20000:]}")
+    counts = [int(n) for n in re.findall(r"(\d+) (?:documents|read as TOML|as manifests|valid)",
+                                         proc.stdout)]
+    assert len(counts) == 4 and counts[0] > 5000 and min(counts[1:]) > 50, proc.stdout
 
 
 def test_asan_failed_load_of_missing_entry_file_does_not_leak(san_driver: Path,

@@ -71,7 +71,6 @@ import pytest
 
 import polyplug
 from polyplug import manifest as manifest_mod
-from polyplug.signature import parse_signatures
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -287,8 +286,6 @@ def write_manifest(bundle: Path, name: str, file: str) -> None:
 def run_toml(block: Block, state: DocState) -> None:
     doc = tomllib.loads(block.text)
     path = write_file(block, state)
-    if "contracts" in doc:
-        parse_signatures(doc["contracts"])
     text = block.text
     if path is None or "loader" not in doc:
         # complete a partial manifest with the required keys it lacks

@@ -238,7 +238,7 @@ GOOD_SIGNATURES = st.sampled_from([
     {}, {"fuzz.c@1": {"functions": {"get": {"id": 0, "returns": "u32"}}}},
     {"fuzz.c@1": {"functions": {"get": {"id": 0, "args": ["u32", "string"], "returns": "f64"},
                                 "put": {"id": 1, "args": ["uint32_t"]}, "_x": {"id": 2}}},
-     "other@0": {"functions": {}}},
+     "fuzz.more@2": {"functions": {}}},
     {"fuzz.c@1": {}},
 ])
 
@@ -294,10 +294,13 @@ def manifest_docs(draw: Any) -> tuple[str, dict[str, Any]]:
         "needs_reinit_on_dep_reload": draw(st.booleans()),
         "bundle_dependencies": draw(st.sampled_from([[], ["other@1"], ["other", "x@1.2.3"]])),
         "contracts": draw(GOOD_SIGNATURES),
-        "description": draw(st.text(max_size=10)),  # unknown keys are ignored
     }
+    if "fuzz.more@2" in good["contracts"] and provides and "fuzz.more@2" not in provides:
+        good["contracts"] = {}  # (a table for a contract `provides` leaves out is refused)
     doc = {k: v for k, v in good.items()
            if k in REQUIRED or k == "function_count" and provides or draw(st.booleans())}
+    if mode != "valid" and draw(st.booleans()):  # an unknown key: refused in Strict mode
+        doc["description"] = draw(st.text(max_size=10))
     bad_values: dict[str, Any] = {
         "name": st.sampled_from(["", "other-name"]) | toml_values,
         "id": st.sampled_from([0, -1, 2**64, 2**64 - 1, polyplug.bundle_id(name) + 1, 1.5,

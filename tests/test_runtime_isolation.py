@@ -376,7 +376,7 @@ def test_polyplug_runtime_create_with_null_config() -> None:
         p = host.alloc(host, 64, 64)
         assert p != ffi.NULL and int(ffi.cast("uintptr_t", p)) % 64 == 0
         host.free(host, p, 64, 64)
-        # no Python manifest reader is installed on a bare C runtime
+        # a bare C runtime reads manifest.toml itself: no loader yet...
         path = str(FIXTURE).encode()
         err = ffi.new("AbiError *")
         host.load_bundle(host, path, len(path), err)
@@ -384,10 +384,16 @@ def test_polyplug_runtime_create_with_null_config() -> None:
         n = host.get_error_len(host)
         buf = ffi.new("char[]", n)
         host.get_last_error(host, ffi.cast("uint8_t *", buf), n)
-        assert "no manifest reader installed" in ffi.buffer(buf, n)[:].decode()
-        # a loader can be registered through the table
+        assert 'declares loader "lua" but no loader is registered' in \
+            ffi.buffer(buf, n)[:].decode()
+        # ...then a loader registered through the table, and the load by path works
         host.register_loader(host, lib.pp_lua_loader_new(ffi.NULL), err)
         assert err.code == 0
+        host.load_bundle(host, path, len(path), err)
+        assert err.code == 0
+        arr = host.list_bundles(host)
+        assert arr.len == 1
+        host.free(host, ffi.cast("uint8_t *", arr.items), 8, arr.align)
     finally:
         lib.polyplug_runtime_destroy(host)
 

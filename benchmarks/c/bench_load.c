@@ -4,6 +4,8 @@
  *
  *   bench_load DIR load COUNT     COUNT bundles (the bench bundle under COUNT names)
  *                                 into a fresh runtime: ms and RSS KiB per bundle
+ *   bench_load GEN loadpath COUNT GEN/bench_0000 ... by path (pp_runtime_load_path:
+ *                                 manifest.toml read, checked and validated in C)
  *   bench_load DIR reload COUNT   COUNT reloads of one bundle: ms per reload and the
  *                                 total RSS growth in KiB
  *   bench_load DIR floor COUNT    the floor: COUNT plain luaL_newstate() +
@@ -46,6 +48,32 @@ static int mode_load(const char *dir, int count) {
     pp_runtime_free(rt);
     free(names);
     free(ids);
+    return 0;
+}
+
+static int mode_loadpath(const char *gen, int count) {
+    pp_runtime *rt = bench_runtime_new(false);
+    char (*paths)[4096] = calloc((size_t)count, sizeof *paths);
+    if (!paths) bench_die("calloc", NULL);
+    for (int i = 0; i < count; i++) snprintf(paths[i], sizeof paths[i], "%s/bench_%04d", gen, i);
+    pp_error err;
+    pp_error_clear(&err);
+    long rss0 = bench_rss_kib();
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < count; i++) {
+        StringView p = {(const uint8_t *)paths[i], strlen(paths[i])};
+        if (pp_runtime_load_path(rt, p, &err) != PP_OK) bench_die("pp_runtime_load_path", &err);
+    }
+    uint64_t t1 = bench_now_ns();
+    long rss1 = bench_rss_kib();
+    char name[32];
+    snprintf(name, sizeof name, "bench_%04d", count - 1);
+    uint64_t bad = check_call(rt, pp_fnv1a64((const uint8_t *)"bench_0000", 10)) +
+                   check_call(rt, pp_fnv1a64((const uint8_t *)name, strlen(name)));
+    bench_emit("c.load.path.ms", (double)(t1 - t0) / 1e6 / count, bad);
+    bench_emit("c.load.path.rss_kib", (double)(rss1 - rss0) / count, bad);
+    pp_runtime_free(rt);
+    free(paths);
     return 0;
 }
 
@@ -98,12 +126,13 @@ static int mode_floor(const char *dir, int count, const char *key) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s DIR load|reload|floor|floor-fns COUNT\n", argv[0]);
+        fprintf(stderr, "usage: %s DIR load|loadpath|reload|floor|floor-fns COUNT\n", argv[0]);
         return 2;
     }
     int count = atoi(argv[3]);
     if (count < 1) count = 1;
     if (strcmp(argv[2], "load") == 0) return mode_load(argv[1], count);
+    if (strcmp(argv[2], "loadpath") == 0) return mode_loadpath(argv[1], count);
     if (strcmp(argv[2], "reload") == 0) return mode_reload(argv[1], count);
     if (strcmp(argv[2], "floor") == 0) return mode_floor(NULL, count, "floor.load");
     if (strcmp(argv[2], "floor-fns") == 0) return mode_floor(argv[1], count, "floor.load_fns");

@@ -210,14 +210,81 @@ PP_API int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error 
 PP_API int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err);
 
 /*
- * HostApi.load_bundle/reload_bundle take a path; turning it into a pp_manifest needs a
- * manifest reader, which the Python driver installs here.  Without hooks those two
- * HostApi calls fail with a message saying so.  A hook must not raise or longjmp.
+ * HostApi.load_bundle/reload_bundle take a path.  Without hooks they run
+ * pp_runtime_load_path / pp_runtime_reload_path; the Python driver installs hooks so a
+ * bundle a guest loads gets the same bookkeeping (signatures, signature policy) as one
+ * Python loads.  A hook must not raise or longjmp.
  */
 typedef int32_t (*pp_path_hook)(void *user_data, pp_runtime *rt, StringView path,
                                 pp_error *err);
 PP_API void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook reload,
                                       void *user_data);
+
+/* ── manifest.toml: reading and validation (pp_manifest.c, pp_toml.c) ────────── */
+
+/*
+ * A manifest document owns everything its pp_manifest view points at; free it with
+ * pp_manifest_doc_free.  Reading type-checks every key the runtime knows; validation
+ * (upstream's steps, the version, and the entry file staying inside the bundle
+ * directory with symlinks resolved) is a separate call, and so are the checks whose
+ * outcome depends on the runtime's compatibility mode:
+ *   PP_CHECK_KEYS             unknown keys (with a did-you-mean) and signature tables
+ *                             for contracts `provides` does not list;
+ *   PP_CHECK_FUNCTION_COUNTS  a [function_count] entry for every `provides` entry.
+ * Strict fails on the first finding, Relaxed records warnings (pp_manifest_doc_warning),
+ * Yolo checks nothing (upstream 0.1.3 ignores unknown keys).
+ */
+typedef struct pp_manifest_doc pp_manifest_doc;
+
+enum { PP_CHECK_KEYS = 1, PP_CHECK_FUNCTION_COUNTS = 2 };
+/* pp_manifest_doc_parse flag: the text was generated from a manifest built in code, so
+ * messages name no line and column and errors name the bundle directory. */
+enum { PP_MANIFEST_GENERATED = 1 };
+
+/* Read `<path>/manifest.toml`; `path` is the bundle directory or a file inside it. */
+PP_API int32_t pp_manifest_doc_read(StringView path, pp_manifest_doc **out, pp_error *err);
+/* Parse manifest text for the bundle directory `dir` (nothing is read from disk). */
+PP_API int32_t pp_manifest_doc_parse(StringView text, StringView dir, uint32_t flags,
+                                     pp_manifest_doc **out, pp_error *err);
+PP_API void pp_manifest_doc_free(pp_manifest_doc *doc);
+PP_API const pp_manifest *pp_manifest_doc_view(const pp_manifest_doc *doc);
+/* Upstream's validation steps 1-7, then the version, then the entry path. */
+PP_API int32_t pp_manifest_doc_validate(pp_manifest_doc *doc, pp_error *err);
+/* Only the entry-path containment check (it depends on other files, which change). */
+PP_API int32_t pp_manifest_doc_check_entry(const pp_manifest_doc *doc, pp_error *err);
+/* PP_CHECK_* checks under a compatibility mode; replaces the recorded warnings. */
+PP_API int32_t pp_manifest_doc_check(pp_manifest_doc *doc, uint32_t checks,
+                                     uint32_t compatibility, pp_error *err);
+PP_API size_t pp_manifest_doc_warning_count(const pp_manifest_doc *doc);
+PP_API const char *pp_manifest_doc_warning(const pp_manifest_doc *doc, size_t i);
+/* Every field of the manifest (the signature tables too) as one JSON object, for the
+ * Python driver; valid until the document is freed. */
+PP_API const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len);
+/* Does the file the document was read from still have the identity it had then (same
+ * inode, size, modification and change times)?  False for a parsed text.  Lets a host
+ * keep documents and re-read only what changed. */
+PP_API bool pp_manifest_doc_is_current(const pp_manifest_doc *doc);
+
+/* The key checks under the runtime's mode (Relaxed warnings go to its log), then
+ * validation.  These runtime entry points leave the document as it is, so threads may
+ * share one (the doc API above is for one thread at a time). */
+PP_API int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error *err);
+/* The function-count check under the runtime's mode, then pp_runtime_load with the
+ * document's manifest; `src` NULL loads from the bundle directory. */
+PP_API int32_t pp_runtime_load_manifest(pp_runtime *rt, pp_manifest_doc *doc,
+                                        const pp_source *src, pp_error *err);
+/* Read, check and load the bundle at `path` (HostApi.load_bundle without a hook).
+ * A C host cannot verify bundle signatures: with SignaturePolicy_Required this fails,
+ * with WarnOnly it logs a warning. */
+PP_API int32_t pp_runtime_load_path(pp_runtime *rt, StringView path, pp_error *err);
+/* Read, check and hot-reload the bundle at `path`; a failure before the reload fires a
+ * Failed phase, like the runtime's own failures. */
+PP_API int32_t pp_runtime_reload_path(pp_runtime *rt, StringView path, pp_error *err);
+
+/* Any TOML document as JSON (tables in document order): the parser on its own, for
+ * tests and tools.  Free the text with pp_toml_json_free. */
+PP_API int32_t pp_toml_to_json(StringView text, char **json, size_t *len, pp_error *err);
+PP_API void pp_toml_json_free(char *json);
 
 /* Fire a Failed reload phase for a reload that failed before reaching the runtime
  * (e.g. the new manifest did not validate). */

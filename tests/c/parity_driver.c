@@ -484,16 +484,25 @@ static void sb_pp_error(sbuf *b, const pp_error *err) {
 /* ── commands ──────────────────────────────────────────────────────────────── */
 
 static void cmd_runtime(args *a) {
-    static const char *const known[] = {"hot_reload", "log", "create", NULL};
+    static const char *const known[] = {"hot_reload", "log", "create", "compat", NULL};
     check_opts(a, known);
-    need_pos(a, 0, "runtime [hot_reload=0|1] [log=<Level>] [create=new|api]");
+    need_pos(a, 0, "runtime [hot_reload=0|1] [log=<Level>] [create=new|api] "
+                   "[compat=strict|relaxed|yolo]");
     if (S.rt) fatal("a runtime is already open: `close` it first");
     int level = level_from_name(opt(a, "log", "Trace"));
     if (level < 0) fatal("unknown log level '%s'", opt(a, "log", "Trace"));
     const char *create = opt(a, "create", "new");
+    const char *compat = opt(a, "compat", "strict");
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.compatibility = Compatibility_Strict;
+    if (strcmp(compat, "strict") == 0)
+        cfg.compatibility = Compatibility_Strict;
+    else if (strcmp(compat, "relaxed") == 0)
+        cfg.compatibility = Compatibility_Relaxed;
+    else if (strcmp(compat, "yolo") == 0)
+        cfg.compatibility = Compatibility_Yolo;
+    else
+        fatal("compat must be strict, relaxed or yolo");
     cfg.hot_reload_enabled = parse_u32(opt(a, "hot_reload", "0")) != 0;
     cfg.on_reload = on_reload;
     cfg.log = on_log;
@@ -994,6 +1003,47 @@ static void cmd_reload(args *a) {
     free(b.p);
 }
 
+/* loadpath|reloadpath <name> <path> [via=runtime|hostapi] — the C manifest reader:
+ * pp_runtime_load_path / pp_runtime_reload_path, or HostApi.load_bundle / reload_bundle
+ * (no hook is installed, so they run the same reader) */
+static void path_op(args *a, bool reload) {
+    static const char *const known[] = {"via", NULL};
+    const char *cmd = reload ? "reloadpath" : "loadpath";
+    check_opts(a, known);
+    need_pos(a, 2, reload ? "reloadpath <name> <path> [via=runtime|hostapi]"
+                          : "loadpath <name> <path> [via=runtime|hostapi]");
+    require_runtime();
+    const char *name = a->argv[1], *path = a->argv[2];
+    const char *via = opt(a, "via", "runtime");
+    sbuf b = {0};
+    sb_printf(&b, "%s %s", cmd, name);
+    if (strcmp(via, "hostapi") == 0) {
+        AbiError e = {0, {NULL, 0}};
+        if (reload)
+            S.host->reload_bundle(S.host, (const uint8_t *)path, strlen(path), &e);
+        else
+            S.host->load_bundle(S.host, (const uint8_t *)path, strlen(path), &e);
+        sb_printf(&b, " code=%u", e.code);
+    } else if (strcmp(via, "runtime") == 0) {
+        pp_error err;
+        pp_error_clear(&err);
+        int32_t st = reload ? pp_runtime_reload_path(S.rt, view(path), &err)
+                            : pp_runtime_load_path(S.rt, view(path), &err);
+        if (st == PP_OK)
+            sb_puts(&b, " ok");
+        else
+            sb_pp_error(&b, &err);
+    } else {
+        fatal("via must be runtime or hostapi");
+    }
+    emit(&b);
+    free(b.p);
+}
+
+static void cmd_loadpath(args *a) { path_op(a, false); }
+
+static void cmd_reloadpath(args *a) { path_op(a, true); }
+
 /* unload <name> */
 static void cmd_unload(args *a) {
     need_pos(a, 1, "unload <name>");
@@ -1113,6 +1163,8 @@ static void run_scenario(const char *path, const char *work_base) {
         else if (strcmp(c, "arena_used") == 0) cmd_arena_used(&a);
         else if (strcmp(c, "arena_reset") == 0) cmd_arena_reset(&a);
         else if (strcmp(c, "reload") == 0) cmd_reload(&a);
+        else if (strcmp(c, "loadpath") == 0) cmd_loadpath(&a);
+        else if (strcmp(c, "reloadpath") == 0) cmd_reloadpath(&a);
         else if (strcmp(c, "unload") == 0) cmd_unload(&a);
         else if (strcmp(c, "bundles") == 0) cmd_bundles(&a);
         else if (strcmp(c, "hostlog") == 0) cmd_hostlog(&a);

@@ -2,6 +2,7 @@
 
 It runs each scenario through polyplug's Python API — ``RuntimeBuilder``, ``LuaLoader``,
 ``Runtime.load_bundle_from_source(ManifestData(...), BundleSource...)``,
+``Runtime.load_bundle(path)`` / ``reload_bundle(path)``,
 ``registry().find / resolve_guest_contract``, the ``host_api`` table, ``lib.pp_call``
 and ``iface.dispatch.vm.call``, ``lib.pp_arena_new`` — and prints the transcript that
 tests/c/parity_driver.c prints for the same script when it drives the C host
@@ -25,6 +26,7 @@ from typing import Any, Callable, Optional, TextIO
 import polyplug
 from polyplug import (
     BundleSource,
+    Compatibility,
     GuestContractHandle,
     LogLevel,
     LuaLoader,
@@ -205,11 +207,17 @@ class Interpreter:
     # ── commands ──
 
     def cmd_runtime(self, t: list[str]) -> None:
-        _, o = self.split(t, 0, ("hot_reload", "log", "create"),
-                          "runtime [hot_reload=0|1] [log=<Level>] [create=new|api]")
+        _, o = self.split(t, 0, ("hot_reload", "log", "create", "compat"),
+                          "runtime [hot_reload=0|1] [log=<Level>] [create=new|api] "
+                          "[compat=strict|relaxed|yolo]")
         if self.s.rt is not None:
             self.fail("a runtime is already open")
+        modes = {"strict": Compatibility.Strict, "relaxed": Compatibility.Relaxed,
+                 "yolo": Compatibility.Yolo}
+        if o.get("compat", "strict") not in modes:
+            self.fail("compat must be strict, relaxed or yolo")
         cfg = RuntimeConfig(
+            compatibility=modes[o.get("compat", "strict")],
             hot_reload_enabled=self.u(o.get("hot_reload", "0")) != 0,
             log=self.on_log,
             log_max_level=LEVELS[o.get("log", "Trace")],
@@ -529,6 +537,36 @@ class Interpreter:
             self.emit(f"reload {name}{self.error_text(exc)}")
         else:
             self.emit(f"reload {name} ok")
+
+    def path_op(self, t: list[str], reload: bool) -> None:
+        cmd = "reloadpath" if reload else "loadpath"
+        (name, path), o = self.split(t, 2, ("via",), f"{cmd} <name> <path> [via=runtime|hostapi]")
+        rt = self.need_runtime()
+        via = o.get("via", "runtime")
+        if via == "hostapi":  # through the Python driver's hook into Runtime.load_bundle
+            host = rt.host_api
+            raw = path.encode("utf-8", "surrogateescape")
+            err = ffi.new("AbiError *")
+            (host.reload_bundle if reload else host.load_bundle)(host, raw, len(raw), err)
+            self.emit(f"{cmd} {name} code={err.code}")
+            return
+        if via != "runtime":
+            self.fail("via must be runtime or hostapi")
+        try:
+            if reload:
+                rt.reload_bundle(path)
+            else:
+                rt.load_bundle(path)
+        except PolyplugError as exc:
+            self.emit(f"{cmd} {name}{self.error_text(exc)}")
+        else:
+            self.emit(f"{cmd} {name} ok")
+
+    def cmd_loadpath(self, t: list[str]) -> None:
+        self.path_op(t, reload=False)
+
+    def cmd_reloadpath(self, t: list[str]) -> None:
+        self.path_op(t, reload=True)
 
     def cmd_unload(self, t: list[str]) -> None:
         (name,), _ = self.split(t, 1, (), "unload <name>")
