@@ -88,6 +88,8 @@ void ppi_strlcpy(char *dst, size_t cap, const char *src);
 /* Copy a view into a fixed buffer the same way (truncating, NUL-ending). */
 void ppi_view_copy(char *dst, size_t cap, StringView v);
 /* malloc'd NUL-terminated copy of a view (NULL on OOM; "" for an empty view). */
+/* Sort and freeze a fileset (pp_fileset.c); pp_manifest_doc_set_files calls it. */
+void ppi_fileset_seal(pp_fileset *fs);
 char *ppi_strndup_view(StringView v);
 char *ppi_strdup(const char *s);
 StringView ppi_view(const char *s);

@@ -73,11 +73,24 @@ static int32_t read_source(const pp_manifest *m, const pp_source *src, const cha
     char full[4096];
     snprintf(full, sizeof full, "%s/%s", out->dir, file);
     snprintf(out->chunk, sizeof out->chunk, "@%s/%s", bundle, file);
-    free(file);
-    char *buf;
-    size_t len;
+    char *buf = NULL;
+    size_t len = 0;
     const char *why = NULL;
-    bool ok = ppi_read_regular_file(full, &buf, &len, &why);
+    bool ok;
+    if (m->files) {
+        /* the verified bytes of a signed bundle: the directory may have changed since */
+        StringView data;
+        ok = pp_fileset_get(m->files, m->file, &data) && (buf = malloc(data.len + 1)) != NULL;
+        if (ok) {
+            memcpy(buf, data.ptr, data.len);
+            len = data.len;
+        } else {
+            why = "the file is not among the bundle's verified files";
+        }
+    } else {
+        ok = ppi_read_regular_file(full, &buf, &len, &why);
+    }
+    free(file);
     if (ok && !ppi_utf8_valid((const uint8_t *)buf, len)) {
         free(buf);
         ok = false;
@@ -442,7 +455,7 @@ int32_t ppi_lua_run_init(pp_runtime *rt, const pp_lua_config *config, const pp_m
     source_text s;
     int32_t st = read_source(m, src, bundle, &s, err);
     if (st == PP_OK) {
-        lua_State *L = ppi_lua_vm_new(rt, s.dir, bundle, config, err);
+        lua_State *L = ppi_lua_vm_new(rt, s.dir, m->files, bundle, config, err);
         if (!L) {
             st = err ? err->status : PP_ERR_INIT_FAILED;
         } else {

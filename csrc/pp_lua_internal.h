@@ -78,9 +78,10 @@ int ppi_lua_traceback(lua_State *L);
 const char *ppi_lua_error_text(lua_State *L);
 
 /* A fresh VM with [traceback, arena_alloc, instance maker] on its stack; NULL with
- * `err` filled.  It counts as one of rt's open VMs until ppi_lua_vm_close. */
-lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
-                          const pp_lua_config *cfg, pp_error *err);
+ * `err` filled.  `files` (may be NULL) are a signed bundle's verified files: its
+ * modules are loaded from them, never from `dir`.  It counts as one of rt's open VMs until ppi_lua_vm_close. */
+lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
+                          const char *bundle, const pp_lua_config *cfg, pp_error *err);
 /* Close a VM nobody can reach any more.  Its __gc finalizers run here, watched: past
  * PPI_CLOSE_NS they are stopped, so closing is bounded whatever the guest does. */
 void ppi_lua_vm_close(pp_runtime *rt, lua_State *L);

@@ -76,14 +76,96 @@ static bool file_exists(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Would the bundle directory (upvalue 1, may be nil) satisfy `require(name)` itself? */
+/* Where a bundle's own modules live, relative to its directory (as package.path). */
+static const char *const module_patterns[] = {"%s.lua", "%s/init.lua", "%s.init.lua"};
+
+/* ── a signed bundle's verified files ──────────────────────────────────────── */
+
+/*
+ * A signed bundle's VM holds its fileset (pp_fileset.c) in a userdata box, an upvalue
+ * of the searchers: modules come from the verified bytes, never from the directory,
+ * which may have changed since it was verified.  The box releases its reference when
+ * collected; __gc checks its argument and runs once, so a guest that reaches it (the
+ * debug library) cannot release the set twice.
+ */
+#define FILESET_META "polyplug.fileset"
+
+typedef struct fileset_box {
+    pp_fileset *fs; /* NULL once released */
+    char dir[];     /* the bundle directory, for chunk names */
+} fileset_box;
+
+static fileset_box *to_box(lua_State *L, int idx) {
+    fileset_box *box = lua_touserdata(L, idx);
+    if (!box || !lua_getmetatable(L, idx)) return NULL;
+    luaL_getmetatable(L, FILESET_META);
+    bool ours = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return ours ? box : NULL;
+}
+
+static int fileset_gc(lua_State *L) {
+    fileset_box *box = to_box(L, 1);
+    if (box) {
+        pp_fileset_release(box->fs);
+        box->fs = NULL;
+    }
+    return 0;
+}
+
+/* Push a box holding a new reference to `fs`. */
+static void push_fileset_box(lua_State *L, pp_fileset *fs, const char *dir) {
+    size_t n = dir ? strlen(dir) : 0;
+    fileset_box *box = lua_newuserdata(L, sizeof *box + n + 1);
+    box->fs = NULL;
+    memcpy(box->dir, dir ? dir : "", n + 1);
+    if (luaL_newmetatable(L, FILESET_META)) {
+        lua_pushcfunction(L, fileset_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_setmetatable(L, -2);
+    box->fs = pp_fileset_retain(fs); /* after the last allocation: nothing can raise now */
+}
+
+/* The fileset of a signed bundle's searcher (upvalue `up`): NULL for an unsigned
+ * bundle; raises if the bundle is signed but the set is gone. */
+static const fileset_box *signed_files(lua_State *L, int up) {
+    if (lua_isnil(L, lua_upvalueindex(up))) return NULL;
+    const fileset_box *box = to_box(L, lua_upvalueindex(up));
+    if (!box || !box->fs) luaL_error(L, "the bundle's verified files are no longer available");
+    return box;
+}
+
+/* The bytes of module `name` among a signed bundle's files, with the relative path
+ * it was found under in `rel`. */
+static bool fileset_module(const fileset_box *box, const char *module, char *rel, size_t cap,
+                           StringView *data) {
+    for (size_t i = 0; i < PP_COUNTOF(module_patterns); i++) {
+        int n = snprintf(rel, cap, module_patterns[i], module);
+        if (n > 0 && (size_t)n < cap && pp_fileset_get(box->fs, ppi_view(rel), data))
+            return true;
+    }
+    return false;
+}
+
+/* Would the bundle (directory: upvalue 1, may be nil; verified files: upvalue 2, may
+ * be nil) satisfy `require(name)` itself? */
 static bool bundle_has_module(lua_State *L, const char *name) {
+    const fileset_box *box = signed_files(L, 2);
+    char rel[4096];
+    if (box) {
+        StringView data;
+        return fileset_module(box, name, rel, sizeof rel, &data);
+    }
     const char *dir = lua_tostring(L, lua_upvalueindex(1));
     if (!dir) return false;
-    static const char *const patterns[] = {"%s/%s.lua", "%s/%s/init.lua", "%s/%s.init.lua"};
-    char path[4096];
-    for (size_t i = 0; i < PP_COUNTOF(patterns); i++) {
-        int n = snprintf(path, sizeof path, patterns[i], dir, name);
+    char path[4200];
+    for (size_t i = 0; i < PP_COUNTOF(module_patterns); i++) {
+        int n = snprintf(rel, sizeof rel, module_patterns[i], name);
+        if (n <= 0 || (size_t)n >= sizeof rel) continue;
+        n = snprintf(path, sizeof path, "%s/%s", dir, rel);
         if (n > 0 && (size_t)n < sizeof path && file_exists(path)) return true;
     }
     return false;
@@ -214,10 +296,42 @@ static int cstack_check(lua_State *L) {
  * module is an error instead of a hang.  Upvalue 1 is a fixed template list for the
  * restricted profile (the bundle directory only, whatever the guest does to
  * package.path; text chunks only), or nil: then package.path is used, as upstream.
+ * Upvalue 2 is a signed bundle's fileset box, or nil: a signed bundle's modules come
+ * from its verified files only (the bundle's own module patterns, nothing else).
  */
+static int signed_searcher(lua_State *L, const fileset_box *box, const char *name,
+                           bool text_only) {
+    const char *module = luaL_gsub(L, name, ".", "/");
+    char rel[4096];
+    StringView data;
+    if (fileset_module(box, module, rel, sizeof rel, &data)) {
+        lua_pushfstring(L, "@%s/%s", box->dir, rel);
+        if (luaL_loadbufferx(L, (const char *)data.ptr, data.len, lua_tostring(L, -1),
+                             text_only ? "t" : NULL) != 0)
+            return luaL_error(L, "error loading module '%s' from file '%s/%s':\n\t%s", name,
+                              box->dir, rel, lua_tostring(L, -1));
+        return 1;
+    }
+    luaL_Buffer tried;
+    luaL_buffinit(L, &tried);
+    for (size_t i = 0; i < PP_COUNTOF(module_patterns); i++) {
+        lua_pushliteral(L, "\n\tno file '");
+        lua_pushstring(L, box->dir);
+        lua_pushliteral(L, "/");
+        lua_pushfstring(L, module_patterns[i], module);
+        lua_pushliteral(L, "' among the signed bundle's verified files");
+        lua_concat(L, 5);
+        luaL_addvalue(&tried);
+    }
+    luaL_pushresult(&tried);
+    return 1;
+}
+
 static int file_searcher(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     const char *fixed = lua_tostring(L, lua_upvalueindex(1));
+    const fileset_box *box = signed_files(L, 2);
+    if (box) return signed_searcher(L, box, name, fixed != NULL);
     const char *templates = fixed;
     if (!templates) {
         lua_getglobal(L, "package");
@@ -282,6 +396,14 @@ static int cpath_guard(lua_State *L) {
         p += n + (end ? 1 : 0);
     }
     lua_pushliteral(L, "");
+    return 1;
+}
+
+/* In place of the C-module searchers of a signed bundle: a shared library cannot be
+ * loaded from verified bytes, so none is loaded at all. */
+static int signed_no_c_modules(lua_State *L) {
+    lua_pushliteral(L, "\n\tno C modules: the bundle is signed, and only its verified Lua "
+                       "files are loaded");
     return 1;
 }
 
@@ -354,7 +476,7 @@ static const char text_load_src[] =
 
 /* No io, no debug, no process control, no native modules (FFI stays: arguments and
  * results are native memory, so this is a seatbelt, not a sandbox). */
-static void restrict_vm(lua_State *L, const char *dir) {
+static void restrict_vm(lua_State *L, const char *dir, int box) {
     lua_getglobal(L, "os");
     keep_only(L, -1, restricted_os, PP_COUNTOF(restricted_os));
     lua_pop(L, 1);
@@ -387,7 +509,8 @@ static void restrict_vm(lua_State *L, const char *dir) {
     lua_setfield(L, -3, "path");
     lua_getfield(L, -2, "loaders");
     lua_insert(L, -2);
-    lua_pushcclosure(L, file_searcher, 1);
+    lua_pushvalue(L, box);
+    lua_pushcclosure(L, file_searcher, 2);
     lua_rawseti(L, -2, 3);
     lua_pop(L, 1);
     /* loaders = {preload, sdk, lua path}: drop the C and all-in-one searchers */
@@ -406,6 +529,13 @@ static void restrict_vm(lua_State *L, const char *dir) {
 static int setup_vm(lua_State *L) {
     const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
     bool restricted = lua_toboolean(L, 2);
+    pp_fileset *files = lua_touserdata(L, 3); /* a signed bundle's verified files */
+    lua_settop(L, 3);
+    if (files)
+        push_fileset_box(L, files, dir);
+    else
+        lua_pushnil(L);
+    lua_replace(L, 3); /* index 3: the box, or nil */
     luaL_openlibs(L);
     if (dir) {
         size_t n = strlen(dir);
@@ -434,25 +564,37 @@ static int setup_vm(lua_State *L) {
         lua_rawseti(L, -2, i + 1);
     }
     lua_pushvalue(L, 1);
-    lua_pushcclosure(L, sdk_searcher, 1);
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, sdk_searcher, 2);
     lua_rawseti(L, -2, 2);
     lua_pushnil(L);
-    lua_pushcclosure(L, file_searcher, 1);
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, file_searcher, 2);
     lua_rawseti(L, -2, 3);
-    /* {preload, sdk, lua files, cpath guard, C modules, all-in-one} */
-    for (int i = (int)lua_objlen(L, -1); i >= 4; i--) {
-        lua_rawgeti(L, -1, i);
-        lua_rawseti(L, -2, i + 1);
+    if (files) {
+        /* {preload, sdk, verified lua files, no C modules} */
+        for (int i = (int)lua_objlen(L, -1); i > 3; i--) {
+            lua_pushnil(L);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushcfunction(L, signed_no_c_modules);
+        lua_rawseti(L, -2, 4);
+    } else {
+        /* {preload, sdk, lua files, cpath guard, C modules, all-in-one} */
+        for (int i = (int)lua_objlen(L, -1); i >= 4; i--) {
+            lua_rawgeti(L, -1, i);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_pushcfunction(L, cpath_guard);
+        lua_rawseti(L, -2, 4);
     }
-    lua_pushcfunction(L, cpath_guard);
-    lua_rawseti(L, -2, 4);
     lua_pop(L, 2);
     if (load_internal(L, GUARD_SLOT, guard_src, sizeof guard_src - 1,
                       "=[polyplug stack guard]") != 0)
         return lua_error(L);
     lua_pushcfunction(L, cstack_check);
     lua_call(L, 1, 0);
-    if (restricted) restrict_vm(L, dir);
+    if (restricted) restrict_vm(L, dir, 3);
     return 0;
 }
 
@@ -575,8 +717,8 @@ static const char make_instance_src[] =
 
 /* ── construction ──────────────────────────────────────────────────────────── */
 
-lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
-                          const pp_lua_config *cfg, pp_error *err) {
+lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
+                          const char *bundle, const pp_lua_config *cfg, pp_error *err) {
     lua_State *L = luaL_newstate();
     vm_memory *mem = L ? calloc(1, sizeof *mem) : NULL;
     if (!mem) {
@@ -607,7 +749,11 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, const char *bundle,
     else
         lua_pushnil(L);
     lua_pushboolean(L, cfg->sandbox != PP_LUA_SANDBOX_NONE);
-    if (lua_pcall(L, 2, 0, PPI_STACK_TRACEBACK) != 0) {
+    if (files)
+        lua_pushlightuserdata(L, files);
+    else
+        lua_pushnil(L);
+    if (lua_pcall(L, 3, 0, PPI_STACK_TRACEBACK) != 0) {
         char detail[1024];
         snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,

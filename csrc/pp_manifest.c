@@ -908,8 +908,12 @@ int32_t pp_manifest_doc_parse(StringView text, StringView dir, uint32_t flags,
                         "pp_manifest_doc_parse: null argument");
     *out = NULL;
     bool generated = flags & PP_MANIFEST_GENERATED;
-    char *where = ppi_strndup_view(dir);
+    /* a generated text's errors name the bundle directory; a manifest.toml's, the file */
+    size_t cap = dir.len + sizeof "/manifest.toml";
+    char *where = malloc(cap);
     if (!where) return ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
+    snprintf(where, cap, generated ? "%.*s" : "%.*s/manifest.toml", (int)dir.len,
+             (const char *)dir.ptr);
     int32_t st;
     size_t bad = ppi_utf8_check(text.ptr, text.len);
     if (bad < text.len)
@@ -1086,12 +1090,21 @@ static void clear_warnings(pp_manifest_doc *d) {
 void pp_manifest_doc_free(pp_manifest_doc *doc) {
     if (!doc) return;
     clear_warnings(doc);
+    pp_fileset_release(doc->m.files);
     free(doc->warnings);
     free(doc->json);
     ppt_doc_free(doc->toml); /* the document itself lives in this arena */
 }
 
 const pp_manifest *pp_manifest_doc_view(const pp_manifest_doc *doc) { return doc ? &doc->m : NULL; }
+
+void pp_manifest_doc_set_files(pp_manifest_doc *doc, pp_fileset *files) {
+    if (!doc) return;
+    ppi_fileset_seal(files);
+    pp_fileset_retain(files);
+    pp_fileset_release(doc->m.files);
+    doc->m.files = files;
+}
 
 size_t pp_manifest_doc_warning_count(const pp_manifest_doc *doc) {
     return doc ? doc->warnings_len : 0;

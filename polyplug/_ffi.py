@@ -49,6 +49,19 @@ def view_text(view: Any) -> str:
     return bytes(ffi.buffer(view.ptr, view.len)).decode("utf-8", "replace")
 
 
+def bytes_view(data: bytes, keep: list[Any]) -> Any:
+    """A ``StringView`` over ``data`` itself (no copy); ``data`` and the view are
+    appended to ``keep``, which must outlive every use of the view."""
+    view = ffi.new("StringView *")
+    if data:
+        buf = ffi.from_buffer("uint8_t[]", data)
+        keep.append(buf)
+        view.ptr = buf
+        view.len = len(data)
+    keep.append(view)
+    return view[0]
+
+
 def text_view(data: bytes, keep: list[Any]) -> Any:
     """A ``StringView`` over ``data``; the backing cdata is appended to ``keep``."""
     view = ffi.new("StringView *")

@@ -172,6 +172,13 @@ def _read_doc(path: str | os.PathLike[str]) -> Any:
     return _doc_from(lib.pp_manifest_doc_read, view[0])
 
 
+def manifest_doc_from_text(text: bytes, bundle_dir: str | os.PathLike[str]) -> Any:
+    """The C document of ``manifest.toml`` text a host read for ``bundle_dir`` (a
+    signed bundle's verified bytes); errors name ``<bundle_dir>/manifest.toml``."""
+    text_view, dir_view = _view(text), _view(os.fsencode(os.path.abspath(bundle_dir)))
+    return _doc_from(lib.pp_manifest_doc_parse, text_view[0], dir_view[0], 0)
+
+
 def _data_from_doc(doc: Any) -> ManifestData:
     """The ManifestData of a C document, built from its JSON description."""
     length = ffi.new("size_t *")
@@ -385,6 +392,11 @@ def check_function_counts(m: ManifestData, compatibility: int) -> list[str]:
 # ── the per-runtime cache ────────────────────────────────────────────────────
 
 
+def doc_manifest(doc: Any) -> ManifestData:
+    """A ManifestData of a C document (its fields are built when first used)."""
+    return _DocManifest(_doc=doc)
+
+
 class CachedManifest(NamedTuple):
     """A read manifest: the C document and the bundle id it declares."""
 
@@ -393,7 +405,7 @@ class CachedManifest(NamedTuple):
 
     def manifest(self) -> ManifestData:
         """A ManifestData of this document (its fields are built when first used)."""
-        return _DocManifest(_doc=self.doc)
+        return doc_manifest(self.doc)
 
 
 class ManifestCache:

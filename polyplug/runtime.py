@@ -32,10 +32,17 @@ from polyplug._abi import (
     SignaturePolicy,
 )
 from polyplug._callbacks import _CallbackState
-from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
+from polyplug._ffi import bytes_view, check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract
 from polyplug.ids import guest_contract_id
-from polyplug.manifest import CachedManifest, ManifestCache, ManifestData, manifest_doc
+from polyplug.manifest import (
+    CachedManifest,
+    ManifestCache,
+    ManifestData,
+    doc_manifest,
+    manifest_doc,
+    manifest_doc_from_text,
+)
 from polyplug.signature import FunctionSig
 
 __all__ = [
@@ -429,21 +436,20 @@ class Runtime:
 
         The manifest is read and fully validated (version included) before anything
         is registered; a failed load leaves the runtime as it was.  Returns the
-        manifest.
+        manifest.  Under a signature policy the bundle's files are read once and
+        verified, and the loader runs those verified bytes (manifest included).
         """
         rt = self._ptr()
         entry = self._manifest_cache.read(path)
         self._check_manifest(rt, entry.doc)
-        manifest = entry.manifest()
-        self._load(rt, entry.doc, entry.id, manifest, None)
-        return manifest
+        return self._load(rt, entry.doc, entry.manifest(), None)
 
     def load_bundle_from_source(self, manifest: ManifestData, source: BundleSource) -> None:
         """Load a bundle from a manifest you built and a :class:`BundleSource`."""
         rt = self._ptr()
         doc = manifest_doc(manifest)
         self._check_manifest(rt, doc)
-        self._load(rt, doc, manifest.id, manifest, source)
+        self._load(rt, doc, manifest, source)
 
     @staticmethod
     def _check_manifest(rt: Any, doc: Any) -> None:
@@ -452,10 +458,15 @@ class Runtime:
         lib.pp_runtime_check_manifest(rt, doc, err)
         check(err)
 
-    def _load(self, rt: Any, doc: Any, bundle_id: int, manifest: ManifestData,
-              source: Optional[BundleSource]) -> None:
-        """Load a checked manifest: signature policy, function counts, then the loader."""
-        self._check_signature(manifest, source)
+    def _load(self, rt: Any, doc: Any, manifest: ManifestData,
+              source: Optional[BundleSource]) -> ManifestData:
+        """Load a checked manifest: signature policy, function counts, then the loader.
+        Returns the manifest loaded (a signed bundle's, from its verified bytes)."""
+        verified = self._check_signature(manifest, source)
+        if verified is not None:
+            doc, manifest = self._verified_doc(rt, doc, manifest, verified,
+                                               from_disk=source is None)
+        bundle_id = int(lib.pp_manifest_doc_view(doc).id)
         keep: list[Any] = []
         src = source._to_c(keep) if source is not None else ffi.NULL
         err = new_error()
@@ -466,6 +477,7 @@ class Runtime:
         if err.status and fresh:
             self._manifests.pop(bundle_id, None)
         check(err)
+        return manifest
 
     def reload_bundle(self, path: PathLike) -> None:
         """Hot-reload a loaded bundle from disk.
@@ -481,8 +493,10 @@ class Runtime:
         try:
             entry = self._manifest_cache.read(path)
             self._check_manifest(rt, entry.doc)
-            manifest = entry.manifest()
-            self._check_signature(manifest)
+            doc, manifest = entry.doc, entry.manifest()
+            verified = self._check_signature(manifest)
+            if verified is not None:
+                doc, manifest = self._verified_doc(rt, doc, manifest, verified, from_disk=True)
         except _errors.PolyplugError as exc:
             # name the bundle in the Failed phase when the manifest at least parsed
             named = entry.manifest() if entry is not None else None
@@ -493,19 +507,20 @@ class Runtime:
                                                 text_view(_encode(str(exc)), keep))
             raise
         err = new_error()
-        lib.pp_runtime_reload(rt, lib.pp_manifest_doc_view(entry.doc), err)
+        lib.pp_runtime_reload(rt, lib.pp_manifest_doc_view(doc), err)
         check(err)
-        self._manifests[entry.id] = manifest
+        self._manifests[int(lib.pp_manifest_doc_view(doc).id)] = manifest
 
-    def _check_signature(self, manifest: ManifestData,
-                         source: Optional[BundleSource] = None) -> None:
+    def _check_signature(self, manifest: ManifestData, source: Optional[BundleSource] = None
+                         ) -> Optional[signing.VerifiedBundle]:
         """Apply ``signature_policy`` to the bundle directory of ``manifest`` (spec §14.3).
 
+        Returns the verified files the loader must run (None: load as usual).
         Required: any failure raises.  WarnOnly: a failure is logged and loading goes on.
         An in-memory source (Code, Bytes) has no files to check, so it counts as unsigned.
         """
         if self._config.signature_policy == SignaturePolicy.Off:
-            return
+            return None
         policy = SignaturePolicy(self._config.signature_policy)
         try:
             if source is not None and source.kind != "path":
@@ -513,12 +528,47 @@ class Runtime:
                     f"bundle `{manifest.name}` comes from an in-memory source "
                     f"(BundleSource.{source.kind.capitalize()}), which cannot be signed, "
                     f"and signature_policy is {policy.name}", bundle=manifest.name)
-            signing.verify_bundle(manifest.path, manifest.name, self._config.trusted_keys)
+            entry = os.path.normpath(manifest.file)
+            return signing.read_verified_bundle(
+                manifest.path, manifest.name, self._config.trusted_keys,
+                keep=lambda rel: rel.endswith(".lua") or rel in ("manifest.toml", entry))
         except _errors.LoaderError as exc:
             if policy == SignaturePolicy.Required:
                 raise
             self._log(LogLevel.Warn, "runtime", f"bundle `{manifest.name}`: signature check "
                       f"failed (WarnOnly — continuing): {exc}")
+            return None
+
+    @staticmethod
+    def _verified_doc(rt: Any, doc: Any, manifest: ManifestData,
+                      verified: signing.VerifiedBundle, from_disk: bool
+                      ) -> tuple[Any, ManifestData]:
+        """The document to load a verified bundle with: its files attached, so the loader
+        reads nothing from the directory.  A bundle loaded from disk gets its manifest
+        from the verified ``manifest.toml`` too (checked again: it may differ from the
+        one read before verifying); a manifest the host built stays as it is (``doc``
+        is then a fresh document of this load's own, never a cached one)."""
+        files = ffi.gc(lib.pp_fileset_new(), lib.pp_fileset_release)
+        if files == ffi.NULL:
+            raise MemoryError("out of memory holding a bundle's verified files")
+        for rel, data in verified.files.items():
+            err = new_error()
+            keep: list[Any] = []
+            lib.pp_fileset_add(files, text_view(os.fsencode(rel), keep), bytes_view(data, keep),
+                               err)
+            check(err)
+        if from_disk:
+            text = verified.files.get("manifest.toml")
+            if text is None:
+                raise _errors.SignatureVerificationFailed(
+                    f"signature verification failed for bundle `{manifest.name}`: "
+                    f"manifest.toml is not among the signed files", bundle=manifest.name,
+                    reason="manifest.toml is not among the signed files")
+            doc = manifest_doc_from_text(text, manifest.path)
+            Runtime._check_manifest(rt, doc)
+            manifest = doc_manifest(doc)
+        lib.pp_manifest_doc_set_files(doc, files)  # `doc` is this load's own document
+        return doc, manifest
 
     def _bundle_id(self, bundle: BundleRef) -> int:
         """The id of a loaded bundle given by id, manifest ``name`` or manifest."""

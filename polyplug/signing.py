@@ -46,7 +46,7 @@ import enum
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Sequence, Union
 
 from polyplug._errors import (
     MalformedSignature,
@@ -71,7 +71,9 @@ __all__ = [
     "public_key",
     "read_key_file",
     "sign_bundle",
+    "read_verified_bundle",
     "verify_bundle",
+    "VerifiedBundle",
     "write_key_file",
 ]
 
@@ -100,54 +102,87 @@ class KeyKind(enum.IntEnum):
 # ── the canonical digest ─────────────────────────────────────────────────────
 
 
-def _signable_files(root: Path) -> list[tuple[bytes, bytes]]:
-    """``(relative path bytes, absolute path bytes)`` of every file the digest covers.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    Walks ``root`` without following symlinks; the names come from the directory
-    listing, so every path stays inside ``root``.
+
+class _File(NamedTuple):
+    rel: bytes  # the /-separated path relative to the bundle root
+    sha256: bytes
+    data: Optional[bytes]  # the bytes, for a file the caller asked to keep
+
+
+def _read_bundle(root: Path, keep: Callable[[str], bool]) -> list[_File]:
+    """Read every file the digest covers, once, sorted by relative path.
+
+    Every directory and file is opened relative to its parent's descriptor and never
+    through a symlink (``O_NOFOLLOW``), so what is read is inside ``root`` even if the
+    tree changes meanwhile, and each file's digest and kept bytes are of one read.
+    Raises :class:`SigningError` for a symlink, an irregular file or a non-UTF-8 name,
+    and OSError if something cannot be read.
     """
-    if not root.is_dir():
-        raise SigningError(f"bundle path is not a directory: `{root}`", path=str(root))
-    files: list[tuple[bytes, bytes]] = []
-    base = os.fsencode(root)
-    pending = [b""]
-    while pending:
-        rel_dir = pending.pop()
-        with os.scandir(os.path.join(base, rel_dir) if rel_dir else base) as entries:
-            for entry in entries:
-                rel = rel_dir + b"/" + entry.name if rel_dir else entry.name
-                shown = entry.path.decode("utf-8", "backslashreplace")
-                try:
-                    rel.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise SigningError(f"path is not valid UTF-8 in a signable bundle "
-                                       f"`{root}`: {shown}", path=shown) from None
-                if entry.is_symlink():
-                    raise SigningError(f"symlinks are not allowed in a signable bundle "
-                                       f"`{root}`: {shown}", path=shown)
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(rel)
-                elif entry.is_file(follow_symlinks=False):
-                    if rel != SIG_FILE.encode():
-                        files.append((rel, entry.path))
-                else:
-                    raise SigningError(f"irregular file (not a regular file or directory) is "
-                                       f"not allowed in a signable bundle `{root}`: {shown}",
-                                       path=shown)
+    import hashlib
+    import stat
+
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SigningError(f"bundle path is not a directory: `{root}`", path=str(root)) from None
+    files: list[_File] = []
+    pending = [(b"", root_fd)]
+    try:
+        while pending:
+            rel_dir, dir_fd = pending.pop()
+            try:
+                with os.scandir(dir_fd) as listing:
+                    names = [entry.name for entry in listing]
+                for name in names:
+                    raw = os.fsencode(name)
+                    rel = rel_dir + b"/" + raw if rel_dir else raw
+                    shown = os.path.join(os.fsencode(root), rel).decode("utf-8",
+                                                                         "backslashreplace")
+                    try:
+                        text = rel.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise SigningError(f"path is not valid UTF-8 in a signable bundle "
+                                           f"`{root}`: {shown}", path=shown) from None
+                    mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                    if stat.S_ISLNK(mode):
+                        raise SigningError(f"symlinks are not allowed in a signable bundle "
+                                           f"`{root}`: {shown}", path=shown)
+                    if stat.S_ISDIR(mode):
+                        pending.append((rel, os.open(name, _DIR_FLAGS, dir_fd=dir_fd)))
+                        continue
+                    if not stat.S_ISREG(mode):
+                        raise SigningError(f"irregular file (not a regular file or directory) "
+                                           f"is not allowed in a signable bundle `{root}`: "
+                                           f"{shown}", path=shown)
+                    if rel == SIG_FILE.encode():
+                        continue
+                    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+                    with os.fdopen(fd, "rb") as f:
+                        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped meanwhile
+                            raise SigningError(f"irregular file (not a regular file or "
+                                               f"directory) is not allowed in a signable "
+                                               f"bundle `{root}`: {shown}", path=shown)
+                        if keep(text):
+                            data: Optional[bytes] = f.read()
+                            digest = hashlib.sha256(data).digest()
+                        else:
+                            data, h = None, hashlib.sha256()
+                            for chunk in iter(lambda: f.read(1 << 16), b""):
+                                h.update(chunk)
+                            digest = h.digest()
+                    files.append(_File(rel, digest, data))
+            finally:
+                os.close(dir_fd)
+    finally:
+        for _, fd in pending:  # left open by an error
+            os.close(fd)
     if not files:
         raise SigningError(f"bundle `{root}` contains no signable files", path=str(root))
     files.sort()
     return files
-
-
-def _sha256_file(path: bytes) -> bytes:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
-    return h.digest()
 
 
 def bundle_digest(bundle_dir: PathLike) -> bytes:
@@ -157,21 +192,25 @@ def bundle_digest(bundle_dir: PathLike) -> bytes:
     anywhere in the bundle, a bundle with no files besides ``bundle.sig``, or a file
     or directory that cannot be read.
     """
-    return _digest(Path(bundle_dir))[0]
+    root = Path(bundle_dir)
+    return _digest(root, _read(root, lambda rel: False))
 
 
-def _digest(root: Path) -> tuple[bytes, list[str]]:
-    """The digest and the relative paths of the files it covers."""
-    import hashlib
-
+def _read(root: Path, keep: Callable[[str], bool]) -> list[_File]:
     try:
-        files = _signable_files(root)
-        buf = bytearray(_DIGEST_DOMAIN + _DIGEST_VERSION + struct.pack("<Q", len(files)))
-        for rel, full in files:
-            buf += rel + b"\0" + _sha256_file(full)
+        return _read_bundle(root, keep)
     except OSError as err:
         raise SigningError(f"cannot read bundle `{root}`: {err}", path=str(root)) from err
-    return hashlib.sha256(buf).digest(), [rel.decode("utf-8") for rel, _ in files]
+
+
+def _digest(root: Path, files: Sequence[_File]) -> bytes:
+    """The canonical digest of files read by :func:`_read_bundle`."""
+    import hashlib
+
+    buf = bytearray(_DIGEST_DOMAIN + _DIGEST_VERSION + struct.pack("<Q", len(files)))
+    for f in files:
+        buf += f.rel + b"\0" + f.sha256
+    return hashlib.sha256(buf).digest()
 
 
 def _mismatch_advice(root: Path, files: Sequence[str]) -> str:
@@ -318,6 +357,16 @@ def sign_bundle(bundle_dir: PathLike, signing_key: Union[bytes, Ed25519PrivateKe
     return sig_path
 
 
+class VerifiedBundle(NamedTuple):
+    """What :func:`read_verified_bundle` returns."""
+
+    public_key: bytes
+    """The key the bundle is signed with."""
+    files: dict[str, bytes]
+    """The bytes of the files the caller asked for, by ``/``-separated relative path:
+    exactly the bytes the signature was checked against."""
+
+
 def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
                   trusted_keys: Sequence[bytes] = ()) -> bytes:
     """Check ``<bundle_dir>/bundle.sig``; returns the public key the bundle is signed with.
@@ -332,6 +381,22 @@ def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
     * :class:`UntrustedSigningKey` - signed by a key not in ``trusted_keys``
     * :class:`SignatureVerificationFailed` - the files do not match the signature, or
       the bundle cannot be digested (``reason`` says why)
+
+    The files can change after this returns: to run what was verified, use
+    :func:`read_verified_bundle` and load its bytes (the runtime does).
+    """
+    return read_verified_bundle(bundle_dir, bundle_name, trusted_keys).public_key
+
+
+def read_verified_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
+                         trusted_keys: Sequence[bytes] = (),
+                         keep: Optional[Callable[[str], bool]] = None) -> VerifiedBundle:
+    """Verify the bundle like :func:`verify_bundle`, keeping the bytes that were verified.
+
+    Every file is read once; its digest and the bytes returned for it are of that one
+    read, so a file swapped while the bundle is checked is either what was verified or
+    a failed verification, never unverified bytes.  ``keep(relative_path)`` selects
+    the files whose bytes are returned (default: none).
     """
     root = Path(bundle_dir)
     name = bundle_name if bundle_name is not None else root.name
@@ -350,14 +415,17 @@ def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
                    + (f". {advice}" if advice else ""), bundle=name, reason=reason)
 
     try:
-        data = (root / SIG_FILE).read_bytes()
+        with open(os.open(root / SIG_FILE, _READ_FLAGS), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(_SIG_LEN + 1)
     except FileNotFoundError:
         raise UnsignedBundle(f"bundle `{name}` is not signed and signature_policy is Required",
                              bundle=name) from None
     except OSError as err:
         raise failed(f"cannot read {SIG_FILE} in bundle `{root}`: {err.strerror or err}") from None
     if len(data) != _SIG_LEN:
-        raise failed(f"{SIG_FILE} is malformed (expected {_SIG_LEN} bytes, found {len(data)}) "
+        found = len(data) if len(data) <= _SIG_LEN else max(size, len(data))
+        raise failed(f"{SIG_FILE} is malformed (expected {_SIG_LEN} bytes, found {found}) "
                      f"in bundle `{root}`", MalformedSignature)
     if data[:6] != _SIG_MAGIC:
         raise failed(f"{SIG_FILE} has invalid magic bytes in bundle `{root}`", MalformedSignature)
@@ -372,9 +440,11 @@ def verify_bundle(bundle_dir: PathLike, bundle_name: Optional[str] = None,
             f"bundle `{name}` is signed by a key that is not in the host's trusted-key "
             f"allowlist (signature_policy=Required with key pinning)", bundle=name, key=public)
     try:
-        digest, files = _digest(root)
+        files = _read(root, keep or (lambda rel: False))
     except SigningError as err:
         raise failed(str(err)) from err
-    if not _verify_strict(public, signature, digest):
-        raise failed(_MISMATCH, advice=_mismatch_advice(root, files))
-    return public
+    if not _verify_strict(public, signature, _digest(root, files)):
+        raise failed(_MISMATCH, advice=_mismatch_advice(
+            root, [f.rel.decode("utf-8") for f in files]))
+    return VerifiedBundle(public, {f.rel.decode("utf-8"): f.data for f in files
+                                   if f.data is not None})

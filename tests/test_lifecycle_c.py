@@ -65,6 +65,13 @@ def test_close_with_a_short_wait_is_busy_then_clean(san_driver: Path, tmp_path: 
     assert "the call: 0, a call after close: 5" in out
 
 
+def test_a_bundle_loads_from_a_fileset(san_driver: Path, tmp_path: Path) -> None:
+    # what a C host does with a signed bundle: the loader reads the entry file and a
+    # module required long after the load from bytes in memory, not the directory
+    out = run(san_driver, tmp_path, "fileset")
+    assert "fileset tag=9 module=77" in out
+
+
 def test_instances_race_unload_and_reload(san_driver: Path, tmp_path: Path) -> None:
     run(san_driver, tmp_path, "instances-race", "--seconds", "3")
 
@@ -112,7 +119,7 @@ def test_review_findings_stay_fixed(scenario: str, breaker: Path, tmp_path: Path
         f"{scenario}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
 
 
-@pytest.mark.parametrize("scenario", ["stale-interface", "close-busy", "random"])
+@pytest.mark.parametrize("scenario", ["stale-interface", "close-busy", "random", "fileset"])
 def test_valgrind_memcheck(scenario: str, tmp_path: Path) -> None:
     """The same scenarios under valgrind memcheck (uninstrumented build, JIT code too)."""
     import shutil

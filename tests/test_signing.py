@@ -24,12 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from polyplug import (
     BundleSource,
     LogLevel,
+    LuaConfig,
     LuaLoader,
     PluginNotFound,
     ReloadPhaseType,
     RuntimeBuilder,
     RuntimeConfig,
     SignaturePolicy,
+    bundle_id,
     guest_contract_id,
     read_manifest,
     signing,
@@ -137,7 +139,7 @@ def test_digest_sorts_by_raw_path_bytes_not_by_tree_order(tmp_path: Path) -> Non
     for rel in ("a/z", "a.txt", "aa", "B", "é"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text(rel)
-    order = [rel for rel, _ in signing._signable_files(tmp_path)]
+    order = [f.rel for f in signing._read_bundle(tmp_path, keep=lambda rel: False)]
     assert order == [b"B", b"a.txt", b"a/z", b"aa", "é".encode()]
     assert bundle_digest(tmp_path) == reference_digest(tmp_path)
 
@@ -675,6 +677,180 @@ def test_reload_under_warn_only_logs_and_reloads(bundle: Path) -> None:
         rt.reload_bundle(bundle)
     assert ReloadPhaseType.Reloaded in [p.type for p in phases]
     assert len([m for _, _, m in logs if "WarnOnly" in m]) == 2
+
+
+# ── what runs is what was verified (issue 12.11) ─────────────────────────────
+
+PROBE_MAIN = """
+local ffi = require("ffi")
+local helper = require("helper")
+local function put(out, v) ffi.cast("uint32_t *", ffi.cast("uintptr_t", out))[0] = v end
+function polyplug_init()
+    return { ["sig.probe"] = { factory = function() return {} end, functions = {
+        [0] = function(_, _, out) put(out, helper.value) end,
+        [1] = function(_, _, out) put(out, require("lib.lazy").value) end,
+        [2] = function() require("later") end,
+        [3] = function() require("native") end,
+    } } }, { code = 0 }
+end
+"""
+
+
+def probe_bundle(root: Path, seed: bytes) -> Path:
+    """A signed bundle: main.lua requires helper at init and lib.lazy at call time."""
+    root.mkdir()
+    (root / "manifest.toml").write_text(
+        f'name = "probe"\nid = {bundle_id("probe")}\nversion = "1.0.0"\nloader = "lua"\n'
+        'file = "main.lua"\nprovides = ["sig.probe@1"]\n'
+        '[function_count]\n"sig.probe@1" = 4\n')
+    (root / "main.lua").write_text(PROBE_MAIN)
+    (root / "helper.lua").write_text("return { value = 1 }\n")
+    (root / "lib").mkdir()
+    (root / "lib" / "lazy.lua").write_text("return { value = 2 }\n")
+    (root / "notes.txt").write_text("signed, but no loader reads it\n")
+    sign_bundle(root, seed)
+    return root
+
+
+def probe(rt: Any, fn: int) -> int:
+    return int(rt.contract("sig.probe", 1).function(fn, [], "u32")())
+
+
+def test_files_swapped_during_loads_never_run_unsigned_code(
+        tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    # The entry file and a module it requires at init are swapped between their signed
+    # and unsigned contents while the bundle loads, over and over: each load either
+    # fails verification or runs the signed code (upstream ran unsigned code in 226 of
+    # 1,241 loads: it hashed the files, then read them again).
+    import threading
+    from collections import Counter
+
+    seed, public = keys
+    bundle = probe_bundle(tmp_path / "probe", seed)
+    versions = {}
+    for rel in ("main.lua", "helper.lua"):
+        signed = (bundle / rel).read_bytes()
+        versions[rel] = (signed, signed.replace(b"helper.value", b"666")
+                         .replace(b"value = 1", b"value = 666"))
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for which in (1, 0):
+                for rel, pair in versions.items():
+                    tmp = bundle / f".{rel}.tmp"
+                    tmp.write_bytes(pair[which])
+                    os.replace(tmp, bundle / rel)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    seen: Counter[Any] = Counter()
+    with runtime(SignaturePolicy.Required, (public,)) as rt:
+        swapper.start()
+        try:
+            for _ in range(3000):
+                try:
+                    m = rt.load_bundle(bundle)
+                except E.SignatureVerificationFailed:
+                    seen["refused"] += 1
+                else:
+                    seen[probe(rt, 0)] += 1
+                    rt.unload_bundle(m.id)
+                if seen["refused"] >= 25 and seen[1] >= 25:
+                    break
+        finally:
+            stop.set()
+            swapper.join()
+    assert set(seen) <= {"refused", 1}, seen
+    assert seen["refused"] >= 25 and seen[1] >= 25, seen  # both outcomes were exercised
+
+
+@pytest.mark.parametrize("sandbox", ["none", "restricted"])
+def test_modules_required_later_come_from_the_verified_bytes(
+        tmp_path: Path, keys: tuple[bytes, bytes], sandbox: str) -> None:
+    seed, public = keys
+    bundle = probe_bundle(tmp_path / "probe", seed)
+    config = RuntimeConfig(signature_policy=SignaturePolicy.Required, trusted_keys=(public,))
+    loader = LuaLoader(LuaConfig(sandbox=sandbox))  # type: ignore[arg-type]
+    with RuntimeBuilder().config(config).loader(loader).build() as rt:
+        rt.load_bundle(bundle)
+        # after the load: a module is changed and others are added on disk
+        (bundle / "lib" / "lazy.lua").write_text("return { value = 666 }\n")
+        (bundle / "later.lua").write_text("return {}\n")
+        (bundle / "native.so").write_bytes(b"\x7fELF not really")
+        assert probe(rt, 1) == 2  # the verified lib/lazy.lua
+        contract = rt.contract("sig.probe", 1)
+        with pytest.raises(E.PolyplugError) as info:
+            contract.function(2, [], None)()
+        assert f"no file '{bundle}/later.lua' among the signed bundle's verified files" in str(
+            info.value)
+        # no C module either (the restricted profile never loads any)
+        expected = "not found" if sandbox == "restricted" else "no C modules: the bundle is signed"
+        with pytest.raises(E.PolyplugError, match=expected):
+            contract.function(3, [], None)()
+
+
+def test_a_reload_runs_the_verified_bytes_too(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    seed, public = keys
+    bundle = probe_bundle(tmp_path / "probe", seed)
+    with runtime(SignaturePolicy.Required, (public,), hot_reload_enabled=True) as rt:
+        rt.load_bundle(bundle)
+        (bundle / "helper.lua").write_text("return { value = 7 }\n")
+        sign_bundle(bundle, seed)
+        rt.reload_bundle(bundle)
+        (bundle / "helper.lua").write_text("return { value = 666 }\n")  # unsigned again
+        assert probe(rt, 0) == 7
+        (bundle / "lib" / "lazy.lua").write_text("return { value = 666 }\n")
+        assert probe(rt, 1) == 2
+
+
+def test_the_manifest_loaded_is_the_verified_one(tmp_path: Path,
+                                                 keys: tuple[bytes, bytes]) -> None:
+    seed, public = keys
+    bundle = probe_bundle(tmp_path / "probe", seed)
+    with runtime(SignaturePolicy.Required, (public,)) as rt:
+        m = rt.load_bundle(bundle)
+        assert (m.name, m.file, m.function_count) == ("probe", "main.lua", {"sig.probe@1": 4})
+        assert rt.manifest("probe") == m
+
+
+def test_filesets_hold_normalised_relative_paths() -> None:
+    from polyplug import ffi, lib
+
+    fs = ffi.gc(lib.pp_fileset_new(), lib.pp_fileset_release)
+
+    def add(path: bytes, data: bytes = b"x") -> str:
+        err = ffi.new("pp_error *")
+        keep = [ffi.new("char[]", path), ffi.new("char[]", data)]
+        rc = lib.pp_fileset_add(fs, (keep[0], len(path)), (keep[1], len(data)), err)
+        return ffi.string(err.message).decode() if rc else ""
+
+    def get(path: bytes) -> bytes | None:
+        out = ffi.new("StringView *")
+        keep = ffi.new("char[]", path)
+        if not lib.pp_fileset_get(fs, (keep, len(path)), out):
+            return None
+        return bytes(ffi.buffer(out.ptr, out.len))
+
+    assert add(b"./a//b/../main.lua", b"main") == ""
+    assert add(b"lib/x.lua", b"") == ""
+    for bad in (b"../up.lua", b"/etc/passwd", b"a/../../up.lua", b"", b"."):
+        assert "is not a path inside the bundle" in add(bad)
+    assert "was added twice" in add(b"a/main.lua")
+    assert "NUL byte" in add(b"a\0b")
+    assert get(b"a/main.lua") == b"main" and get(b"lib/./x.lua") == b""
+    assert get(b"main.lua") is None and get(b"../a/main.lua") is None
+    assert lib.pp_fileset_len(fs) == 2
+    # attaching a set to a manifest document seals it
+    from polyplug.manifest import manifest_doc_from_text
+
+    doc = manifest_doc_from_text(b'name = "x"\nid = 1\nloader = "lua"\nfile = "a/main.lua"\n',
+                                 "/nonexistent")
+    lib.pp_manifest_doc_set_files(doc, fs)
+    assert lib.pp_manifest_doc_view(doc).files == fs
+    assert "can no longer change" in add(b"late.lua")
+    assert get(b"a/main.lua") == b"main" and get(b"lib/x.lua") == b"" and get(b"z") is None
+    del doc  # the document's reference goes; ours keeps the set
+    assert get(b"a/main.lua") == b"main"
 
 
 # ── CLI commands ────────────────────────────────────────────────────────────

@@ -71,6 +71,24 @@ typedef struct pp_dependency {
     uint64_t bundle_id;    /* 0 = any provider */
 } pp_dependency;
 
+/*
+ * A bundle's files held in memory (pp_fileset.c): the exact bytes a host read and
+ * verified, so that what runs is what was checked.  Paths are relative to the bundle
+ * directory ("lib/util.lua"); pp_fileset_add copies the bytes.  Attaching a fileset to
+ * a manifest document seals it: from then on it is immutable and may be shared by
+ * threads.  Reference counted: pp_fileset_new returns one reference.
+ */
+typedef struct pp_fileset pp_fileset;
+
+PP_API pp_fileset *pp_fileset_new(void);
+PP_API int32_t pp_fileset_add(pp_fileset *fs, StringView path, StringView data, pp_error *err);
+PP_API pp_fileset *pp_fileset_retain(pp_fileset *fs);
+PP_API void pp_fileset_release(pp_fileset *fs);
+PP_API size_t pp_fileset_len(const pp_fileset *fs);
+/* The bytes of `path` (in normal form or not: "./a/../b.lua" finds "b.lua"); valid
+ * while the caller holds a reference. */
+PP_API bool pp_fileset_get(const pp_fileset *fs, StringView path, StringView *data);
+
 /* A parsed and validated manifest.  Borrowed by every call that takes it. */
 typedef struct pp_manifest {
     uint64_t id;
@@ -85,6 +103,9 @@ typedef struct pp_manifest {
     const pp_dependency *dependencies;
     size_t dependencies_len;
     bool needs_reinit_on_dep_reload;
+    /* The bundle's verified files, or NULL.  When set, a loader reads the entry file
+     * and every module from here and nothing from `path` (signed bundles). */
+    pp_fileset *files;
 } pp_manifest;
 
 typedef enum pp_source_kind {
@@ -243,7 +264,8 @@ enum { PP_MANIFEST_GENERATED = 1 };
 
 /* Read `<path>/manifest.toml`; `path` is the bundle directory or a file inside it. */
 PP_API int32_t pp_manifest_doc_read(StringView path, pp_manifest_doc **out, pp_error *err);
-/* Parse manifest text for the bundle directory `dir` (nothing is read from disk). */
+/* Parse manifest text for the bundle directory `dir` (nothing is read from disk): the
+ * text of `<dir>/manifest.toml` as a host read it, or generated (see the flag). */
 PP_API int32_t pp_manifest_doc_parse(StringView text, StringView dir, uint32_t flags,
                                      pp_manifest_doc **out, pp_error *err);
 PP_API void pp_manifest_doc_free(pp_manifest_doc *doc);
@@ -264,6 +286,10 @@ PP_API const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len);
  * inode, size, modification and change times)?  False for a parsed text.  Lets a host
  * keep documents and re-read only what changed. */
 PP_API bool pp_manifest_doc_is_current(const pp_manifest_doc *doc);
+/* Load the bundle from `files` instead of its directory (see pp_fileset): the
+ * document takes a reference and seals the set; NULL detaches.  The manifest text
+ * should come from the same set (pp_manifest_doc_parse of its manifest.toml). */
+PP_API void pp_manifest_doc_set_files(pp_manifest_doc *doc, pp_fileset *files);
 
 /* The key checks under the runtime's mode (Relaxed warnings go to its log), then
  * validation.  These runtime entry points leave the document as it is, so threads may

@@ -547,10 +547,81 @@ static int scenario_random(double seconds, int nthreads, bool instances_only) {
 /* ── main ──────────────────────────────────────────────────────────────────── */
 
 static void usage(void) {
-    fprintf(stderr, "usage: lifecycle_driver --work <dir> --scenario <stale-interface|"
+    fprintf(stderr, "usage: lifecycle_driver --work <dir> --scenario <stale-interface|fileset|"
                     "close-in-flight|close-busy|instances-race|random> [--seconds S] "
                     "[--threads N]\n");
     exit(2);
+}
+
+/* ── fileset: a bundle loaded from bytes held in memory, not from its directory ── */
+
+/* The disk says TAG 1; the fileset's entry says TAG 9 and requires `mod`, which only
+ * the fileset has (also required by a call long after the load).  The fileset outlives
+ * the document and this function's reference: the VM keeps one until it closes. */
+static int scenario_fileset(void) {
+    if (!make_runtime()) return 2;
+    bundle b;
+    bundle_init(&b, 0, "fs");
+    if (!write_bundle(b.name, b.contract, 1, 1, false)) return 2;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/bundle.lua", b.dir);
+    FILE *f = fopen(path, "rb");
+    static char text[8192];
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = '\0';
+    /* TAG 9, and fn 3 answers what the lazily required module says */
+    char *tag = strstr(text, "local TAG, V = 1,");
+    char *fail = strstr(text, "local function fail() error(\"boom\") end");
+    if (!tag || !fail) return 2;
+    tag[15] = '9';
+    const char *lazy = "local function fail(_, _, out) pg.ptr(out, \"uint64_t *\")[0] = "
+                       "require(\"lib.mod\").value end";
+    static char entry[9000];
+    snprintf(entry, sizeof entry, "%.*s%s%s", (int)(fail - text), text, lazy,
+             fail + strlen("local function fail() error(\"boom\") end"));
+    char manifest[512];
+    snprintf(manifest, sizeof manifest,
+             "name = \"%s\"\nid = %llu\nversion = \"1.0.0\"\nloader = \"lua\"\n"
+             "file = \"./bundle.lua\"\n",
+             b.name, (unsigned long long)b.id);
+    pp_error err;
+    pp_error_clear(&err);
+    pp_fileset *fs = pp_fileset_new();
+    pp_manifest_doc *doc = NULL;
+    if (!fs || pp_fileset_add(fs, view("bundle.lua"), view(entry), &err) ||
+        pp_fileset_add(fs, view("lib/../lib/mod.lua"), view("return { value = 77 }"), &err) ||
+        pp_fileset_add(fs, view("../escape.lua"), view(""), &err) != PP_ERR_INVALID_ARGUMENT ||
+        pp_manifest_doc_parse(view(manifest), view(b.dir), 0, &doc, &err)) {
+        problem("fileset setup: %s", err.message);
+        return 1;
+    }
+    pp_error_clear(&err);
+    pp_manifest_doc_set_files(doc, fs);
+    pp_fileset_release(fs); /* the document holds it now */
+    if (pp_fileset_add(fs, view("late.lua"), view(""), &err) != PP_ERR_INVALID_ARGUMENT)
+        problem("a sealed fileset accepted a file");
+    pp_error_clear(&err);
+    if (pp_runtime_check_manifest(g_rt, doc, &err) ||
+        pp_runtime_load_manifest(g_rt, doc, NULL, &err)) {
+        problem("load from a fileset: %s", err.message);
+        return 1;
+    }
+    pp_manifest_doc_free(doc); /* the VM keeps its own reference */
+    const GuestContractInterface *iface = resolve(&b);
+    uint32_t arg = 5;
+    uint64_t out = 0;
+    uint32_t code = iface ? raw_call(iface, NULL, b.contract_id, 0, &arg, &out) : 99;
+    unsigned long long tag_seen = out >> 40;
+    if (code || tag_seen != 9) problem("fileset entry not used: code %u tag %llu", code, tag_seen);
+    code = iface ? raw_call(iface, NULL, b.contract_id, 3, NULL, &out) : 99;
+    if (code || out != 77)
+        problem("fileset module not used: code %u out %llu", code, (unsigned long long)out);
+    printf("fileset tag=%llu module=%llu\n", tag_seen, (unsigned long long)out);
+    pp_error_clear(&err);
+    if (pp_runtime_unload(g_rt, b.id, &err)) problem("unload: %s", err.message);
+    free_runtime();
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -585,6 +656,8 @@ int main(int argc, char **argv) {
         rc = scenario_random(seconds, 3, true);
     else if (strcmp(scenario, "random") == 0)
         rc = scenario_random(seconds, nthreads, false);
+    else if (strcmp(scenario, "fileset") == 0)
+        rc = scenario_fileset();
     else
         usage();
     printf("%s problems=%u\n", scenario, atomic_load(&g_problems));
