@@ -16,6 +16,10 @@
  *     runs, the same kind of asynchronous hook change LUAJIT_ENABLE_CHECKHOOK exists
  *     for; it is an atomic read-modify-write of one byte.
  *   - jit_base: whether the VM is executing a compiled trace right now.
+ *   - the finalizer-error event: LuaJIT reports an error raised by a __gc finalizer
+ *     through the ERRFIN VM event, whose default handler (installed by luaL_newstate)
+ *     prints to the process's stderr.  The loader installs its own handler, which
+ *     logs through the runtime instead.
  *   - the internal allocator (lj_alloc_f / lj_alloc_destroy) and the GG_State block:
  *     every bundle VM's allocator is a thin wrapper around LuaJIT's own, which counts
  *     bytes for memory limits and learns when lua_close frees the state itself.
@@ -23,6 +27,8 @@
 #include "lj_obj.h"
 #include "lj_alloc.h"
 #include "lj_dispatch.h"
+#include "lj_vmevent.h"
+#include "lauxlib.h"
 
 #include "pp_lua_jit.h"
 
@@ -30,6 +36,20 @@ void ppi_lua_hook_leave(lua_State *L) { hook_leave(G(L)); }
 
 void ppi_lua_unblock_hooks(lua_State *L) {
     __atomic_fetch_and(&G(L)->hookmask, (uint8_t)~HOOK_ACTIVE, __ATOMIC_RELAXED);
+}
+
+bool ppi_lua_set_finalizer_error_handler(lua_State *L) {
+#ifdef LUAJIT_DISABLE_VMEVENT
+    lua_pop(L, 1);
+    return false;
+#else
+    luaL_findtable(L, LUA_REGISTRYINDEX, LJ_VMEVENTS_REGKEY, LJ_VMEVENTS_HSIZE);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, VMEVENT_HASH(LJ_VMEVENT_ERRFIN));
+    lua_pop(L, 1);
+    G(L)->vmevmask |= VMEVENT_MASK(LJ_VMEVENT_ERRFIN);
+    return true;
+#endif
 }
 
 bool ppi_lua_in_trace(lua_State *L) { return tvref(G(L)->jit_base) != NULL; }

@@ -15,6 +15,10 @@
 void ppi_lua_hook_leave(lua_State *L);
 /* Let an armed hook fire inside a __gc finalizer or lua_close (any thread). */
 void ppi_lua_unblock_hooks(lua_State *L);
+/* Make the function on top of the stack (popped) the handler of errors raised by __gc
+ * finalizers, in place of LuaJIT's, which prints to stderr.  May raise (allocation):
+ * call it in a protected frame.  False if this LuaJIT has no VM events. */
+bool ppi_lua_set_finalizer_error_handler(lua_State *L);
 /* Is the VM running a compiled trace? */
 bool ppi_lua_in_trace(lua_State *L);
 /* The block lua_close frees last (LuaJIT's GG_State). */

@@ -526,10 +526,18 @@ static void restrict_vm(lua_State *L, const char *dir, int box) {
     lua_call(L, 0, 0);
 }
 
+static int finalizer_error(lua_State *L);
+
+/* setup_vm(dir or nil, restricted, files or nil, runtime, bundle name) */
 static int setup_vm(lua_State *L) {
     const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
     bool restricted = lua_toboolean(L, 2);
     pp_fileset *files = lua_touserdata(L, 3); /* a signed bundle's verified files */
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 5);
+    lua_pushnumber(L, 0);
+    lua_pushcclosure(L, finalizer_error, 3);
+    ppi_lua_set_finalizer_error_handler(L);
     lua_settop(L, 3);
     if (files)
         push_fileset_box(L, files, dir);
@@ -645,6 +653,41 @@ static vm_memory *memory_of(lua_State *L) {
     return lua_getallocf(L, &ud) == vm_alloc ? ud : NULL;
 }
 
+/*
+ * LuaJIT reports an error raised by a __gc finalizer through a VM event; its own handler
+ * prints to stderr.  This one logs a Warn record naming the bundle, for the first
+ * FINALIZER_ERRORS_LOGGED errors of a VM; past the close bound, where the watchdog
+ * stops finalizers on purpose, ppi_lua_vm_close's summary is the only record.  It runs
+ * with hooks and events off, and raises nothing (LuaJIT would print that too).
+ * Upvalues: the runtime (light userdata), the bundle name, the count so far.
+ */
+enum { FINALIZER_ERRORS_LOGGED = 5 };
+
+static int finalizer_error(lua_State *L) {
+    vm_memory *m = memory_of(L);
+    if (m && m->closing && m->closing->tripped) return 0;
+    lua_Number count = lua_tonumber(L, lua_upvalueindex(3));
+    if (count > FINALIZER_ERRORS_LOGGED) return 0;
+    lua_pushnumber(L, count + 1);
+    lua_replace(L, lua_upvalueindex(3));
+    pp_runtime *rt = lua_touserdata(L, lua_upvalueindex(1));
+    const char *bundle = lua_tostring(L, lua_upvalueindex(2));
+    if (count == FINALIZER_ERRORS_LOGGED) {
+        ppi_logf(rt, LogLevel_Warn, "loader.lua",
+                 "bundle `%s`: more errors in __gc finalizers; only the first %d are logged",
+                 bundle ? bundle : "?", FINALIZER_ERRORS_LOGGED);
+        return 0;
+    }
+    if (lua_type(L, 1) == LUA_TSTRING)
+        ppi_logf(rt, LogLevel_Warn, "loader.lua", "bundle `%s`: error in a __gc finalizer: %s",
+                 bundle ? bundle : "?", lua_tostring(L, 1));
+    else
+        ppi_logf(rt, LogLevel_Warn, "loader.lua",
+                 "bundle `%s`: error in a __gc finalizer: (error object is a %s value)",
+                 bundle ? bundle : "?", luaL_typename(L, 1));
+    return 0;
+}
+
 /* A VM whose construction failed: no guest code ran, nothing to watch. */
 static void close_fresh(lua_State *L) {
     vm_memory *m = memory_of(L);
@@ -753,7 +796,9 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
         lua_pushlightuserdata(L, files);
     else
         lua_pushnil(L);
-    if (lua_pcall(L, 3, 0, PPI_STACK_TRACEBACK) != 0) {
+    lua_pushlightuserdata(L, rt);
+    lua_pushstring(L, bundle);
+    if (lua_pcall(L, 5, 0, PPI_STACK_TRACEBACK) != 0) {
         char detail[1024];
         snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,

@@ -156,6 +156,8 @@ def run_scenario(name: str, markers: list[str], timeout: float = 120) -> str:
                     f"{exc.stderr}")
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr[-3000:]}"
+    # nothing on stderr from LuaJIT itself ("ERROR in finalizer", "PANIC"): the host logs
+    assert "ERROR in finalizer" not in proc.stderr and "PANIC" not in proc.stderr, proc.stderr
     assert "HUNG" not in out, out
     for marker in markers:
         assert marker in out, f"{marker!r} missing from:\n{out}\n{proc.stderr[-2000:]}"

@@ -17,6 +17,19 @@ CASES = {
     "cstack_recursion": [f"{where} {fn} stack overflow" for where in STACKS
                          for fn in ("co", "gs", "so", "pr")]
                         + [f"{where} next call: 7" for where in STACKS] + ["process survived"],
+    # 12.2: an xpcall message handler that loops is stopped by the timeout and by cancel
+    "xpcall_handler_loops": [f"timeout fn {fn}: CallTimeout" for fn in range(3)]
+                            + [f"cancel fn {fn}: Cancelled" for fn in range(3)]
+                            + ["next call: 7", "next call after cancel: 7", "finished"],
+    # 12.3: a looping __gc finalizer fails a limited call, and unload / reload / close
+    # return within the close bound; finalizer errors are logged, not printed
+    "finalizer_loops": [
+        "limited call: CallTimeout within bound: True", "next call: 7",
+        "reload: ok within bound: True", "after reload: 7", "unload: ok within bound: True",
+        "close: ok within bound: True", "warned: 3",
+        "logged: ['bundle `raiser`: error in a __gc finalizer: (error object is a table "
+        "value)', 'bundle `raiser`: error in a __gc finalizer: raiser/bundle.lua:4: first']",
+        "capped: 6 True", "finished"],
     # 12.4: a guest that catches its own out-of-memory error leaves no garbage behind
     "guest_catches_out_of_memory": ["hog caught its own error", "next call: 1000"],
     # 12.6: nested calls inherit the outer deadline; waiting for a VM counts against it
