@@ -102,6 +102,10 @@ size_t ppi_utf8_check(const uint8_t *s, size_t len);
 uintptr_t ppi_thread_tag(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 long long ppi_now_ns(void);
+/* The CLOCK_MONOTONIC deadline `timeout_ns` from now: never early, and for a long
+ * timeout read from the cheaper coarse clock, late by under 1%; saturates at
+ * LLONG_MAX. */
+long long ppi_deadline_after(uint64_t timeout_ns);
 
 /* Read a whole regular file.  Never blocks on a FIFO or device: those (and
  * directories) are refused with `*why` = "not a regular file"; other failures give

@@ -51,13 +51,7 @@ void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const voi
     call->contract = contract;
     call->deadline_ns = 0;
     call->timeout_ns = timeout_ns;
-    if (timeout_ns) {
-        long long now = ppi_now_ns();
-        /* saturate: a huge timeout is no earlier than "never" */
-        call->deadline_ns = timeout_ns >= (uint64_t)(LLONG_MAX - now)
-                                ? LLONG_MAX
-                                : now + (long long)timeout_ns;
-    }
+    if (timeout_ns) call->deadline_ns = ppi_deadline_after(timeout_ns);
     if (outer && outer->deadline_ns &&
         (call->deadline_ns == 0 || outer->deadline_ns < call->deadline_ns)) {
         call->deadline_ns = outer->deadline_ns;

@@ -175,9 +175,10 @@ void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
     call->limited = true;
     publish(w, L, call->deadline_ns, call->cancel);
     /* a limit that has already passed (a nested call inheriting an expired deadline,
-     * a token cancelled in between) is checked at once */
+     * a token cancelled in between) is checked at once; a call's own deadline was
+     * just set in the future (the watchdog sees it pass) */
     if (call->tripped || pp_cancel_requested(call->cancel) ||
-        (call->deadline_ns && ppi_now_ns() >= call->deadline_ns))
+        (call->deadline_ns && !call->timeout_ns && ppi_now_ns() >= call->deadline_ns))
         lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_BURST);
 }
 

@@ -9,6 +9,11 @@
  *   bench_dispatch DIR gc N             Lua heap bytes per call (GC stopped)
  *   bench_dispatch DIR threads N ROT    1 thread, 2 threads x 2 bundles, 2 threads x
  *                                       1 bundle; N add calls per thread
+ *   bench_dispatch DIR limits N ROT     add (N calls) and spin (a compiled loop of
+ *                                       SPIN_ITERATIONS, N / 50000 + 5 calls) on a loader
+ *                                       without limits and on one with a 60 s
+ *                                       call_timeout: what a limit costs when no
+ *                                       deadline passes
  *
  * DIR is benchmarks/bundles/bench.  Each result is a JSON line on stdout:
  * {"key": ..., "value": ns or count, "bad": wrong results}.
@@ -255,9 +260,60 @@ static int mode_threads(const char *dir, uint64_t n, int rot) {
     return 0;
 }
 
+/* ── what a call_timeout costs ─────────────────────────────────────────────── */
+
+enum { SPIN_ITERATIONS = 1000000 };
+
+/* ns per call of spin(SPIN_ITERATIONS), n calls; a wrong result counts as bad. */
+static double spin_ns(const bench_target *t, uint64_t n, uint64_t *bad) {
+    uint32_t args[1] = {SPIN_ITERATIONS};
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t out = 0;
+        AbiError err;
+        memset(&err, 0, sizeof err);
+        t->call(t->loader_data, t->instance, BENCH_FN_SPIN, args, &out, NULL, &err);
+        if (err.code != 0 || out == 0) ++*bad;
+    }
+    return (double)(bench_now_ns() - t0) / (double)n;
+}
+
+static int mode_limits(const char *dir, uint64_t n, int rot) {
+    pp_runtime *free_rt = bench_runtime_new(false);
+    pp_runtime *limited_rt = bench_runtime_limited(60ull * 1000 * 1000 * 1000);
+    bench_target unlimited = bench_target_of(
+        free_rt, bench_iface(free_rt, bench_load(free_rt, dir, "bench")), false);
+    bench_target limited = bench_target_of(
+        limited_rt, bench_iface(limited_rt, bench_load(limited_rt, dir, "bench")), false);
+    const bench_target *targets[2] = {&unlimited, &limited};
+    static const char *const names[2] = {"unlimited", "limited"};
+    uint64_t spins = n / 50000 + 5;
+    for (int i = 0; i < 2; i++) { /* warm up both (JIT, caches) */
+        bench_result r;
+        uint64_t bad = 0;
+        bench_vm_loop(targets[i], BENCH_FN_ADD, 0, 1, NULL, NULL, n / 20 + 1000, NULL, &r);
+        spin_ns(targets[i], 3, &bad);
+    }
+    for (int j = 0; j < 2; j++) {
+        int i = (j + rot) % 2;
+        char key[64];
+        bench_result r;
+        bench_vm_loop(targets[i], BENCH_FN_ADD, 0, 1, NULL, NULL, n, NULL, &r);
+        snprintf(key, sizeof key, "limits.add.%s", names[i]);
+        bench_emit(key, r.ns_per_call, r.bad);
+        uint64_t bad = 0;
+        double ns = spin_ns(targets[i], spins, &bad);
+        snprintf(key, sizeof key, "limits.spin.%s", names[i]);
+        bench_emit(key, ns / 1e6, bad);
+    }
+    pp_runtime_free(free_rt);
+    pp_runtime_free(limited_rt);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s DIR dispatch|allocs|gc|threads N [ROT]\n", argv[0]);
+        fprintf(stderr, "usage: %s DIR dispatch|allocs|gc|threads|limits N [ROT]\n", argv[0]);
         return 2;
     }
     const char *dir = argv[1];
@@ -265,6 +321,7 @@ int main(int argc, char **argv) {
     uint64_t n = strtoull(argv[3], NULL, 10);
     int rot = argc > 4 ? atoi(argv[4]) : 0;
     if (strcmp(mode, "threads") == 0) return mode_threads(dir, n, rot);
+    if (strcmp(mode, "limits") == 0) return mode_limits(dir, n, rot);
     setup s;
     setup_init(&s, dir);
     int rc;

@@ -12,7 +12,7 @@ void bench_die(const char *what, const pp_error *err) {
 
 static StringView sv(const char *s) { return (StringView){(const uint8_t *)s, strlen(s)}; }
 
-pp_runtime *bench_runtime_new(bool hot_reload) {
+static pp_runtime *runtime_with(bool hot_reload, const pp_lua_config *lua_cfg) {
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.compatibility = Compatibility_Strict;
@@ -22,11 +22,20 @@ pp_runtime *bench_runtime_new(bool hot_reload) {
     pp_error_clear(&err);
     pp_runtime *rt = pp_runtime_new(&cfg, &err);
     if (!rt) bench_die("pp_runtime_new", &err);
-    pp_loader *lua = pp_lua_loader_new(NULL);
+    pp_loader *lua = pp_lua_loader_new(lua_cfg);
     if (!lua) bench_die("pp_lua_loader_new", NULL);
     if (pp_runtime_add_loader(rt, lua, &err) != PP_OK) bench_die("pp_runtime_add_loader", &err);
     pp_loader_release(lua); /* the runtime holds its own reference */
     return rt;
+}
+
+pp_runtime *bench_runtime_new(bool hot_reload) { return runtime_with(hot_reload, NULL); }
+
+pp_runtime *bench_runtime_limited(uint64_t call_timeout_ns) {
+    pp_lua_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.call_timeout_ns = call_timeout_ns;
+    return runtime_with(false, &cfg);
 }
 
 /* The manifest of benchmarks/bundles/bench/manifest.toml, under another name. */

@@ -13,6 +13,8 @@
 
 /* A runtime with the Lua loader registered; exits the process on failure. */
 pp_runtime *bench_runtime_new(bool hot_reload);
+/* The same, with the loader's call_timeout set (0: none). */
+pp_runtime *bench_runtime_limited(uint64_t call_timeout_ns);
 
 /* Load the bundle in `dir` (entry bench.lua, contract bench@1) under the bundle name
  * `name` (its id is FNV-1a-64(name)); returns the bundle id, exits on failure. */

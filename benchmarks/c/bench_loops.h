@@ -30,7 +30,13 @@ typedef struct bench_result {
 } bench_result;
 
 /* Fixed function ids of the bench bundle (benchmarks/bundles/bench/bench_fns.lua). */
-enum { BENCH_FN_ADD = 0, BENCH_FN_NOOP = 1, BENCH_FN_GC_BYTES = 2, BENCH_FN_GC_CTL = 3 };
+enum {
+    BENCH_FN_ADD = 0,
+    BENCH_FN_NOOP = 1,
+    BENCH_FN_GC_BYTES = 2,
+    BENCH_FN_GC_CTL = 3,
+    BENCH_FN_SPIN = 4
+};
 
 uint64_t bench_now_ns(void);
 

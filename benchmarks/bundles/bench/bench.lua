@@ -9,7 +9,8 @@ function polyplug_init(_host_ptr, _ctx_ptr)
             contract_version = 1,
             plugin_name = "bench",
             factory = function(_host) return {} end,
-            functions = { [0] = fns.add, [1] = fns.noop, [2] = fns.gc_bytes, [3] = fns.gc_ctl },
+            functions = { [0] = fns.add, [1] = fns.noop, [2] = fns.gc_bytes, [3] = fns.gc_ctl,
+                          [4] = fns.spin },
         },
     }, { code = 0 }
 end

@@ -32,4 +32,14 @@ function M.gc_ctl(_instance, args_ptr)
   end
 end
 
+-- fn 4: spin(u32 n) -> u32, a loop the JIT compiles: n iterations of integer work.
+-- Measures what a call_timeout costs a long-running call (nothing, when no deadline
+-- passes: the count hook is armed only then).
+function M.spin(_instance, args_ptr, out_ptr)
+  local n = ffi.cast("const uint32_t*", args_ptr)[0]
+  local s = 0
+  for i = 1, n do s = (s + i * 7) % 1000003 end
+  ffi.cast("uint32_t*", out_ptr)[0] = s
+end
+
 return M
