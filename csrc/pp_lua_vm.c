@@ -489,6 +489,10 @@ static void restrict_vm(lua_State *L, const char *dir, int box) {
     lua_pop(L, 1);
     lua_pushnil(L);
     lua_setfield(L, -2, "loadlib");
+    /* searchpath opens any file for reading: a probe of the file system, and a hang
+     * on a FIFO */
+    lua_pushnil(L);
+    lua_setfield(L, -2, "searchpath");
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "cpath");
     /* Lua modules come from the bundle directory (and the embedded SDK) only: not the

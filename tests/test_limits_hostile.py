@@ -51,7 +51,7 @@ CASES = {
     # 12.12: the restricted profile's module search and text-only load hold
     "restricted_profile_holds": [
         "outside module loaded: False", "bytecode through load: False",
-        "bytecode through loadstring: False", "text load: 42"],
+        "bytecode through loadstring: False", "text load: 42", "searchpath, loadlib: nil nil"],
 }
 
 

@@ -15,7 +15,8 @@ local f2 = ok2 and r2
 local ok3, r3 = pcall(loadstring, string.dump(function() return 1 end))
 local f3 = ok3 and r3
 local ok4, r4 = pcall(load, "return 40 + 2")
-RESULT = table.concat({tostring(ok1 and r1), tostring(f2), tostring(f3), tostring(ok4 and r4 and r4())}, "|")
+RESULT = table.concat({tostring(ok1 and r1), tostring(f2), tostring(f3), tostring(ok4 and r4 and r4()),
+                       tostring(package.searchpath), tostring(package.loadlib)}, "|")
 function polyplug_init() error(RESULT) end
 """ % outside
 d = make_bundle(tmp, "restricted", LUA)
@@ -27,3 +28,4 @@ except polyplug.InitFailed as exc:
     print("bytecode through load:", parts[1] not in ("nil", "false"))
     print("bytecode through loadstring:", parts[2] not in ("nil", "false"))
     print("text load:", parts[3])
+    print("searchpath, loadlib:", parts[4], parts[5])
