@@ -17,6 +17,9 @@
  *   2. VM locks — one ppi_lock per loaded bundle, owned by a thread and counted
  *      (pp_lock.c).  Serialises every use of the bundle's lua_State.  Held while
  *      guest code runs; a thread holds several when a guest calls another bundle.
+ *      A guest calling another contract of its own bundle (a nested call, allowed
+ *      per contract as upstream: pp_lua_call.c) takes nothing: its thread already
+ *      owns the VM, and the nested call releases nothing when it leaves.
  *   3. Leaf locks — rt->lock (runtime bookkeeping), reg->lock (registry, rwlock), a
  *      Lua loader's list lock, the SDK bytecode cache lock.  They guard data only:
  *      while one is held nothing is called out (no guest, no callback, no loader)
@@ -195,6 +198,7 @@ typedef struct ppi_call {
     uint32_t tripped;        /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
     bool limited;            /* published to the watchdog (pp_lua_watch.c) */
     bool quiet;              /* the caller gets the error as a value: log it at Debug */
+    bool nested;             /* entered a VM this thread already ran (another contract) */
     /* what the thread's watch record held before this call published itself */
     void *saved_vm;
     long long saved_deadline;

@@ -5,18 +5,22 @@
  *
  * The rules:
  *   1. Every use of a bundle's lua_State happens between vm_enter and vm_leave.
- *      vm_enter refuses re-entry into a VM this thread is already running in (a
- *      lua_State must not be re-entered from an FFI call), checks the cancel token,
- *      fixes the call's deadline (an enclosing call's earlier deadline wins), takes
- *      the VM lock — waiting at most the call's remaining time, or
- *      PPI_NESTED_WAIT_NS when this thread already holds a lock (pp_internal.h) —
- *      and refuses a retired VM or contract (StaleHandle).  vm_leave releases, and
- *      closes a retired VM if this was the last call in it.
- *   2. Lua is entered only through lua_pcall with the traceback handler at stack
- *      index 1; a lua_error never unwinds a C frame that owns anything.
- *   3. Errors are formatted into the thread's error text (AbiError.message points at
+ *      vm_enter checks the cancel token, fixes the call's deadline (an enclosing
+ *      call's earlier deadline wins), takes the VM lock — waiting at most the call's
+ *      remaining time, or PPI_NESTED_WAIT_NS when this thread already holds a lock
+ *      (pp_internal.h) — and refuses a retired VM or contract (StaleHandle).
+ *      vm_leave releases, and closes a retired VM if this was the last call in it.
+ *   2. Re-entry is per contract, as upstream: a thread running a call in a VM may call
+ *      another contract of the same bundle (a nested call: it already owns the VM
+ *      lock, so it takes nothing and releases nothing), but not a contract it is
+ *      already running further out (ReentrantCall), and not from JIT-compiled code
+ *      (LuaJIT cannot re-enter a state from a C function a trace called).
+ *   3. Lua is entered only through lua_pcall with the traceback handler; the
+ *      outermost call finds it at stack index 1, a nested call above the guest's
+ *      frame (vm_frame).  A lua_error never unwinds a C frame that owns anything.
+ *   4. Errors are formatted into the thread's error text (AbiError.message points at
  *      it, valid until this thread's next call) and logged after vm_leave.
- *   4. The success path of a call allocates nothing on the heap.
+ *   5. The success path of a call allocates nothing on the heap.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -25,6 +29,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 #include "pp_lua_internal.h"
+#include "pp_lua_jit.h"
 
 enum {
     STACK_TRACEBACK = PPI_STACK_TRACEBACK,
@@ -32,6 +37,28 @@ enum {
     STACK_MAKE_INSTANCE = PPI_STACK_MAKE_INSTANCE,
     STACK_BASE = PPI_STACK_BASE
 };
+
+/* Where a trampoline's Lua work sits on the stack: `base` is the top to return to,
+ * `traceback` the index of the message handler. */
+typedef struct vm_frame {
+    int base, traceback;
+} vm_frame;
+
+static vm_frame frame_open(lua_State *L, const ppi_call *call) {
+    if (PP_LIKELY(!call->nested)) return (vm_frame){STACK_BASE, STACK_TRACEBACK};
+    /* above the running guest's frame (a C call it made through the FFI: LuaJIT keeps
+     * LUA_MINSTACK free slots for it, more than a trampoline pushes) */
+    int base = lua_gettop(L);
+    ppi_lua_push_helper(L, STACK_TRACEBACK);
+    return (vm_frame){base, base + 1};
+}
+
+static void push_helper(lua_State *L, const ppi_call *call, int slot) {
+    if (PP_LIKELY(!call->nested))
+        lua_pushvalue(L, slot);
+    else
+        ppi_lua_push_helper(L, slot);
+}
 
 static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
     if (!out_err) return;
@@ -61,6 +88,7 @@ void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const voi
     call->tripped = 0;
     call->limited = false;
     call->quiet = false;
+    call->nested = false;
     t->call = call;
     t->depth++;
 }
@@ -129,11 +157,26 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
     ppi_thread *t = ppi_self();
     uintptr_t me = ppi_thread_tag();
     const char *contract = c ? c->name : "";
+    bool nested = false;
     if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
-        ppi_error_textf("reentrant call refused: this thread is already running a call in "
-                        "bundle `%s` (contract '%s')",
-                        b->name, contract);
-        return AbiErrorCode_ReentrantCall;
+        /* this thread runs a call in b's VM further out: another contract may run,
+         * the same one (or an init of the bundle) not */
+        for (const ppi_call *o = t->call; o; o = o->outer)
+            if (o->vm == b && (o->contract == c || !o->contract)) {
+                ppi_error_textf("reentrant call refused: this thread is already running "
+                                "contract '%s' of bundle `%s`",
+                                contract, b->name);
+                return AbiErrorCode_ReentrantCall;
+            }
+        if (ppi_lua_in_trace(b->L)) {
+            ppi_error_textf("reentrant call refused: contract '%s' of bundle `%s` was called "
+                            "from JIT-compiled code of the same bundle, which LuaJIT cannot "
+                            "re-enter; call it from a function the JIT leaves alone "
+                            "(jit.off(fn))",
+                            contract, b->name);
+            return AbiErrorCode_ReentrantCall;
+        }
+        nested = true;
     }
     size_t left = ppi_cstack_left();
     if (PP_UNLIKELY(left < PPI_CSTACK_RESERVE)) {
@@ -146,6 +189,7 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
     uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
     ppi_lua_call_push(call, b->rt, b, c, timeout, t->next_cancel);
     call->quiet = t->quiet_next;
+    call->nested = nested;
     t->quiet_next = false;
     uint32_t code;
     if (PP_UNLIKELY(call->cancel && pp_cancel_requested(call->cancel))) {
@@ -155,7 +199,7 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
         code = PP_ABI_CALL_CANCELLED;
         goto refused;
     }
-    if (PP_UNLIKELY(!acquire_vm(b, call, t, me))) {
+    if (PP_UNLIKELY(!nested && !acquire_vm(b, call, t, me))) {
         code = PP_ABI_CALL_TIMEOUT;
         goto refused;
     }
@@ -163,7 +207,7 @@ static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
     bool gone = !b->L || atomic_load(&b->retired);
     if (PP_UNLIKELY(gone || (c && c->retired))) {
         t->vm_locks--;
-        ppi_lua_release(b);
+        if (!nested) ppi_lua_release(b);
         ppi_error_textf(gone ? "contract '%s': bundle `%s` was unloaded; its interface "
                                "pointer is stale"
                              : "contract '%s' of bundle `%s` was removed by a reload; resolve "
@@ -181,8 +225,9 @@ refused:
 static void vm_leave(lua_bundle *b, ppi_call *call) {
     ppi_thread *t = ppi_self();
     t->vm_locks--;
+    bool nested = call->nested;
     ppi_lua_call_pop(call);
-    ppi_lua_release(b);
+    if (!nested) ppi_lua_release(b); /* a nested call holds no lock of its own */
 }
 
 /* Report a failure that was formatted into `text`: last error, then the log (Debug
@@ -210,12 +255,13 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
         return;
     }
     lua_State *L = b->L;
+    vm_frame f = frame_open(L, &call);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
     if (instance.data == NULL) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
     } else {
         if (PP_UNLIKELY((uintptr_t)instance.data > INT32_MAX)) {
-            lua_settop(L, STACK_BASE);
+            lua_settop(L, f.base);
             vm_leave(b, &call);
             set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
             return;
@@ -224,7 +270,7 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
         lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
         lua_remove(L, -2);
         if (PP_UNLIKELY(lua_isnil(L, -1))) {
-            lua_settop(L, STACK_BASE);
+            lua_settop(L, f.base);
             vm_leave(b, &call);
             set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
             return;
@@ -233,15 +279,16 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     ppi_lua_push_pointer(L, args);
     ppi_lua_push_pointer(L, out);
     ppi_lua_push_pointer(L, arena);
-    lua_pushvalue(L, STACK_ARENA_ALLOC);
+    push_helper(L, &call, STACK_ARENA_ALLOC);
     ppi_lua_limits_begin(L, &call);
-    int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
+    int rc = lua_pcall(L, 5, 0, f.traceback);
     ppi_lua_limits_end(L, &call);
     /* a guest that caught its own out-of-memory error left the heap full of garbage:
      * collect now, or the next innocent call fails */
     if (PP_UNLIKELY(b->memory_limit) && rc != LUA_ERRMEM && ppi_lua_vm_take_refused(L))
         ppi_lua_vm_collect(L);
     if (PP_LIKELY(rc == 0)) {
+        if (PP_UNLIKELY(call.nested)) lua_settop(L, f.base);
         vm_leave(b, &call);
         set_call_error(out_err, AbiErrorCode_Ok, NULL);
         return;
@@ -268,7 +315,7 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     } else if (rc == LUA_ERRMEM) {
         /* LuaJIT has no emergency collection: reclaim the failed call's garbage now so
          * the next call starts below the limit */
-        lua_settop(L, STACK_BASE);
+        lua_settop(L, f.base);
         ppi_lua_vm_collect(L);
         ppi_lua_vm_take_refused(L);
         code = PP_ABI_OUT_OF_MEMORY;
@@ -279,7 +326,7 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     } else {
         snprintf(full, sizeof full, "Lua function call failed: %s", ppi_lua_error_text(L));
     }
-    lua_settop(L, STACK_BASE);
+    lua_settop(L, f.base);
     /* reported before leaving: once this call is out, the VM may close and its runtime
      * may go */
     report(b, call.quiet, full);
@@ -320,8 +367,11 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
     ppi_call call;
     uint32_t code = vm_enter(b, c, &call);
     if (code) {
+        /* refused before any guest code ran: the reason is in the error text, and in
+         * the runtime's last error for a caller of HostApi.create_guest_instance */
         t->last_code = code;
-        return; /* refused before any guest code ran: the reason is in the error text */
+        ppi_set_last_error(b->rt, t->error_text);
+        return;
     }
     char msg[2048];
     msg[0] = '\0';
@@ -331,14 +381,15 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
                  "of instance ids", c->name, b->name);
     } else {
         lua_State *L = b->L;
+        vm_frame f = frame_open(L, &call);
         uint64_t id = c->next_instance;
-        lua_pushvalue(L, STACK_MAKE_INSTANCE);
+        push_helper(L, &call, STACK_MAKE_INSTANCE);
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
         lua_pushnumber(L, (lua_Number)id);
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->factory_ref);
         ppi_lua_push_pointer(L, host);
         ppi_lua_limits_begin(L, &call);
-        int rc = lua_pcall(L, 4, 0, STACK_TRACEBACK);
+        int rc = lua_pcall(L, 4, 0, f.traceback);
         ppi_lua_limits_end(L, &call);
         if (rc == 0) {
             c->next_instance++;
@@ -357,11 +408,11 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
                      : call.tripped == PP_ABI_CALL_CANCELLED ? "cancelled"
                                                              : ppi_lua_error_text(L));
             if (rc == LUA_ERRMEM) {
-                lua_settop(L, STACK_BASE);
+                lua_settop(L, f.base);
                 ppi_lua_vm_collect(L);
             }
         }
-        lua_settop(L, STACK_BASE);
+        lua_settop(L, f.base);
     }
     if (msg[0]) {
         char *tb = strstr(msg, "\nstack traceback:");
@@ -403,6 +454,7 @@ static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
         return;
     }
     lua_State *L = b->L;
+    int base = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
     lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
     bool present = !lua_isnil(L, -1);
@@ -414,7 +466,7 @@ static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
         lua_rawseti(L, -2, (int)(uintptr_t)instance.data);
         ppi_registry_count_instance(&b->rt->reg, c->contract_id, -1);
     }
-    lua_settop(L, STACK_BASE);
+    lua_settop(L, base);
     vm_leave(b, &call);
 }
 

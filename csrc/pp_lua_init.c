@@ -295,12 +295,33 @@ static int collect_registrations(lua_State *L) {
     collect_ctx *cx = lua_touserdata(L, 1);
     enum { REGS = 2, STATUS = 3, HANDLER = 4 };
     lua_init_result *res = cx->res;
+    /* `code` with Lua's number coercion, as upstream reads it ({ code = "7" } is 7);
+     * nil is Ok, and a value that is no u32 is an error naming it (upstream took it
+     * for Ok) */
     raw_field(L, STATUS, "code");
-    lua_Number code = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+    lua_Number code = 0;
+    if (!lua_isnil(L, -1)) {
+        code = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+        if (!(code >= 0 && code <= 4294967295.0 && code == (lua_Number)(uint32_t)code)) {
+            const char *shown = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            char what[96];
+            if (lua_type(L, -1) == LUA_TNUMBER)
+                snprintf(what, sizeof what, "%.17g", (double)lua_tonumber(L, -1));
+            else if (shown)
+                snprintf(what, sizeof what, "\"%.80s\"", shown);
+            else
+                snprintf(what, sizeof what, "a %s value", luaL_typename(L, -1));
+            return collect_fail(cx,
+                                "polyplug_init returned a status whose code is %s: the code "
+                                "must be an AbiErrorCode, an integer 0..4294967295 (0 = Ok)%s",
+                                what, "");
+        }
+    }
     lua_pop(L, 1);
     if (code != 0) {
         raw_field(L, STATUS, "message");
-        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        /* a number is a message too (Lua's string coercion, as upstream) */
+        const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
         if (msg && *msg) return collect_fail(cx, "%s%s", msg, "");
         snprintf(cx->detail, sizeof cx->detail, "Lua polyplug_init returned error code %.0f",
                  code);

@@ -25,7 +25,9 @@
 /* Every bundle VM keeps these values at the bottom of its stack: the traceback
  * handler, the arena_alloc closure, and the instance maker
  * (function(instances, id, factory, host) that runs a factory and stores its result,
- * so creating an instance allocates only inside a protected call). */
+ * so creating an instance allocates only inside a protected call).  A nested call
+ * (another contract of a bundle whose VM this thread is already running) works above
+ * the running guest's frame and gets them with ppi_lua_push_helper. */
 enum {
     PPI_STACK_TRACEBACK = 1,
     PPI_STACK_ARENA_ALLOC = 2,
@@ -86,7 +88,11 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
  * PPI_CLOSE_NS they are stopped, so closing is bounded whatever the guest does. */
 void ppi_lua_vm_close(pp_runtime *rt, lua_State *L);
 #define PPI_CLOSE_NS 1000000000LL
-/* A full collection (after an out-of-memory error), protected against finalizers. */
+/* Push the value the VM keeps at stack slot `slot` (PPI_STACK_*), from any frame;
+ * allocates nothing. */
+void ppi_lua_push_helper(lua_State *L, int slot);
+/* A full collection (after an out-of-memory error), protected against finalizers;
+ * leaves the stack as it was. */
 void ppi_lua_vm_collect(lua_State *L);
 /* Did the memory limit refuse an allocation since the last ask?  (Clears the mark.) */
 bool ppi_lua_vm_take_refused(lua_State *L);

@@ -430,6 +430,7 @@ static const char *const restricted_globals[] = {
     "pcall", "print", "rawequal", "rawget", "rawset", "require", "select", "setmetatable",
     "tonumber", "tostring", "type", "unpack", "xpcall", "load", "loadstring",
     "collectgarbage", "string", "table", "math", "bit", "coroutine", "jit", "os", "package",
+    "ffi",
 };
 
 /* The os functions a restricted bundle keeps: clocks and dates only. */
@@ -549,6 +550,11 @@ static int setup_vm(lua_State *L) {
         lua_pushnil(L);
     lua_replace(L, 3); /* index 3: the box, or nil */
     luaL_openlibs(L);
+    /* upstream's VMs have the FFI library as a global, as the luajit binary does */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "ffi");
+    lua_call(L, 1, 1);
+    lua_setglobal(L, "ffi");
     if (dir) {
         size_t n = strlen(dir);
         luaL_Buffer b;
@@ -734,10 +740,11 @@ static int collect_garbage(lua_State *L) {
 void ppi_lua_vm_collect(lua_State *L) {
     vm_memory *m = memory_of(L);
     size_t limit = m ? m->limit : 0;
+    int top = lua_gettop(L);
     if (m) m->limit = 0; /* room for the protected call itself; the GC only frees */
     lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
     if (m) m->limit = limit;
-    lua_settop(L, PPI_STACK_BASE);
+    lua_settop(L, top);
 }
 
 bool ppi_lua_vm_take_refused(lua_State *L) {
@@ -763,6 +770,25 @@ static const char make_instance_src[] =
     "end\n";
 
 /* ── construction ──────────────────────────────────────────────────────────── */
+
+/* The bottom-of-stack values, also in the registry (keyed by these addresses): a
+ * nested call, running above a guest's frame, reaches them there. */
+static const char helper_keys[PPI_STACK_BASE];
+
+/* store_helpers(traceback, arena_alloc, instance maker) */
+static int store_helpers(lua_State *L) {
+    for (int slot = 1; slot <= PPI_STACK_BASE; slot++) {
+        lua_pushlightuserdata(L, (void *)&helper_keys[slot - 1]);
+        lua_pushvalue(L, slot);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
+}
+
+void ppi_lua_push_helper(lua_State *L, int slot) {
+    lua_pushlightuserdata(L, (void *)&helper_keys[slot - 1]);
+    lua_rawget(L, LUA_REGISTRYINDEX); /* an existing key: no allocation */
+}
 
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
                           const char *bundle, const pp_lua_config *cfg, pp_error *err) {
@@ -816,6 +842,15 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
                         "=[polyplug instance maker]") != 0 ||
         lua_pcall(L, 0, 1, PPI_STACK_TRACEBACK) != 0) {
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "Lua VM init failed",
+                 "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
+                 ppi_lua_error_text(L));
+        close_fresh(L);
+        return NULL;
+    }
+    lua_pushcfunction(L, store_helpers);
+    for (int slot = 1; slot <= PPI_STACK_BASE; slot++) lua_pushvalue(L, slot);
+    if (lua_pcall(L, PPI_STACK_BASE, 0, PPI_STACK_TRACEBACK) != 0) {
+        ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "Lua VM init failed",
                  "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
                  ppi_lua_error_text(L));
         close_fresh(L);

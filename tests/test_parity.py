@@ -88,7 +88,7 @@ def driver() -> Path:
 def test_scenarios_exist() -> None:
     names = {p.stem for p in SCENARIOS}
     wanted = {"seed", "fixture", "multi_contract", "instances", "arena_strings", "errors",
-              "unknown_fn", "reentrancy", "reload", "unload", "logging"}
+              "unknown_fn", "reentrancy", "reload", "unload", "logging", "cached_interface"}
     assert wanted <= names, f"missing scenarios: {sorted(wanted - names)}"
 
 
@@ -129,6 +129,10 @@ EXPECTED = {
         'call r fn=1 code=0 out="code=9 out=0 msg=reentrant call refused',
         'call r fn=2 code=0 out="code=0 out=42 msg="',
         'call r fn=3 code=0 out="data=0"',
+        'call r fn=4 code=0 out="code=0 out=9 msg="',
+        'call r fn=5 code=0 out="data=1"',
+        'call r fn=6 code=0 out="code=0 inner=code=9 out=0 msg=reentrant call refused: this '
+        'thread is already running contract \'parity.reenter\' of bundle `reenter`"',
     ],
     "arena_strings": [
         'call s fn=0 code=0 out="HELLO"',
@@ -151,6 +155,12 @@ EXPECTED = {
         "call r fn=0 code=0 out=2",
         "phase Failed parity_reload",
         "reload parity_reload error BundleNotFound",
+    ],
+    "cached_interface": [
+        "call h fn=0 code=0 out=4",
+        "call h fn=0 code=0 out=101",  # across a hot reload: the new code
+        "call h fn=0 code=5 out=0 msg=\"contract 'parity.cached': bundle `cached` was unloaded",
+        "call h2 fn=0 code=0 out=101",
     ],
     "unload": [
         "resolve b error StaleHandle",
