@@ -184,9 +184,10 @@ static int32_t no_loader(pp_runtime *rt, pp_error *err, const char *bundle, Stri
                         "(registered: %s)", bundle, lname, lname, near, names);
     return ppi_fail(err, PP_ERR_NO_LOADER, bundle, lname, NULL,
                     "bundle \"%s\" declares loader \"%s\" but no loader is registered for "
-                    "\"%s\" (registered: %s)%s", bundle, lname, lname, used ? names : "none",
-                    hint ? ".\nRegister one first, e.g. RuntimeBuilder().loader(LuaLoader())."
-                         : "");
+                    "\"%s\" (registered: %s)%s%s%s", bundle, lname, lname, used ? names : "none",
+                    hint ? ".\nRegister one first, e.g. RuntimeBuilder().loader(" : "",
+                    !hint ? "" : strcmp(lname, "native") == 0 ? "NativeLoader()" : "LuaLoader()",
+                    hint ? ")." : "");
 }
 
 /* ── errors and the last-error channel ─────────────────────────────────────── */
