@@ -73,7 +73,7 @@ from polyplug.ids import (
     guest_contract_id,
     host_contract_id,
 )
-from polyplug.loader import CancelToken, LuaConfig, LuaLoader
+from polyplug.loader import CancelToken, LuaConfig, LuaLoader, NativeConfig, NativeLoader
 from polyplug.manifest import Dependency, ManifestData, read_manifest, validate
 from polyplug.runtime import (
     AbiErrorCode,
@@ -103,7 +103,7 @@ __all__ = [
     # runtime
     "Runtime", "RuntimeBuilder", "RuntimeConfig", "Registry", "BundleSource", "ContractInfo",
     "GuestContractHandle", "ReloadPhase", "Contract", "Instance", "FunctionSig",
-    "LuaLoader", "LuaConfig", "CancelToken",
+    "LuaLoader", "LuaConfig", "NativeLoader", "NativeConfig", "CancelToken",
     # enums
     "AbiErrorCode", "Compatibility", "DispatchType", "LogLevel", "ReloadPhaseType",
     "SignaturePolicy",

@@ -19,6 +19,8 @@ What it does:
   ``-Icsrc/include`` against ``libpolyplug_core.a`` and ``csrc/luajit/lib/libluajit.a``
   (``-lm -ldl -pthread``); ``sanitize=True`` adds ``-fsanitize=address,undefined``
   to the compile and the link, against the sanitized core.
+* ``build_shared(name, sources, ...)`` compiles a shared library (``-shared -fPIC``,
+  ``-Icsrc/include``, nothing linked in): a native plugin bundle's artifact.
 * Outputs are cached under ``build/cbuild/``: a program is rebuilt only when its
   sources, flags, compiler, or either library changed (a key file sits next to it).
 
@@ -49,6 +51,7 @@ __all__ = [
     "CBuildError",
     "build_core",
     "build_program",
+    "build_shared",
     "compiler",
     "core_dir",
     "pp_version",
@@ -220,6 +223,53 @@ def build_program(
         os.replace(tmp, exe)
         stamp.write_text(digest + "\n")
         return exe
+
+
+def build_shared(
+    name: str,
+    sources: Sequence[PathLike],
+    *,
+    sanitize: bool = False,
+    cflags: Sequence[str] = (),
+    opt: str = "-O2",
+    out_dir: Optional[PathLike] = None,
+) -> Path:
+    """Compile ``sources`` into a shared library ``<out_dir>/<name>.so``; returns its path.
+
+    Only the public headers are on the include path (a plugin needs
+    ``polyplug_abi.h``); nothing is linked in.  ``sanitize`` instruments it with
+    ASan+UBSan (load it only into a sanitized process).  Cached like
+    :func:`build_program` (default ``build/cbuild/native``).
+    """
+    srcs = [Path(s).resolve() for s in sources]
+    for s in srcs:
+        if not s.is_file():
+            raise CBuildError(f"source file not found: {s}")
+    cc = compiler()
+    flags = ["-std=c11", "-D_GNU_SOURCE", "-g", opt, "-fPIC", *WARN_FLAGS,
+             f"-I{CSRC / 'include'}", *cflags]
+    if sanitize:
+        flags += SAN_FLAGS
+    dest_dir = Path(out_dir) if out_dir is not None else BUILD / "cbuild" / "native"
+    lib = (dest_dir / (f"{name}-san.so" if sanitize else f"{name}.so")).resolve()
+    with _build_lock():
+        key = hashlib.sha256()
+        for part in [*cc, _compiler_id(cc), *flags]:
+            key.update(part.encode() + b"\0")
+        for s in srcs:
+            key.update(str(s).encode() + b"\0" + _file_digest(s).encode() + b"\0")
+        for h in sorted((CSRC / "include").glob("*.h")):
+            key.update(_file_digest(h).encode())
+        digest = key.hexdigest()
+        stamp = lib.with_name(lib.name + ".key")
+        if lib.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+            return lib
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        tmp = lib.with_name(lib.name + ".tmp")
+        _run([*cc, *flags, "-shared", *map(str, srcs), "-o", str(tmp)], f"compiling {name}")
+        os.replace(tmp, lib)
+        stamp.write_text(digest + "\n")
+        return lib
 
 
 if __name__ == "__main__":  # python tests/cbuild.py NAME SRC... [--san]
