@@ -165,8 +165,12 @@ def test_the_package_is_typed_and_ships_its_data() -> None:
     assert setuptools["package-data"] == {"polyplug": ["py.typed"],
                                           "polyplug.cli": ["templates/*"]}
     templates = importlib.resources.files("polyplug.cli").joinpath("templates")
-    assert sorted(p.name for p in templates.iterdir()) == ["bundle.lua", "manifest.toml",
-                                                          "test_bundle.py"]
+    assert sorted(p.name for p in templates.iterdir()) == [
+        "bundle.lua", "manifest.toml", "native.Makefile", "native.c", "native.gitignore",
+        "native_manifest.toml", "polyplug_abi.h", "test_bundle.py", "test_native.py"]
+    # the C scaffold's header is the host's own (a symlink in the source tree)
+    assert templates.joinpath("polyplug_abi.h").read_bytes() == (
+        ROOT / "csrc" / "include" / "polyplug_abi.h").read_bytes()
 
 
 # A guest stores a double into an int32_t through the FFI. A current LuaJIT 2.1 (the one
