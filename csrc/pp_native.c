@@ -374,8 +374,7 @@ static int32_t run_bundle(native_loader *ld, pp_runtime *rt, const pp_manifest *
     AbiError res = init(pp_runtime_host(rt), &ctx);
     pp_runtime_end_init(rt);
     if (res.code == AbiErrorCode_Ok) {
-        ppi_logf(rt, LogLevel_Debug, SCOPE, "bundle `%s`: loaded %s (opened as %s)", a.name,
-                 a.path, lib->copy_path);
+        ppi_logf(rt, LogLevel_Debug, SCOPE, "bundle `%s`: loaded %s", a.name, a.path);
         return PP_OK;
     }
     /* the message is the library's: copy what is readable of it now */

@@ -45,6 +45,17 @@ typedef struct plug_instance {
     char greeting[256];
 } plug_instance;
 
+/* Instances are numbered (data = 1, 2, ...: transcripts print them) and their state is
+ * allocated with host->alloc.  Creating and destroying them happens on one thread in
+ * the tests. */
+enum { MAX_INSTANCES = 64 };
+static plug_instance *g_instances[MAX_INSTANCES];
+
+static plug_instance *instance_of(GuestContractInstance self) {
+    uintptr_t id = (uintptr_t)self.data;
+    return id >= 1 && id <= MAX_INSTANCES ? g_instances[id - 1] : NULL;
+}
+
 static StringView sv(const char *s) {
     StringView v = {(const uint8_t *)s, strlen(s)};
     return v;
@@ -85,7 +96,7 @@ static void fn_fail(GuestContractInstance self, const void *args, void *out, Abi
 static void fn_greet(GuestContractInstance self, const void *args, void *out, AbiError *err) {
     static _Thread_local char stateless[256];
     const StringView *name = args;
-    plug_instance *inst = self.data;
+    plug_instance *inst = instance_of(self);
     char *buf = inst ? inst->greeting : stateless;
     size_t n = name->len < 200 ? name->len : 200;
     if (n && !name->ptr) {
@@ -102,7 +113,7 @@ static void fn_greet(GuestContractInstance self, const void *args, void *out, Ab
 
 static void fn_count(GuestContractInstance self, const void *args, void *out, AbiError *err) {
     (void)args;
-    plug_instance *inst = self.data;
+    plug_instance *inst = instance_of(self);
     if (!inst) {
         fail_with(err, AbiErrorCode_FunctionNotAvailable, "count needs an instance");
         return;
@@ -166,15 +177,25 @@ static void create(VmLoaderData ld, const HostApi *host, const void *args,
                    GuestContractInstance *out) {
     (void)ld;
     (void)args;
-    plug_instance *inst = (plug_instance *)host->alloc(host, sizeof *inst, 8);
-    if (inst) memset(inst, 0, sizeof *inst);
-    out->data = inst; /* NULL: creation failed */
+    out->data = NULL; /* NULL: creation failed */
     out->contract_id = fnv1a("guest_contract:native.math@1");
+    for (uintptr_t i = 0; i < MAX_INSTANCES; i++) {
+        if (g_instances[i]) continue;
+        plug_instance *inst = (plug_instance *)host->alloc(host, sizeof *inst, 8);
+        if (!inst) return;
+        memset(inst, 0, sizeof *inst);
+        g_instances[i] = inst;
+        out->data = (void *)(i + 1);
+        return;
+    }
 }
 
-static void destroy(VmLoaderData ld, const HostApi *host, GuestContractInstance inst) {
+static void destroy(VmLoaderData ld, const HostApi *host, GuestContractInstance self) {
     (void)ld;
-    if (inst.data) host->free(host, inst.data, sizeof(plug_instance), 8);
+    plug_instance *inst = instance_of(self);
+    if (!inst) return;
+    g_instances[(uintptr_t)self.data - 1] = NULL;
+    host->free(host, (uint8_t *)inst, sizeof *inst, 8);
 }
 
 static void destroy_nothing(VmLoaderData ld, const HostApi *host, GuestContractInstance inst) {
