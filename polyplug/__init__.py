@@ -94,6 +94,15 @@ from polyplug.runtime import (
 from polyplug.signature import FunctionSig
 
 
+def get_include() -> str:
+    """The directory of ``polyplug_abi.h``, the C ABI header a native bundle compiles
+    against: ``cc -shared -fPIC -I"$(python -c 'import polyplug; print(polyplug.get_include())')" ...``.
+    """
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
 def luajit_version() -> str:
     """The version string of the LuaJIT linked into the extension, e.g. ``"LuaJIT 2.1.1774896198"``."""
     return ffi.string(lib.pp_luajit_version()).decode()
@@ -123,5 +132,5 @@ __all__ = [
     "ReentrantCall", "ReloadFailed", "RuntimeClosed", "SignatureVerificationFailed",
     "StaleHandle", "UnsignedBundle", "UnsupportedBundleSource", "UntrustedSigningKey",
     # the binding and versions
-    "ffi", "lib", "luajit_version", "__version__",
+    "ffi", "lib", "get_include", "luajit_version", "__version__",
 ]

@@ -12,7 +12,7 @@ import gc
 import os
 import re
 import shutil
-import threading
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -537,12 +537,13 @@ def test_calls_after_close_raise(tmp_path: Path) -> None:
 
 
 def test_examples_native_checksum_builds_and_answers(tmp_path: Path) -> None:
-    """examples/native/checksum: built with its own Makefile (into a copy), loaded, called."""
+    """examples/native/checksum: built with its own Makefile (into a copy, the header from
+    polyplug.get_include()), loaded, called."""
     d = tmp_path / "checksum"
     shutil.copytree(ROOT / "examples" / "native" / "checksum", d)
     import subprocess
 
-    proc = subprocess.run(["make", "-C", str(d), f"POLYPLUG_INCLUDE={ROOT / 'csrc' / 'include'}"],
+    proc = subprocess.run(["make", "-C", str(d), f"PYTHON={sys.executable}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with runtime() as rt:

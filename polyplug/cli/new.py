@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from polyplug import get_include
 from polyplug.cli._common import Failure, UsageError, fail
 from polyplug.ids import bundle_id, guest_contract_id
 from polyplug.manifest import MANIFEST_NAME
@@ -47,12 +48,12 @@ def scaffold(name: str, native: bool = False) -> dict[str, str]:
     fields = {"name": name, "id": str(bundle_id(name)), "module": module,
               "contract": contract, "contract_id": str(guest_contract_id(contract, 1))}
     if native:
-        header = resources.files("polyplug.cli").joinpath("templates/polyplug_abi.h")
+        header = Path(get_include()) / "polyplug_abi.h"
         return {
             MANIFEST_NAME: _template("native_manifest.toml").substitute(fields),
             f"{module}.c": _template("native.c").substitute(fields),
             "Makefile": _template("native.Makefile").substitute(fields),
-            "polyplug_abi.h": header.read_text("utf-8"),
+            "polyplug_abi.h": header.read_text("utf-8"),  # self-contained: builds anywhere
             ".gitignore": _template("native.gitignore").substitute(fields),
             f"test_{module}.py": _template("test_native.py").substitute(fields),
         }

@@ -6,7 +6,7 @@
  *   fn 2  hex(value: u64) -> string      16 lowercase hex digits
  *   fn 3  update(data: string) -> u64    on an instance: FNV-1a 64 of all data fed to it
  *
- * Build:  make      (cc -shared -fPIC -O2 -I<polyplug_abi.h's directory> ...; see Makefile)
+ * Build:  make      (cc -shared -fPIC with polyplug.get_include() on the include path)
  * Try:    python -m polyplug call examples/native/checksum example.checksum@1 fnv1a hello
  *
  * Every function has the native slot signature

@@ -1,1 +1,0 @@
-../../../csrc/include/polyplug_abi.h
