@@ -100,7 +100,37 @@ class LuaConfig:
         return cfg
 
 
-class LuaLoader:
+class _CLoader:
+    """What every loader backed by a C ``pp_loader`` shares (``self._loader``)."""
+
+    _loader: Any
+
+    def _c_loader(self) -> Any:
+        return self._loader
+
+    def loader_name(self) -> str:
+        """What a manifest's ``loader`` key must say to be loaded by this loader."""
+        return ffi.string(lib.pp_loader_name(self._loader)).decode()
+
+    def supports_hot_reload(self) -> bool:
+        """True when bundles of this loader can be reloaded."""
+        return bool(lib.pp_loader_supports_hot_reload(self._loader))
+
+    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
+        """Load the bundle into ``runtime`` directly, skipping manifest validation and
+        bookkeeping the way upstream's ``BundleLoader::load`` does.
+
+        Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.
+        """
+        doc = manifest_doc(manifest)  # type-checked, not validated
+        keep: list[Any] = []
+        src = source._to_c(keep)
+        err = new_error()
+        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
+        check(err)
+
+
+class LuaLoader(_CLoader):
     """Loads Lua bundles (``loader = "lua"``), each into its own LuaJIT VM.
 
     Register it with ``RuntimeBuilder().loader(LuaLoader())``.  It can also load a
@@ -113,30 +143,7 @@ class LuaLoader:
         ptr = lib.pp_lua_loader_new(config._to_c())
         if ptr == ffi.NULL:
             raise MemoryError("could not create the Lua loader")
-        self._loader: Any = ffi.gc(ptr, lib.pp_loader_release)
-
-    def _c_loader(self) -> Any:
-        return self._loader
-
-    def loader_name(self) -> str:
-        """``"lua"``: what a manifest's ``loader`` key must say."""
-        return ffi.string(lib.pp_loader_name(self._loader)).decode()
-
-    def supports_hot_reload(self) -> bool:
-        """True: Lua bundles can be reloaded."""
-        return bool(lib.pp_loader_supports_hot_reload(self._loader))
-
-    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
-        """Run the bundle's entry code in a new VM and register its contracts in ``runtime``.
-
-        Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.
-        """
-        doc = manifest_doc(manifest)  # type-checked, not validated
-        keep: list[Any] = []
-        src = source._to_c(keep)
-        err = new_error()
-        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
-        check(err)
+        self._loader = ffi.gc(ptr, lib.pp_loader_release)
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class NativeConfig:
     copy_dir: Optional[Union[str, os.PathLike[str]]] = None
 
 
-class NativeLoader:
+class NativeLoader(_CLoader):
     """Loads C shared-library bundles (``loader = "native"``), upstream's native protocol.
 
     The bundle's ``file`` is a shared library exporting ``polyplug_abi_version()``
@@ -162,7 +169,8 @@ class NativeLoader:
     Each load and reload opens its own copy of the library, so a reload runs the new
     build; a library stays mapped until its runtime is freed (cached interface
     pointers call straight into it).  Native code cannot be stopped: call timeouts,
-    cancellation of a running call and memory limits do not apply to it.
+    cancellation of a running call and memory limits do not apply to it.  Only
+    ``BundleSource.Path`` sources can be loaded (also by :meth:`load`).
     """
 
     def __init__(self, config: NativeConfig = NativeConfig()) -> None:
@@ -176,26 +184,4 @@ class NativeLoader:
         if ptr == ffi.NULL:
             raise MemoryError("could not create the native loader")
         del keep  # the loader copied the path
-        self._loader: Any = ffi.gc(ptr, lib.pp_loader_release)
-
-    def _c_loader(self) -> Any:
-        return self._loader
-
-    def loader_name(self) -> str:
-        """``"native"``: what a manifest's ``loader`` key must say."""
-        return ffi.string(lib.pp_loader_name(self._loader)).decode()
-
-    def supports_hot_reload(self) -> bool:
-        """True: a reload opens a fresh copy of the rebuilt library."""
-        return bool(lib.pp_loader_supports_hot_reload(self._loader))
-
-    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
-        """Open the bundle's library, run its ``polyplug_init`` and register its contracts
-        in ``runtime``, skipping manifest validation and bookkeeping (like
-        :meth:`LuaLoader.load`).  Only ``BundleSource.Path`` sources can be loaded."""
-        doc = manifest_doc(manifest)
-        keep: list[Any] = []
-        src = source._to_c(keep)
-        err = new_error()
-        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
-        check(err)
+        self._loader = ffi.gc(ptr, lib.pp_loader_release)

@@ -87,22 +87,33 @@ static bool find(uint64_t cid, GuestContractHandle *h) {
     return pp_registry_find(g_rt, cid, 1, h, NULL) == PP_OK;
 }
 
-static void *checked(void *unused) {
-    (void)unused;
+/* A thread of checked calls: fn `fn` with `args` through the contract's handle must
+ * answer one of `expect` (or StaleHandle while the bundle is unloaded, after which the
+ * thread finds the contract again).  `count` counts the good answers. */
+typedef struct checked_job {
+    const char *what;
+    uint32_t fn;
+    uint32_t args[2];
+    uint32_t expect[2];
+    _Atomic unsigned long long *count;
+} checked_job;
+
+static void *checked(void *arg) {
+    const checked_job *job = arg;
     GuestContractHandle h = {UINT32_MAX, 0};
     while (!atomic_load(&g_stop)) {
         if (h.index == UINT32_MAX && !find(g_math_id, &h)) continue;
-        uint32_t tag = 0;
+        uint32_t out = 0;
         AbiError err;
-        uint32_t code = pp_call_handle(g_rt, h.index, h.generation, NULL, 0, 1, NULL, &tag,
-                                       NULL, &err);
+        uint32_t code = pp_call_handle(g_rt, h.index, h.generation, NULL, 0, job->fn,
+                                       job->args, &out, NULL, &err);
         if (code == AbiErrorCode_StaleHandle) {
             atomic_fetch_add(&g_stale, 1);
             h.index = UINT32_MAX;
-        } else if (code != 0 || (tag != 1 && tag != 3)) {
-            problem("checked call: code %u tag %u", code, tag);
+        } else if (code != 0 || (out != job->expect[0] && out != job->expect[1])) {
+            problem("%s call: code %u out %u", job->what, code, out);
         } else {
-            atomic_fetch_add(&g_checked, 1);
+            atomic_fetch_add(job->count, 1);
         }
     }
     return NULL;
@@ -122,27 +133,6 @@ static void *raw(void *arg) {
             problem("raw call: sum %u tag %u code %u", sum, tag, err.code);
         else
             atomic_fetch_add(&g_raw, 1);
-    }
-    return NULL;
-}
-
-static void *mixed(void *unused) {
-    (void)unused;
-    GuestContractHandle h = {UINT32_MAX, 0};
-    while (!atomic_load(&g_stop)) {
-        if (h.index == UINT32_MAX && !find(g_math_id, &h)) continue;
-        uint32_t args[2] = {40, 2}, out = 0;
-        AbiError err;
-        uint32_t code = pp_call_handle(g_rt, h.index, h.generation, NULL, 0, 5, args, &out,
-                                       NULL, &err);
-        if (code == AbiErrorCode_StaleHandle) {
-            atomic_fetch_add(&g_stale, 1);
-            h.index = UINT32_MAX;
-        } else if (code != 0 || out != 42) {
-            problem("mixed call: code %u out %u", code, out);
-        } else {
-            atomic_fetch_add(&g_mixed, 1);
-        }
     }
     return NULL;
 }
@@ -220,10 +210,13 @@ int main(int argc, char **argv) {
     const GuestContractInterface *first = NULL;
     if (!find(g_math_id, &h) || pp_registry_resolve(g_rt, h, &first, &err)) die("no native.math");
 
+    /* tag (fn 1) of build 1 or 3; lua_add (fn 5): 40 + 2 through the Lua bundle */
+    checked_job tags = {"checked", 1, {0, 0}, {1, 3}, &g_checked};
+    checked_job mixed = {"mixed", 5, {40, 2}, {42, 42}, &g_mixed};
     pthread_t threads[3];
-    pthread_create(&threads[0], NULL, checked, NULL);
+    pthread_create(&threads[0], NULL, checked, &tags);
     pthread_create(&threads[1], NULL, raw, (void *)first);
-    pthread_create(&threads[2], NULL, mixed, NULL);
+    pthread_create(&threads[2], NULL, checked, &mixed);
     struct timespec pause = {0, 2000000};
     int done = 0;
     for (; done < rounds; done++) {
