@@ -126,8 +126,9 @@ static bool make_copy(native_lib *lib, int fd, const char *root, const char *bas
     lib->copy_dir = malloc(rl + sizeof tmpl);
     lib->copy_path = malloc(rl + sizeof tmpl + 1 + bl + 1);
     if (!lib->copy_dir || !lib->copy_path) {
+        free(lib->copy_dir);
         free(lib->copy_path);
-        lib->copy_path = NULL;
+        lib->copy_dir = lib->copy_path = NULL;
         snprintf(why, whycap, "out of memory");
         return false;
     }
@@ -151,19 +152,17 @@ static bool make_copy(native_lib *lib, int fd, const char *root, const char *bas
     }
     if (!ok) {
         snprintf(why, whycap, "copying it to %s failed: %s", lib->copy_path, strerror(saved));
-        if (out < 0) { /* nothing was created: keep unlink from touching another file */
-            free(lib->copy_path);
-            lib->copy_path = NULL;
-        }
         lib_remove_copy(lib);
     }
     return ok;
 }
 
+enum { MESSAGE_CAP = 2048 };
+
 /* `msg` with every occurrence of `from` written as `to` (dlerror names the copy; the
- * user knows the artifact). */
-static void replace_all(char *dst, size_t cap, const char *msg, const char *from,
-                        const char *to) {
+ * user knows the artifact), into dst[MESSAGE_CAP]. */
+static void replace_all(char *dst, const char *msg, const char *from, const char *to) {
+    const size_t cap = MESSAGE_CAP;
     size_t used = 0, fl = strlen(from);
     dst[0] = '\0';
     while (*msg && used + 1 < cap) {
@@ -178,7 +177,7 @@ static void replace_all(char *dst, size_t cap, const char *msg, const char *from
         }
         msg = hit ? hit + fl : msg + n;
     }
-    char tmp[2048];
+    char tmp[MESSAGE_CAP];
     ppi_strlcpy(tmp, sizeof tmp, dst); /* cut on a character boundary */
     ppi_strlcpy(dst, cap, tmp);
 }
@@ -303,8 +302,8 @@ static native_lib *open_artifact(native_loader *ld, const artifact *a, const pp_
     lib->handle = dlopen(lib->copy_path, RTLD_NOW | RTLD_LOCAL);
     if (!lib->handle) {
         const char *e = dlerror();
-        char msg[2048];
-        replace_all(msg, sizeof msg, e ? e : "dlopen failed", lib->copy_path, a->path);
+        char msg[MESSAGE_CAP];
+        replace_all(msg, e ? e : "dlopen failed", lib->copy_path, a->path);
         size_t pl = strlen(a->path);
         if (strncmp(msg, a->path, pl) == 0 && msg[pl] == ':' && msg[pl + 1] == ' ')
             memmove(msg, msg + pl + 2, strlen(msg + pl + 2) + 1); /* it names the file first */

@@ -460,7 +460,9 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
         ppi_logf(rt, LogLevel_Warn, "reload",
                  "reload: bundle '%s' still has %lld live guest instance(s) across its "
                  "contracts after the Preparing callback; their state does not survive the "
-                 "reload (calls on them return FunctionNotAvailable). Proceeding anyway.",
+                 "reload (Lua: calls on them return FunctionNotAvailable; native: the new "
+                 "build's functions receive the old build's instance data). Proceeding "
+                 "anyway.",
                  name, (long long)live);
     ppi_registry_begin_window(&rt->reg, m->id);
     st = loader->vt->reload(loader->self, rt, m, err);
