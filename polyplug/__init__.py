@@ -96,7 +96,9 @@ from polyplug.signature import FunctionSig
 
 def get_include() -> str:
     """The directory of ``polyplug_abi.h``, the C ABI header a native bundle compiles
-    against: ``cc -shared -fPIC -I"$(python -c 'import polyplug; print(polyplug.get_include())')" ...``.
+    against::
+
+        cc -shared -fPIC -I"$(python -c 'import polyplug; print(polyplug.get_include())')" ...
     """
     import os
 

@@ -425,7 +425,8 @@ local function native(fn_id, a, b)
     if iface == nil then error("native.math@1 is not loaded", 0) end
     assert(iface.dispatch_type == abi.DispatchType.Native)
     local fn = ffi.cast("NativeGuestFn", iface.dispatch.native.functions[fn_id])
-    local args, out, err = ffi.new("uint32_t[2]", a, b), ffi.new("uint32_t[1]"), ffi.new("AbiError[1]")
+    local args, out = ffi.new("uint32_t[2]", a, b), ffi.new("uint32_t[1]")
+    local err = ffi.new("AbiError[1]")
     fn(ffi.new("GuestContractInstance"), args, out, err)
     if err[0].code ~= 0 then
         error(("native call failed (%d): %s"):format(err[0].code, abi.to_str(err[0].message)), 0)

@@ -39,8 +39,8 @@ COMMANDS = (load, call, watch, new, keygen, sign, verify, version)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    parser = argparse.ArgumentParser(prog="python -m polyplug",
-                                     description="polyplug: Lua and native plugin bundles for Python")
+    parser = argparse.ArgumentParser(
+        prog="python -m polyplug", description="polyplug: Lua and native plugin bundles for Python")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -10,7 +10,7 @@ project's, both packages are named ``polyplug``)::
 
     python -m venv build/upstream-venv
     build/upstream-venv/bin/pip install polyplug==0.1.3 polyplug-loaders-native==0.1.3
-    POLYPLUG_LIB=$(ls build/upstream-venv/lib/python*/site-packages/polyplug/_native/linux-x64/libpolyplug.so) \\
+    POLYPLUG_LIB=$(ls build/upstream-venv/lib/python*/site-packages/polyplug/_native/*/libpolyplug.so) \\
         build/upstream-venv/bin/python tests/native/upstream_probe.py --impl upstream \\
         --plugins build/cbuild/native > tests/native/upstream-0.1.3.json
 

@@ -59,7 +59,8 @@ def raw(iface):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    d = plugins.bundle(Path(tmp), "nplug", "plug", extra='\n[contracts."native.math@1".functions]\ntag = { id = 1, returns = "u32" }\n')
+    d = plugins.bundle(Path(tmp), "nplug", "plug",
+                       extra='\n[contracts."native.math@1".functions]\ntag = { id = 1, returns = "u32" }\n')
     so = d / "libplug.so"
     rt = polyplug.RuntimeBuilder().config(polyplug.RuntimeConfig(hot_reload_enabled=True)) \
         .loader(polyplug.NativeLoader()).build()
