@@ -39,7 +39,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 BUILD = ROOT / "build" / "bench"
 BUNDLE = BENCH / "bundles" / "bench"
+NATIVE_SRC = BENCH / "bundles" / "bench_native"
 GENERATED = BUILD / "bundles"
+NATIVE_BUNDLE = GENERATED / "bench_native"  # the native bench bundle, with its library
 UPSTREAM_VENV = ROOT / "build" / "upstream-venv"
 UPSTREAM_PACKAGES = ["polyplug==0.1.3", "polyplug-loaders-lua==0.1.3", "cffi"]
 PY = BENCH / "py"
@@ -105,7 +107,16 @@ class Tools:
     bench_dispatch: Path
     bench_load: Path
     alloc_count: Path
+    bench_native: Path
     bench_loops_so: Path | None = None
+
+
+def build_native_bundle(cb) -> None:
+    """NATIVE_BUNDLE: the native bench bundle's manifest and its freshly built library."""
+    NATIVE_BUNDLE.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(NATIVE_SRC / "manifest.toml", NATIVE_BUNDLE / "manifest.toml")
+    lib = cb.build_shared("bench_native", [NATIVE_SRC / "bench_native.c"], out_dir=BUILD)
+    shutil.copyfile(lib, NATIVE_BUNDLE / "libbench_native.so")
 
 
 def build(upstream: bool) -> Tools:
@@ -119,7 +130,9 @@ def build(upstream: bool) -> Tools:
         bench_load=cb.build_program("bench_load", [c / "bench_load.c", *common],
                                     cflags=[luajit_inc], out_dir=BUILD),
         alloc_count=_shared_object("alloc_count", [c / "alloc_count.c"], []),
+        bench_native=cb.build_program("bench_native", [c / "bench_native.c"], out_dir=BUILD),
     )
+    build_native_bundle(cb)
     if upstream:
         tools.bench_loops_so = _shared_object(
             "libbench_loops", [c / "bench_loops.c"], [f"-I{ROOT / 'csrc' / 'include'}"])
@@ -243,6 +256,10 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
         Job("ours", "py-reload", [py, str(PY / "bench_ours.py"), "reload", bundle,
                                   str(p.reloads)]),
         Job("ours", "py-import", [py, str(PY / "bench_import.py"), str(p.imports)]),
+        Job("ours", "c-native", [str(tools.bench_native), str(NATIVE_BUNDLE), str(p.c_calls),
+                                 str(r)]),
+        Job("ours", "py-native", [py, str(PY / "bench_native.py"), str(NATIVE_BUNDLE),
+                                  str(p.py_calls), str(r)]),
     ]
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
@@ -407,6 +424,31 @@ def rows(p: Params) -> list[str | Row]:
         Row("add through the Pythonic call layer: rt.contract('bench', 1).add(7, 35)", "ns",
             key("py.add.pythonic"), "≤ 400", le(400), upstream=False),
         Row("no-op through the Pythonic call layer", "ns", key("py.noop.pythonic"),
+            upstream=False),
+        f"C → native bundle (loader = \"native\"), add(u32,u32), per call ({p.c_calls:,} "
+        "calls per variant)",
+        Row("floor: indirect call of a C add with the native slot's signature", "ns",
+            key("native.plain"), upstream=False),
+        Row("the library's add through a function pointer the caller cached", "ns",
+            key("native.cached"), upstream=False),
+        Row("through the registry's dispatch: iface->dispatch.native.functions[0](...)", "ns",
+            key("native.dispatch"), upstream=False),
+        Row("registry's dispatch − floor", "ns", diff("native.dispatch", "native.plain"),
+            "≤ 3", le(3), upstream=False),
+        Row("no-op through the registry's dispatch", "ns", key("native.noop.dispatch"),
+            upstream=False),
+        Row("add, pp_call(iface, ...)", "ns", key("native.pp_call"), upstream=False),
+        Row("add, pp_call_handle (the handle checked, the thread marked inside)", "ns",
+            key("native.handle"), upstream=False),
+        f"Python → native bundle, per call ({p.py_calls:,} calls per variant)",
+        Row("add through the call layer: rt.contract('bench.native', 1).add(7, 35)", "ns",
+            key("py.native.pythonic"), upstream=False),
+        Row("the call layer, native add / Lua add (same run)", "×",
+            quotient("py.native.pythonic", "py.add.pythonic"), upstream=False),
+        Row("no-op through the call layer", "ns", key("py.native.noop.pythonic"),
+            upstream=False),
+        Row("add, lib.pp_call (cffi API mode)", "ns", key("py.native.pp_call"), upstream=False),
+        Row("add, the library's function through cffi (libffi)", "ns", key("py.native.fnptr"),
             upstream=False),
         f"Load and reload ({p.bundles} bundles into a fresh runtime; {p.reloads} reloads)",
         Row("load one bundle, Python load_bundle(path)", "ms", key("py.load.path.ms"),

@@ -57,6 +57,27 @@ static const GuestContractInterface *checked_iface(pp_runtime *rt, uint32_t inde
     return NULL;
 }
 
+/*
+ * A checked call into a native library (pp_native.c): the thread is marked inside the
+ * runtime for the call, so pp_runtime_close waits for it and pp_runtime_free cannot
+ * close the library under it.  Native code cannot be interrupted, so no time limit
+ * applies; a cancel token already set refuses the call before it starts.
+ */
+static uint32_t native_call(pp_runtime *rt, const GuestContractInterface *iface,
+                            GuestContractInstance inst, uint32_t fn_id, const void *args,
+                            void *out, AbiError *out_err) {
+    pp_cancel *cancel = ppi_self()->next_cancel;
+    if (PP_UNLIKELY(cancel && pp_cancel_requested(cancel))) {
+        set_err(out_err, PP_ABI_CALL_CANCELLED, "native call cancelled before it started");
+        return out_err->code;
+    }
+    ppi_record *r = ppi_my_record();
+    pp_runtime *prev = r ? ppi_enter_rt(r, rt) : NULL;
+    pp_call(iface, inst.data, inst.contract_id, fn_id, args, out, NULL, out_err);
+    if (r) ppi_leave_rt(r, prev);
+    return out_err->code;
+}
+
 uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
                         void *instance_data, uint64_t instance_contract_id, uint32_t fn_id,
                         const void *args, void *out, CallArena *arena, AbiError *out_err) {
@@ -67,6 +88,9 @@ uint32_t pp_call_handle(pp_runtime *rt, uint32_t index, uint32_t generation,
     const GuestContractInterface *iface = checked_iface(rt, index, generation, out_err);
     if (PP_UNLIKELY(!iface)) return out_err->code;
     if (arena) pp_arena_reset(arena);
+    if (iface->dispatch_type == DispatchType_Native)
+        return native_call(rt, iface, (GuestContractInstance){instance_data, instance_contract_id},
+                           fn_id, args, out, out_err);
     pp_call(iface, instance_data, instance_contract_id, fn_id, args, out, arena, out_err);
     return out_err->code;
 }

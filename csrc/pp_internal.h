@@ -115,6 +115,12 @@ long long ppi_deadline_after(uint64_t timeout_ns);
  * strerror text, ENOENT "file does not exist".  The buffer is malloc'd, NUL-ended. */
 bool ppi_read_regular_file(const char *path, char **data, size_t *len, const char **why);
 
+/* The manifest's entry-path rule (pp_manifest.c): `file` must stay inside the bundle
+ * directory `dir`, `..` and symlinks resolved (a missing file is taken literally).
+ * PathEscape with upstream's text, naming `bundle`, otherwise. */
+int32_t ppi_check_entry_path(const char *dir, StringView file, StringView bundle,
+                             pp_error *err);
+
 /* Growable array helper: ensure room for `need` elements of `elem` bytes. */
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem);
 

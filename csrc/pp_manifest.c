@@ -1333,10 +1333,12 @@ static int resolve_path(const char *path, ppi_buf *out, char *why, size_t whycap
 
 int32_t pp_manifest_doc_check_entry(const pp_manifest_doc *doc, pp_error *err) {
     if (!doc) return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL, "null manifest");
-    StringView file = doc->m.file;
-    const char *dir = (const char *)doc->dir.ptr;
+    return ppi_check_entry_path((const char *)doc->dir.ptr, doc->m.file, doc->m.name, err);
+}
+
+int32_t ppi_check_entry_path(const char *dir, StringView file, StringView bundle, pp_error *err) {
     char name[256], shown[1024];
-    ppi_view_copy(name, sizeof name, doc->m.name);
+    ppi_view_copy(name, sizeof name, bundle);
     ppi_view_copy(shown, sizeof shown, file);
     if (file.len && memchr(file.ptr, '\0', file.len)) {
         ppi_buf q = {0};

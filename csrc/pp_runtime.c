@@ -184,9 +184,10 @@ static int32_t no_loader(pp_runtime *rt, pp_error *err, const char *bundle, Stri
                         "(registered: %s)", bundle, lname, lname, near, names);
     return ppi_fail(err, PP_ERR_NO_LOADER, bundle, lname, NULL,
                     "bundle \"%s\" declares loader \"%s\" but no loader is registered for "
-                    "\"%s\" (registered: %s)%s", bundle, lname, lname, used ? names : "none",
-                    hint ? ".\nRegister one first, e.g. RuntimeBuilder().loader(LuaLoader())."
-                         : "");
+                    "\"%s\" (registered: %s)%s%s%s", bundle, lname, lname, used ? names : "none",
+                    hint ? ".\nRegister one first, e.g. RuntimeBuilder().loader(" : "",
+                    !hint ? "" : strcmp(lname, "native") == 0 ? "NativeLoader()" : "LuaLoader()",
+                    hint ? ")." : "");
 }
 
 /* ── errors and the last-error channel ─────────────────────────────────────── */
@@ -459,7 +460,9 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
         ppi_logf(rt, LogLevel_Warn, "reload",
                  "reload: bundle '%s' still has %lld live guest instance(s) across its "
                  "contracts after the Preparing callback; their state does not survive the "
-                 "reload (calls on them return FunctionNotAvailable). Proceeding anyway.",
+                 "reload (Lua: calls on them return FunctionNotAvailable; native: the new "
+                 "build's functions receive the old build's instance data). Proceeding "
+                 "anyway.",
                  name, (long long)live);
     ppi_registry_begin_window(&rt->reg, m->id);
     st = loader->vt->reload(loader->self, rt, m, err);

@@ -73,7 +73,7 @@ from polyplug.ids import (
     guest_contract_id,
     host_contract_id,
 )
-from polyplug.loader import CancelToken, LuaConfig, LuaLoader
+from polyplug.loader import CancelToken, LuaConfig, LuaLoader, NativeConfig, NativeLoader
 from polyplug.manifest import Dependency, ManifestData, read_manifest, validate
 from polyplug.runtime import (
     AbiErrorCode,
@@ -94,6 +94,17 @@ from polyplug.runtime import (
 from polyplug.signature import FunctionSig
 
 
+def get_include() -> str:
+    """The directory of ``polyplug_abi.h``, the C ABI header a native bundle compiles
+    against::
+
+        cc -shared -fPIC -I"$(python -c 'import polyplug; print(polyplug.get_include())')" ...
+    """
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
 def luajit_version() -> str:
     """The version string of the LuaJIT linked into the extension, e.g. ``"LuaJIT 2.1.1774896198"``."""
     return ffi.string(lib.pp_luajit_version()).decode()
@@ -103,7 +114,7 @@ __all__ = [
     # runtime
     "Runtime", "RuntimeBuilder", "RuntimeConfig", "Registry", "BundleSource", "ContractInfo",
     "GuestContractHandle", "ReloadPhase", "Contract", "Instance", "FunctionSig",
-    "LuaLoader", "LuaConfig", "CancelToken",
+    "LuaLoader", "LuaConfig", "NativeLoader", "NativeConfig", "CancelToken",
     # enums
     "AbiErrorCode", "Compatibility", "DispatchType", "LogLevel", "ReloadPhaseType",
     "SignaturePolicy",
@@ -123,5 +134,5 @@ __all__ = [
     "ReentrantCall", "ReloadFailed", "RuntimeClosed", "SignatureVerificationFailed",
     "StaleHandle", "UnsignedBundle", "UnsupportedBundleSource", "UntrustedSigningKey",
     # the binding and versions
-    "ffi", "lib", "luajit_version", "__version__",
+    "ffi", "lib", "get_include", "luajit_version", "__version__",
 ]

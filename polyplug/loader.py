@@ -1,9 +1,10 @@
-"""Loaders: the LuaJIT loader's Python face."""
+"""Loaders: the Python faces of the LuaJIT loader and the native (C shared-library) loader."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional
+import os
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from polyplug._errors import InvalidArgument
 from polyplug._ffi import check, ffi, lib, new_error
@@ -12,7 +13,7 @@ from polyplug.manifest import ManifestData, manifest_doc
 if TYPE_CHECKING:
     from polyplug.runtime import BundleSource, Runtime
 
-__all__ = ["CancelToken", "LuaConfig", "LuaLoader"]
+__all__ = ["CancelToken", "LuaConfig", "LuaLoader", "NativeConfig", "NativeLoader"]
 
 U64_MAX = 2**64 - 1
 
@@ -99,7 +100,37 @@ class LuaConfig:
         return cfg
 
 
-class LuaLoader:
+class _CLoader:
+    """What every loader backed by a C ``pp_loader`` shares (``self._loader``)."""
+
+    _loader: Any
+
+    def _c_loader(self) -> Any:
+        return self._loader
+
+    def loader_name(self) -> str:
+        """What a manifest's ``loader`` key must say to be loaded by this loader."""
+        return ffi.string(lib.pp_loader_name(self._loader)).decode()
+
+    def supports_hot_reload(self) -> bool:
+        """True when bundles of this loader can be reloaded."""
+        return bool(lib.pp_loader_supports_hot_reload(self._loader))
+
+    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
+        """Load the bundle into ``runtime`` directly, skipping manifest validation and
+        bookkeeping the way upstream's ``BundleLoader::load`` does.
+
+        Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.
+        """
+        doc = manifest_doc(manifest)  # type-checked, not validated
+        keep: list[Any] = []
+        src = source._to_c(keep)
+        err = new_error()
+        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
+        check(err)
+
+
+class LuaLoader(_CLoader):
     """Loads Lua bundles (``loader = "lua"``), each into its own LuaJIT VM.
 
     Register it with ``RuntimeBuilder().loader(LuaLoader())``.  It can also load a
@@ -112,27 +143,45 @@ class LuaLoader:
         ptr = lib.pp_lua_loader_new(config._to_c())
         if ptr == ffi.NULL:
             raise MemoryError("could not create the Lua loader")
-        self._loader: Any = ffi.gc(ptr, lib.pp_loader_release)
+        self._loader = ffi.gc(ptr, lib.pp_loader_release)
 
-    def _c_loader(self) -> Any:
-        return self._loader
 
-    def loader_name(self) -> str:
-        """``"lua"``: what a manifest's ``loader`` key must say."""
-        return ffi.string(lib.pp_loader_name(self._loader)).decode()
+@dataclass(frozen=True)
+class NativeConfig:
+    """Settings of a :class:`NativeLoader`.
 
-    def supports_hot_reload(self) -> bool:
-        """True: Lua bundles can be reloaded."""
-        return bool(lib.pp_loader_supports_hot_reload(self._loader))
+    ``copy_dir``: where each load copies the bundle's shared library before opening it
+    (a private subdirectory per load, removed when the runtime is freed); None means
+    ``$TMPDIR`` or ``/tmp``.  It must allow executable mappings (not ``noexec``).
+    """
 
-    def load(self, manifest: ManifestData, source: BundleSource, runtime: Runtime) -> None:
-        """Run the bundle's entry code in a new VM and register its contracts in ``runtime``.
+    copy_dir: Optional[Union[str, os.PathLike[str]]] = None
 
-        Raises :class:`InitFailed` (and friends) on failure; nothing stays registered.
-        """
-        doc = manifest_doc(manifest)  # type-checked, not validated
-        keep: list[Any] = []
-        src = source._to_c(keep)
-        err = new_error()
-        lib.pp_loader_load(self._loader, runtime._ptr(), lib.pp_manifest_doc_view(doc), src, err)
-        check(err)
+
+class NativeLoader(_CLoader):
+    """Loads C shared-library bundles (``loader = "native"``), upstream's native protocol.
+
+    The bundle's ``file`` is a shared library exporting ``polyplug_abi_version()``
+    (returning 1) and ``polyplug_init(host, ctx)``, which registers contracts with
+    native dispatch.  Register it with ``RuntimeBuilder().loader(NativeLoader())``,
+    beside a :class:`LuaLoader`: ``load_bundle`` picks the loader the manifest names.
+
+    Each load and reload opens its own copy of the library, so a reload runs the new
+    build; a library stays mapped until its runtime is freed (cached interface
+    pointers call straight into it).  Native code cannot be stopped: call timeouts,
+    cancellation of a running call and memory limits do not apply to it.  Only
+    ``BundleSource.Path`` sources can be loaded (also by :meth:`load`).
+    """
+
+    def __init__(self, config: NativeConfig = NativeConfig()) -> None:
+        self.config = config
+        cfg = ffi.new("pp_native_config *")
+        keep = None
+        if config.copy_dir is not None:
+            keep = ffi.new("char[]", os.fsencode(config.copy_dir))
+            cfg.copy_dir = keep
+        ptr = lib.pp_native_loader_new(cfg)
+        if ptr == ffi.NULL:
+            raise MemoryError("could not create the native loader")
+        del keep  # the loader copied the path
+        self._loader = ffi.gc(ptr, lib.pp_loader_release)

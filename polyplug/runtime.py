@@ -643,11 +643,19 @@ class Runtime:
         return sorted(out)
 
     def bundle_memory(self, bundle: BundleRef) -> int:
-        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap)."""
+        """Bytes held by a loaded bundle's guest heap (its Lua VM's GC heap).
+
+        A native bundle allocates from the process heap: asking raises
+        :class:`InvalidArgument`."""
         rt = self._ptr()
         bundle_id = self._bundle_id(bundle)
         n = lib.pp_runtime_bundle_memory(rt, bundle_id)
         if n < 0:
+            m = self._manifests.get(bundle_id)
+            if m is not None and m.loader == "native" and bundle_id in self.list_bundles():
+                raise _errors.InvalidArgument(
+                    f"bundle `{m.name}` is a native bundle: its memory is the process heap's, "
+                    "which polyplug does not measure per bundle")
             raise self._not_loaded(bundle_id)
         return int(n)
 

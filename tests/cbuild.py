@@ -19,6 +19,8 @@ What it does:
   ``-Icsrc/include`` against ``libpolyplug_core.a`` and ``csrc/luajit/lib/libluajit.a``
   (``-lm -ldl -pthread``); ``sanitize=True`` adds ``-fsanitize=address,undefined``
   to the compile and the link, against the sanitized core.
+* ``build_shared(name, sources, ...)`` compiles a shared library (``-shared -fPIC``,
+  ``-Icsrc/include``, nothing linked in): a native plugin bundle's artifact.
 * Outputs are cached under ``build/cbuild/``: a program is rebuilt only when its
   sources, flags, compiler, or either library changed (a key file sits next to it).
 
@@ -40,7 +42,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 __all__ = [
     "ROOT",
@@ -49,6 +51,7 @@ __all__ = [
     "CBuildError",
     "build_core",
     "build_program",
+    "build_shared",
     "compiler",
     "core_dir",
     "pp_version",
@@ -183,10 +186,7 @@ def build_program(
     reused while nothing it depends on changed.
     """
     _require_luajit()
-    srcs = [Path(s).resolve() for s in sources]
-    for s in srcs:
-        if not s.is_file():
-            raise CBuildError(f"source file not found: {s}")
+    srcs = _sources(sources)
     cc = compiler()
     flags = ["-std=c11", "-D_GNU_SOURCE", "-g", opt, *WARN_FLAGS,
              f"-I{CSRC / 'include'}", *cflags]
@@ -200,26 +200,72 @@ def build_program(
     with _build_lock():
         lib = Path(core_lib).resolve() if core_lib is not None else \
             _make_core(core_dir(sanitize).resolve(), sanitize, CSRC.resolve())
-        key = hashlib.sha256()
-        for part in [*cc, _compiler_id(cc), *flags, *links, str(lib), _file_digest(lib),
-                     _file_digest(LUAJIT_LIB)]:
-            key.update(part.encode() + b"\0")
-        for s in srcs:
-            key.update(str(s).encode() + b"\0" + _file_digest(s).encode() + b"\0")
-        # headers the program may include
-        for h in sorted((CSRC / "include").glob("*.h")):
-            key.update(_file_digest(h).encode())
-        digest = key.hexdigest()
-        stamp = exe.with_name(exe.name + ".key")
-        if exe.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
-            return exe
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        tmp = exe.with_name(exe.name + ".tmp")
-        cmd = [*cc, *flags, *map(str, srcs), "-o", str(tmp), str(lib), str(LUAJIT_LIB), *links]
-        _run(cmd, f"compiling {name}")
-        os.replace(tmp, exe)
-        stamp.write_text(digest + "\n")
-        return exe
+        key = [*cc, _compiler_id(cc), *flags, *links, str(lib), _file_digest(lib),
+               _file_digest(LUAJIT_LIB)]
+        return _compile_cached(name, exe, srcs, key, lambda tmp: [
+            *cc, *flags, *map(str, srcs), "-o", str(tmp), str(lib), str(LUAJIT_LIB), *links])
+
+
+def _sources(sources: Sequence[PathLike]) -> list[Path]:
+    srcs = [Path(s).resolve() for s in sources]
+    for s in srcs:
+        if not s.is_file():
+            raise CBuildError(f"source file not found: {s}")
+    return srcs
+
+
+def _compile_cached(name: str, target: Path, srcs: Sequence[Path], key_parts: Sequence[str],
+                    command: Callable[[Path], list[str]]) -> Path:
+    """Run ``command(tmp)`` and move ``tmp`` to ``target``, unless the key file beside
+    ``target`` says the key parts, the sources and the public headers are unchanged.
+    The caller holds the build lock."""
+    key = hashlib.sha256()
+    for part in key_parts:
+        key.update(part.encode() + b"\0")
+    for s in srcs:
+        key.update(str(s).encode() + b"\0" + _file_digest(s).encode() + b"\0")
+    for h in sorted((CSRC / "include").glob("*.h")):  # headers the sources may include
+        key.update(_file_digest(h).encode())
+    digest = key.hexdigest()
+    stamp = target.with_name(target.name + ".key")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    _run(command(tmp), f"compiling {name}")
+    os.replace(tmp, target)
+    stamp.write_text(digest + "\n")
+    return target
+
+
+def build_shared(
+    name: str,
+    sources: Sequence[PathLike],
+    *,
+    sanitize: bool = False,
+    cflags: Sequence[str] = (),
+    opt: str = "-O2",
+    out_dir: Optional[PathLike] = None,
+) -> Path:
+    """Compile ``sources`` into a shared library ``<out_dir>/<name>.so``; returns its path.
+
+    Only the public headers are on the include path (a plugin needs
+    ``polyplug_abi.h``); nothing is linked in.  ``sanitize`` instruments it with
+    ASan+UBSan (load it only into a sanitized process).  Cached like
+    :func:`build_program` (default ``build/cbuild/native``).
+    """
+    srcs = _sources(sources)
+    cc = compiler()
+    flags = ["-std=c11", "-D_GNU_SOURCE", "-g", opt, "-fPIC", *WARN_FLAGS,
+             f"-I{CSRC / 'include'}", *cflags]
+    if sanitize:
+        flags += SAN_FLAGS
+    dest_dir = Path(out_dir) if out_dir is not None else BUILD / "cbuild" / "native"
+    lib = (dest_dir / (f"{name}-san.so" if sanitize else f"{name}.so")).resolve()
+    with _build_lock():
+        return _compile_cached(name, lib, srcs, [*cc, _compiler_id(cc), *flags],
+                               lambda tmp: [*cc, *flags, "-shared", *map(str, srcs), "-o",
+                                            str(tmp)])
 
 
 if __name__ == "__main__":  # python tests/cbuild.py NAME SRC... [--san]

@@ -162,11 +162,16 @@ def test_the_package_is_typed_and_ships_its_data() -> None:
         import tomli as tomllib
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "polyplug.cli" in setuptools["packages"]
-    assert setuptools["package-data"] == {"polyplug": ["py.typed"],
+    assert setuptools["package-data"] == {"polyplug": ["py.typed", "include/*.h"],
                                           "polyplug.cli": ["templates/*"]}
     templates = importlib.resources.files("polyplug.cli").joinpath("templates")
-    assert sorted(p.name for p in templates.iterdir()) == ["bundle.lua", "manifest.toml",
-                                                          "test_bundle.py"]
+    assert sorted(p.name for p in templates.iterdir()) == [
+        "bundle.lua", "manifest.toml", "native.Makefile", "native.c", "native.gitignore",
+        "native_manifest.toml", "test_bundle.py", "test_native.py"]
+    # native bundles compile against the host's own ABI header (a symlink in the tree)
+    assert sorted(os.listdir(polyplug.get_include())) == ["polyplug_abi.h"]
+    assert (Path(polyplug.get_include()) / "polyplug_abi.h").read_bytes() == (
+        ROOT / "csrc" / "include" / "polyplug_abi.h").read_bytes()
 
 
 # A guest stores a double into an int32_t through the FFI. A current LuaJIT 2.1 (the one

@@ -1,6 +1,7 @@
 """The C parity driver under AddressSanitizer + UndefinedBehaviorSanitizer and under
-valgrind memcheck: every parity scenario must run with zero errors and zero definite
-leaks, and print the same transcript as the plain build.
+valgrind memcheck: every parity scenario (the native-bundle ones included: their
+plugins are plain builds loaded into the instrumented process) must run with zero errors
+and zero definite leaks, and print the same transcript as the plain build.
 
 * ASan+UBSan: the host core is rebuilt with ``make -C csrc SAN=1`` into
   build/core-san and the driver is linked with ``-fsanitize=address,undefined``
@@ -25,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 import cbuild  # tests/ is on sys.path under pytest, like conftest
+import native_plugins
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +63,7 @@ def _driver_args(scenario: Path, work: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def plain_driver() -> Path:
     try:
+        native_plugins.build_all()  # the native scenarios copy them
         return cbuild.build_program("parity_driver", [DRIVER_SRC])
     except cbuild.CBuildError as exc:
         pytest.fail(f"could not build the C parity driver:\n{exc}")
@@ -70,6 +73,7 @@ def plain_driver() -> Path:
 def san_driver() -> Path:
     """The driver and core built with ASan+UBSan; a missing toolchain is a failure."""
     try:
+        native_plugins.build_all()
         return cbuild.build_program("parity_driver", [DRIVER_SRC], sanitize=True, opt="-O1")
     except cbuild.CBuildError as exc:
         pytest.fail("could not build the ASan+UBSan parity driver (gcc ships ASan and UBSan; "

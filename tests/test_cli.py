@@ -663,14 +663,14 @@ def _bundle_with_loader(root: Path, loader: str) -> Path:
 @pytest.mark.parametrize("command, loader, kind, message", [
     ("load", "Lua", "NoLoaderForName", 'bundle "arith" declares loader "Lua" but no loader is '
      'registered for "Lua": loader names are case-sensitive; did you mean "lua"? (registered: '
-     '"lua")'),
+     '"lua", "native")'),
     ("load", "wasm", "NoLoaderForName", 'bundle "arith" declares loader "wasm" but no loader is '
-     'registered for "wasm" (registered: "lua"). | Register one first, e.g. '
+     'registered for "wasm" (registered: "lua", "native"). | Register one first, e.g. '
      "RuntimeBuilder().loader(LuaLoader())."),
     ("call", "wasm", "PluginNotFound", "no loaded bundle provides contract 'example.arith' (1 "
      'bundle(s) failed to load: arith: NoLoaderForName: bundle "arith" declares loader "wasm" '
-     'but no loader is registered for "wasm" (registered: "lua"). | Register one first, e.g. '
-     "RuntimeBuilder().loader(LuaLoader()).)"),
+     'but no loader is registered for "wasm" (registered: "lua", "native"). | Register one '
+     "first, e.g. RuntimeBuilder().loader(LuaLoader()).)"),
 ])
 def test_every_failure_is_one_error_line(tmp_path: Path, command: str, loader: str, kind: str,
                                           message: str) -> None:

@@ -38,7 +38,9 @@ What each kind of block must do:
 
 ``c``
     Compiled with ``tests/cbuild.py`` (``build_program``) against the host core and
-    LuaJIT, and run from the repository root; it must exit 0.
+    LuaJIT, and run from the repository root; it must exit 0.  With ``shared=REL`` it
+    is a native bundle's source instead: compiled into the shared library ``REL`` in
+    the document's temporary directory (``build_shared``), not run.
 
 Fence attributes (after the language, invisible when rendered):
 
@@ -82,7 +84,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Commands that run (as prefixes of the command line).
 RUN_PREFIXES = ("python -m polyplug", "python -c ", "python -m pytest ", "cc ", "./",
-                "cp ", "mkdir ", "cat ", "ls ")
+                "cp ", "mkdir ", "cat ", "ls ", "make ")
 
 # The README's two set-up commands (kept verbatim there) are skipped, exactly these
 # lines and nothing else: they install into the current environment and run the whole
@@ -403,6 +405,12 @@ def run_c(block: Block, state: DocState) -> None:
         path = state.work / f"block{block.line}.c"
         path.write_text(block.text, encoding="utf-8")
     name = f"doc_{block.doc.stem}_{block.line}".replace(".", "_").replace("-", "_")
+    if "shared" in block.attrs:  # a native bundle's library, used by later blocks
+        lib = cbuild().build_shared(name, [path], out_dir=state.work / ".cbuild")
+        dest = state.work / block.attrs["shared"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lib, dest)
+        return
     exe = cbuild().build_program(name, [path], out_dir=state.work / ".cbuild")
     proc = subprocess.run([str(exe)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{block.id}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import cbuild  # tests/ is on sys.path under pytest, like conftest
+import native_plugins
 import pytest
 from conftest import load_module
 
@@ -77,6 +78,7 @@ def _stale_extension_hint() -> str:
 def driver() -> Path:
     """tests/c/parity_driver.c built against build/core and the static LuaJIT."""
     try:
+        native_plugins.build_all()  # the native scenarios copy them
         return cbuild.build_program("parity_driver", [DRIVER_SRC])
     except cbuild.CBuildError as exc:
         pytest.fail(f"could not build the C parity driver:\n{exc}")
@@ -88,7 +90,8 @@ def driver() -> Path:
 def test_scenarios_exist() -> None:
     names = {p.stem for p in SCENARIOS}
     wanted = {"seed", "fixture", "multi_contract", "instances", "arena_strings", "errors",
-              "unknown_fn", "reentrancy", "reload", "unload", "logging", "cached_interface"}
+              "unknown_fn", "reentrancy", "reload", "unload", "logging", "cached_interface",
+              "native", "native_reload"}
     assert wanted <= names, f"missing scenarios: {sorted(wanted - names)}"
 
 

@@ -171,6 +171,28 @@ typedef struct pp_lua_config {
  * Reference count 1. */
 PP_API pp_loader *pp_lua_loader_new(const pp_lua_config *cfg);
 
+/* ── the native loader ─────────────────────────────────────────────────────── */
+
+/*
+ * Loads C shared-library bundles (`loader = "native"`): the artifact exports
+ *   uint32_t polyplug_abi_version(void);            returning POLYPLUG_ABI_VERSION
+ *   AbiError polyplug_init(const HostApi *host, const BundleInitContext *ctx);
+ * and registers NativeDispatch contracts from init.  Every load and reload opens its
+ * own copy of the artifact (so a reload runs the new build, and each load has its own
+ * statics); a library is closed only by pp_runtime_free, because interface pointers
+ * callers cached point straight into it.  Native code cannot be interrupted: call
+ * timeouts and memory limits do not apply to it.
+ */
+typedef struct pp_native_config {
+    /* Directory for the per-load copies of the artifacts (a private subdirectory is
+     * made per load and removed when the library is closed); NULL = $TMPDIR or /tmp.
+     * It must allow executable mappings (not mounted noexec). */
+    const char *copy_dir;
+} pp_native_config;
+
+/* A new native loader ("native"); cfg may be NULL.  Reference count 1. */
+PP_API pp_loader *pp_native_loader_new(const pp_native_config *cfg);
+
 /* ── call limits: timeouts and cancellation ────────────────────────────────── */
 
 /* polyplug-for-Python's own AbiError codes (runtime-reserved range 0-255). */

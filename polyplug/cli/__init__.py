@@ -10,9 +10,10 @@
     watch <dir> [--interval S] [--debounce S] [--max-reloads N | --once] [--timeout S]
                           load the bundle(s) and hot-reload each one when its files
                           change, printing every reload phase
-    new <name> [--dir PATH]
+    new <name> [--dir PATH] [--native]
                           scaffold a bundle directory ``<name>/`` with a manifest, a
-                          Lua entry file and a pytest test
+                          Lua entry file and a pytest test (``--native``: a C source
+                          file, a Makefile and the ABI header instead of the Lua file)
     keygen <prefix>       write an Ed25519 key pair <prefix>.key / <prefix>.pub
     sign <dir> --key K    sign a bundle (writes <dir>/bundle.sig, upstream's format)
     verify <dir> [--key P ...]
@@ -38,8 +39,8 @@ COMMANDS = (load, call, watch, new, keygen, sign, verify, version)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    parser = argparse.ArgumentParser(prog="python -m polyplug",
-                                     description="polyplug: Lua plugin bundles for Python")
+    parser = argparse.ArgumentParser(
+        prog="python -m polyplug", description="polyplug: Lua and native plugin bundles for Python")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from polyplug import _errors
 from polyplug._abi import LogLevel
-from polyplug.loader import LuaLoader
+from polyplug.loader import LuaLoader, NativeLoader
 from polyplug.manifest import MANIFEST_NAME, ManifestData, read_manifest
 from polyplug.runtime import BundleSource, Runtime, RuntimeBuilder, RuntimeConfig
 
@@ -101,11 +101,12 @@ def log_printer(level: Optional[LogLevel]) -> Callable[[LogLevel, str, str], Non
 
 def build_runtime(log: Callable[[LogLevel, str, str], None], level: Optional[LogLevel],
                   hot_reload: bool = False, on_reload: Any = None) -> Runtime:
-    """A runtime with the Lua loader whose records go to ``log`` (not to ``logging``:
-    a command prints what it was asked to, and reports failures as error lines)."""
+    """A runtime with the Lua and native loaders whose records go to ``log`` (not to
+    ``logging``: a command prints what it was asked to, and reports failures as error
+    lines)."""
     config = RuntimeConfig(hot_reload_enabled=hot_reload, on_reload=on_reload, log=log,
                            log_max_level=level if level is not None else LogLevel.Error)
-    return RuntimeBuilder().config(config).loader(LuaLoader()).build()
+    return RuntimeBuilder().config(config).loader(LuaLoader()).loader(NativeLoader()).build()
 
 
 def no_bundle(root: Path) -> UsageError:

@@ -1,5 +1,6 @@
 """``new NAME``: scaffold a bundle directory ``NAME/`` (manifest, Lua entry file, pytest
-test) from the templates in ``polyplug/cli/templates``."""
+test) from the templates in ``polyplug/cli/templates``; ``new --native NAME`` scaffolds a
+C bundle instead (source, Makefile, the ABI header, manifest, pytest test)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from polyplug import get_include
 from polyplug.cli._common import Failure, UsageError, fail
-from polyplug.ids import bundle_id
+from polyplug.ids import bundle_id, guest_contract_id
 from polyplug.manifest import MANIFEST_NAME
 
 _BUNDLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -23,6 +25,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name", help="bundle name (letters, digits, '_' and '-'); the contract is "
                    "<name>.greet@1 with '-' written as '_'")
     p.add_argument("--dir", metavar="PATH", help="where to create <name>/ (default: .)")
+    p.add_argument("--native", action="store_true",
+                   help="a C bundle (loader = \"native\"): <name>.c, a Makefile and "
+                   "polyplug_abi.h; build it with make")
     p.set_defaults(func=run)
 
 
@@ -36,11 +41,22 @@ def _template(filename: str) -> string.Template:
     return string.Template(text)
 
 
-def scaffold(name: str) -> dict[str, str]:
-    """``file name -> text`` of a new bundle called ``name``."""
+def scaffold(name: str, native: bool = False) -> dict[str, str]:
+    """``file name -> text`` of a new bundle called ``name`` (a C bundle with ``native``)."""
     module = identifier(name)
+    contract = f"{module}.greet"
     fields = {"name": name, "id": str(bundle_id(name)), "module": module,
-              "contract": f"{module}.greet"}
+              "contract": contract, "contract_id": str(guest_contract_id(contract, 1))}
+    if native:
+        header = Path(get_include()) / "polyplug_abi.h"
+        return {
+            MANIFEST_NAME: _template("native_manifest.toml").substitute(fields),
+            f"{module}.c": _template("native.c").substitute(fields),
+            "Makefile": _template("native.Makefile").substitute(fields),
+            "polyplug_abi.h": header.read_text("utf-8"),  # self-contained: builds anywhere
+            ".gitignore": _template("native.gitignore").substitute(fields),
+            f"test_{module}.py": _template("test_native.py").substitute(fields),
+        }
     return {
         MANIFEST_NAME: _template("manifest.toml").substitute(fields),
         f"{module}.lua": _template("bundle.lua").substitute(fields),
@@ -54,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(UsageError(
             f"bad bundle name {name!r}: use a letter followed by letters, digits, '_' or '-' "
             "(at most 64 characters); it names the directory, the contract <name>.greet@1, "
-            "the Lua file and the test module ('-' becomes '_' in the last three)"))
+            "the source file and the test module ('-' becomes '_' in the last three)"))
     parent = Path(args.dir) if args.dir else Path.cwd()
     target = parent / name
     if target.exists() or target.is_symlink():
         return fail(Failure("FileExistsError", f"{target} already exists; not overwriting it"))
-    files = scaffold(name)
+    files = scaffold(name, native=args.native)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         target.mkdir()
@@ -75,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"created {target}/")
     for filename in files:
         print(f"  {filename}")
+    if args.native:
+        print(f"build: make -C {target}   (needs a C compiler)")
     print(f"try:  python -m polyplug call {target} {contract}@1 hello you")
     print(f"test: python -m pytest {target}   (needs pytest: python -m pip install pytest)")
     return 0

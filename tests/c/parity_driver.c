@@ -484,15 +484,16 @@ static void sb_pp_error(sbuf *b, const pp_error *err) {
 /* ── commands ──────────────────────────────────────────────────────────────── */
 
 static void cmd_runtime(args *a) {
-    static const char *const known[] = {"hot_reload", "log", "create", "compat", NULL};
+    static const char *const known[] = {"hot_reload", "log", "create", "compat", "native", NULL};
     check_opts(a, known);
     need_pos(a, 0, "runtime [hot_reload=0|1] [log=<Level>] [create=new|api] "
-                   "[compat=strict|relaxed|yolo]");
+                   "[compat=strict|relaxed|yolo] [native=0|1]");
     if (S.rt) fatal("a runtime is already open: `close` it first");
     int level = level_from_name(opt(a, "log", "Trace"));
     if (level < 0) fatal("unknown log level '%s'", opt(a, "log", "Trace"));
     const char *create = opt(a, "create", "new");
     const char *compat = opt(a, "compat", "strict");
+    bool native_wanted = parse_u32(opt(a, "native", "0")) != 0;
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     if (strcmp(compat, "strict") == 0)
@@ -518,10 +519,13 @@ static void cmd_runtime(args *a) {
         S.host = pp_runtime_host(S.rt);
         S.loader = pp_lua_loader_new(NULL);
         S.own_loader = true;
-        if (pp_runtime_add_loader(S.rt, S.loader, &err) != PP_OK)
+        pp_loader *native = native_wanted ? pp_native_loader_new(NULL) : NULL;
+        if (pp_runtime_add_loader(S.rt, S.loader, &err) != PP_OK ||
+            (native && pp_runtime_add_loader(S.rt, native, &err) != PP_OK))
             sb_pp_error(&b, &err);
         else
             sb_puts(&b, " ok");
+        pp_loader_release(native); /* the runtime holds its own reference */
     } else if (strcmp(create, "api") == 0) {
         S.host = polyplug_runtime_create(&cfg);
         if (!S.host) fatal("polyplug_runtime_create failed");
@@ -531,6 +535,8 @@ static void cmd_runtime(args *a) {
         S.loader = pp_lua_loader_new(NULL);
         AbiError e = {0, {NULL, 0}};
         S.host->register_loader(S.host, S.loader, &e);
+        if (native_wanted && !e.code)
+            S.host->register_loader(S.host, pp_native_loader_new(NULL), &e);
         if (e.code)
             sb_printf(&b, " register_loader code=%u", e.code);
         else
@@ -834,8 +840,22 @@ static void free_args(argblock *ab) {
     for (size_t i = 0; i < ab->nstrings; i++) free(ab->strings[i]);
 }
 
+/* dispatch.native.functions[fn](inst, args, out, err); an fn past the table is
+ * FunctionNotAvailable, as pp_call says */
+static void call_native(const GuestContractInterface *iface, GuestContractInstance inst,
+                        uint32_t fn, const void *args, void *out, AbiError *err) {
+    if (iface->dispatch_type != DispatchType_Native) fatal("via=native on a VM interface");
+    if (fn >= iface->dispatch.native.function_count) {
+        err->code = AbiErrorCode_FunctionNotAvailable;
+        return;
+    }
+    NativeGuestFn f;
+    memcpy(&f, &iface->dispatch.native.functions[fn], sizeof f);
+    f(inst, args, out, err);
+}
+
 /* call <h> <fn> [inst=<i>|raw:<n>] [arena=<a>] [args=<spec>|null] [out=<type>]
- *      [via=vm|pp_call|handle] */
+ *      [via=vm|pp_call|handle|native] */
 static void cmd_call(args *a) {
     static const char *const known[] = {"inst", "arena", "args", "out", "via", NULL};
     check_opts(a, known);
@@ -881,8 +901,10 @@ static void cmd_call(args *a) {
     else if (strcmp(via, "handle") == 0) /* checks the handle, resets the arena first */
         pp_call_handle(S.rt, hs->handle.index, hs->handle.generation, inst.data, inst.contract_id,
                        fn, argp, outp, arena, &err);
+    else if (strcmp(via, "native") == 0) /* the native formula: the library's function */
+        call_native(hs->iface, inst, fn, argp, outp, &err);
     else
-        fatal("via must be vm, pp_call or handle");
+        fatal("via must be vm, pp_call, handle or native");
     free_args(&ab);
     sb_printf(&b, " code=%u", err.code);
     if (otype) {
@@ -914,6 +936,10 @@ static void cmd_call(args *a) {
                 sb_quote_view(&b, sv);
             /* without an arena the guest's bytes came from host->alloc: ours to free */
             if (!arena && sv.ptr) S.host->free(S.host, (uint8_t *)sv.ptr, sv.len, 1);
+        } else if (strcmp(otype, "str") == 0) { /* a StringView the callee keeps owning */
+            StringView sv;
+            memcpy(&sv, outbuf, sizeof sv);
+            sb_quote_view(&b, sv);
         } else {
             fatal("unknown out type '%s'", otype);
         }
@@ -981,6 +1007,19 @@ static void cmd_arena_reset(args *a) {
     arena_slot *as = arena_get(a->argv[1], false);
     pp_arena_reset(as->arena);
     emitf("arena_reset %s", as->name);
+}
+
+/* copy <src> <dst> — a new file with the bytes of <src> (e.g. a built native plugin) */
+static void cmd_copy(args *a) {
+    need_pos(a, 2, "copy <src> <dst>");
+    size_t len;
+    char *data = read_file(a->argv[1], &len);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", a->argv[2]);
+    write_file(tmp, data, len);
+    if (rename(tmp, a->argv[2]) != 0) fatal("cannot rename %s: %s", tmp, strerror(errno));
+    free(data);
+    emitf("copy %s ok", a->argv[2]);
 }
 
 /* reload <name> — pp_runtime_reload with the manifest the last `load` built */
@@ -1151,6 +1190,7 @@ static void run_scenario(const char *path, const char *work_base) {
         if (strcmp(c, "runtime") == 0) cmd_runtime(&a);
         else if (strcmp(c, "close") == 0) cmd_close(&a);
         else if (strcmp(c, "write") == 0) cmd_write(&a, in);
+        else if (strcmp(c, "copy") == 0) cmd_copy(&a);
         else if (strcmp(c, "manifest") == 0) cmd_manifest(&a);
         else if (strcmp(c, "load") == 0) cmd_load(&a);
         else if (strcmp(c, "find") == 0) cmd_find(&a);

@@ -31,6 +31,7 @@ from polyplug import (
     LogLevel,
     LuaLoader,
     ManifestData,
+    NativeLoader,
     PolyplugError,
     ReloadPhase,
     RuntimeBuilder,
@@ -207,9 +208,9 @@ class Interpreter:
     # ── commands ──
 
     def cmd_runtime(self, t: list[str]) -> None:
-        _, o = self.split(t, 0, ("hot_reload", "log", "create", "compat"),
+        _, o = self.split(t, 0, ("hot_reload", "log", "create", "compat", "native"),
                           "runtime [hot_reload=0|1] [log=<Level>] [create=new|api] "
-                          "[compat=strict|relaxed|yolo]")
+                          "[compat=strict|relaxed|yolo] [native=0|1]")
         if self.s.rt is not None:
             self.fail("a runtime is already open")
         modes = {"strict": Compatibility.Strict, "relaxed": Compatibility.Relaxed,
@@ -226,15 +227,23 @@ class Interpreter:
         create = o.get("create", "new")
         loader = LuaLoader()
         self.s.loader = loader
+        loaders: list[Any] = [loader]
+        if self.u(o.get("native", "0")):
+            loaders.append(NativeLoader())
         if create == "new":
-            self.s.rt = RuntimeBuilder().config(cfg).loader(loader).build()
+            self.s.rt = RuntimeBuilder().config(cfg)
+            for each in loaders:
+                self.s.rt = self.s.rt.loader(each)
+            self.s.rt = self.s.rt.build()
             self.emit("runtime ok")
         elif create == "api":
             # HostApi.register_loader takes one reference of its own
             self.s.rt = RuntimeBuilder().config(cfg).build()
             host = self.s.rt.host_api
             err = ffi.new("AbiError *")
-            host.register_loader(host, lib.pp_loader_retain(loader._c_loader()), err)
+            for each in loaders:
+                if err.code == 0:
+                    host.register_loader(host, lib.pp_loader_retain(each._c_loader()), err)
             self.emit("runtime ok" if err.code == 0 else f"runtime register_loader code={err.code}")
         else:
             self.fail("create must be new or api")
@@ -260,6 +269,14 @@ class Interpreter:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(data)
         self.emit(f"write {path} bytes={len(data)}")
+
+    def cmd_copy(self, t: list[str]) -> None:
+        (src, dst), _ = self.split(t, 2, (), "copy <src> <dst>")
+        tmp = Path(dst + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(Path(src).read_bytes())
+        tmp.replace(dst)  # a new file, as a build writes one
+        self.emit(f"copy {dst} ok")
 
     def cmd_manifest(self, t: list[str]) -> None:
         (d, name), o = self.split(t, 2, ("file", "version"),
@@ -437,8 +454,18 @@ class Interpreter:
             rt = lib.pp_runtime_from_host(self.host)
             lib.pp_call_handle(rt, slot.handle.index, slot.handle.generation, data, cid, fn,
                                args, out, arena, err)
+        elif via == "native":  # the native formula: the library's own function
+            if iface.dispatch_type != polyplug.DispatchType.Native:
+                self.fail("via=native on a VM interface")
+            if fn >= iface.dispatch.native.function_count:
+                err.code = polyplug.AbiErrorCode.FunctionNotAvailable
+            else:
+                inst = ffi.new("GuestContractInstance *")
+                inst.data, inst.contract_id = data, cid
+                native = ffi.cast("NativeGuestFn", iface.dispatch.native.functions[fn])
+                native(inst[0], args, out, err)
         else:
-            self.fail("via must be vm, pp_call or handle")
+            self.fail("via must be vm, pp_call, handle or native")
         del keep
         line += f" code={err.code}"
         if otype:
@@ -463,6 +490,8 @@ class Interpreter:
                 if arena == ffi.NULL and sv.ptr != ffi.NULL:
                     host = self.host  # host->alloc'd bytes: ours to free
                     host.free(host, ffi.cast("uint8_t *", sv.ptr), sv.len, 1)
+            elif otype == "str":  # a StringView the callee keeps owning
+                value = escape(view_bytes(ffi.cast("StringView *", out)[0]) or b"")
             else:
                 self.fail(f"unknown out type {otype!r}")
             line += f" out={value}"

@@ -1,0 +1,1 @@
+../../csrc/include/polyplug_abi.h
