@@ -118,9 +118,21 @@ static bool copy_fd(int in, int out) {
     }
 }
 
-/* Copy the open artifact `fd` to a new private directory under `root`. */
-static bool make_copy(native_lib *lib, int fd, const char *root, const char *base, char *why,
-                      size_t whycap) {
+/* Write all of `data` to `out`; false with errno on failure. */
+static bool write_all(int out, const uint8_t *data, size_t len) {
+    for (size_t done = 0; done < len;) {
+        ssize_t put = write(out, data + done, len - done);
+        if (put < 0 && errno == EINTR) continue;
+        if (put < 0) return false;
+        done += (size_t)put;
+    }
+    return true;
+}
+
+/* Copy the open artifact `fd` (or, with `data`, those bytes: a signed bundle's verified
+ * copy of it) to a new private directory under `root`. */
+static bool make_copy(native_lib *lib, int fd, const StringView *data, const char *root,
+                      const char *base, char *why, size_t whycap) {
     size_t rl = strlen(root), bl = strlen(base);
     static const char tmpl[] = "/polyplug-native-XXXXXX";
     lib->copy_dir = malloc(rl + sizeof tmpl);
@@ -144,7 +156,7 @@ static bool make_copy(native_lib *lib, int fd, const char *root, const char *bas
     }
     snprintf(lib->copy_path, rl + sizeof tmpl + 1 + bl + 1, "%s/%s", lib->copy_dir, base);
     int out = open(lib->copy_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
-    bool ok = out >= 0 && copy_fd(fd, out);
+    bool ok = out >= 0 && (data ? write_all(out, data->ptr, data->len) : copy_fd(fd, out));
     int saved = errno;
     if (out >= 0 && close(out) != 0 && ok) {
         ok = false;
@@ -254,10 +266,23 @@ static int32_t escape(pp_error *err, const artifact *a, const pp_manifest *m) {
                     a->name, shown);
 }
 
-/* Open the artifact (never through a symlink, never blocking on a FIFO) and copy it;
- * then dlopen the copy.  Returns the library, or NULL with `err` filled. */
+static native_lib *copy_and_open(native_loader *ld, const artifact *a, int fd,
+                                 const StringView *data, pp_error *err);
+
+/* Open the artifact (never through a symlink, never blocking on a FIFO) and copy it —
+ * or, for a signed bundle, write the verified bytes the host read — then dlopen the
+ * copy.  Returns the library, or NULL with `err` filled. */
 static native_lib *open_artifact(native_loader *ld, const artifact *a, const pp_manifest *m,
                                  pp_error *err) {
+    StringView verified;
+    if (m->files) {
+        if (!pp_fileset_get(m->files, m->file, &verified)) {
+            init_failed(err, a, "failed to load plugin library at %s: %s", a->path,
+                        "the file is not among the bundle's verified files");
+            return NULL;
+        }
+        return copy_and_open(ld, a, -1, &verified, err);
+    }
     struct stat st;
     if (lstat(a->path, &st) != 0) {
         int e = errno;
@@ -284,15 +309,21 @@ static native_lib *open_artifact(native_loader *ld, const artifact *a, const pp_
         init_failed(err, a, "failed to load plugin library at %s: not a regular file", a->path);
         return NULL;
     }
+    native_lib *lib = copy_and_open(ld, a, fd, NULL, err);
+    close(fd);
+    return lib;
+}
+
+/* The copy of `fd` or `data`, dlopened; NULL with `err` filled. */
+static native_lib *copy_and_open(native_loader *ld, const artifact *a, int fd,
+                                 const StringView *data, pp_error *err) {
     native_lib *lib = calloc(1, sizeof *lib);
     char why[1024];
     if (!lib) {
-        close(fd);
         ppi_fail(err, PP_ERR_NO_MEMORY, a->name, NULL, NULL, "out of memory");
         return NULL;
     }
-    bool copied = make_copy(lib, fd, ld->copy_root, a->base, why, sizeof why);
-    close(fd);
+    bool copied = make_copy(lib, fd, data, ld->copy_root, a->base, why, sizeof why);
     if (!copied) {
         lib_close(lib);
         init_failed(err, a, "failed to load plugin library at %s: %s", a->path, why);

@@ -525,6 +525,49 @@ def test_signature_covers_the_artifact(tmp_path: Path) -> None:
         assert rt.list_bundles() == []
 
 
+def test_a_library_swapped_during_signed_loads_never_runs_unsigned(tmp_path: Path) -> None:
+    # the library is read once, verified, and the loader's private copy is written from
+    # those bytes: a build swapped in while the bundle loads is refused or not run
+    import threading
+
+    from polyplug import signing
+
+    d = native_bundle(tmp_path)
+    signing.sign_bundle(d, bytes(range(32)))
+    signed, unsigned = (plugins.build(v).read_bytes() for v in ("plug", "plug_v3"))
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for data in (unsigned, signed):
+                tmp = d / ".libplug.so.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, d / "libplug.so")
+
+    seen: dict[Any, int] = {}
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        for _ in range(20):  # a runtime keeps every library it loaded until it is freed
+            with runtime(signature_policy=polyplug.SignaturePolicy.Required) as rt:
+                for _ in range(20):
+                    try:
+                        m = rt.load_bundle(d)
+                    except polyplug.SignatureVerificationFailed:
+                        seen["refused"] = seen.get("refused", 0) + 1
+                        continue
+                    tag = rt.contract(MATH, 1).tag()
+                    seen[tag] = seen.get(tag, 0) + 1
+                    rt.unload_bundle(m.id)
+            if seen.get("refused", 0) >= 10 and seen.get(1, 0) >= 10:
+                break
+    finally:
+        stop.set()
+        swapper.join()
+    assert set(seen) <= {"refused", 1}, seen
+    assert seen.get("refused", 0) >= 10 and seen.get(1, 0) >= 10, seen
+
+
 # ── the Python call layer stays safe after close ─────────────────────────────
 
 
