@@ -737,3 +737,14 @@ def test_the_console_script_and_python_m_run_the_same_cli() -> None:
                           env=ENV, timeout=60)
     assert (proc.returncode, proc.stdout) == (0, run_cli("version").stdout)
     assert proc.stdout.startswith("polyplug ")
+
+
+def test_a_reader_that_goes_away_early_gets_no_traceback(tmp_path: Path) -> None:
+    # `python -m polyplug load DIR --json | head -0`: the reader is gone before anything
+    # is printed (closing our end before the interpreter has even started)
+    proc = subprocess.Popen([sys.executable, "-m", "polyplug", "load", str(EXAMPLES),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 1) and "Traceback" not in err, err

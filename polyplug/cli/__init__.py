@@ -28,6 +28,7 @@ on stderr; ``watch`` also when its last reload failed), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
 from polyplug.cli import call, keygen, load, new, sign, verify, version, watch
@@ -50,4 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m polyplug`` and the ``polyplug`` script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # the reader went away (`polyplug load ... | head`): not an error of ours; point
+        # stdout at /dev/null so the interpreter's final flush does not complain again
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
