@@ -49,26 +49,24 @@ def view_text(view: Any) -> str:
     return bytes(ffi.buffer(view.ptr, view.len)).decode("utf-8", "replace")
 
 
+def _view(data: bytes, keep: list[Any], copy: bool) -> Any:
+    view = ffi.new("StringView *")
+    if data:
+        buf = ffi.new("uint8_t[]", data) if copy else ffi.from_buffer("uint8_t[]", data)
+        keep.append(buf)
+        view.ptr = buf
+        view.len = len(data)
+    keep.append(view)
+    return view[0]
+
+
 def bytes_view(data: bytes, keep: list[Any]) -> Any:
     """A ``StringView`` over ``data`` itself (no copy); ``data`` and the view are
     appended to ``keep``, which must outlive every use of the view."""
-    view = ffi.new("StringView *")
-    if data:
-        buf = ffi.from_buffer("uint8_t[]", data)
-        keep.append(buf)
-        view.ptr = buf
-        view.len = len(data)
-    keep.append(view)
-    return view[0]
+    return _view(data, keep, copy=False)
 
 
 def text_view(data: bytes, keep: list[Any]) -> Any:
-    """A ``StringView`` over ``data``; the backing cdata is appended to ``keep``."""
-    view = ffi.new("StringView *")
-    if data:
-        buf = ffi.new("uint8_t[]", data)
-        keep.append(buf)
-        view.ptr = buf
-        view.len = len(data)
-    keep.append(view)
-    return view[0]
+    """A ``StringView`` over a copy of ``data``; the backing cdata is appended to
+    ``keep``."""
+    return _view(data, keep, copy=True)
