@@ -173,9 +173,10 @@ static bool split_at(StringView s, StringView *name, StringView *rest) {
     return at != NULL;
 }
 
-static uint64_t guest_contract_id(StringView bare, uint32_t major) {
+/* guest_contract_id, or host_contract_id for a `kind = "host_contract"` dependency. */
+static uint64_t contract_id_of(StringView bare, uint32_t major, bool host) {
     ppi_buf b = {0};
-    ppi_buf_puts(&b, "guest_contract:");
+    ppi_buf_puts(&b, host ? "host_contract:" : "guest_contract:");
     ppi_buf_putn(&b, bare.ptr, bare.len);
     ppi_buf_printf(&b, "@%u", major);
     uint64_t id = b.failed ? 0 : pp_fnv1a64((const uint8_t *)b.p, b.len);
@@ -636,9 +637,10 @@ static const struct {
     {"uint8_t", "u8"},      {"uint16_t", "u16"},    {"uint32_t", "u32"},  {"uint64_t", "u64"},
     {"int8_t", "i8"},       {"int16_t", "i16"},     {"int32_t", "i32"},   {"int64_t", "i64"},
     {"float", "f32"},       {"double", "f64"},      {"_Bool", "bool"},    {"StringView", "string"},
-    {"float32", "f32"},     {"float64", "f64"},     {"str", "string"},
+    {"float32", "f32"},     {"float64", "f64"},     {"str", "string"},    {"bytes", "bytes"},
 };
-static const char KNOWN_TYPES[] = "u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool, string";
+static const char KNOWN_TYPES[] =
+    "u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool, string, bytes";
 static const char *const fn_keys[] = {"id", "args", "returns"};
 
 static int32_t sig_fail(builder *B, const ppt_value *at, const char *fmt, ...) PP_PRINTF(3, 4);
@@ -1437,7 +1439,8 @@ int32_t pp_manifest_doc_validate(pp_manifest_doc *doc, pp_error *err) {
         split_at(dep->contract, &bare, &ver);
         Version v = {0, 0, 0};
         uint32_t major = parse_version(d->dep_extra[i].min_version, &v) ? 0 : v.major;
-        uint64_t canonical = guest_contract_id(bare, major);
+        bool host = ppi_view_eq(d->dep_extra[i].kind, "host_contract");
+        uint64_t canonical = contract_id_of(bare, major, host);
         if (dep->contract_id && dep->contract_id != canonical)
             return parse_fail_at(err, dir,
                                  "dependency \"%.*s\" declares contract_id %llu but the canonical "
