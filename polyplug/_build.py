@@ -26,7 +26,7 @@ CSRC = ROOT / "csrc"
 CORE_LIB = ROOT / "build" / "core" / "libpolyplug_core.a"
 LUAJIT_LIB = CSRC / "luajit" / "lib" / "libluajit.a"
 
-# Python-side callbacks the C host calls (see polyplug/_callbacks.py).
+# Python-side callbacks the C host calls (see polyplug/_callbacks.py and polyplug/host.py).
 CALLBACKS = """
 extern "Python" void pp_py_log(void *user_data, uint32_t level, StringView scope,
                                StringView message);
@@ -35,6 +35,11 @@ extern "Python" int32_t pp_py_load_hook(void *user_data, pp_runtime *rt, StringV
                                         pp_error *err);
 extern "Python" int32_t pp_py_reload_hook(void *user_data, pp_runtime *rt, StringView path,
                                           pp_error *err);
+extern "Python" uint32_t pp_py_host_call(void *user_data, void *instance, uint32_t fn_id,
+                                         const void *args, void *out);
+extern "Python" void *pp_py_host_create(void *user_data, const void *args);
+extern "Python" void pp_py_host_destroy(void *user_data, void *instance);
+extern "Python" void pp_py_host_release(void *user_data);
 """
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from polyplug import _errors, signing
 from polyplug._abi import (
@@ -33,8 +33,9 @@ from polyplug._abi import (
 )
 from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
-from polyplug.call import Contract
-from polyplug.ids import guest_contract_id
+from polyplug.call import Contract, split_contract
+from polyplug.host import HostContract, ProvidedHostContract
+from polyplug.ids import Version, VersionParseError, guest_contract_id, host_contract_id
 from polyplug.manifest import CachedManifest, ManifestCache, ManifestData, manifest_doc
 from polyplug.signature import FunctionSig
 
@@ -123,26 +124,6 @@ class ContractInfo(NamedTuple):
         return int(self.contract.rpartition("@")[2])
 
 
-def _split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
-    """``(name, major)`` for ``rt.contract(spec, major)``: ``spec`` may say ``name@major``."""
-    name, sep, text = spec.rpartition("@")
-    if not sep:
-        return spec, 1 if major is None else major
-    try:
-        parsed = int(text, 10)
-    except ValueError:
-        parsed = -1
-    if not name or not text.isdigit() or not 0 <= parsed <= 0xFFFFFFFF:
-        raise _errors.InvalidArgument(
-            f"contract {spec!r}: the part after '@' must be the major version, an integer "
-            "0..4294967295 (e.g. \"my.calc@1\")")
-    if major is not None and major != parsed:
-        raise _errors.InvalidArgument(
-            f"contract {spec!r} names major {parsed} but major={major} was passed too; "
-            "give the major once")
-    return name, parsed
-
-
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
@@ -183,6 +164,7 @@ class RuntimeBuilder:
     def __init__(self) -> None:
         self._config = RuntimeConfig()
         self._loaders: list[Any] = []
+        self._host_contracts: list[HostContract] = []
 
     def config(self, config: RuntimeConfig) -> RuntimeBuilder:
         """Replace the whole configuration (including any logger set earlier)."""
@@ -215,9 +197,21 @@ class RuntimeBuilder:
         self._config.hot_reload_enabled = enabled
         return self
 
+    def host_contract(self, contract: HostContract) -> RuntimeBuilder:
+        """Provide a :class:`HostContract` from the start (before any bundle loads)."""
+        self._host_contracts.append(contract)
+        return self
+
     def build(self) -> Runtime:
-        """Create the runtime and register the loaders."""
-        return Runtime(self._config, self._loaders)
+        """Create the runtime, register the loaders and provide the host contracts."""
+        rt = Runtime(self._config, self._loaders)
+        try:
+            for contract in self._host_contracts:
+                rt.provide_host_contract(contract)
+        except BaseException:
+            rt.close()
+            raise
+        return rt
 
 
 # ── freeing ──────────────────────────────────────────────────────────────────
@@ -454,8 +448,10 @@ class Runtime:
 
     def _load(self, rt: Any, doc: Any, bundle_id: int, manifest: ManifestData,
               source: Optional[BundleSource]) -> None:
-        """Load a checked manifest: signature policy, function counts, then the loader."""
+        """Load a checked manifest: signature policy, required host contracts, function
+        counts, then the loader."""
         self._check_signature(manifest, source)
+        self._check_host_contracts(rt, manifest)
         keep: list[Any] = []
         src = source._to_c(keep) if source is not None else ffi.NULL
         err = new_error()
@@ -483,6 +479,7 @@ class Runtime:
             self._check_manifest(rt, entry.doc)
             manifest = entry.manifest()
             self._check_signature(manifest)
+            self._check_host_contracts(rt, manifest)
         except _errors.PolyplugError as exc:
             # name the bundle in the Failed phase when the manifest at least parsed
             named = entry.manifest() if entry is not None else None
@@ -616,7 +613,7 @@ class Runtime:
         :class:`CancelToken`) apply to every call made through the returned object.
         Raises :class:`PluginNotFound`, which names what is loaded that comes close.
         """
-        name, major = _split_contract(name, major)
+        name, major = split_contract(name, major)
         if signatures is None:
             handle = self._find(guest_contract_id(name, major), major, (name, major))
             owner = self._owner_of(handle)
@@ -734,6 +731,81 @@ class Runtime:
     def resolve_guest_contract(self, handle: GuestContractHandle) -> Any:
         """``registry().resolve_guest_contract(...)``."""
         return self.registry().resolve_guest_contract(handle)
+
+    # ── host contracts ──
+
+    def provide_host_contract(self, contract: Union[HostContract, str],
+                              major: Optional[int] = None,
+                              functions: Optional[Mapping[str, Callable[..., Any]]] = None, *,
+                              signatures: Optional[Mapping[str, Any]] = None,
+                              factory: Optional[Callable[[], Any]] = None,
+                              replace: bool = False) -> ProvidedHostContract:
+        """Give the bundles a host contract implemented in Python (:mod:`polyplug.host`).
+
+        Pass a :class:`HostContract`, or build one in place from a name, a
+        ``{name: callable}`` mapping and their ``signatures`` (``FunctionSig`` or the
+        manifest's ``{"id": 0, "args": [...], "returns": "..."}`` form)::
+
+            rt.provide_host_contract("app.clock", 1, {"now": time.time},
+                                     signatures={"now": {"returns": "f64"}})
+
+        A contract with the same name and major already provided raises
+        :class:`DuplicateHostContract`, unless ``replace=True`` (the old one is
+        withdrawn).  Returns a :class:`ProvidedHostContract` (``withdraw()``, ``with``).
+        """
+        rt = self._ptr()
+        if isinstance(contract, HostContract):
+            if major is not None or functions is not None or signatures is not None \
+                    or factory is not None:
+                raise TypeError("provide_host_contract(HostContract) takes no major, "
+                                "functions, signatures or factory: the contract has them")
+        elif isinstance(contract, str):
+            contract = HostContract.from_functions(contract, major, functions or {},
+                                                   signatures=signatures, factory=factory)
+        else:
+            raise TypeError(f"provide_host_contract takes a HostContract or a contract name, "
+                            f"not {type(contract).__name__}")
+        return contract._provide(self, rt, replace)
+
+    def withdraw_host_contract(self, contract: Union[HostContract, str],
+                               major: Optional[int] = None) -> bool:
+        """Stop providing host contract ``contract`` (a name, ``"name@major"`` or a
+        :class:`HostContract`); False when it was not provided."""
+        rt = self._ptr()
+        if isinstance(contract, HostContract):
+            cid = contract.contract_id
+        else:
+            name, major = split_contract(contract, major)
+            cid = host_contract_id(name, major)
+        return bool(lib.pp_runtime_withdraw_host_contract(rt, cid, ffi.NULL))
+
+    def _check_host_contracts(self, rt: Any, manifest: ManifestData) -> None:
+        """The host contracts ``manifest`` requires (``[[dependency]] kind =
+        "host_contract"``) must be provided, at the version it asks for."""
+        for dep in manifest.dependencies:
+            if dep.kind != "host_contract":
+                continue
+            name = dep.bare_contract()
+            try:
+                want = Version.parse(dep.min_version)
+            except VersionParseError:  # a bare major ("1") counts as "1.0"
+                text = dep.min_version.strip()
+                want = Version(int(text) if text.isdigit() else 0, 0, 0)
+            iface = lib.pp_runtime_find_host_contract(rt, host_contract_id(name, want.major))
+            spec = f"{name}@{want.major}"
+            if iface == ffi.NULL:
+                raise _errors.HostContractNotFound(
+                    f"bundle `{manifest.name}` requires host contract `{spec}` "
+                    f"([[dependency]] kind = \"host_contract\"), which this runtime does not "
+                    "provide; provide it before loading the bundle "
+                    "(Runtime.provide_host_contract)", bundle=manifest.name, contract=spec)
+            have = iface.contract_version
+            if (have.major, have.minor) < (want.major, want.minor):
+                raise _errors.HostContractNotFound(
+                    f"bundle `{manifest.name}` requires host contract `{spec}` at version "
+                    f"{want.major}.{want.minor} or later; this runtime provides "
+                    f"{have.major}.{have.minor}.{have.patch}", bundle=manifest.name,
+                    contract=spec)
 
     # ── logging ──
 

@@ -127,6 +127,7 @@ class BundleReport:
     load_ms: float = 0.0
     error: Optional[str] = None
     error_type: Optional[str] = None
+    provides: list[str] = field(default_factory=list)
 
     def failed(self, exc: BaseException) -> None:
         self.error, self.error_type = str(exc), type(exc).__name__
@@ -199,6 +200,7 @@ def load_all(rt: Runtime, root: Path) -> list[BundleReport]:
     for path in order:
         m, report = manifests[path], reports[path]
         report.name, report.version, report.loader = m.name, m.version, m.loader
+        report.provides = list(m.provides)
         start = time.perf_counter()
         try:
             rt.load_bundle_from_source(m, BundleSource.Path(m.path))

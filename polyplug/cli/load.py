@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,10 +45,24 @@ def print_table(reports: Sequence[BundleReport]) -> None:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for r in reports:
-        if r.error:
+        if needs_host(r):
+            wanted = re.search(r"host contract `([^`]+)`", r.error or "")
+            print(f"{r.name}: skipped: it needs host contract "
+                  f"`{wanted.group(1) if wanted else '?'}`, which only a host program can "
+                  "provide (Runtime.provide_host_contract)")
+        elif r.error:
             print(error_line(r.error_type or "Error", r.error_message()), file=sys.stderr)
     ok = sum(1 for r in reports if not r.error)
-    print(f"{ok} bundle(s) loaded, {len(reports) - ok} failed")
+    skipped = sum(1 for r in reports if needs_host(r))
+    extra = f", {skipped} skipped (they need host contracts)" if skipped else ""
+    print(f"{ok} bundle(s) loaded, {len(reports) - ok - skipped} failed{extra}")
+
+
+def needs_host(report: BundleReport) -> bool:
+    """Did the bundle fail only because it requires a host contract?  The CLI provides
+    none (host contracts come from the program that embeds the runtime), so such a
+    bundle is skipped, not failed."""
+    return report.error_type == "HostContractNotFound"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(error_line("UsageError", str(no_bundle(root))), file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        print(json.dumps([{k: v for k, v in r.__dict__.items() if k != "provides"}
+                          for r in reports], indent=2))
     else:
         print_table(reports)
-    return 1 if any(r.error for r in reports) else 0
+    return 1 if any(r.error and not needs_host(r) for r in reports) else 0
