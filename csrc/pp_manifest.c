@@ -1573,6 +1573,42 @@ bool pp_manifest_doc_is_current(const pp_manifest_doc *doc) {
 
 /* ── the runtime side: checks with the runtime's mode, load and reload by path ─ */
 
+/* Every host contract the manifest requires ([[dependency]] kind = "host_contract") is
+ * provided, at the version it asks for (its min_version: "1.2", or a bare major). */
+static int32_t host_contracts_provided(pp_runtime *rt, const pp_manifest_doc *d,
+                                       pp_error *err) {
+    for (size_t i = 0; i < d->m.dependencies_len; i++) {
+        if (!ppi_view_eq(d->dep_extra[i].kind, "host_contract")) continue;
+        StringView bare, ver;
+        split_at(d->deps[i].contract, &bare, &ver);
+        Version want = {0, 0, 0};
+        if (parse_version(d->dep_extra[i].min_version, &want) != NULL) {
+            want = (Version){0, 0, 0}; /* a bare major ("1") counts as "1.0" */
+            if (!parse_u32(d->dep_extra[i].min_version, &want.major)) want.major = 0;
+        }
+        const HostContractInterface *iface =
+            pp_runtime_find_host_contract(rt, contract_id_of(bare, want.major, true));
+        const Version *have = iface ? &iface->contract_version : NULL;
+        if (have && (have->minor >= want.minor)) continue;
+        char name[256], spec[320];
+        ppi_view_copy(name, sizeof name, d->m.name);
+        snprintf(spec, sizeof spec, "%.*s@%u", (int)(bare.len > 255 ? 255 : bare.len),
+                 (const char *)bare.ptr, want.major);
+        if (!have)
+            return ppi_fail(err, PP_ERR_HOST_CONTRACT_MISSING, name, spec, NULL,
+                            "bundle `%s` requires host contract `%s` ([[dependency]] kind = "
+                            "\"host_contract\"), which this runtime does not provide; provide it "
+                            "before loading the bundle",
+                            name, spec);
+        return ppi_fail(err, PP_ERR_HOST_CONTRACT_MISSING, name, spec, NULL,
+                        "bundle `%s` requires host contract `%s` at version %u.%u or later; this "
+                        "runtime provides %u.%u.%u",
+                        name, spec, want.major, want.minor, have->major, have->minor,
+                        have->patch);
+    }
+    return PP_OK;
+}
+
 int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error *err) {
     if (!rt || !doc)
         return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
@@ -1580,6 +1616,7 @@ int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error
     warn_sink sink = {doc, rt};
     int32_t st = run_checks(doc, &sink, PP_CHECK_KEYS, rt->compatibility, err);
     if (!st) st = pp_manifest_doc_validate(doc, err);
+    if (!st) st = host_contracts_provided(rt, doc, err);
     if (st && err) ppi_set_last_error(rt, err->message);
     return st;
 }

@@ -245,7 +245,10 @@ class DuplicateHostContract(HostContractError):
 
 class HostContractNotFound(HostContractError):
     """A bundle declares a host contract (``[[dependency]] kind = "host_contract"``)
-    that the runtime does not provide.  ``contract`` is ``name@major``."""
+    that the runtime does not provide, or not at the version it asks for.  ``bundle``
+    names the bundle, ``contract`` is ``name@major``."""
+
+    _c_fields = {"bundle": "bundle", "contract": "aux"}
 
 
 # ── other runtime errors ─────────────────────────────────────────────────────

@@ -35,7 +35,7 @@ from polyplug._callbacks import _CallbackState
 from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
 from polyplug.call import Contract, split_contract
 from polyplug.host import HostContract, ProvidedHostContract
-from polyplug.ids import Version, VersionParseError, guest_contract_id, host_contract_id
+from polyplug.ids import guest_contract_id, host_contract_id
 from polyplug.manifest import CachedManifest, ManifestCache, ManifestData, manifest_doc
 from polyplug.signature import FunctionSig
 
@@ -441,17 +441,16 @@ class Runtime:
 
     @staticmethod
     def _check_manifest(rt: Any, doc: Any) -> None:
-        """Unknown keys per the compatibility mode, then validation (all in C)."""
+        """Unknown keys per the compatibility mode, validation, and the host contracts the
+        manifest requires (all in C)."""
         err = new_error()
         lib.pp_runtime_check_manifest(rt, doc, err)
         check(err)
 
     def _load(self, rt: Any, doc: Any, bundle_id: int, manifest: ManifestData,
               source: Optional[BundleSource]) -> None:
-        """Load a checked manifest: signature policy, required host contracts, function
-        counts, then the loader."""
+        """Load a checked manifest: signature policy, function counts, then the loader."""
         self._check_signature(manifest, source)
-        self._check_host_contracts(rt, manifest)
         keep: list[Any] = []
         src = source._to_c(keep) if source is not None else ffi.NULL
         err = new_error()
@@ -479,7 +478,6 @@ class Runtime:
             self._check_manifest(rt, entry.doc)
             manifest = entry.manifest()
             self._check_signature(manifest)
-            self._check_host_contracts(rt, manifest)
         except _errors.PolyplugError as exc:
             # name the bundle in the Failed phase when the manifest at least parsed
             named = entry.manifest() if entry is not None else None
@@ -778,34 +776,6 @@ class Runtime:
             name, major = split_contract(contract, major)
             cid = host_contract_id(name, major)
         return bool(lib.pp_runtime_withdraw_host_contract(rt, cid, ffi.NULL))
-
-    def _check_host_contracts(self, rt: Any, manifest: ManifestData) -> None:
-        """The host contracts ``manifest`` requires (``[[dependency]] kind =
-        "host_contract"``) must be provided, at the version it asks for."""
-        for dep in manifest.dependencies:
-            if dep.kind != "host_contract":
-                continue
-            name = dep.bare_contract()
-            try:
-                want = Version.parse(dep.min_version)
-            except VersionParseError:  # a bare major ("1") counts as "1.0"
-                text = dep.min_version.strip()
-                want = Version(int(text) if text.isdigit() else 0, 0, 0)
-            iface = lib.pp_runtime_find_host_contract(rt, host_contract_id(name, want.major))
-            spec = f"{name}@{want.major}"
-            if iface == ffi.NULL:
-                raise _errors.HostContractNotFound(
-                    f"bundle `{manifest.name}` requires host contract `{spec}` "
-                    f"([[dependency]] kind = \"host_contract\"), which this runtime does not "
-                    "provide; provide it before loading the bundle "
-                    "(Runtime.provide_host_contract)", bundle=manifest.name, contract=spec)
-            have = iface.contract_version
-            if (have.major, have.minor) < (want.major, want.minor):
-                raise _errors.HostContractNotFound(
-                    f"bundle `{manifest.name}` requires host contract `{spec}` at version "
-                    f"{want.major}.{want.minor} or later; this runtime provides "
-                    f"{have.major}.{have.minor}.{have.patch}", bundle=manifest.name,
-                    contract=spec)
 
     # ── logging ──
 

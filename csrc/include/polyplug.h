@@ -266,7 +266,8 @@ PP_API const char *pp_manifest_doc_json(pp_manifest_doc *doc, size_t *len);
 PP_API bool pp_manifest_doc_is_current(const pp_manifest_doc *doc);
 
 /* The key checks under the runtime's mode (Relaxed warnings go to its log), then
- * validation.  These runtime entry points leave the document as it is, so threads may
+ * validation, then the host contracts the manifest requires ([[dependency]] kind =
+ * "host_contract": PP_ERR_HOST_CONTRACT_MISSING unless provided at that version).  These runtime entry points leave the document as it is, so threads may
  * share one (the doc API above is for one thread at a time). */
 PP_API int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error *err);
 /* The function-count check under the runtime's mode, then pp_runtime_load with the
