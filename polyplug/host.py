@@ -526,4 +526,6 @@ def _host_release(user: Any) -> None:
     for handle in list(state.instances.values()):  # C destroyed them all before this
         _close_instance(state, ffi.from_handle(handle))
     state.instances.clear()
+    state.entries = []  # the user's functions and factory go with the contract
+    state.factory = None
     _LIVE.pop(id(state), None)
