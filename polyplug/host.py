@@ -49,6 +49,7 @@ objects once no call is running in the contract; guests that call it later get
 from __future__ import annotations
 
 import struct
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
@@ -242,7 +243,7 @@ class HostContract:
                 slot.out_size = struct.calcsize(f.sig.returns_format) if f.sig.returns else 0
         desc.function_count = count
         desc.functions = fns
-        desc.call = lib.pp_py_host_call
+        desc.call = lib.pp_py_host_call_adapter
         desc.create = lib.pp_py_host_create if self.factory is not None else ffi.NULL
         desc.destroy = lib.pp_py_host_destroy
         desc.release = lib.pp_py_host_release
@@ -396,6 +397,18 @@ def _decode(data: bytes, index: int) -> str:
                          f"byte {exc.start}); declare it as bytes to receive raw bytes") from None
 
 
+# All of the process's memory as one buffer: struct reads and writes the guest's argument
+# block and result slot at their addresses (integers) through it, which costs a third of
+# wrapping each pointer in a buffer of its own.  Only the addresses and sizes the
+# signature says are touched, exactly what ffi.buffer(pointer, size) would give.
+_MEM = ffi.buffer(ffi.cast("char *", 0), sys.maxsize)
+
+
+def _pointer(address: int) -> Any:
+    """A ``void *`` cdata for a raw function's argument block or result slot."""
+    return ffi.cast("void *", address)
+
+
 def _view(ptr: int, length: int) -> bytes:
     if length == 0:
         return b""
@@ -403,7 +416,7 @@ def _view(ptr: int, length: int) -> bytes:
         raise ValueError("a StringView argument has a null pointer and a non-zero length")
     if length > _MAX_VIEW:
         raise ValueError(f"a StringView argument claims {length} bytes")
-    return ffi.unpack(ffi.cast("char *", ptr), length)
+    return _MEM[ptr:ptr + length]
 
 
 _MAX_VIEW = 1 << 40  # no real argument is a terabyte: a length past this is garbage
@@ -426,12 +439,14 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
     """The Python side of one host function: read the arguments, call, write the result.
 
     Generated for the signature's exact shape (like the call layer's callers): one
-    ``struct.unpack_from`` for the argument block, one ``pack_into`` for the result.
+    ``struct.unpack_from`` for the argument block, one ``pack_into`` for the result, both
+    at the addresses the C adapter passes as integers.
     """
     sig = f.sig
     read = "        obj = from_handle(instance)\n" if per_instance else ""
     params = ["obj"] if per_instance else []
     if f.raw:
+        read += "        args, out = pointer(args), pointer(out)\n"
         params += ["args", "out"]
     elif sig.args:
         names: list[str] = []
@@ -443,8 +458,7 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
                 decode += f"        a{i} = {conv if t == 'bytes' else f'decode({conv}, {i})'}\n"
             else:
                 names.append(f"a{i}")
-        read += (f"        {', '.join(names)}, = unpack(buffer(args, {struct.calcsize(sig.args_format)}))\n"
-                 + decode)
+        read += f"        {', '.join(names)}, = unpack(MEM, args)\n" + decode
         params += [f"a{i}" for i in range(len(sig.args))]
     if not read:
         read = "        pass\n"
@@ -455,17 +469,16 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
                  "    if not set_string(out, data, len(data)):\n"
                  "        return report(FAILED, 'out of memory for the result')\n")
     elif not f.raw and sig.returns is not None:
-        size = struct.calcsize(sig.returns_format)
-        write = (f"    try:\n        pack(buffer(out, {size}), 0, result)\n"
+        write = ("    try:\n        pack(MEM, out, result)\n"
                  "    except (struct.error, TypeError, OverflowError):\n"
                  "        return bad_result(state, sig, result)\n")
     source = _ENTRY.format(read=read, call=", ".join(params), write=write)
     scope: dict[str, Any] = {
         "state": state, "sig": sig, "fn": f.fn, "from_handle": ffi.from_handle,
-        "buffer": ffi.buffer, "view": _view, "decode": _decode,
+        "MEM": _MEM, "view": _view, "decode": _decode, "pointer": _pointer,
         "unpack": struct.Struct(sig.args_format).unpack_from if sig.args and not f.raw else None,
         "pack": struct.Struct(sig.returns_format).pack_into if sig.returns and not f.raw else None,
-        "result_bytes": _result_bytes, "set_string": lib.pp_host_result_string,
+        "result_bytes": _result_bytes, "set_string": lib.pp_py_host_result_string,
         "bad_args": _bad_args, "bad_result": _bad_result, "raised": _raised,
         "report": _report, "FAILED": _FAILED, "struct": struct,
     }
@@ -481,7 +494,7 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
 # sys.unraisablehook).
 
 @ffi.def_extern(name="pp_py_host_call", error=_FAILED)
-def _host_call(user: Any, instance: Any, fn_id: int, args: Any, out: Any) -> int:
+def _host_call(user: Any, instance: Any, fn_id: int, args: int, out: int) -> int:
     return ffi.from_handle(user).entries[fn_id](instance, args, out)  # type: ignore[no-any-return]
 
 

@@ -800,12 +800,15 @@ def test_python_threads(rt: polyplug.Runtime, tmp_path: Path) -> None:
     threads: set[int] = set()
     contracts = threaded_runtime(rt, tmp_path, threads)
     errors: list[BaseException] = []
+    alive = threading.Barrier(4, timeout=30)  # all alive at once: no thread id is reused
 
     def work(k: int) -> None:
         try:
+            alive.wait()
             c = contracts[k % 2]
             for i in range(2000):
                 assert c.add(i, k) == i + k
+            alive.wait()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

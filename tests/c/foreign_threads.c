@@ -17,12 +17,15 @@ typedef struct job {
     void *frame;
     int calls;
     uint32_t failures;
+    pthread_barrier_t *alive; /* all threads run at once, so none reuses another's id */
 } job;
 
 static void *run(void *p) {
     job *j = p;
+    pthread_barrier_wait(j->alive);
     for (int i = 0; i < j->calls; i++)
         if (j->invoke(j->frame) != 0) j->failures++;
+    pthread_barrier_wait(j->alive);
     return NULL;
 }
 
@@ -32,20 +35,22 @@ int pp_test_run_threads(uintptr_t invoke, const uintptr_t *frames, int n, int ca
     enum { MAX = 32 };
     pthread_t threads[MAX];
     job jobs[MAX];
-    if (n < 1 || n > MAX) return -1;
-    int started = 0;
+    pthread_barrier_t alive;
+    if (n < 1 || n > MAX || pthread_barrier_init(&alive, NULL, (unsigned)n) != 0) return -1;
     for (int i = 0; i < n; i++) {
         jobs[i].invoke = (invoke_fn)invoke;
         jobs[i].frame = (void *)frames[i];
         jobs[i].calls = calls;
         jobs[i].failures = 0;
-        if (pthread_create(&threads[i], NULL, run, &jobs[i]) != 0) break;
-        started++;
+        jobs[i].alive = &alive;
+        /* a thread that cannot start: the ones started wait at the barrier for good */
+        if (pthread_create(&threads[i], NULL, run, &jobs[i]) != 0) return -2;
     }
     int failures = 0;
-    for (int i = 0; i < started; i++) {
+    for (int i = 0; i < n; i++) {
         pthread_join(threads[i], NULL);
         failures += (int)jobs[i].failures;
     }
-    return started == n ? failures : -2;
+    pthread_barrier_destroy(&alive);
+    return failures;
 }
