@@ -35,8 +35,8 @@ extern "Python" int32_t pp_py_load_hook(void *user_data, pp_runtime *rt, StringV
                                         pp_error *err);
 extern "Python" int32_t pp_py_reload_hook(void *user_data, pp_runtime *rt, StringView path,
                                           pp_error *err);
-extern "Python+C" uint32_t pp_py_host_call(void *user_data, void *instance, uint32_t fn_id,
-                                           uintptr_t args, uintptr_t out);
+extern "Python+C" uint32_t pp_py_host_call(uintptr_t user_data, uintptr_t instance,
+                                           uint32_t fn_id, uintptr_t args, uintptr_t out);
 uint32_t pp_py_host_call_adapter(void *user_data, void *instance, uint32_t fn_id,
                                  const void *args, void *out);
 bool pp_py_host_result_string(uintptr_t out, const char *data, size_t len);
@@ -63,16 +63,18 @@ def header_cdef(cc: str | None = None) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(header_cdef() + CALLBACKS)
-# pp_host_call_fn for Python host contracts: the argument block and the result slot reach
-# Python as integers, which struct reads and writes directly (polyplug/host.py), instead of
-# as pointer cdata each call would have to wrap in a buffer first.
+# pp_host_call_fn for Python host contracts: every pointer reaches Python as an integer —
+# the contract and instance tokens polyplug/host.py handed to C, the argument block and
+# the result slot, which struct reads and writes directly — instead of as pointer cdata
+# that each call would have to wrap first.
 ADAPTERS = """
 #include "polyplug.h"
-uint32_t pp_py_host_call(void *user_data, void *instance, uint32_t fn_id, uintptr_t args,
-                         uintptr_t out);
+uint32_t pp_py_host_call(uintptr_t user_data, uintptr_t instance, uint32_t fn_id,
+                         uintptr_t args, uintptr_t out);
 static uint32_t pp_py_host_call_adapter(void *user_data, void *instance, uint32_t fn_id,
                                         const void *args, void *out) {
-    return pp_py_host_call(user_data, instance, fn_id, (uintptr_t)args, (uintptr_t)out);
+    return pp_py_host_call((uintptr_t)user_data, (uintptr_t)instance, fn_id, (uintptr_t)args,
+                           (uintptr_t)out);
 }
 static bool pp_py_host_result_string(uintptr_t out, const char *data, size_t len) {
     return pp_host_result_string((void *)out, data, len);

@@ -48,6 +48,7 @@ objects once no call is running in the contract; guests that call it later get
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 import traceback
@@ -226,7 +227,6 @@ class HostContract:
 
     def _provide(self, runtime: Runtime, rt: Any, replace: bool) -> ProvidedHostContract:
         state = _State(self, ffi.cast("pp_runtime *", rt))
-        handle = ffi.new_handle(state)
         keep: list[Any] = []
         desc = ffi.new("pp_host_contract_desc *")
         desc.name = text_view(self.name.encode("utf-8"), keep)
@@ -247,13 +247,13 @@ class HostContract:
         desc.create = lib.pp_py_host_create if self.factory is not None else ffi.NULL
         desc.destroy = lib.pp_py_host_destroy
         desc.release = lib.pp_py_host_release
-        desc.user_data = handle
+        desc.user_data = ffi.cast("void *", state.token)
         out = ffi.new("const HostContractInterface **")
         err = new_error()
-        _LIVE[id(state)] = (handle, state)  # until the C side releases it
+        _LIVE[state.token] = state  # until the C side releases it
         lib.pp_runtime_provide_host_contract(rt, desc, bool(replace), out, err)
         if err.status:
-            _LIVE.pop(id(state), None)  # a failed provide releases nothing: never published
+            _LIVE.pop(state.token, None)  # a failed provide releases nothing: never published
             check(err)
         return ProvidedHostContract(runtime, self, state, out[0])
 
@@ -312,9 +312,12 @@ class ProvidedHostContract:
 
 # ── the objects behind the C callbacks ───────────────────────────────────────
 
-# Every provided contract's state and its cffi handle, until the C side calls release
-# (after the last call left a withdrawn contract).  Keyed by id(state).
-_LIVE: dict[int, tuple[Any, _State]] = {}
+# Every provided contract's state, by its token (the user_data the C side passes back),
+# until the C side calls release (after the last call left a withdrawn contract).
+# Instances are tokens too (the instance pointer the C side passes back).  Tokens are
+# plain integers never reused, so a stale one finds nothing instead of a freed object.
+_LIVE: dict[int, _State] = {}
+_tokens = itertools.count(1)
 
 
 class _State:
@@ -325,7 +328,8 @@ class _State:
         self.scope = f"host.{contract.name}"
         self.rt = rt  # a non-owning pp_runtime *: valid until release (close comes first)
         self.factory = contract.factory
-        self.instances: dict[int, Any] = {}  # handle address -> handle of the instance
+        self.token = next(_tokens)
+        self.instances: dict[int, Any] = {}  # instance token -> the factory's object
         self.released = False
         count = max((f.sig.id for f in contract._functions.values()), default=-1) + 1
         self.entries: list[Callable[[Any, Any, Any], int]] = [
@@ -443,7 +447,7 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
     at the addresses the C adapter passes as integers.
     """
     sig = f.sig
-    read = "        obj = from_handle(instance)\n" if per_instance else ""
+    read = "        obj = instances[instance]\n" if per_instance else ""
     params = ["obj"] if per_instance else []
     if f.raw:
         read += "        args, out = pointer(args), pointer(out)\n"
@@ -474,7 +478,7 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
                  "        return bad_result(state, sig, result)\n")
     source = _ENTRY.format(read=read, call=", ".join(params), write=write)
     scope: dict[str, Any] = {
-        "state": state, "sig": sig, "fn": f.fn, "from_handle": ffi.from_handle,
+        "state": state, "sig": sig, "fn": f.fn, "instances": state.instances,
         "MEM": _MEM, "view": _view, "decode": _decode, "pointer": _pointer,
         "unpack": struct.Struct(sig.args_format).unpack_from if sig.args and not f.raw else None,
         "pack": struct.Struct(sig.returns_format).pack_into if sig.returns and not f.raw else None,
@@ -494,22 +498,22 @@ def _make_entry(state: _State, f: _Function, per_instance: bool) -> Callable[[An
 # sys.unraisablehook).
 
 @ffi.def_extern(name="pp_py_host_call", error=_FAILED)
-def _host_call(user: Any, instance: Any, fn_id: int, args: int, out: int) -> int:
-    return ffi.from_handle(user).entries[fn_id](instance, args, out)  # type: ignore[no-any-return]
+def _host_call(user: int, instance: int, fn_id: int, args: int, out: int) -> int:
+    return _LIVE[user].entries[fn_id](instance, args, out)
 
 
 @ffi.def_extern(name="pp_py_host_create")
 def _host_create(user: Any, args: Any) -> Any:
-    state: _State = ffi.from_handle(user)
+    state = _LIVE[int(ffi.cast("uintptr_t", user))]
     try:
         obj = state.factory() if state.factory is not None else None
     except BaseException as exc:  # noqa: BLE001 - must not cross into C
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         _report(_FAILED, f"the factory raised {_describe(exc)}", detail)
         return ffi.NULL
-    handle = ffi.new_handle(obj)
-    state.instances[int(ffi.cast("uintptr_t", handle))] = handle
-    return handle
+    token = next(_tokens)
+    state.instances[token] = obj
+    return ffi.cast("void *", token)
 
 
 def _close_instance(state: _State, obj: Any) -> None:
@@ -524,21 +528,24 @@ def _close_instance(state: _State, obj: Any) -> None:
                   f"{_describe(exc)}\n{detail}")
 
 
+_GONE = object()
+
+
 @ffi.def_extern(name="pp_py_host_destroy")
 def _host_destroy(user: Any, instance: Any) -> None:
-    state: _State = ffi.from_handle(user)
-    handle = state.instances.pop(int(ffi.cast("uintptr_t", instance)), None)
-    if handle is not None:
-        _close_instance(state, ffi.from_handle(handle))
+    state = _LIVE[int(ffi.cast("uintptr_t", user))]
+    obj = state.instances.pop(int(ffi.cast("uintptr_t", instance)), _GONE)
+    if obj is not _GONE:
+        _close_instance(state, obj)
 
 
 @ffi.def_extern(name="pp_py_host_release")
 def _host_release(user: Any) -> None:
-    state: _State = ffi.from_handle(user)
+    state = _LIVE[int(ffi.cast("uintptr_t", user))]
     state.released = True
-    for handle in list(state.instances.values()):  # C destroyed them all before this
-        _close_instance(state, ffi.from_handle(handle))
+    for obj in list(state.instances.values()):  # C destroyed them all before this
+        _close_instance(state, obj)
     state.instances.clear()
     state.entries = []  # the user's functions and factory go with the contract
     state.factory = None
-    _LIVE.pop(id(state), None)
+    _LIVE.pop(state.token, None)
