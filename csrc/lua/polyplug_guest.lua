@@ -2,7 +2,8 @@
   polyplug_guest — helpers for Lua guest bundles (polyplug 0.1.3 protocol).
 
   This is polyplug's own re-implementation of the 0.1.3 Lua guest SDK. It keeps no
-  module state: every helper takes the pointers it needs as arguments.
+  module state (beyond a cache of compiled host-contract methods): every helper takes
+  the pointers it needs as arguments.
 
   The protocol, in short
   ──────────────────────

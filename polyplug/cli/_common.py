@@ -212,9 +212,17 @@ def load_all(rt: Runtime, root: Path) -> list[BundleReport]:
     return list(reports.values())
 
 
+def needs_host(report: BundleReport) -> bool:
+    """Did the bundle fail only because it requires a host contract?  The CLI provides
+    none (host contracts come from the program that embeds the runtime), so such a
+    bundle is skipped, not failed."""
+    return report.error_type == "HostContractNotFound"
+
+
 def load_failures(reports: Sequence[BundleReport]) -> str:
-    """`` (N bundle(s) failed to load: ...)`` for the failed reports, or ``""``."""
-    failed = [r for r in reports if r.error]
+    """`` (N bundle(s) failed to load: ...)`` for the failed reports, or ``""`` (bundles
+    skipped for want of a host contract are not failures here)."""
+    failed = [r for r in reports if r.error and not needs_host(r)]
     if not failed:
         return ""
     return (f" ({len(failed)} bundle(s) failed to load: " + "; ".join(

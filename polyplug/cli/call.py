@@ -26,6 +26,7 @@ from polyplug.cli._common import (
     load_all,
     load_failures,
     log_printer,
+    needs_host,
     no_bundle,
     reports_failures,
 )
@@ -185,7 +186,7 @@ _NO_HOST = ("host contracts come from the program that loads a bundle "
 def _needs_host(reports: Sequence[BundleReport], name: str) -> Optional[BundleReport]:
     """The report of a bundle providing ``name`` that failed for want of a host contract."""
     for r in reports:
-        if r.error_type == "HostContractNotFound" and any(
+        if needs_host(r) and any(
                 spec.partition("@")[0] == name for spec in r.provides):
             return r
     return None

@@ -18,6 +18,7 @@ from polyplug.cli._common import (
     error_line,
     load_all,
     log_printer,
+    needs_host,
     no_bundle,
 )
 
@@ -57,12 +58,6 @@ def print_table(reports: Sequence[BundleReport]) -> None:
     extra = f", {skipped} skipped (they need host contracts)" if skipped else ""
     print(f"{ok} bundle(s) loaded, {len(reports) - ok - skipped} failed{extra}")
 
-
-def needs_host(report: BundleReport) -> bool:
-    """Did the bundle fail only because it requires a host contract?  The CLI provides
-    none (host contracts come from the program that embeds the runtime), so such a
-    bundle is skipped, not failed."""
-    return report.error_type == "HostContractNotFound"
 
 
 def run(args: argparse.Namespace) -> int:
