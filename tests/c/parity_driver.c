@@ -830,6 +830,15 @@ static void build_args(argblock *ab, const char *spec) {
     free(copy);
 }
 
+/* The command's args= option as an argument block; false for "null" (no block). */
+static bool args_option(const args *a, argblock *ab) {
+    const char *spec = opt(a, "args", "null");
+    memset(ab, 0, sizeof *ab);
+    if (strcmp(spec, "null") == 0) return false;
+    build_args(ab, spec);
+    return true;
+}
+
 static void free_args(argblock *ab) {
     for (size_t i = 0; i < ab->nstrings; i++) free(ab->strings[i]);
 }
@@ -862,11 +871,8 @@ static void cmd_call(args *a) {
     }
     const char *aname = opt(a, "arena", NULL);
     CallArena *arena = aname ? arena_get(aname, false)->arena : NULL;
-    const char *spec = opt(a, "args", "null");
     argblock ab;
-    memset(&ab, 0, sizeof ab);
-    bool have_args = strcmp(spec, "null") != 0;
-    if (have_args) build_args(&ab, spec);
+    bool have_args = args_option(a, &ab);
     const char *otype = opt(a, "out", NULL);
     uint64_t outbuf[4] = {0, 0, 0, 0};
     AbiError err = {AbiErrorCode_Ok, {NULL, 0}};
@@ -1234,11 +1240,8 @@ static void cmd_hostcall(args *a) {
     bool get = strcmp(opt(a, "inst", "get"), "get") == 0;
     HostContractInstance inst = {NULL};
     if (get) inst = S.host->get_host_contract(S.host, id, min);
-    const char *spec = opt(a, "args", "null");
     argblock ab;
-    memset(&ab, 0, sizeof ab);
-    bool have_args = strcmp(spec, "null") != 0;
-    if (have_args) build_args(&ab, spec);
+    bool have_args = args_option(a, &ab);
     const char *otype = opt(a, "out", NULL);
     uint64_t outbuf[4] = {0, 0, 0, 0};
     AbiError err = {AbiErrorCode_Ok, {NULL, 0}};
