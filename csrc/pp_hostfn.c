@@ -181,7 +181,12 @@ uint32_t pp_host_error(uint32_t code, const char *message, size_t message_len,
     return code;
 }
 
-static void hf_free_scratch(void *p) { free(p); }
+/* The thread is exiting: its result memory goes (TLS is still this thread's here). */
+static void hf_free_scratch(void *p) {
+    free(p);
+    hf_scratch = NULL;
+    hf_scratch_cap = 0;
+}
 
 static void hf_init(void);
 
