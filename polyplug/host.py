@@ -51,7 +51,6 @@ from __future__ import annotations
 import itertools
 import struct
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -352,6 +351,13 @@ def _report(code: int, message: str, detail: str = "") -> int:
     return int(lib.pp_host_error(code, m, len(m), d, len(d)))
 
 
+def _traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as text (traceback is imported on the first failure only)."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -367,7 +373,7 @@ def _missing(state: _State, fn_id: int) -> Callable[[Any, Any, Any], int]:
 def _raised(state: _State, sig: FunctionSig, exc: BaseException) -> int:
     """The host function raised ``exc``."""
     message = _describe(exc)
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    detail = _traceback(exc)
     text = f"host function {state.label}.{sig.name} failed: {message}"
     _errors.remember_host_failure(text[:160], exc)
     return _report(_FAILED, message, detail)
@@ -508,7 +514,7 @@ def _host_create(user: Any, args: Any) -> Any:
     try:
         obj = state.factory() if state.factory is not None else None
     except BaseException as exc:  # noqa: BLE001 - must not cross into C
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        detail = _traceback(exc)
         _report(_FAILED, f"the factory raised {_describe(exc)}", detail)
         return ffi.NULL
     token = next(_tokens)
@@ -523,7 +529,7 @@ def _close_instance(state: _State, obj: Any) -> None:
     try:
         close()
     except BaseException as exc:  # noqa: BLE001 - must not cross into C
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        detail = _traceback(exc)
         state.log(f"host contract {state.label}: close() of an instance raised "
                   f"{_describe(exc)}\n{detail}")
 
