@@ -59,7 +59,7 @@ from polyplug._abi import AbiErrorCode, LogLevel
 from polyplug._ffi import check, ffi, lib, new_error, text_view
 from polyplug.call import split_contract
 from polyplug.ids import host_contract_id
-from polyplug.signature import TYPES, VIEW_TYPES, FunctionSig, signature
+from polyplug.signature import VIEW_TYPES, FunctionSig, signature
 
 if TYPE_CHECKING:
     from polyplug.runtime import Runtime

@@ -32,7 +32,7 @@ from polyplug._abi import (
     SignaturePolicy,
 )
 from polyplug._callbacks import _CallbackState
-from polyplug._ffi import check, ffi, lib, new_error, text_view, view_text
+from polyplug._ffi import check, ffi, lib, new_error, text_view
 from polyplug.call import Contract, split_contract
 from polyplug.host import HostContract, ProvidedHostContract
 from polyplug.ids import guest_contract_id, host_contract_id

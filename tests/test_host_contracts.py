@@ -14,7 +14,7 @@ import sys
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from conftest import write_typed_bundle

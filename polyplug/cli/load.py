@@ -13,8 +13,8 @@ from typing import Any, Sequence
 from polyplug.cli._common import (
     LOG_LEVELS,
     BundleReport,
-    bundle_command,
     build_runtime,
+    bundle_command,
     error_line,
     load_all,
     log_printer,
