@@ -312,7 +312,7 @@ local function last_error(host)
 end
 
 -- Look up and instantiate; on failure nil and the reason.
-local function host_resolve(st)
+local function host_resolve(st, again)
     local host = st.host
     local iface = host.resolve_host_contract_interface(host, st.id, st.packed)
     if iface == nil then
@@ -327,6 +327,10 @@ local function host_resolve(st)
             .. "(HostContractNotFound): the program that loads this bundle must provide it"
     end
     local inst = host.get_host_contract(host, st.id, st.packed)
+    if inst.data == nil and iface.singleton and not again then
+        -- replaced between the two lookups? (a stateless one may give none: then accept it)
+        return host_resolve(st, true)
+    end
     if inst.data == nil and not iface.singleton then
         local why = last_error(host)
         return nil, "host contract `" .. st.label .. "`: the host created no instance"
