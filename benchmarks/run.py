@@ -40,6 +40,7 @@ ROOT = BENCH.parent
 BUILD = ROOT / "build" / "bench"
 BUNDLE = BENCH / "bundles" / "bench"
 NATIVE_SRC = BENCH / "bundles" / "bench_native"
+HOSTFN_BUNDLE = BENCH / "bundles" / "hostfn"
 GENERATED = BUILD / "bundles"
 NATIVE_BUNDLE = GENERATED / "bench_native"  # the native bench bundle, with its library
 UPSTREAM_VENV = ROOT / "build" / "upstream-venv"
@@ -59,6 +60,8 @@ class Params:
     reloads: int        # reloads of one bundle
     imports: int        # fresh interpreters timing `import polyplug`, per repeat
     smoke: bool = False  # a smoke run: counts too small to judge the targets
+    host_c_calls: int = 10_000_000  # guest → C host function calls per variant
+    host_py_calls: int = 200_000    # guest → Python host function calls per variant
 
 
 FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_000,
@@ -66,7 +69,7 @@ FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_
               imports=10)
 QUICK = Params(repeat=3, c_calls=1_000_000, alloc_calls=100_000, gc_calls=20_000,
                thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200,
-               imports=4, smoke=True)
+               imports=4, smoke=True, host_c_calls=1_000_000, host_py_calls=50_000)
 
 
 # ── building ─────────────────────────────────────────────────────────────────
@@ -106,6 +109,7 @@ def _shared_object(name: str, sources: list[Path], flags: list[str]) -> Path:
 class Tools:
     bench_dispatch: Path
     bench_load: Path
+    bench_hostfn: Path
     alloc_count: Path
     bench_native: Path
     bench_loops_so: Path | None = None
@@ -129,6 +133,8 @@ def build(upstream: bool) -> Tools:
                                         cflags=[luajit_inc], out_dir=BUILD),
         bench_load=cb.build_program("bench_load", [c / "bench_load.c", *common],
                                     cflags=[luajit_inc], out_dir=BUILD),
+        bench_hostfn=cb.build_program("bench_hostfn", [c / "bench_hostfn.c", *common],
+                                      out_dir=BUILD),
         alloc_count=_shared_object("alloc_count", [c / "alloc_count.c"], []),
         bench_native=cb.build_program("bench_native", [c / "bench_native.c"], out_dir=BUILD),
     )
@@ -260,6 +266,10 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
                                  str(r)]),
         Job("ours", "py-native", [py, str(PY / "bench_native.py"), str(NATIVE_BUNDLE),
                                   str(p.py_calls), str(r)]),
+        Job("ours", "c-hostfn", [str(tools.bench_hostfn), str(HOSTFN_BUNDLE),
+                                 str(p.host_c_calls), str(r)]),
+        Job("ours", "py-hostfn", [py, str(PY / "bench_ours.py"), "hostfn", str(HOSTFN_BUNDLE),
+                                  str(p.host_py_calls), str(r)]),
     ]
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
@@ -480,6 +490,18 @@ def rows(p: Params) -> list[str | Row]:
             key("py.reload.rss_growth_kib"), f"flat (< {p.reloads} KiB)", le(p.reloads)),
         Row(f"RSS growth over {p.reloads} reloads, C", "KiB", key("c.reload.rss_growth_kib"),
             f"flat (< {p.reloads} KiB)", le(p.reloads), upstream=False),
+        f"Host functions: a guest calls its host ({p.host_c_calls:,} C / {p.host_py_calls:,} "
+        "Python calls, from a compiled Lua loop)",
+        Row("guest → C host function, SDK method h:add(s, 1)", "ns", key("hostfn.c.sdk"),
+            "≤ 15", le(15), upstream=False),
+        Row("floor: the same native slot, one hand-written FFI call", "ns", key("hostfn.c.ffi"),
+            upstream=False),
+        Row("guest → C host function provided with pp_runtime_provide_host_contract", "ns",
+            key("hostfn.c.managed"), upstream=False),
+        Row("guest → Python host function (HostContract), SDK method", "ns",
+            key("hostfn.py.sdk"), "≤ 1500", le(1500), upstream=False),
+        Row("floor: C → a trivial cffi extern \"Python\" callback", "ns",
+            key("hostfn.py.floor"), upstream=False),
         f"Import (fastest of {p.imports} fresh interpreters, bytecode cached)",
         Row("import polyplug", "ms", key("py.import.ms"), "≤ 20", le(20)),
         Row("floor: import typing, enum, dataclasses, struct, weakref", "ms",

@@ -287,6 +287,58 @@ static const HostContractInterface *host_resolve_host_contract_interface(const H
     return iface;
 }
 
+/* ── the runtime's list of host contracts (also pp_hostfn.c's) ────────────── */
+
+int32_t ppi_host_publish(pp_runtime *rt, const HostContractInterface *iface, bool replace,
+                         const HostContractInterface **replaced, pp_error *err) {
+    int32_t st = PP_OK;
+    *replaced = NULL;
+    ppi_mutex_lock(&rt->lock);
+    ppi_host_contract *same = NULL;
+    for (size_t i = 0; i < rt->host_contracts_len && !same; i++)
+        if (rt->host_contracts[i].iface->contract_id == iface->contract_id)
+            same = &rt->host_contracts[i];
+    if (same && !replace) {
+        st = ppi_fail(err, PP_ERR_HOST_CONTRACT_EXISTS, NULL, NULL, NULL,
+                      "duplicate host contract registration: contract_id=0x%016llX is already "
+                      "provided (withdraw it first, or replace it)",
+                      (unsigned long long)iface->contract_id);
+    } else if (same) {
+        *replaced = same->iface;
+        same->iface = iface;
+        same->cached.data = NULL;
+    } else if (ppi_grow((void **)&rt->host_contracts, &rt->host_contracts_cap,
+                        rt->host_contracts_len + 1, sizeof rt->host_contracts[0])) {
+        rt->host_contracts[rt->host_contracts_len].iface = iface;
+        rt->host_contracts[rt->host_contracts_len].cached.data = NULL;
+        rt->host_contracts_len++;
+    } else {
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL,
+                      "out of memory registering a host contract");
+    }
+    ppi_mutex_unlock(&rt->lock);
+    if (st == PP_OK) atomic_fetch_add(&rt->reg.revision, 1);
+    return st;
+}
+
+const HostContractInterface *ppi_host_unpublish(pp_runtime *rt, uint64_t contract_id,
+                                                const HostContractInterface *only) {
+    const HostContractInterface *gone = NULL;
+    ppi_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->host_contracts_len; i++) {
+        if (rt->host_contracts[i].iface->contract_id != contract_id) continue;
+        if (only && rt->host_contracts[i].iface != only) break;
+        gone = rt->host_contracts[i].iface;
+        memmove(&rt->host_contracts[i], &rt->host_contracts[i + 1],
+                (rt->host_contracts_len - i - 1) * sizeof rt->host_contracts[0]);
+        rt->host_contracts_len--;
+        break;
+    }
+    ppi_mutex_unlock(&rt->lock);
+    if (gone) atomic_fetch_add(&rt->reg.revision, 1);
+    return gone;
+}
+
 static void host_register_host_contract(const HostApi *self, const HostContractInterface *iface,
                                         AbiError *out_err) {
     pp_runtime *rt = rt_of(self);
@@ -307,29 +359,27 @@ static void host_register_host_contract(const HostApi *self, const HostContractI
                 "VirtualMachine)");
         return;
     }
-    uint32_t code = AbiErrorCode_Ok;
-    const char *msg = NULL;
+    /* upstream: a duplicate is Generic with a static message, last_error untouched */
+    pp_error e;
+    pp_error_clear(&e);
+    const HostContractInterface *replaced;
+    int32_t st = ppi_host_publish(rt, iface, false, &replaced, &e);
+    set_err(out_err, st == PP_OK ? AbiErrorCode_Ok : AbiErrorCode_Generic,
+            st == PP_OK                        ? NULL
+            : st == PP_ERR_HOST_CONTRACT_EXISTS ? "duplicate host contract registration"
+                                               : "out of memory registering a host contract");
+}
+
+const HostContractInterface *pp_runtime_find_host_contract(pp_runtime *rt,
+                                                           uint64_t contract_id) {
+    if (!rt) return NULL;
+    const HostContractInterface *iface = NULL;
     ppi_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->host_contracts_len; i++) {
-        if (rt->host_contracts[i].iface->contract_id == iface->contract_id) {
-            code = AbiErrorCode_Generic;
-            msg = "duplicate host contract registration";
-        }
-    }
-    if (code == AbiErrorCode_Ok) {
-        if (ppi_grow((void **)&rt->host_contracts, &rt->host_contracts_cap,
-                     rt->host_contracts_len + 1, sizeof rt->host_contracts[0])) {
-            rt->host_contracts[rt->host_contracts_len].iface = iface;
-            rt->host_contracts[rt->host_contracts_len].cached.data = NULL;
-            rt->host_contracts_len++;
-        } else {
-            code = AbiErrorCode_Generic;
-            msg = "out of memory registering a host contract";
-        }
-    }
+    for (size_t i = 0; i < rt->host_contracts_len && !iface; i++)
+        if (rt->host_contracts[i].iface->contract_id == contract_id)
+            iface = rt->host_contracts[i].iface;
     ppi_mutex_unlock(&rt->lock);
-    if (code == AbiErrorCode_Ok) atomic_fetch_add(&rt->reg.revision, 1);
-    set_err(out_err, code, msg);
+    return iface;
 }
 
 /* ── bundles ───────────────────────────────────────────────────────────────── */

@@ -516,6 +516,19 @@ void ppi_fill_host_api(HostApi *api, pp_runtime *rt);
  * loaders: no shared last-error channel in between). */
 int32_t ppi_register_guest(pp_runtime *rt, const PluginDescriptor *desc,
                            const GuestContractInterface *iface, pp_error *e);
+/* The runtime's host-contract list (pp_hostapi.c).  Publish `iface`, or with `replace`
+ * put it in the place of the one registered under the same id (*replaced: that one, or
+ * NULL); a duplicate without `replace` is PP_ERR_HOST_CONTRACT_EXISTS. */
+int32_t ppi_host_publish(pp_runtime *rt, const HostContractInterface *iface, bool replace,
+                         const HostContractInterface **replaced, pp_error *err);
+/* Take the host contract registered under `contract_id` out of the list (when `only`
+ * is not NULL: only if it is that one); returns it (NULL when there is none).  Its
+ * memory is the registrant's business. */
+const HostContractInterface *ppi_host_unpublish(pp_runtime *rt, uint64_t contract_id,
+                                                const HostContractInterface *only);
+/* Withdraw every host contract provided with pp_runtime_provide_host_contract
+ * (pp_hostfn.c; pp_runtime_close calls it). */
+void ppi_hostfn_withdraw_all(pp_runtime *rt);
 /* The Lua loader's vm.call trampoline (its instances are counted by the loader). */
 VmCallFn ppi_lua_vm_call_fn(void);
 /* The failure of a closed runtime. */

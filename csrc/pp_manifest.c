@@ -173,9 +173,10 @@ static bool split_at(StringView s, StringView *name, StringView *rest) {
     return at != NULL;
 }
 
-static uint64_t guest_contract_id(StringView bare, uint32_t major) {
+/* guest_contract_id, or host_contract_id for a `kind = "host_contract"` dependency. */
+static uint64_t contract_id_of(StringView bare, uint32_t major, bool host) {
     ppi_buf b = {0};
-    ppi_buf_puts(&b, "guest_contract:");
+    ppi_buf_puts(&b, host ? "host_contract:" : "guest_contract:");
     ppi_buf_putn(&b, bare.ptr, bare.len);
     ppi_buf_printf(&b, "@%u", major);
     uint64_t id = b.failed ? 0 : pp_fnv1a64((const uint8_t *)b.p, b.len);
@@ -636,9 +637,10 @@ static const struct {
     {"uint8_t", "u8"},      {"uint16_t", "u16"},    {"uint32_t", "u32"},  {"uint64_t", "u64"},
     {"int8_t", "i8"},       {"int16_t", "i16"},     {"int32_t", "i32"},   {"int64_t", "i64"},
     {"float", "f32"},       {"double", "f64"},      {"_Bool", "bool"},    {"StringView", "string"},
-    {"float32", "f32"},     {"float64", "f64"},     {"str", "string"},
+    {"float32", "f32"},     {"float64", "f64"},     {"str", "string"},    {"bytes", "bytes"},
 };
-static const char KNOWN_TYPES[] = "u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool, string";
+static const char KNOWN_TYPES[] =
+    "u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool, string, bytes";
 static const char *const fn_keys[] = {"id", "args", "returns"};
 
 static int32_t sig_fail(builder *B, const ppt_value *at, const char *fmt, ...) PP_PRINTF(3, 4);
@@ -1452,7 +1454,8 @@ int32_t pp_manifest_doc_validate(pp_manifest_doc *doc, pp_error *err) {
         split_at(dep->contract, &bare, &ver);
         Version v = {0, 0, 0};
         uint32_t major = parse_version(d->dep_extra[i].min_version, &v) ? 0 : v.major;
-        uint64_t canonical = guest_contract_id(bare, major);
+        bool host = ppi_view_eq(d->dep_extra[i].kind, "host_contract");
+        uint64_t canonical = contract_id_of(bare, major, host);
         if (dep->contract_id && dep->contract_id != canonical)
             return parse_fail_at(err, dir,
                                  "dependency \"%.*s\" declares contract_id %llu but the canonical "
@@ -1585,6 +1588,42 @@ bool pp_manifest_doc_is_current(const pp_manifest_doc *doc) {
 
 /* ── the runtime side: checks with the runtime's mode, load and reload by path ─ */
 
+/* Every host contract the manifest requires ([[dependency]] kind = "host_contract") is
+ * provided, at the version it asks for (its min_version: "1.2", or a bare major). */
+static int32_t host_contracts_provided(pp_runtime *rt, const pp_manifest_doc *d,
+                                       pp_error *err) {
+    for (size_t i = 0; i < d->m.dependencies_len; i++) {
+        if (!ppi_view_eq(d->dep_extra[i].kind, "host_contract")) continue;
+        StringView bare, ver;
+        split_at(d->deps[i].contract, &bare, &ver);
+        Version want = {0, 0, 0};
+        if (parse_version(d->dep_extra[i].min_version, &want) != NULL) {
+            want = (Version){0, 0, 0}; /* a bare major ("1") counts as "1.0" */
+            if (!parse_u32(d->dep_extra[i].min_version, &want.major)) want.major = 0;
+        }
+        const HostContractInterface *iface =
+            pp_runtime_find_host_contract(rt, contract_id_of(bare, want.major, true));
+        const Version *have = iface ? &iface->contract_version : NULL;
+        if (have && (have->minor >= want.minor)) continue;
+        char name[256], spec[320];
+        ppi_view_copy(name, sizeof name, d->m.name);
+        snprintf(spec, sizeof spec, "%.*s@%u", (int)(bare.len > 255 ? 255 : bare.len),
+                 (const char *)bare.ptr, want.major);
+        if (!have)
+            return ppi_fail(err, PP_ERR_HOST_CONTRACT_MISSING, name, spec, NULL,
+                            "bundle `%s` requires host contract `%s` ([[dependency]] kind = "
+                            "\"host_contract\"), which this runtime does not provide; provide it "
+                            "before loading the bundle",
+                            name, spec);
+        return ppi_fail(err, PP_ERR_HOST_CONTRACT_MISSING, name, spec, NULL,
+                        "bundle `%s` requires host contract `%s` at version %u.%u or later; this "
+                        "runtime provides %u.%u.%u",
+                        name, spec, want.major, want.minor, have->major, have->minor,
+                        have->patch);
+    }
+    return PP_OK;
+}
+
 int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error *err) {
     if (!rt || !doc)
         return ppi_fail(err, PP_ERR_INVALID_ARGUMENT, NULL, NULL, NULL,
@@ -1592,6 +1631,7 @@ int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error
     warn_sink sink = {doc, rt};
     int32_t st = run_checks(doc, &sink, PP_CHECK_KEYS, rt->compatibility, err);
     if (!st) st = pp_manifest_doc_validate(doc, err);
+    if (!st) st = host_contracts_provided(rt, doc, err);
     if (st && err) ppi_set_last_error(rt, err->message);
     return st;
 }

@@ -852,6 +852,8 @@ int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err) {
         unload_locked(rt, id, name, false);
     }
     ppi_ops_unlock(rt);
+    /* then the host contracts provided from callbacks: released once no call is in them */
+    ppi_hostfn_withdraw_all(rt);
     /* VMs with calls still inside close when those calls return; and a thread on its
      * way out of a call may still touch the runtime: wait for both */
     bool self = inside_call_of(rt);

@@ -24,12 +24,16 @@ from polyplug._errors import (
     Cancelled,
     ContractIdCollision,
     DependencyInUse,
+    DuplicateHostContract,
     DuplicateLoader,
     DuplicateProvider,
     FunctionCountMismatch,
     FunctionNotAvailable,
     GuestError,
     GuestOutOfMemory,
+    HostContractCallFailed,
+    HostContractError,
+    HostContractNotFound,
     HotReloadDisabled,
     HotReloadUnsupported,
     InitFailed,
@@ -63,6 +67,7 @@ from polyplug._errors import (
 from polyplug._ffi import ffi, lib
 from polyplug._version import __version__
 from polyplug.call import Contract, Instance
+from polyplug.host import HostContract, ProvidedHostContract
 from polyplug.ids import (
     BundleId,
     GuestContractId,
@@ -114,7 +119,8 @@ __all__ = [
     # runtime
     "Runtime", "RuntimeBuilder", "RuntimeConfig", "Registry", "BundleSource", "ContractInfo",
     "GuestContractHandle", "ReloadPhase", "Contract", "Instance", "FunctionSig",
-    "LuaLoader", "LuaConfig", "NativeLoader", "NativeConfig", "CancelToken",
+    "LuaLoader", "LuaConfig", "NativeLoader", "NativeConfig", "CancelToken", "HostContract",
+    "ProvidedHostContract",
     # enums
     "AbiErrorCode", "Compatibility", "DispatchType", "LogLevel", "ReloadPhaseType",
     "SignaturePolicy",
@@ -126,7 +132,8 @@ __all__ = [
     "PolyplugError", "LoaderError", "RegistryError", "CallError", "SigningError",
     "BundleAlreadyLoaded", "BundleNotADirectory", "BundleNotFound", "BundleReadFailed",
     "BundleTampered", "CallTimeout", "Cancelled", "ContractIdCollision", "DependencyInUse",
-    "DuplicateLoader", "DuplicateProvider", "FunctionCountMismatch", "FunctionNotAvailable",
+    "DuplicateHostContract", "DuplicateLoader", "DuplicateProvider", "FunctionCountMismatch",
+    "FunctionNotAvailable", "HostContractCallFailed", "HostContractError", "HostContractNotFound",
     "GuestError", "GuestOutOfMemory", "HotReloadDisabled", "HotReloadUnsupported",
     "InitFailed", "InvalidArgument", "InvalidHandle", "InvalidRegistration",
     "InvalidSourceEncoding", "MalformedSignature", "MalformedTrustedKey", "ManifestMissingFile",

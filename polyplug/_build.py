@@ -26,7 +26,7 @@ CSRC = ROOT / "csrc"
 CORE_LIB = ROOT / "build" / "core" / "libpolyplug_core.a"
 LUAJIT_LIB = CSRC / "luajit" / "lib" / "libluajit.a"
 
-# Python-side callbacks the C host calls (see polyplug/_callbacks.py).
+# Python-side callbacks the C host calls (see polyplug/_callbacks.py and polyplug/host.py).
 CALLBACKS = """
 extern "Python" void pp_py_log(void *user_data, uint32_t level, StringView scope,
                                StringView message);
@@ -35,6 +35,14 @@ extern "Python" int32_t pp_py_load_hook(void *user_data, pp_runtime *rt, StringV
                                         pp_error *err);
 extern "Python" int32_t pp_py_reload_hook(void *user_data, pp_runtime *rt, StringView path,
                                           pp_error *err);
+extern "Python+C" uint32_t pp_py_host_call(uintptr_t user_data, uintptr_t instance,
+                                           uint32_t fn_id, uintptr_t args, uintptr_t out);
+uint32_t pp_py_host_call_adapter(void *user_data, void *instance, uint32_t fn_id,
+                                 const void *args, void *out);
+bool pp_py_host_result_string(uintptr_t out, const char *data, size_t len);
+extern "Python" void *pp_py_host_create(void *user_data, const void *args);
+extern "Python" void pp_py_host_destroy(void *user_data, void *instance);
+extern "Python" void pp_py_host_release(void *user_data);
 """
 
 
@@ -55,9 +63,27 @@ def header_cdef(cc: str | None = None) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(header_cdef() + CALLBACKS)
+# pp_host_call_fn for Python host contracts: every pointer reaches Python as an integer —
+# the contract and instance tokens polyplug/host.py handed to C, the argument block and
+# the result slot, which struct reads and writes directly — instead of as pointer cdata
+# that each call would have to wrap first.
+ADAPTERS = """
+#include "polyplug.h"
+uint32_t pp_py_host_call(uintptr_t user_data, uintptr_t instance, uint32_t fn_id,
+                         uintptr_t args, uintptr_t out);
+static uint32_t pp_py_host_call_adapter(void *user_data, void *instance, uint32_t fn_id,
+                                        const void *args, void *out) {
+    return pp_py_host_call((uintptr_t)user_data, (uintptr_t)instance, fn_id, (uintptr_t)args,
+                           (uintptr_t)out);
+}
+static bool pp_py_host_result_string(uintptr_t out, const char *data, size_t len) {
+    return pp_host_result_string((void *)out, data, len);
+}
+"""
+
 ffibuilder.set_source(
     "polyplug._native",
-    '#include "polyplug.h"\n',
+    ADAPTERS,
     include_dirs=[str(CSRC / "include")],
     extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
     depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def",

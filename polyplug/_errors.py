@@ -8,8 +8,10 @@ The tree mirrors upstream's error enums so code written against them reads the s
     │   │                       UnsignedBundle, SignatureVerificationFailed, ...
     │   ├── RegistryError       PluginNotFound, StaleHandle, DuplicateProvider, ...
     │   └── HotReloadDisabled, BundleNotFound, DependencyInUse, ...
+    │   ├── HostContractError   DuplicateHostContract, HostContractNotFound
     ├── CallError               a failed ``vm.call``: GuestError, FunctionNotAvailable,
-    │                           ReentrantCall, CallTimeout, Cancelled, GuestOutOfMemory
+    │                           ReentrantCall, CallTimeout, Cancelled, GuestOutOfMemory,
+    │                           HostContractCallFailed
     └── SigningError            a bundle that cannot be digested or signed, a bad key file
 
 Every C entry point of ``polyplug._native`` reports failure through a ``pp_error``
@@ -21,6 +23,7 @@ is the only function that reads it.  Which class a status maps to is written onc
 from __future__ import annotations
 
 import builtins
+import threading
 from typing import Any, ClassVar
 
 from polyplug._abi import CALL_CANCELLED, CALL_OUT_OF_MEMORY, CALL_TIMEOUT, AbiErrorCode
@@ -223,6 +226,31 @@ class InvalidRegistration(RegistryError):
     """A ``register_guest_contract`` argument is malformed (null pointer, bad type)."""
 
 
+# ── host contracts ───────────────────────────────────────────────────────────
+
+
+class HostContractError(RuntimeError):
+    """Providing, withdrawing or finding a host contract failed."""
+
+
+class DuplicateHostContract(HostContractError):
+    """A host contract with the same id (name and major) is already provided.
+
+    ``contract`` is ``name@major``.  Withdraw the other one first, or pass
+    ``replace=True`` to ``Runtime.provide_host_contract``.
+    """
+
+    _c_fields = {"contract": "bundle"}
+
+
+class HostContractNotFound(HostContractError):
+    """A bundle declares a host contract (``[[dependency]] kind = "host_contract"``)
+    that the runtime does not provide, or not at the version it asks for.  ``bundle``
+    names the bundle, ``contract`` is ``name@major``."""
+
+    _c_fields = {"bundle": "bundle", "contract": "aux"}
+
+
 # ── other runtime errors ─────────────────────────────────────────────────────
 
 
@@ -313,6 +341,13 @@ class GuestOutOfMemory(CallError, MemoryError):
     code = CALL_OUT_OF_MEMORY
 
 
+class HostContractCallFailed(CallError):
+    """A host function failed (code 102): what a guest sees when a Python host function
+    raises; ``str(err)`` is ``host function <contract>.<fn> failed: <Type>: <message>``."""
+
+    code = int(AbiErrorCode.HostContractCallFailed)
+
+
 # ── signing tools ────────────────────────────────────────────────────────────
 
 
@@ -324,8 +359,30 @@ class SigningError(PolyplugError, ValueError):
 _CALL_ERRORS: dict[int, type[CallError]] = {
     int(AbiErrorCode.Generic): GuestError,
     **{cls.code: cls for cls in (FunctionNotAvailable, ReentrantCall, CallTimeout, Cancelled,
-                                 GuestOutOfMemory)},
+                                 GuestOutOfMemory, HostContractCallFailed)},
 }
+
+
+# The last Python host function that raised on each thread: (the text the guest got,
+# the exception).  A guest error on the same thread whose message contains that text
+# gets the exception as its __cause__ (see polyplug.host and polyplug.call).
+_host_failures = threading.local()
+
+
+def remember_host_failure(text: str, exc: BaseException) -> None:
+    """Note that a host function on this thread failed with ``exc``; the guest saw ``text``."""
+    _host_failures.last = (text, exc)
+
+
+def host_failure_cause(message: str) -> BaseException | None:
+    """The exception of this thread's last failed host function if ``message`` (a guest
+    error) carries its text; forgets it either way."""
+    last = getattr(_host_failures, "last", None)
+    if last is None:
+        return None
+    _host_failures.last = None
+    text, exc = last
+    return exc if text and text in message else None
 
 
 def call_error(code: int, message: str) -> CallError:

@@ -12,7 +12,8 @@ for the example bundle).  Applications configure them like any other library's::
 Levels map Error→ERROR, Warn→WARNING, Info→INFO, Debug→DEBUG and Trace→``TRACE`` (5,
 below DEBUG).  A Lua traceback is not part of the message: it travels as the record's
 ``stack_info`` (which every standard formatter prints after the message) and as the
-``lua_traceback`` attribute.  Each record also carries ``polyplug_scope`` (the scope
+``lua_traceback`` attribute.  So does the Python traceback of a host function that
+raised (scope ``host.<contract>``), as ``stack_info`` and ``python_traceback``.  Each record also carries ``polyplug_scope`` (the scope
 as the C host saw it) and ``polyplug_level`` (a :class:`LogLevel`).
 """
 
@@ -39,6 +40,7 @@ _PY_LEVELS = {
     LogLevel.Trace: TRACE,
 }
 _TRACEBACK = "\nstack traceback:"
+_PY_TRACEBACK = "\nTraceback (most recent call last):"
 # Scopes are chosen by guests; past this many distinct ones, records of new scopes go
 # to the `polyplug` logger itself (their scope stays in `polyplug_scope`), so a guest
 # cannot grow logging's registry of loggers without bound.
@@ -72,11 +74,16 @@ def emit(level: int, scope: str, message: str) -> None:
     if not logger.isEnabledFor(py_level):
         return
     traceback: Optional[str] = None
+    python = False
     cut = message.find(_TRACEBACK)
+    if cut < 0:
+        cut = message.find(_PY_TRACEBACK)
+        python = cut >= 0
     if cut >= 0:
         message, traceback = message[:cut], message[cut + 1:]
     extra = {"polyplug_scope": scope, "polyplug_level": LogLevel(level),
-             "lua_traceback": traceback}
+             "lua_traceback": None if python else traceback,
+             "python_traceback": traceback if python else None}
     record = logger.makeRecord(logger.name, py_level, "<polyplug>", 0, message, (), None,
                                extra=extra, sinfo=traceback)
     logger.handle(record)

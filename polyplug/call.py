@@ -28,13 +28,13 @@ from polyplug._abi import AbiErrorCode
 from polyplug._ffi import ffi, lib
 from polyplug.ids import guest_contract_id
 from polyplug.loader import timeout_ns
-from polyplug.signature import TYPES, FunctionSig, signature
+from polyplug.signature import TYPES, VIEW_TYPES, FunctionSig, signature
 
 if TYPE_CHECKING:
     from polyplug.loader import CancelToken
     from polyplug.runtime import GuestContractHandle, Runtime
 
-__all__ = ["Contract", "Instance", "make_caller"]
+__all__ = ["Contract", "Instance", "make_caller", "split_contract"]
 
 ARENA_BYTES = 4096  # bump region of each pooled call arena; overflow grows on demand
 
@@ -82,15 +82,17 @@ def _failure(code: int, err: Any, sig: FunctionSig, contract: Contract,
         msg = f"{detail} ({msg})" if msg else detail
     elif not msg:
         msg = f"call to {_what(contract, sig)} failed with code {code}"
-    return _errors.call_error(code, msg)
+    exc = _errors.call_error(code, msg)
+    exc.__cause__ = _errors.host_failure_cause(msg)
+    return exc
 
 
 def _argument_problem(type_name: str, value: Any) -> Optional[str]:
     """What is wrong with ``value`` as an argument of type ``type_name`` (None: nothing)."""
-    if type_name == "string":
+    if type_name in VIEW_TYPES:
         if isinstance(value, (str, bytes, bytearray, memoryview)):
             return None
-        return f"a string argument must be str or bytes, not {type(value).__name__}"
+        return f"a {type_name} argument must be str or bytes, not {type(value).__name__}"
     try:
         struct.pack("@" + TYPES[type_name][0], value)
     except (struct.error, OverflowError, TypeError):
@@ -114,7 +116,7 @@ def _bad_arguments(sig: FunctionSig, exc: BaseException, values: Sequence[Any]) 
         problem = _argument_problem(type_name, value)
         if problem:
             where = f"{sig.describe()}: argument {i + 1} ({type_name})"
-            if type_name == "string":
+            if type_name in VIEW_TYPES:
                 return TypeError(f"{where}: {problem}")
             return _errors.InvalidArgument(f"{where}: {problem}")
     return _errors.InvalidArgument(f"{sig.describe()}: {exc}")
@@ -129,17 +131,42 @@ def _string_bytes(value: Any) -> bytes:
     raise TypeError(f"a string argument must be str or bytes, not {type(value).__name__}")
 
 
-def _read_string(view: tuple[int, int]) -> str:
+def _read_bytes(view: tuple[int, int]) -> bytes:
     ptr, length = view
     if length == 0:
-        return ""
+        return b""
     if ptr == 0:
         raise _errors.GuestError("the guest returned a StringView with a null pointer")
-    data = bytes(ffi.buffer(ffi.cast("uint8_t *", ptr), length))
+    return ffi.unpack(ffi.cast("char *", ptr), length)
+
+
+def _read_string(view: tuple[int, int]) -> str:
+    data = _read_bytes(view)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _errors.GuestError(f"the guest returned a string that is not UTF-8 ({exc})") from None
+
+
+def split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
+    """``(name, major)`` for ``rt.contract(spec, major)`` and host contracts: ``spec`` may
+    say ``name@major``; the major defaults to 1."""
+    name, sep, text = spec.rpartition("@")
+    if not sep:
+        return spec, 1 if major is None else major
+    try:
+        parsed = int(text, 10)
+    except ValueError:
+        parsed = -1
+    if not name or not text.isdigit() or not 0 <= parsed <= 0xFFFFFFFF:
+        raise _errors.InvalidArgument(
+            f"contract {spec!r}: the part after '@' must be the major version, an integer "
+            "0..4294967295 (e.g. \"my.calc@1\")")
+    if major is not None and major != parsed:
+        raise _errors.InvalidArgument(
+            f"contract {spec!r} names major {parsed} but major={major} was passed too; "
+            "give the major once")
+    return name, parsed
 
 
 # The generated caller; {placeholders} are filled per signature.
@@ -187,7 +214,7 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
     packed: list[str] = []
     convert = ""
     for p, t in zip(params, sig.args):
-        if t == "string":
+        if t in VIEW_TYPES:
             convert += (f"            {p}b = to_bytes({p})\n"
                         f"            {p}k = from_buffer({p}b)\n")
             packed += [f"address({p}k)", f"len({p}b)"]
@@ -201,6 +228,8 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
         result = "None"
     elif sig.returns == "string":
         result = "read_string(unpack(slot[2]))"
+    elif sig.returns == "bytes":
+        result = "read_bytes(unpack(slot[2]))"
     else:
         result = "unpack(slot[2])[0]"
     source = _TEMPLATE.format(name=sig.name, params=", ".join(params), pack=pack,
@@ -211,7 +240,7 @@ def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instanc
         "invoke": lib.pp_call_frame_invoke, "failure": _failure, "sig": sig,
         "pack": struct.Struct(sig.args_format).pack_into if sig.args else None,
         "unpack": struct.Struct(sig.returns_format).unpack_from if sig.returns else None,
-        "read_string": _read_string, "from_buffer": ffi.from_buffer,
+        "read_string": _read_string, "read_bytes": _read_bytes, "from_buffer": ffi.from_buffer,
         "bad_input": (struct.error, OverflowError, TypeError), "to_bytes": _string_bytes,
         "runtime": contract._runtime, "contract": contract, "instance": instance,
         "closed": lambda: _errors.RuntimeClosed("the runtime is closed"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from polyplug import _errors, signing
 from polyplug._abi import (
@@ -32,9 +32,10 @@ from polyplug._abi import (
     SignaturePolicy,
 )
 from polyplug._callbacks import _CallbackState
-from polyplug._ffi import bytes_view, check, ffi, lib, new_error, text_view, view_text
-from polyplug.call import Contract
-from polyplug.ids import guest_contract_id
+from polyplug._ffi import bytes_view, check, ffi, lib, new_error, text_view
+from polyplug.call import Contract, split_contract
+from polyplug.host import HostContract, ProvidedHostContract
+from polyplug.ids import guest_contract_id, host_contract_id
 from polyplug.manifest import (
     CachedManifest,
     ManifestCache,
@@ -130,26 +131,6 @@ class ContractInfo(NamedTuple):
         return int(self.contract.rpartition("@")[2])
 
 
-def _split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
-    """``(name, major)`` for ``rt.contract(spec, major)``: ``spec`` may say ``name@major``."""
-    name, sep, text = spec.rpartition("@")
-    if not sep:
-        return spec, 1 if major is None else major
-    try:
-        parsed = int(text, 10)
-    except ValueError:
-        parsed = -1
-    if not name or not text.isdigit() or not 0 <= parsed <= 0xFFFFFFFF:
-        raise _errors.InvalidArgument(
-            f"contract {spec!r}: the part after '@' must be the major version, an integer "
-            "0..4294967295 (e.g. \"my.calc@1\")")
-    if major is not None and major != parsed:
-        raise _errors.InvalidArgument(
-            f"contract {spec!r} names major {parsed} but major={major} was passed too; "
-            "give the major once")
-    return name, parsed
-
-
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
@@ -190,6 +171,7 @@ class RuntimeBuilder:
     def __init__(self) -> None:
         self._config = RuntimeConfig()
         self._loaders: list[Any] = []
+        self._host_contracts: list[HostContract] = []
 
     def config(self, config: RuntimeConfig) -> RuntimeBuilder:
         """Replace the whole configuration (including any logger set earlier)."""
@@ -222,9 +204,21 @@ class RuntimeBuilder:
         self._config.hot_reload_enabled = enabled
         return self
 
+    def host_contract(self, contract: HostContract) -> RuntimeBuilder:
+        """Provide a :class:`HostContract` from the start (before any bundle loads)."""
+        self._host_contracts.append(contract)
+        return self
+
     def build(self) -> Runtime:
-        """Create the runtime and register the loaders."""
-        return Runtime(self._config, self._loaders)
+        """Create the runtime, register the loaders and provide the host contracts."""
+        rt = Runtime(self._config, self._loaders)
+        try:
+            for contract in self._host_contracts:
+                rt.provide_host_contract(contract)
+        except BaseException:
+            rt.close()
+            raise
+        return rt
 
 
 # ── freeing ──────────────────────────────────────────────────────────────────
@@ -453,7 +447,8 @@ class Runtime:
 
     @staticmethod
     def _check_manifest(rt: Any, doc: Any) -> None:
-        """Unknown keys per the compatibility mode, then validation (all in C)."""
+        """Unknown keys per the compatibility mode, validation, and the host contracts the
+        manifest requires (all in C)."""
         err = new_error()
         lib.pp_runtime_check_manifest(rt, doc, err)
         check(err)
@@ -674,7 +669,7 @@ class Runtime:
         :class:`CancelToken`) apply to every call made through the returned object.
         Raises :class:`PluginNotFound`, which names what is loaded that comes close.
         """
-        name, major = _split_contract(name, major)
+        name, major = split_contract(name, major)
         if signatures is None:
             handle = self._find(guest_contract_id(name, major), major, (name, major))
             owner = self._owner_of(handle)
@@ -792,6 +787,53 @@ class Runtime:
     def resolve_guest_contract(self, handle: GuestContractHandle) -> Any:
         """``registry().resolve_guest_contract(...)``."""
         return self.registry().resolve_guest_contract(handle)
+
+    # ── host contracts ──
+
+    def provide_host_contract(self, contract: Union[HostContract, str],
+                              major: Optional[int] = None,
+                              functions: Optional[Mapping[str, Callable[..., Any]]] = None, *,
+                              signatures: Optional[Mapping[str, Any]] = None,
+                              factory: Optional[Callable[[], Any]] = None,
+                              replace: bool = False) -> ProvidedHostContract:
+        """Give the bundles a host contract implemented in Python (:mod:`polyplug.host`).
+
+        Pass a :class:`HostContract`, or build one in place from a name, a
+        ``{name: callable}`` mapping and their ``signatures`` (``FunctionSig`` or the
+        manifest's ``{"id": 0, "args": [...], "returns": "..."}`` form)::
+
+            rt.provide_host_contract("app.clock", 1, {"now": time.time},
+                                     signatures={"now": {"returns": "f64"}})
+
+        A contract with the same name and major already provided raises
+        :class:`DuplicateHostContract`, unless ``replace=True`` (the old one is
+        withdrawn).  Returns a :class:`ProvidedHostContract` (``withdraw()``, ``with``).
+        """
+        rt = self._ptr()
+        if isinstance(contract, HostContract):
+            if major is not None or functions is not None or signatures is not None \
+                    or factory is not None:
+                raise TypeError("provide_host_contract(HostContract) takes no major, "
+                                "functions, signatures or factory: the contract has them")
+        elif isinstance(contract, str):
+            contract = HostContract.from_functions(contract, major, functions or {},
+                                                   signatures=signatures, factory=factory)
+        else:
+            raise TypeError(f"provide_host_contract takes a HostContract or a contract name, "
+                            f"not {type(contract).__name__}")
+        return contract._provide(self, rt, replace)
+
+    def withdraw_host_contract(self, contract: Union[HostContract, str],
+                               major: Optional[int] = None) -> bool:
+        """Stop providing host contract ``contract`` (a name, ``"name@major"`` or a
+        :class:`HostContract`); False when it was not provided."""
+        rt = self._ptr()
+        if isinstance(contract, HostContract):
+            cid = contract.contract_id
+        else:
+            name, major = split_contract(contract, major)
+            cid = host_contract_id(name, major)
+        return bool(lib.pp_runtime_withdraw_host_contract(rt, cid, ffi.NULL))
 
     # ── logging ──
 

@@ -19,9 +19,12 @@ Memory layout (what the guest sees):
 * ``out_ptr`` points at one slot of the ``returns`` type; a ``string`` result is a
   ``StringView`` the guest fills, normally with memory from
   ``arena_alloc`` (``pg.alloc_string_arena``).  With no result ``out_ptr`` is 0.
+* ``bytes`` has the layout of ``string`` (a ``StringView``) but carries any bytes:
+  Python sees ``bytes`` instead of ``str``, and nothing is checked for UTF-8.
 
-Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string`` (C names such as
-``uint32_t`` and ``double`` are accepted too).
+Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string bytes`` (C names such as
+``uint32_t`` and ``double`` are accepted too).  Host contracts provided from Python
+(:mod:`polyplug.host`) use the same names and layouts.
 
 The manifest reader (``csrc/pp_manifest.c``) validates the table and hands the Python
 driver normalised type names; tests/test_manifest.py checks that it knows exactly the
@@ -34,7 +37,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-__all__ = ["TYPES", "FunctionSig", "normalize_type", "signature"]
+__all__ = ["TYPES", "VIEW_TYPES", "FunctionSig", "normalize_type", "signature"]
 
 # our name -> (struct format char, C type); `string` is a StringView.
 TYPES: dict[str, tuple[str, str]] = {
@@ -42,8 +45,11 @@ TYPES: dict[str, tuple[str, str]] = {
     "u64": ("Q", "uint64_t"), "i8": ("b", "int8_t"), "i16": ("h", "int16_t"),
     "i32": ("i", "int32_t"), "i64": ("q", "int64_t"), "f32": ("f", "float"),
     "f64": ("d", "double"), "bool": ("?", "bool"), "string": ("PN", "StringView"),
+    "bytes": ("PN", "StringView"),
 }
-_C_NAMES = {c: name for name, (_, c) in TYPES.items()}
+#: the types laid out as a ``StringView``
+VIEW_TYPES = frozenset({"string", "bytes"})
+_C_NAMES = {c: name for name, (_, c) in TYPES.items() if name != "bytes"}
 _C_NAMES.update({"float32": "f32", "float64": "f64", "str": "string", "_Bool": "bool"})
 
 
@@ -73,7 +79,7 @@ class FunctionSig:
             return ""
         body = "@" + "".join(TYPES[t][0] for t in self.args)
         align = max(struct.calcsize("@" + TYPES[t][0][0]) for t in self.args)
-        if "string" in self.args:
+        if VIEW_TYPES.intersection(self.args):
             align = max(align, struct.calcsize("@P"))
         size = struct.calcsize(body)
         pad = (-size) % align

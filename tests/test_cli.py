@@ -98,7 +98,10 @@ def test_load_examples() -> None:
                                     ("text", "example.text@1", 5)):
         assert re.search(rf"^{bundle}\s+1\.0\.0\s+lua\s+{re.escape(contract)}\s+{count}\s",
                          out, re.M), out
-    assert out.splitlines()[-1] == "3 bundle(s) loaded, 0 failed"
+    # examples/notes needs the host contract app.kv@1, which only a host program provides
+    assert ("notes: skipped: it needs host contract `app.kv@1`, which only a host program can "
+            "provide (Runtime.provide_host_contract)") in out.splitlines()
+    assert out.splitlines()[-1] == "3 bundle(s) loaded, 0 failed, 1 skipped (they need host contracts)"
     assert proc.stderr == ""
 
 
@@ -107,7 +110,11 @@ def test_load_json_structure() -> None:
     assert proc.returncode == 0, proc.stderr
     reports = json.loads(proc.stdout)
     assert isinstance(reports, list)
-    assert sorted(r["name"] for r in reports) == ["arith", "counter", "text"]
+    assert sorted(r["name"] for r in reports) == ["arith", "counter", "notes", "text"]
+    [notes] = [r for r in reports if r["name"] == "notes"]
+    assert notes["error_type"] == "HostContractNotFound" and notes["contracts"] == []
+    assert "requires host contract `app.kv@1`" in notes["error"]
+    reports.remove(notes)
     for r in reports:
         assert set(r) == {"path", "name", "version", "loader", "contracts", "load_ms",
                           "error", "error_type"}

@@ -240,6 +240,12 @@ def quiet_runtime(records: list[tuple[Any, str, str]]) -> polyplug.Runtime:
 
 
 def load_examples(rt: polyplug.Runtime) -> None:
+    """Every example bundle, with the host contract examples/notes needs (app.kv@1)."""
+    store: dict[str, str] = {}
+    rt.provide_host_contract("app.kv", 1, {"get": lambda k: store.get(k, ""),
+                                           "put": store.__setitem__},
+                             signatures={"get": {"args": ["string"], "returns": "string"},
+                                         "put": {"args": ["string", "string"]}})
     for bundle in sorted((ROOT / "examples").iterdir()):
         if (bundle / "manifest.toml").is_file():
             rt.load_bundle(bundle)

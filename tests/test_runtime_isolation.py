@@ -290,6 +290,8 @@ CLOSED_CALLS: dict[str, tuple[Any, ...]] = {
     "register_loader": (None,), "registry": (), "reload_bundle": (FIXTURE,),
     "resolve_guest_contract": (polyplug.GuestContractHandle(0, 0),), "revision": (),
     "unload_bundle": (FIXTURE_ID,), "__enter__": (),
+    "provide_host_contract": (polyplug.HostContract("x.y", 1),),
+    "withdraw_host_contract": ("x.y", 1),
 }
 
 

@@ -4,6 +4,9 @@
     python bench_ours.py load ROOT COUNT VARIANT  COUNT bundles ROOT/bench_NNNN into a
                                                   fresh runtime; VARIANT = source | path
     python bench_ours.py reload DIR COUNT         COUNT reloads of the bundle in DIR
+    python bench_ours.py hostfn DIR N ROT         guest → Python host function: the loop
+                                                  of benchmarks/bundles/hostfn, and the
+                                                  floor (C → a cffi callback)
 
 Each result is a JSON line (see benchcommon.emit).  load and reload must run in a
 fresh process: their RSS deltas assume a heap that nothing else has used yet.
@@ -216,6 +219,38 @@ def mode_reload(bundle_dir: str, count: int) -> None:
     rt.close()
 
 
+def mode_hostfn(bundle_dir: str, n: int, rot: int) -> None:
+    """ns per guest → Python host function call: loop_sdk(n) of the hostfn bundle calls
+    add(u32, u32) of a host contract provided from Python n times (one Python → guest
+    call, timed); the floor is C calling a trivial cffi extern "Python" callback."""
+    import pyfloor
+
+    from polyplug import HostContract, RuntimeBuilder
+
+    host = HostContract("bench.host", 1)
+    host.add("add", lambda a, b: a + b, ["u32", "u32"], "u32")
+    rt = RuntimeBuilder().loader(LuaLoader()).host_contract(host).build()
+    rt.load_bundle(bundle_dir)
+    loop_sdk = rt.contract("bench.hostfn", 1).loop_sdk
+    floor = pyfloor.load()
+
+    @floor.ffi.def_extern(name="floor_py_add")
+    def floor_py_add(a: int, b: int) -> int:
+        return a + b
+
+    sums: dict[str, int] = {}
+    variants: list[tuple[str, Callable[[int], None]]] = [
+        ("hostfn.py.sdk", lambda k: sums.__setitem__("hostfn.py.sdk", loop_sdk(k))),
+        ("hostfn.py.floor", lambda k: sums.__setitem__("hostfn.py.floor",
+                                                       floor.lib.floor_callback_loop(k))),
+    ]
+    for _key, loop in variants:  # warm-up
+        loop(max(1000, n // 20))
+    for key, loop in rotated(variants, rot):
+        emit(key, per_call_ns(loop, n), int(sums.get(key) != n))
+    rt.close()
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         die(__doc__ or "usage")
@@ -226,6 +261,9 @@ def main(argv: list[str]) -> None:
     elif mode == "load":
         root, count, variant = args(rest, "", "100", "source")
         mode_load(root, int(count), variant)
+    elif mode == "hostfn":
+        d, n, rot = args(rest, "", "200000", "0")
+        mode_hostfn(d, int(n), int(rot))
     elif mode == "reload":
         d, count = args(rest, "", "1000")
         mode_reload(d, int(count))

@@ -1,6 +1,11 @@
-"""The Python floor: a trivial C function with pp_call's signature, called through a
-cffi API-mode module, so "Python → vm.call" can be compared with what cffi itself
-costs for a call of that shape.  Built once into build/bench/pyfloor/ (cached)."""
+"""The Python floors, in one cffi API-mode module built once into build/bench/pyfloor/
+(cached):
+
+* ``floor_add``: a trivial C function with pp_call's signature, so "Python → vm.call"
+  can be compared with what cffi itself costs for a call of that shape;
+* ``floor_callback_loop(n)``: C calling a trivial ``extern "Python"`` callback
+  ``floor_py_add(a, b)`` n times, so "guest → Python host function" can be compared with
+  what a cffi callback costs by itself (the caller registers ``floor_py_add``)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ OUT = ROOT / "build" / "bench" / "pyfloor"
 CDEF = """
 void floor_add(const void *iface, void *instance_data, uint64_t instance_contract_id,
                uint32_t fn_id, const void *args, void *out, void *arena, void *out_err);
+extern "Python" uint32_t floor_py_add(uint32_t a, uint32_t b);
+uint32_t floor_callback_loop(uint32_t n);
 """
 
 SOURCE = """
@@ -28,6 +35,12 @@ void floor_add(const void *iface, void *instance_data, uint64_t instance_contrac
     if (fn_id == 0) *(uint32_t *)out = a[0] + a[1];
     floor_err *e = out_err;
     e->code = 0; e->ptr = NULL; e->len = 0;
+}
+static uint32_t floor_py_add(uint32_t a, uint32_t b);
+uint32_t floor_callback_loop(uint32_t n) {
+    uint32_t s = 0;
+    for (uint32_t i = 0; i < n; i++) s = floor_py_add(s, 1);
+    return s;
 }
 """
 

@@ -314,7 +314,8 @@ PP_API bool pp_manifest_doc_is_current(const pp_manifest_doc *doc);
 PP_API void pp_manifest_doc_set_files(pp_manifest_doc *doc, pp_fileset *files);
 
 /* The key checks under the runtime's mode (Relaxed warnings go to its log), then
- * validation.  These runtime entry points leave the document as it is, so threads may
+ * validation, then the host contracts the manifest requires ([[dependency]] kind =
+ * "host_contract": PP_ERR_HOST_CONTRACT_MISSING unless provided at that version).  These runtime entry points leave the document as it is, so threads may
  * share one (the doc API above is for one thread at a time). */
 PP_API int32_t pp_runtime_check_manifest(pp_runtime *rt, pp_manifest_doc *doc, pp_error *err);
 /* The function-count check under the runtime's mode, then pp_runtime_load with the
@@ -381,6 +382,87 @@ PP_API int32_t pp_registry_handle_info(pp_runtime *rt, GuestContractHandle handl
 /* Fill up to `cap` infos for slots owned by `bundle_id`; returns the total count. */
 PP_API size_t pp_registry_bundle_slots(pp_runtime *rt, uint64_t bundle_id, pp_slot_info *out,
                                        size_t cap);
+
+/* ── host contracts: capabilities the host gives its guests (pp_hostfn.c) ─── */
+
+/*
+ * A host contract is a named, versioned set of functions the *host* implements and
+ * guests call (upstream: HostApi.register_host_contract / get_host_contract /
+ * resolve_host_contract_interface; ids are host_contract_id(name, major)).  Guests call
+ * a native host contract's functions as NativeHostFn(instance.data, args, out, &err),
+ * which is what upstream's polyplugc-generated callers do.
+ *
+ * HostApi.register_host_contract takes a HostContractInterface you build yourself
+ * (your own functions, one indirect call from the guest).  pp_runtime_provide_host_
+ * contract builds and owns it for you from callbacks, and adds what the raw ABI lacks:
+ * withdraw and replace, per-instance objects, error messages guests can read, results
+ * that outlive the call, and safety for guests that keep a pointer too long: after a
+ * withdraw, calls through the old interface answer HostContractNotFound (100) instead of
+ * reaching your callbacks, and the interface stays valid memory until pp_runtime_free.
+ */
+typedef struct pp_host_function {
+    const char *name; /* for messages ("get"); NULL: "fn <id>" */
+    size_t args_size; /* bytes of the argument block; 0: args may be NULL */
+    size_t out_size;  /* bytes of the result slot; 0: no result, out may be NULL */
+} pp_host_function;
+
+/* One function call: `instance` is what `create` returned (NULL for a singleton).
+ * Return 0 (Ok) or an AbiError code; say why with pp_host_error. */
+typedef uint32_t (*pp_host_call_fn)(void *user_data, void *instance, uint32_t fn_id,
+                                    const void *args, void *out);
+/* A per-instance contract's constructor (get_host_contract calls it for every guest
+ * that asks): the new instance, or NULL on failure (say why with pp_host_error). */
+typedef void *(*pp_host_create_fn)(void *user_data, const void *args);
+/* Free an instance: runs once no call on it is running any more. */
+typedef void (*pp_host_destroy_fn)(void *user_data, void *instance);
+/* The contract was withdrawn (or replaced, or the runtime closed) and no call is
+ * running in it any more: every instance has been destroyed, nothing of this contract
+ * calls back again, user_data may go. */
+typedef void (*pp_host_release_fn)(void *user_data);
+
+enum { PP_HOST_MAX_FUNCTIONS = 256 };
+
+typedef struct pp_host_contract_desc {
+    StringView name;                  /* bare contract name, UTF-8, no '@' ("app.kv") */
+    Version version;                  /* the major enters the id; guests may ask for a minor */
+    uint32_t function_count;          /* 0..PP_HOST_MAX_FUNCTIONS; ids 0..count-1 */
+    const pp_host_function *functions; /* function_count entries (copied), or NULL */
+    pp_host_call_fn call;             /* required */
+    pp_host_create_fn create;         /* NULL: a singleton (one shared instance) */
+    pp_host_destroy_fn destroy;       /* may be NULL */
+    pp_host_release_fn release;       /* may be NULL */
+    void *user_data;
+} pp_host_contract_desc;
+
+/*
+ * Provide a host contract.  `replace`: take the place of the contract registered under
+ * the same id (which is withdrawn); otherwise that is PP_ERR_HOST_CONTRACT_EXISTS.
+ * `out` (may be NULL) receives the interface guests see.  After pp_runtime_close every
+ * contract provided here is withdrawn.
+ */
+PP_API int32_t pp_runtime_provide_host_contract(pp_runtime *rt, const pp_host_contract_desc *desc,
+                                                bool replace, const HostContractInterface **out,
+                                                pp_error *err);
+/* Withdraw the host contract registered under `contract_id` (provided here or through
+ * HostApi.register_host_contract; with `only` not NULL: only if it is that interface):
+ * lookups stop finding it at once; for one provided here, calls already running
+ * finish, later ones answer HostContractNotFound, then `release` runs.  False when
+ * nothing was withdrawn. */
+PP_API bool pp_runtime_withdraw_host_contract(pp_runtime *rt, uint64_t contract_id,
+                                              const HostContractInterface *only);
+/* The host contract registered under `contract_id` (any version), or NULL; unlike
+ * HostApi.resolve_host_contract_interface it leaves the last error alone. */
+PP_API const HostContractInterface *pp_runtime_find_host_contract(pp_runtime *rt,
+                                                                  uint64_t contract_id);
+
+/* Inside a host function (or a create callback): fail with `code` and a message the
+ * guest receives in AbiError.message (copied; valid until this thread's next call),
+ * `detail` (e.g. a traceback) only goes to the log with it.  Returns `code`. */
+PP_API uint32_t pp_host_error(uint32_t code, const char *message, size_t message_len,
+                              const char *detail, size_t detail_len);
+/* Inside a host function: write a StringView result into `out` over a copy of `data`
+ * that stays valid until this thread's next host-function call.  False: out of memory. */
+PP_API bool pp_host_result_string(void *out, const char *data, size_t len);
 
 /* ── per-call arenas ───────────────────────────────────────────────────────── */
 

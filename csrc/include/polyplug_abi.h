@@ -179,9 +179,15 @@ typedef void (*VmCallFn)(VmLoaderData loader_data, GuestContractInstance instanc
                          uint32_t fn_id, const void *args, void *out, CallArena *arena,
                          AbiError *out_err);
 
-/* Every entry of NativeDispatch.functions has this type. */
+/* Every entry of NativeDispatch.functions of a guest contract has this type. */
 typedef void (*NativeGuestFn)(GuestContractInstance instance, const void *args, void *out,
                               AbiError *out_err);
+
+/* The entries of a native host contract's NativeDispatch.functions: upstream's
+ * polyplugc-generated guest callers call them with `instance` = the data of the
+ * HostContractInstance that HostApi.get_host_contract returned.  (A typedef only: no
+ * layout changes.) */
+typedef void (*NativeHostFn)(void *instance, const void *args, void *out, AbiError *out_err);
 
 typedef struct NativeDispatch {
     uint32_t function_count;

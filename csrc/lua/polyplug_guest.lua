@@ -2,7 +2,8 @@
   polyplug_guest — helpers for Lua guest bundles (polyplug 0.1.3 protocol).
 
   This is polyplug's own re-implementation of the 0.1.3 Lua guest SDK. It keeps no
-  module state: every helper takes the pointers it needs as arguments.
+  module state (beyond a cache of compiled host-contract methods): every helper takes
+  the pointers it needs as arguments.
 
   The protocol, in short
   ──────────────────────
@@ -38,6 +39,11 @@
   * Never cast a Lua number straight to a struct pointer (`ffi.cast("HostApi*", n)`
     is rejected when passed as an FFI call argument): go through `uintptr_t`, which
     is what every helper here does.
+
+  * Host contracts are functions the host program provides (a key-value store, an
+    event sink, ...). host_contract(host_ptr, "app.kv", 1, signatures) finds one and
+    returns an object whose methods pack the arguments, call the host and unpack the
+    result, raising a Lua error with the host's message when the host call fails.
 ]]
 
 local ffi = require("ffi")
@@ -219,6 +225,346 @@ function M.log(host_ptr, level, scope, message)
         message = tostring(message)
     end
     host.log(host, tonumber(level) or abi.LogLevel.Error, string_view(scope), string_view(message))
+end
+
+-- ── host contracts ───────────────────────────────────────────────────────────
+
+-- The native slot of a host contract (NativeHostFn): every argument is a scalar, so
+-- a compiled loop calls it as one plain C call.
+local HostFn_t = ffi.typeof("void (*)(void *, const void *, void *, AbiError *)")
+local AbiError_arr_t = ffi.typeof("AbiError[1]")
+local HostContractInstance_t = ffi.typeof("HostContractInstance")
+local GuestContractInstance_t = ffi.typeof("GuestContractInstance")
+local void_ptr_t = ffi.typeof("void *")
+
+-- The signature vocabulary (the manifest's signature tables use the same names).
+local HOST_TYPES = {
+    u8 = "uint8_t", u16 = "uint16_t", u32 = "uint32_t", u64 = "uint64_t",
+    i8 = "int8_t", i16 = "int16_t", i32 = "int32_t", i64 = "int64_t",
+    f32 = "float", f64 = "double", bool = "bool", string = "StringView", bytes = "StringView",
+}
+local HOST_ALIASES = {
+    uint8_t = "u8", uint16_t = "u16", uint32_t = "u32", uint64_t = "u64",
+    int8_t = "i8", int16_t = "i16", int32_t = "i32", int64_t = "i64",
+    float = "f32", double = "f64", _Bool = "bool", StringView = "string",
+    float32 = "f32", float64 = "f64", str = "string",
+}
+local HOST_RESERVED = { call = true, close = true }
+
+local code_names = {}
+for name, code in pairs(abi.AbiErrorCode) do
+    code_names[code] = name
+end
+
+local function host_type(where, t)
+    local norm = HOST_TYPES[t] and t or HOST_ALIASES[t]
+    if norm == nil then
+        error(where .. ": unknown type '" .. tostring(t) .. "' (known: u8, u16, u32, u64, i8, "
+              .. "i16, i32, i64, f32, f64, bool, string, bytes)", 4)
+    end
+    return norm
+end
+
+-- "1", 1, "1.2", "1.2.3" -> major, minor
+local function host_version(fname, version)
+    local major, minor
+    if type(version) == "number" then
+        major, minor = version, 0
+    elseif type(version) == "string" then
+        local a, b = version:match("^(%d+)%.?(%d*)")
+        major, minor = tonumber(a), tonumber(b ~= "" and b or "0")
+    end
+    if major == nil or major ~= math.floor(major) or major < 0 or major > 65535
+        or minor > 65535 then
+        error(fname .. ": version must be a major (1) or \"major.minor\" (\"1.2\") with parts "
+              .. "0..65535, got " .. tostring(version), 3)
+    end
+    return major, minor
+end
+
+-- The functions of the contract's table as callables f(instance, args, out, err).
+local function host_functions(iface, id)
+    local fns = {}
+    if iface.dispatch_type == abi.DispatchType.Native then
+        local table = iface.dispatch.native.functions
+        for i = 0, iface.dispatch.native.function_count - 1 do
+            fns[i] = ffi.cast(HostFn_t, table[i])
+        end
+        return fns, iface.dispatch.native.function_count
+    end
+    local vm = iface.dispatch.vm -- upstream's VM form: vm.call with the id
+    return setmetatable({}, { __index = function(t, i)
+        local f = function(inst, args, out, err)
+            vm.call(vm.loader_data, GuestContractInstance_t(inst, id), i, args, out, nil, err)
+        end
+        rawset(t, i, f)
+        return f
+    end }), nil
+end
+
+local function last_error(host)
+    local n = tonumber(host.get_error_len(host))
+    if n == 0 then
+        return nil
+    end
+    local buf = ffi.new("uint8_t[?]", n)
+    return ffi.string(buf, host.get_last_error(host, buf, n))
+end
+
+-- Look up and instantiate; on failure nil and the reason.
+local function host_resolve(st, again)
+    local host = st.host
+    local iface = host.resolve_host_contract_interface(host, st.id, st.packed)
+    if iface == nil then
+        local any = host.resolve_host_contract_interface(host, st.id, 0)
+        if any ~= nil then
+            local v = any.contract_version
+            return nil, string.format("host contract `%s` is provided at version %d.%d.%d, but "
+                .. "this bundle needs %d.%d or later (HostContractVersionMismatch)", st.label,
+                v.major, v.minor, v.patch, st.major, st.minor)
+        end
+        return nil, "host contract `" .. st.label .. "` is not provided by the host "
+            .. "(HostContractNotFound): the program that loads this bundle must provide it"
+    end
+    local inst = host.get_host_contract(host, st.id, st.packed)
+    if inst.data == nil and iface.singleton and not again then
+        -- replaced between the two lookups? (a stateless one may give none: then accept it)
+        return host_resolve(st, true)
+    end
+    if inst.data == nil and not iface.singleton then
+        local why = last_error(host)
+        return nil, "host contract `" .. st.label .. "`: the host created no instance"
+            .. (why and (": " .. why) or "")
+    end
+    local fns, count = host_functions(iface, st.id)
+    if count then
+        for name, spec in pairs(st.specs) do
+            if spec.id >= count then
+                return nil, string.format("host contract `%s` has %d function(s), but this "
+                    .. "bundle's signature '%s' has id %d", st.label, count, name, spec.id)
+            end
+        end
+    end
+    st.iface, st.inst, st.fns = iface, inst.data, fns
+    st.singleton = iface.singleton
+    return inst
+end
+
+-- A failed call: retry once after the host replaced a singleton contract, else raise.
+local function host_check(st, fn_id, args, out, err)
+    local e = err[0]
+    local code = e.code
+    if code == abi.AbiErrorCode.HostContractNotFound and st.singleton and not st.closed
+        and host_resolve(st) then
+        e.code = 0
+        st.fns[fn_id](st.inst, args, out, err)
+        code = e.code
+        if code == 0 then
+            return
+        end
+    end
+    local msg = abi.to_str(e.message)
+    if msg == "" then
+        local name = st.names[fn_id] or ("fn " .. fn_id)
+        msg = string.format("host contract `%s` function %s failed with code %d (%s)",
+                            st.label, name, code, code_names[code] or "?")
+    end
+    error(msg, 3)
+end
+
+local function arg_error(st, name, i, t, v)
+    error(string.format("%s.%s: argument %d must be a %s, got a %s", st.label, name, i,
+                        (t == "string" or t == "bytes") and "string" or
+                        t == "bool" and "boolean" or "number", type(v)), 3)
+end
+
+-- The source of one typed method; compiled once per signature.
+local function method_source(spec)
+    local params, pack = {}, {}
+    for i, t in ipairs(spec.args) do
+        local a = "a" .. i
+        params[#params + 1] = a
+        if t == "string" or t == "bytes" then
+            pack[#pack + 1] = string.format("if type(%s) ~= 'string' then arg_error(st, NAME, "
+                .. "%d, '%s', %s) end A.%s.ptr = %s A.%s.len = #%s", a, i, t, a, a, a, a, a)
+        elseif t == "bool" then
+            pack[#pack + 1] = string.format("if type(%s) ~= 'boolean' then arg_error(st, NAME, "
+                .. "%d, 'bool', %s) end A.%s = %s", a, i, a, a, a)
+        elseif t == "u64" or t == "i64" then
+            pack[#pack + 1] = string.format("local ty%d = type(%s) if ty%d ~= 'number' and ty%d "
+                .. "~= 'cdata' then arg_error(st, NAME, %d, '%s', %s) end A.%s = %s",
+                i, a, i, i, i, t, a, a, a)
+        else
+            pack[#pack + 1] = string.format("if type(%s) ~= 'number' then arg_error(st, NAME, "
+                .. "%d, '%s', %s) end A.%s = %s", a, i, t, a, a, a)
+        end
+    end
+    local result = ""
+    if spec.returns == "string" or spec.returns == "bytes" then
+        result = "local v = O[0] if v.len == 0 then return '' end "
+            .. "if v.ptr == nil then host_check_null(st, NAME) end return ffi_string(v.ptr, v.len)"
+    elseif spec.returns then
+        result = "return O[0]"
+    end
+    return "local st, A, O, E, ID, NAME, host_check, arg_error, ffi_string, host_check_null = ...\n"
+        .. "return function(_" .. (#params > 0 and (", " .. table.concat(params, ", ")) or "")
+        .. ")\n" .. table.concat(pack, "\n") .. "\n"
+        .. "E[0].code = 0\n"
+        .. "st.fns[ID](st.inst, A, O, E)\n"
+        .. "if E[0].code ~= 0 then host_check(st, ID, A, O, E) end\n"
+        .. result .. "\nend\n"
+end
+
+local function host_check_null(st, name)
+    error(st.label .. "." .. name .. ": the host returned a StringView with a null pointer", 3)
+end
+
+local method_cache = {} -- source -> compiled chunk (same shapes share one)
+
+local function host_method(st, name, spec)
+    local src = method_source(spec)
+    local chunk = method_cache[src]
+    if chunk == nil then
+        chunk = assert(load(src, "=[polyplug host method]"))
+        method_cache[src] = chunk
+    end
+    local A, O
+    if #spec.args > 0 then
+        local fields = {}
+        for i, t in ipairs(spec.args) do
+            fields[i] = HOST_TYPES[t] .. " a" .. i .. ";"
+        end
+        A = ffi.new("struct { " .. table.concat(fields, " ") .. " }")
+    end
+    if spec.returns then
+        O = ffi.new(HOST_TYPES[spec.returns] .. "[1]")
+    end
+    return chunk(st, A, O, ffi.new(AbiError_arr_t), spec.id, name, host_check, arg_error,
+                 ffi.string, host_check_null)
+end
+
+-- Check the guest's signature table: { name = { id = 0, args = {...}, returns = "..." } }.
+local function host_specs(label, signatures)
+    local specs, names, ids = {}, {}, {}
+    if signatures == nil then
+        return specs, names
+    end
+    if type(signatures) ~= "table" then
+        error("host_contract: signatures must be a table like { get = { id = 0, args = "
+              .. "{ \"string\" }, returns = \"string\" } }, got a " .. type(signatures), 3)
+    end
+    for name, spec in pairs(signatures) do
+        local where = "host_contract " .. label .. "." .. tostring(name)
+        if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") or HOST_RESERVED[name] then
+            error(where .. ": method names must be identifiers other than call and close "
+                  .. "(the helper's own methods)", 3)
+        end
+        if type(spec) ~= "table" then
+            error(where .. ": expected a table like { id = 0, args = { \"u32\" }, returns = "
+                  .. "\"u32\" }", 3)
+        end
+        local id = spec.id
+        if type(id) ~= "number" or id < 0 or id ~= math.floor(id) or id > 0xFFFFFFFF then
+            error(where .. ": `id` (the host function's id, from 0) is required", 3)
+        end
+        if ids[id] then
+            error(where .. ": id " .. id .. " is also used by '" .. ids[id] .. "'", 3)
+        end
+        ids[id] = name
+        local args = {}
+        if spec.args ~= nil and type(spec.args) ~= "table" then
+            error(where .. ": `args` must be a list of type names", 3)
+        end
+        for i, t in ipairs(spec.args or {}) do
+            args[i] = host_type(where, t)
+        end
+        local returns = spec.returns ~= nil and host_type(where, spec.returns) or nil
+        specs[name] = { id = id, args = args, returns = returns }
+        names[id] = name
+    end
+    return specs, names
+end
+
+-- host_contract(host_ptr, name, version, signatures[, options]) -> object
+--
+-- Finds the host contract `name` at `version` (a major such as 1, or "1.2" for at
+-- least minor 2 of major 1), gets its instance with HostApi.get_host_contract, and
+-- returns an object with one method per entry of `signatures`:
+--     local kv = pg.host_contract(host_ptr, "app.kv", 1, {
+--         get = { id = 0, args = { "string" }, returns = "string" },
+--         put = { id = 1, args = { "string", "string" } },
+--     })
+--     kv:put("a", "1"); local v = kv:get("a")
+-- Types: u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string bytes (u64/i64 results
+-- are uint64_t/int64_t cdata; string/bytes arguments and results are Lua strings).
+-- A failed host call raises a Lua error with the host's message.  Also:
+--     kv:call(fn_id, args_ptr, out_ptr)  raw call with your own memory (raises)
+--     kv:close()                         destroy a per-instance contract's instance
+--                                        (also done when the object is collected)
+--     kv.contract, kv.version, kv.interface, kv.instance, kv.singleton
+-- When the contract is not provided this raises, or with options { optional = true }
+-- returns nil and the reason.  A singleton the host replaced is looked up again.
+function M.host_contract(host_ptr, name, version, signatures, options)
+    local host = to_host(host_ptr, "host_contract")
+    if type(name) ~= "string" or name == "" or name:find("@", 1, true) then
+        error("host_contract: name must be the bare contract name, e.g. \"app.kv\"", 2)
+    end
+    local major, minor = host_version("host_contract", version)
+    local label = name .. "@" .. major
+    local specs, names = host_specs(label, signatures)
+    local st = {
+        host = host, id = abi.host_contract_id(name, major), packed = major * 65536 + minor,
+        major = major, minor = minor, label = label, specs = specs, names = names,
+    }
+    local inst, why = host_resolve(st)
+    if not inst then
+        if type(options) == "table" and options.optional then
+            return nil, why
+        end
+        error(why, 2)
+    end
+    local v = st.iface.contract_version
+    local obj = {
+        contract = label,
+        version = { major = v.major, minor = v.minor, patch = v.patch },
+        interface = st.iface,
+        instance = ffi.cast(void_ptr_t, st.inst),
+        singleton = st.singleton,
+    }
+    for mname, spec in pairs(specs) do
+        obj[mname] = host_method(st, mname, spec)
+    end
+    local err = ffi.new(AbiError_arr_t)
+    function obj.call(_, fn_id, args_ptr, out_ptr)
+        local f = st.fns[fn_id]
+        if f == nil then
+            error(string.format("%s: no host function with id %s", label, tostring(fn_id)), 2)
+        end
+        err[0].code = 0
+        f(st.inst, ffi.cast(void_ptr_t, ffi.cast(uintptr_t, args_ptr or 0)),
+          ffi.cast(void_ptr_t, ffi.cast(uintptr_t, out_ptr or 0)), err)
+        if err[0].code ~= 0 then
+            host_check(st, fn_id, ffi.cast(void_ptr_t, ffi.cast(uintptr_t, args_ptr or 0)),
+                       ffi.cast(void_ptr_t, ffi.cast(uintptr_t, out_ptr or 0)), err)
+        end
+    end
+    if not st.singleton then
+        -- the instance belongs to this object: destroyed by close() or when collected
+        local iface = st.iface
+        local box = ffi.gc(ffi.new("HostContractInstance[1]", HostContractInstance_t(inst.data)),
+                           function(b) iface.destroy_instance(iface, b[0]) end)
+        function obj.close()
+            if st.closed then
+                return
+            end
+            st.closed = true
+            ffi.gc(box, nil)
+            iface.destroy_instance(iface, box[0])
+        end
+    else
+        function obj.close() end
+    end
+    return obj
 end
 
 -- ── AbiError values ──────────────────────────────────────────────────────────

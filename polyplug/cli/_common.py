@@ -128,6 +128,7 @@ class BundleReport:
     load_ms: float = 0.0
     error: Optional[str] = None
     error_type: Optional[str] = None
+    provides: list[str] = field(default_factory=list)
 
     def failed(self, exc: BaseException) -> None:
         self.error, self.error_type = str(exc), type(exc).__name__
@@ -200,6 +201,7 @@ def load_all(rt: Runtime, root: Path) -> list[BundleReport]:
     for path in order:
         m, report = manifests[path], reports[path]
         report.name, report.version, report.loader = m.name, m.version, m.loader
+        report.provides = list(m.provides)
         start = time.perf_counter()
         try:
             rt.load_bundle_from_source(m, BundleSource.Path(m.path))
@@ -211,9 +213,17 @@ def load_all(rt: Runtime, root: Path) -> list[BundleReport]:
     return list(reports.values())
 
 
+def needs_host(report: BundleReport) -> bool:
+    """Did the bundle fail only because it requires a host contract?  The CLI provides
+    none (host contracts come from the program that embeds the runtime), so such a
+    bundle is skipped, not failed."""
+    return report.error_type == "HostContractNotFound"
+
+
 def load_failures(reports: Sequence[BundleReport]) -> str:
-    """`` (N bundle(s) failed to load: ...)`` for the failed reports, or ``""``."""
-    failed = [r for r in reports if r.error]
+    """`` (N bundle(s) failed to load: ...)`` for the failed reports, or ``""`` (bundles
+    skipped for want of a host contract are not failures here)."""
+    failed = [r for r in reports if r.error and not needs_host(r)]
     if not failed:
         return ""
     return (f" ({len(failed)} bundle(s) failed to load: " + "; ".join(

@@ -20,12 +20,13 @@ from polyplug.cli._common import (
     BundleReport,
     Failure,
     UsageError,
-    bundle_command,
     build_runtime,
+    bundle_command,
     find_bundles,
     load_all,
     load_failures,
     log_printer,
+    needs_host,
     no_bundle,
     reports_failures,
 )
@@ -65,7 +66,7 @@ def convert_arg(type_name: str, text: str, where: str) -> Any:
     (bytes the file system encoding cannot decode are passed through unchanged).
     Raises :class:`InvalidArgument` naming ``where``.
     """
-    if type_name == "string":
+    if type_name in ("string", "bytes"):
         return text.encode("utf-8", "surrogateescape")
     if type_name == "bool":
         try:
@@ -94,6 +95,8 @@ def convert_arg(type_name: str, text: str, where: str) -> Any:
 
 
 def _format_result(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -175,10 +178,30 @@ def _normalize_returns(text: Optional[str]) -> Optional[str]:
         raise UsageError(f"--returns: {exc}") from None
 
 
+_NO_HOST = ("host contracts come from the program that loads a bundle "
+            "(Runtime.provide_host_contract), and the polyplug CLI provides none; `call` runs "
+            "bundles whose host contracts are optional")
+
+
+def _needs_host(reports: Sequence[BundleReport], name: str) -> Optional[BundleReport]:
+    """The report of a bundle providing ``name`` that failed for want of a host contract."""
+    for r in reports:
+        if needs_host(r) and any(
+                spec.partition("@")[0] == name for spec in r.provides):
+            return r
+    return None
+
+
 def _invoke(rt: Runtime, root: Path, args: argparse.Namespace, name: str,
             major: Optional[int], types: Optional[list[str]], returns: Optional[str]) -> Any:
     """Load the bundles under ``root`` into ``rt`` and make the call; returns its result."""
     reports = load_all(rt, root)
+    blocked = _needs_host(reports, name)
+    if blocked is not None:
+        wanted = re.search(r"host contract `([^`]+)`", blocked.error or "")
+        raise _errors.HostContractNotFound(
+            f"bundle `{blocked.name}` requires host contract "
+            f"`{wanted.group(1) if wanted else '?'}`: {_NO_HOST}")
     if major is None:
         major = _pick_major(name, reports)
     try:
@@ -195,10 +218,16 @@ def _invoke(rt: Runtime, root: Path, args: argparse.Namespace, name: str,
                         f"got {len(args.values)}")
     values = [convert_arg(t, text, f"argument {i + 1} ({t}) of {sig.name}")
               for i, (t, text) in enumerate(zip(sig.args, args.values))]
-    if args.instance:
-        with contract.instance() as inst:
-            return inst.function(sig.id, sig.args, sig.returns)(*values)
-    return contract.function(sig.id, sig.args, sig.returns)(*values)
+    try:
+        if args.instance:
+            with contract.instance() as inst:
+                return inst.function(sig.id, sig.args, sig.returns)(*values)
+        return contract.function(sig.id, sig.args, sig.returns)(*values)
+    except _errors.CallError as exc:
+        if "(HostContractNotFound)" not in str(exc):
+            raise
+        # a host contract the bundle looks up when called: the CLI has none to give
+        raise type(exc)(f"{exc}; {_NO_HOST}") from None
 
 
 @reports_failures(UsageError, Failure, _errors.PolyplugError, TypeError, ValueError,
@@ -215,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
     with build_runtime(log_printer(level), level) as rt:
         result = _invoke(rt, root, args, name, major, types, returns)
     if args.json:
+        if isinstance(result, bytes):
+            result = result.decode("utf-8", "backslashreplace")
         print(json.dumps({"result": result}, ensure_ascii=False))
     elif result is not None:
         print(_format_result(result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,11 +13,12 @@ from typing import Any, Sequence
 from polyplug.cli._common import (
     LOG_LEVELS,
     BundleReport,
-    bundle_command,
     build_runtime,
+    bundle_command,
     error_line,
     load_all,
     log_printer,
+    needs_host,
     no_bundle,
 )
 
@@ -44,10 +46,18 @@ def print_table(reports: Sequence[BundleReport]) -> None:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for r in reports:
-        if r.error:
+        if needs_host(r):
+            wanted = re.search(r"host contract `([^`]+)`", r.error or "")
+            print(f"{r.name}: skipped: it needs host contract "
+                  f"`{wanted.group(1) if wanted else '?'}`, which only a host program can "
+                  "provide (Runtime.provide_host_contract)")
+        elif r.error:
             print(error_line(r.error_type or "Error", r.error_message()), file=sys.stderr)
     ok = sum(1 for r in reports if not r.error)
-    print(f"{ok} bundle(s) loaded, {len(reports) - ok} failed")
+    skipped = sum(1 for r in reports if needs_host(r))
+    extra = f", {skipped} skipped (they need host contracts)" if skipped else ""
+    print(f"{ok} bundle(s) loaded, {len(reports) - ok - skipped} failed{extra}")
+
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(error_line("UsageError", str(no_bundle(root))), file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        print(json.dumps([{k: v for k, v in r.__dict__.items() if k != "provides"}
+                          for r in reports], indent=2))
     else:
         print_table(reports)
-    return 1 if any(r.error for r in reports) else 0
+    return 1 if any(r.error and not needs_host(r) for r in reports) else 0

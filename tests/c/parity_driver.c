@@ -836,6 +836,15 @@ static void build_args(argblock *ab, const char *spec) {
     free(copy);
 }
 
+/* The command's args= option as an argument block; false for "null" (no block). */
+static bool args_option(const args *a, argblock *ab) {
+    const char *spec = opt(a, "args", "null");
+    memset(ab, 0, sizeof *ab);
+    if (strcmp(spec, "null") == 0) return false;
+    build_args(ab, spec);
+    return true;
+}
+
 static void free_args(argblock *ab) {
     for (size_t i = 0; i < ab->nstrings; i++) free(ab->strings[i]);
 }
@@ -882,11 +891,8 @@ static void cmd_call(args *a) {
     }
     const char *aname = opt(a, "arena", NULL);
     CallArena *arena = aname ? arena_get(aname, false)->arena : NULL;
-    const char *spec = opt(a, "args", "null");
     argblock ab;
-    memset(&ab, 0, sizeof ab);
-    bool have_args = strcmp(spec, "null") != 0;
-    if (have_args) build_args(&ab, spec);
+    bool have_args = args_option(a, &ab);
     const char *otype = opt(a, "out", NULL);
     uint64_t outbuf[4] = {0, 0, 0, 0};
     AbiError err = {AbiErrorCode_Ok, {NULL, 0}};
@@ -1134,6 +1140,177 @@ static void cmd_hostlog(args *a) {
     free(msg.p);
 }
 
+/* ── host contracts: the parity host (the Python driver provides the same) ──── */
+
+/* parity host functions: 0 add(u32, u32) -> u32, 1 greet(string) -> string,
+ * 2 fail(string) (fails with "ValueError: <text>", like a Python raise), 3 count() -> u32
+ * (a counter per instance, or per contract for a singleton). */
+typedef struct phost {
+    uint32_t count; /* the singleton's counter */
+} phost;
+
+static uint32_t phost_call(void *user_data, void *instance, uint32_t fn_id, const void *args,
+                           void *out) {
+    phost *h = user_data;
+    switch (fn_id) {
+    case 0: {
+        uint32_t ab[2], sum;
+        memcpy(ab, args, sizeof ab);
+        sum = ab[0] + ab[1];
+        memcpy(out, &sum, sizeof sum);
+        return AbiErrorCode_Ok;
+    }
+    case 1:
+    case 2: {
+        StringView sv;
+        memcpy(&sv, args, sizeof sv);
+        sbuf b = {0};
+        /* "ValueError" alone for an empty text: what Python prints for ValueError("") */
+        sb_puts(&b, fn_id == 1 ? "hello, " : sv.len ? "ValueError: " : "ValueError");
+        if (sv.len) sb_putn(&b, (const char *)sv.ptr, sv.len);
+        uint32_t code = AbiErrorCode_Ok;
+        if (fn_id == 1)
+            code = pp_host_result_string(out, b.p, b.len) ? AbiErrorCode_Ok
+                                                           : AbiErrorCode_HostContractCallFailed;
+        else
+            code = pp_host_error(AbiErrorCode_HostContractCallFailed, b.p, b.len, NULL, 0);
+        free(b.p);
+        return code;
+    }
+    case 3: {
+        uint32_t *counter = instance ? (uint32_t *)instance : &h->count;
+        uint32_t v = ++*counter;
+        memcpy(out, &v, sizeof v);
+        return AbiErrorCode_Ok;
+    }
+    default:
+        return pp_host_error(AbiErrorCode_FunctionNotAvailable, "no such function", 16, NULL, 0);
+    }
+}
+
+static void *phost_create(void *user_data, const void *args) {
+    (void)user_data;
+    (void)args;
+    return calloc(1, sizeof(uint32_t));
+}
+
+static void phost_destroy(void *user_data, void *instance) {
+    (void)user_data;
+    free(instance);
+}
+
+static void phost_release(void *user_data) { free(user_data); }
+
+static uint64_t host_contract_id_of(const char *name, uint32_t major) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "host_contract:%s@%u", name, major);
+    return fnv1a64(buf);
+}
+
+/* provide <name> <major> [minor=0] [instances=0|1] [replace=0|1] */
+static void cmd_provide(args *a) {
+    static const char *const known[] = {"minor", "instances", "replace", NULL};
+    check_opts(a, known);
+    need_pos(a, 2, "provide <name> <major> [minor=] [instances=0|1] [replace=0|1]");
+    require_runtime();
+    static const pp_host_function fns[] = {
+        {"add", 8, 4}, {"greet", 16, 16}, {"fail", 16, 0}, {"count", 0, 4}};
+    pp_host_contract_desc d;
+    memset(&d, 0, sizeof d);
+    d.name = view(a->argv[1]);
+    d.version.major = parse_u32(a->argv[2]);
+    d.version.minor = parse_u32(opt(a, "minor", "0"));
+    d.function_count = 4;
+    d.functions = fns;
+    d.call = phost_call;
+    if (parse_u32(opt(a, "instances", "0"))) {
+        d.create = phost_create;
+        d.destroy = phost_destroy;
+    }
+    d.release = phost_release;
+    d.user_data = calloc(1, sizeof(phost));
+    if (!d.user_data) fatal("out of memory");
+    pp_error err;
+    pp_error_clear(&err);
+    sbuf b = {0};
+    sb_printf(&b, "provide %s@%s", a->argv[1], a->argv[2]);
+    if (pp_runtime_provide_host_contract(S.rt, &d, parse_u32(opt(a, "replace", "0")) != 0, NULL,
+                                         &err) == PP_OK) {
+        sb_puts(&b, " ok");
+    } else {
+        free(d.user_data); /* not provided: nothing will release it */
+        sb_pp_error(&b, &err);
+    }
+    emit(&b);
+    free(b.p);
+}
+
+/* withdraw <name> <major> */
+static void cmd_withdraw(args *a) {
+    need_pos(a, 2, "withdraw <name> <major>");
+    require_runtime();
+    bool done = pp_runtime_withdraw_host_contract(
+        S.rt, host_contract_id_of(a->argv[1], parse_u32(a->argv[2])), NULL);
+    emitf("withdraw %s@%s %d", a->argv[1], a->argv[2], done);
+}
+
+/* hostcall <name> <major> <fn> [min=<packed>] [args=<spec>|null] [out=u32|sv]
+ *          [inst=get|null] : a host function called from the host side, through
+ *          resolve_host_contract_interface + get_host_contract and the native table */
+static void cmd_hostcall(args *a) {
+    static const char *const known[] = {"min", "args", "out", "inst", NULL};
+    check_opts(a, known);
+    need_pos(a, 3, "hostcall <name> <major> <fn> [min=] [args=] [out=] [inst=get|null]");
+    require_runtime();
+    uint64_t id = host_contract_id_of(a->argv[1], parse_u32(a->argv[2]));
+    uint32_t min = parse_u32(opt(a, "min", "0"));
+    uint32_t fn = parse_u32(a->argv[3]);
+    sbuf b = {0};
+    sb_printf(&b, "hostcall %s@%s fn=%u", a->argv[1], a->argv[2], fn);
+    const HostContractInterface *iface = S.host->resolve_host_contract_interface(S.host, id, min);
+    if (!iface) {
+        sb_puts(&b, " noiface");
+        emit(&b);
+        free(b.p);
+        return;
+    }
+    if (iface->dispatch_type != DispatchType_Native || fn >= PP_HOST_MAX_FUNCTIONS)
+        fatal("hostcall: a native host contract and fn < %d", PP_HOST_MAX_FUNCTIONS);
+    bool get = strcmp(opt(a, "inst", "get"), "get") == 0;
+    HostContractInstance inst = {NULL};
+    if (get) inst = S.host->get_host_contract(S.host, id, min);
+    argblock ab;
+    bool have_args = args_option(a, &ab);
+    const char *otype = opt(a, "out", NULL);
+    uint64_t outbuf[4] = {0, 0, 0, 0};
+    AbiError err = {AbiErrorCode_Ok, {NULL, 0}};
+    /* a managed contract's table has PP_HOST_MAX_FUNCTIONS slots: an id past its count
+     * reaches a slot that answers FunctionNotAvailable */
+    NativeHostFn f = (NativeHostFn)(uintptr_t)iface->dispatch.native.functions[fn];
+    f(inst.data, have_args ? (const void *)ab.words : NULL, otype ? (void *)outbuf : NULL, &err);
+    free_args(&ab);
+    sb_printf(&b, " code=%u", err.code);
+    if (otype && strcmp(otype, "u32") == 0) {
+        uint32_t v;
+        memcpy(&v, outbuf, 4);
+        sb_printf(&b, " out=%u", v);
+    } else if (otype && strcmp(otype, "sv") == 0) {
+        StringView sv;
+        memcpy(&sv, outbuf, sizeof sv);
+        sb_puts(&b, " out=");
+        sb_quote_view(&b, sv);
+    } else if (otype) {
+        fatal("hostcall: out must be u32 or sv");
+    }
+    if (err.message.ptr && err.message.len) {
+        sb_puts(&b, " msg=");
+        sb_quote_view(&b, err.message);
+    }
+    if (get && !iface->singleton) iface->destroy_instance(iface, inst);
+    emit(&b);
+    free(b.p);
+}
+
 static void cmd_last_error(args *a) {
     need_pos(a, 0, "last_error");
     require_runtime();
@@ -1210,6 +1387,9 @@ static void run_scenario(const char *path, const char *work_base) {
         else if (strcmp(c, "hostlog") == 0) cmd_hostlog(&a);
         else if (strcmp(c, "last_error") == 0) cmd_last_error(&a);
         else if (strcmp(c, "revision") == 0) cmd_revision(&a);
+        else if (strcmp(c, "provide") == 0) cmd_provide(&a);
+        else if (strcmp(c, "withdraw") == 0) cmd_withdraw(&a);
+        else if (strcmp(c, "hostcall") == 0) cmd_hostcall(&a);
         else fatal("unknown command '%s'", c);
         free(text);
     }

@@ -28,6 +28,7 @@ from polyplug import (
     BundleSource,
     Compatibility,
     GuestContractHandle,
+    HostContract,
     LogLevel,
     LuaLoader,
     ManifestData,
@@ -39,8 +40,16 @@ from polyplug import (
     bundle_id,
     ffi,
     guest_contract_id,
+    host_contract_id,
     lib,
 )
+
+
+class ParityCounter:
+    """The state of one instance of the parity host contract (count() increments it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 class ScenarioError(Exception):
@@ -632,6 +641,93 @@ class Interpreter:
     def cmd_revision(self, t: list[str]) -> None:
         self.split(t, 0, (), "revision")
         self.emit(f"revision {self.need_runtime().revision()}")
+
+    # ── host contracts: the parity host (parity_driver.c provides the same in C) ──
+
+    def cmd_provide(self, t: list[str]) -> None:
+        (name, major), o = self.split(t, 2, ("minor", "instances", "replace"),
+                                      "provide <name> <major> [minor=] [instances=0|1] "
+                                      "[replace=0|1]")
+        rt = self.need_runtime()
+        per_instance = self.u(o.get("instances", "0")) != 0
+        contract = HostContract(name, self.u(major), minor=self.u(o.get("minor", "0")),
+                                factory=ParityCounter if per_instance else None)
+        shared = ParityCounter()  # the singleton's counter
+
+        def first(*args: Any) -> tuple[Any, ...]:  # drop the instance of a per-instance call
+            return args[1:] if per_instance else args
+
+        def add(*args: Any) -> int:
+            a, b = first(*args)
+            return (a + b) & 0xFFFFFFFF
+
+        def greet(*args: Any) -> str:
+            return "hello, " + first(*args)[0]
+
+        def fail(*args: Any) -> None:
+            raise ValueError(first(*args)[0])
+
+        def count(*args: Any) -> int:
+            counter = args[0] if per_instance else shared
+            counter.count += 1
+            return counter.count
+
+        contract.add("add", add, ["u32", "u32"], "u32")
+        contract.add("greet", greet, ["string"], "string")
+        contract.add("fail", fail, ["string"])
+        contract.add("count", count, [], "u32")
+        try:
+            rt.provide_host_contract(contract, replace=self.u(o.get("replace", "0")) != 0)
+        except PolyplugError as exc:
+            self.emit(f"provide {name}@{major}{self.error_text(exc)}")
+        else:
+            self.emit(f"provide {name}@{major} ok")
+
+    def cmd_withdraw(self, t: list[str]) -> None:
+        (name, major), _ = self.split(t, 2, (), "withdraw <name> <major>")
+        done = self.need_runtime().withdraw_host_contract(name, self.u(major))
+        self.emit(f"withdraw {name}@{major} {int(done)}")
+
+    def cmd_hostcall(self, t: list[str]) -> None:
+        (name, major, fn_text), o = self.split(t, 3, ("min", "args", "out", "inst"),
+                                               "hostcall <name> <major> <fn> [min=] [args=] "
+                                               "[out=] [inst=get|null]")
+        self.need_runtime()
+        host = self.host
+        cid = host_contract_id(name, self.u(major))
+        minimum = self.u(o.get("min", "0"))
+        fn = self.u(fn_text)
+        line = f"hostcall {name}@{major} fn={fn}"
+        iface = host.resolve_host_contract_interface(host, cid, minimum)
+        if iface == ffi.NULL:
+            self.emit(line + " noiface")
+            return
+        if iface.dispatch_type != 0 or fn >= lib.PP_HOST_MAX_FUNCTIONS:
+            self.fail(f"hostcall: a native host contract and fn < {lib.PP_HOST_MAX_FUNCTIONS}")
+        get = o.get("inst", "get") == "get"
+        inst = host.get_host_contract(host, cid, minimum) if get else \
+            ffi.new("HostContractInstance *")[0]
+        spec = o.get("args", "null")
+        args, keep = (ffi.NULL, []) if spec == "null" else self.build_args(spec)
+        otype = o.get("out")
+        out = ffi.new("uint64_t[4]") if otype else ffi.NULL
+        err = ffi.new("AbiError *")
+        f = ffi.cast("NativeHostFn", iface.dispatch.native.functions[fn])
+        f(inst.data, args, out, err)
+        del keep
+        line += f" code={err.code}"
+        if otype == "u32":
+            line += f" out={struct.unpack_from('<I', ffi.buffer(out))[0]}"
+        elif otype == "sv":
+            line += f" out={escape(view_bytes(ffi.cast('StringView *', out)[0]) or b'')}"
+        elif otype:
+            self.fail("hostcall: out must be u32 or sv")
+        msg = view_bytes(err.message)
+        if msg:
+            line += f" msg={escape(msg)}"
+        if get and not iface.singleton:
+            iface.destroy_instance(iface, inst)
+        self.emit(line)
 
     # ── the loop ──
 
