@@ -422,6 +422,8 @@ typedef struct ppi_registry {
     size_t free_len, free_cap;
     ppi_iface *blocks;   /* every interface block ever published */
     ppi_map providers;   /* contract id → ppi_slot_list of its published slots */
+    ppi_map mixed;       /* contract ids whose providers disagree on the contract name
+                          * (an id collision published through a window): present or not */
     ppi_map pairs;       /* (bundle id, contract id) → published << 32 | pending slot */
     ppi_map bundles;     /* bundle id → ppi_reg_bundle * */
     ppi_map deps;        /* (bundle id, contract id) declared → index in its declarers */

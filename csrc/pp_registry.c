@@ -17,7 +17,10 @@
  * to their published and pending slot (find_by_bundle, duplicate checks, reload
  * commits); declared dependencies map both ways, bundle → contracts and contract →
  * declaring bundles.  The lists are linked through the slots themselves, so
- * publishing and vacating a slot are O(1); the maps are ppi_map hash tables.
+ * publishing and vacating a slot are O(1); the maps are ppi_map hash tables.  A new
+ * registration is checked against the contract name of the first provider only:
+ * all providers share it, unless an id collision got published through a window,
+ * which marks the contract `mixed` until its providers agree again.
  *
  * Locking: `reg->lock` (a leaf rwlock) guards everything except what
  * ppi_registry_lookup reads without it: a slot's `published` block pointer and its
@@ -147,10 +150,21 @@ static void bundle_list_unlink(ppi_registry *reg, ppi_slot_list *list, uint32_t 
     s->bundle_prev = s->bundle_next = PPI_NO_SLOT;
 }
 
+/* The first slot from `i` on along a provider list whose contract name is not
+ * `name`, or PPI_NO_SLOT. */
+static uint32_t name_clash(ppi_registry *reg, uint32_t i, const char *name) {
+    for (; i != PPI_NO_SLOT; i = slot_at(reg, i)->provider_next)
+        if (strcmp(slot_at(reg, i)->contract_name, name) != 0) return i;
+    return PPI_NO_SLOT;
+}
+
 /* Append to the contract's provider list (room in reg->providers was reserved). */
 static void provider_append(ppi_registry *reg, uint32_t i) {
     ppi_slot *s = slot_at(reg, i);
     ppi_slot_list list = providers_of(reg, s->contract_id);
+    if (list.head != PPI_NO_SLOT &&
+        strcmp(slot_at(reg, list.head)->contract_name, s->contract_name) != 0)
+        ppi_map_put(&reg->mixed, s->contract_id, 0, 1);
     s->provider_prev = list.tail;
     s->provider_next = PPI_NO_SLOT;
     if (list.tail != PPI_NO_SLOT)
@@ -177,6 +191,10 @@ static void provider_unlink(ppi_registry *reg, uint32_t i) {
         ppi_map_remove(&reg->providers, s->contract_id, 0);
     else
         ppi_map_put(&reg->providers, s->contract_id, 0, pack(list.head, list.tail));
+    if (ppi_map_get(&reg->mixed, s->contract_id, 0) &&
+        (list.head == PPI_NO_SLOT ||
+         name_clash(reg, list.head, slot_at(reg, list.head)->contract_name) == PPI_NO_SLOT))
+        ppi_map_remove(&reg->mixed, s->contract_id, 0);
 }
 
 /* ── empty slots: a min-heap, so the lowest empty slot is reused first ─────── */
@@ -302,6 +320,7 @@ void ppi_registry_destroy(ppi_registry *reg) {
     for (ppi_map_entry *e; (e = ppi_map_next(&reg->declarers, &pos));)
         free_id_array((void *)(uintptr_t)e->value);
     ppi_map_free(&reg->providers);
+    ppi_map_free(&reg->mixed);
     ppi_map_free(&reg->pairs);
     ppi_map_free(&reg->bundles);
     ppi_map_free(&reg->deps);
@@ -344,17 +363,20 @@ uint32_t ppi_registry_register(ppi_registry *reg, uint64_t bundle_id,
     ppi_wrlock(&reg->lock);
     ppi_reg_bundle *rb = bundle_rec(reg, bundle_id);
     bool windowed = rb && rb->window;
-    /* every published provider of a contract has the same name: ask the first */
-    ppi_slot_list providers = providers_of(reg, cid);
-    if (providers.head != PPI_NO_SLOT) {
-        const ppi_slot *s = slot_at(reg, providers.head);
-        if (strcmp(s->contract_name, contract) != 0) {
-            ppi_fail(err, PP_ERR_ID_COLLISION, s->contract_name, NULL, contract,
-                     "contract ID collision: hash=0x%016llX claimed by both `%s` and `%s`",
-                     (unsigned long long)cid, s->contract_name, contract);
-            code = AbiErrorCode_Generic;
-            goto out;
-        }
+    /* the providers of a contract share its name, so the first one answers; only
+     * after an id collision published through a window do they differ (`mixed`) */
+    uint32_t head = providers_of(reg, cid).head, clash = PPI_NO_SLOT;
+    if (head != PPI_NO_SLOT && ppi_map_get(&reg->mixed, cid, 0))
+        clash = name_clash(reg, head, contract);
+    else if (head != PPI_NO_SLOT && strcmp(slot_at(reg, head)->contract_name, contract) != 0)
+        clash = head;
+    if (clash != PPI_NO_SLOT) {
+        const char *other = slot_at(reg, clash)->contract_name;
+        ppi_fail(err, PP_ERR_ID_COLLISION, other, NULL, contract,
+                 "contract ID collision: hash=0x%016llX claimed by both `%s` and `%s`",
+                 (unsigned long long)cid, other, contract);
+        code = AbiErrorCode_Generic;
+        goto out;
     }
     /* outside a window the bundle may publish a contract once; inside one, register
      * it once (its published slot is what a reload replaces) */
