@@ -714,6 +714,15 @@ size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap) {
     return n;
 }
 
+bool pp_runtime_has_bundle(pp_runtime *rt, uint64_t bundle_id) {
+    if (!rt) return false;
+    ppi_mutex_lock(&rt->lock);
+    const ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle_id);
+    bool has = b && b->has_manifest;
+    ppi_mutex_unlock(&rt->lock);
+    return has;
+}
+
 const HostApi *pp_runtime_host(pp_runtime *rt) { return rt ? &rt->api : NULL; }
 
 pp_runtime *pp_runtime_from_host(const HostApi *host) {
