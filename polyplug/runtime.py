@@ -605,8 +605,10 @@ class Runtime:
             raise self._not_loaded(bundle_id)
         return self._contracts_of(bundle_id)
 
-    def _contracts_of(self, bundle_id: int) -> list[ContractInfo]:
-        """``bundle_contracts`` of a bundle id, loaded or not (then: none)."""
+    def _contracts_of(self, bundle_id: int, counts: bool = True) -> list[ContractInfo]:
+        """``bundle_contracts`` of a bundle id, loaded or not (then: none); without
+        ``counts``, ``functions`` is None (what error messages need, at a third of the
+        cost)."""
         rt = self._ptr()
         cap = 16
         while True:
@@ -617,9 +619,11 @@ class Runtime:
             cap = total
         out = []
         for info in infos[0:total]:
+            count = -1
             try:
-                handle = self._find_by_bundle(bundle_id, int(info.contract_id), 0)
-                count = lib.pp_function_count(self.resolve_guest_contract(handle))
+                if counts:
+                    handle = self._find_by_bundle(bundle_id, int(info.contract_id), 0)
+                    count = lib.pp_function_count(self.resolve_guest_contract(handle))
             except _errors.RegistryError:  # retired meanwhile
                 continue
             out.append(ContractInfo(
@@ -719,7 +723,7 @@ class Runtime:
         for bid in self.list_bundles():
             m = self._manifests.get(bid)
             out.extend((info, m.name if m else f"0x{bid:016x}")
-                       for info in self._contracts_of(bid))
+                       for info in self._contracts_of(bid, counts=False))
         return out
 
     def _plugin_not_found(self, exc: _errors.PluginNotFound, contract_id: int, min_major: int,
