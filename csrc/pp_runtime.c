@@ -563,6 +563,10 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
 
 /* ── unload ────────────────────────────────────────────────────────────────── */
 
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* The names of the other loaded bundles that declared a dependency on `bundle_id`,
  * sorted, as `"a", "b"` into `out`; returns how many.  Runs under the flow lock, so
  * the bundle list cannot change; the registry is asked before rt->lock is taken
@@ -580,12 +584,7 @@ static size_t dependents_of(pp_runtime *rt, uint64_t bundle_id, char *out, size_
         if (names[ndep]) ndep++;
     }
     ppi_mutex_unlock(&rt->lock);
-    for (size_t i = 1; i < ndep; i++)
-        for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
-            char *t = names[k];
-            names[k] = names[k - 1];
-            names[k - 1] = t;
-        }
+    if (ndep > 1) qsort(names, ndep, sizeof *names, compare_names);
     size_t off = 0;
     out[0] = '\0';
     for (size_t i = 0; i < ndep; i++) {

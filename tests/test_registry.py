@@ -620,6 +620,38 @@ def test_dependency_blocks_unloading_the_provider(
     assert rt.list_bundles() == []
 
 
+def depends_on(*contracts: str) -> str:
+    return "".join(f'\n[[dependency]]\nkind = "contract"\ncontract = "{c}"\n'
+                   f'min_version = "1.0"\ncontract_id = {cid(c)}\n' for c in contracts)
+
+
+def test_unload_names_each_dependent_once_sorted(rt: polyplug.Runtime,
+                                                 tmp_path: Path) -> None:
+    """Dependents come from the registry's contract → declaring bundles index: a bundle
+    declaring two of the provider's contracts is named once, the provider's own
+    declaration and unrelated ones are not, and unloading a dependent releases it."""
+    prov = rt.load_bundle(write_bundle(tmp_path, "prov2", lua_source(
+        contract("dep.a"), contract("dep.b")), depends_on("dep.a")))
+    zeta = rt.load_bundle(write_bundle(tmp_path, "zeta", lua_source(contract("z.x")),
+                                       depends_on("dep.b", "dep.a")))
+    alpha = rt.load_bundle(write_bundle(tmp_path, "alpha", lua_source(contract("a.x")),
+                                        depends_on("dep.b")))
+    mid = rt.load_bundle(write_bundle(tmp_path, "mid", lua_source(contract("m.x")),
+                                      depends_on("dep.other")))
+
+    def blocked_by() -> str:
+        with pytest.raises(polyplug.DependencyInUse) as info:
+            rt.unload_bundle(prov.id)
+        return str(info.value).split("declared a dependency on it: ")[1]
+
+    assert blocked_by() == '["alpha", "zeta"]'
+    rt.unload_bundle(zeta.id)
+    assert blocked_by() == '["alpha"]'
+    rt.unload_bundle(alpha.id)
+    rt.unload_bundle(prov.id)
+    assert rt.list_bundles() == [mid.id]
+
+
 def test_get_dependencies_during_reload_init(
     rt: polyplug.Runtime, tmp_path: Path, provider: GuestContractHandle,
 ) -> None:
