@@ -124,6 +124,21 @@ static void bundle_rec_tidy(ppi_registry *reg, uint64_t bundle_id, ppi_reg_bundl
     free(rb);
 }
 
+/* The first published slot of a bundle (walk on with bundle_next). */
+static uint32_t published_head(const ppi_registry *reg, uint64_t bundle_id) {
+    const ppi_reg_bundle *rb = bundle_rec(reg, bundle_id);
+    return rb ? rb->published.head : PPI_NO_SLOT;
+}
+
+/* Walk a contract's published slots, or a bundle's, in publication order (`i` is
+ * the slot index; the loop body must not vacate `i`). */
+#define EACH_PROVIDER(reg, contract_id, i)                                              \
+    for (uint32_t i = providers_of(reg, contract_id).head; i != PPI_NO_SLOT;           \
+         i = slot_at(reg, i)->provider_next)
+#define EACH_PUBLISHED(reg, bundle_id, i)                                               \
+    for (uint32_t i = published_head(reg, bundle_id); i != PPI_NO_SLOT;                \
+         i = slot_at(reg, i)->bundle_next)
+
 /* ── slot lists ────────────────────────────────────────────────────────────── */
 
 static void bundle_list_append(ppi_registry *reg, ppi_slot_list *list, uint32_t i) {
@@ -441,8 +456,7 @@ GuestContractHandle ppi_registry_find(ppi_registry *reg, uint64_t contract_id,
         uint32_t i = pair_slot(reg, bundle_id, contract_id, true);
         if (i != PPI_NO_SLOT && major_ok(reg, i, min_major)) h = handle_of(reg, i);
     } else {
-        for (uint32_t i = providers_of(reg, contract_id).head; i != PPI_NO_SLOT;
-             i = slot_at(reg, i)->provider_next) {
+        EACH_PROVIDER(reg, contract_id, i) {
             if (!major_ok(reg, i, min_major)) continue;
             h = handle_of(reg, i);
             break;
@@ -456,8 +470,7 @@ size_t ppi_registry_find_all(ppi_registry *reg, uint64_t contract_id, uint32_t m
                              GuestContractHandle *out, size_t cap) {
     size_t n = 0;
     ppi_rdlock(&reg->lock);
-    for (uint32_t i = providers_of(reg, contract_id).head; i != PPI_NO_SLOT;
-         i = slot_at(reg, i)->provider_next) {
+    EACH_PROVIDER(reg, contract_id, i) {
         if (!major_ok(reg, i, min_major)) continue;
         if (n < cap) out[n] = handle_of(reg, i);
         n++;
@@ -522,18 +535,11 @@ int32_t ppi_registry_handle_info(ppi_registry *reg, GuestContractHandle h, pp_sl
     return st;
 }
 
-/* The first published slot of a bundle (walk on with bundle_next). */
-static uint32_t published_head(const ppi_registry *reg, uint64_t bundle_id) {
-    const ppi_reg_bundle *rb = bundle_rec(reg, bundle_id);
-    return rb ? rb->published.head : PPI_NO_SLOT;
-}
-
 size_t ppi_registry_bundle_slots(ppi_registry *reg, uint64_t bundle_id, pp_slot_info *out,
                                  size_t cap) {
     size_t n = 0;
     ppi_rdlock(&reg->lock);
-    for (uint32_t i = published_head(reg, bundle_id); i != PPI_NO_SLOT;
-         i = slot_at(reg, i)->bundle_next) {
+    EACH_PUBLISHED(reg, bundle_id, i) {
         if (n < cap) fill_info(slot_at(reg, i), &out[n]);
         n++;
     }
@@ -649,9 +655,10 @@ bool ppi_registry_declares(ppi_registry *reg, uint64_t bundle_id, uint64_t contr
 bool ppi_registry_depends_on(ppi_registry *reg, uint64_t dependent, uint64_t provider) {
     bool found = false;
     ppi_rdlock(&reg->lock);
-    for (uint32_t i = published_head(reg, provider); i != PPI_NO_SLOT && !found;
-         i = slot_at(reg, i)->bundle_next)
+    EACH_PUBLISHED(reg, provider, i) {
         found = ppi_map_get(&reg->deps, dependent, slot_at(reg, i)->contract_id) != NULL;
+        if (found) break;
+    }
     ppi_rwunlock(&reg->lock);
     return found;
 }
@@ -660,8 +667,7 @@ size_t ppi_registry_dependents(ppi_registry *reg, uint64_t provider, uint64_t *o
                                size_t cap) {
     size_t n = 0;
     ppi_rdlock(&reg->lock);
-    for (uint32_t i = published_head(reg, provider); i != PPI_NO_SLOT;
-         i = slot_at(reg, i)->bundle_next) {
+    EACH_PUBLISHED(reg, provider, i) {
         const ppi_id_array *who = ppi_map_get_ptr(&reg->declarers,
                                                   slot_at(reg, i)->contract_id, 0);
         for (size_t k = 0; who && k < who->len; k++, n++)
@@ -772,8 +778,7 @@ void ppi_registry_count_instance(ppi_registry *reg, uint64_t contract_id, int64_
 int64_t ppi_registry_live_instances(ppi_registry *reg, uint64_t bundle_id) {
     int64_t total = 0;
     ppi_rdlock(&reg->lock);
-    for (uint32_t i = published_head(reg, bundle_id); i != PPI_NO_SLOT;
-         i = slot_at(reg, i)->bundle_next) {
+    EACH_PUBLISHED(reg, bundle_id, i) {
         uint64_t *live = ppi_map_get(&reg->counts, slot_at(reg, i)->contract_id, 0);
         if (live) total += (int64_t)*live;
     }
@@ -783,8 +788,7 @@ int64_t ppi_registry_live_instances(ppi_registry *reg, uint64_t bundle_id) {
 
 void ppi_registry_reset_counts(ppi_registry *reg, uint64_t bundle_id) {
     ppi_wrlock(&reg->lock);
-    for (uint32_t i = published_head(reg, bundle_id); i != PPI_NO_SLOT;
-         i = slot_at(reg, i)->bundle_next)
+    EACH_PUBLISHED(reg, bundle_id, i)
         ppi_map_remove(&reg->counts, slot_at(reg, i)->contract_id, 0);
     ppi_rwunlock(&reg->lock);
 }

@@ -248,22 +248,13 @@ def _free_runtime(ptr: Any, handle: Any) -> None:
 _scratch = threading.local()
 
 
-def _handle_out() -> Any:
-    """This thread's ``GuestContractHandle *`` scratch cell."""
-    try:
-        return _scratch.handle
-    except AttributeError:
-        _scratch.handle = cell = ffi.new("GuestContractHandle *")
-        return cell
-
-
-def _slot_info_out() -> Any:
-    """This thread's ``pp_slot_info *`` scratch cell."""
-    try:
-        return _scratch.info
-    except AttributeError:
-        _scratch.info = cell = ffi.new("pp_slot_info *")
-        return cell
+def _scratch_cell(ctype: str) -> Any:
+    """This thread's scratch cell of C type ``ctype`` (a pointer type)."""
+    cell = getattr(_scratch, ctype, None)
+    if cell is None:
+        cell = ffi.new(ctype)
+        setattr(_scratch, ctype, cell)
+    return cell
 
 
 _new_handle = tuple.__new__  # GuestContractHandle without its Python-level __new__
@@ -668,7 +659,7 @@ class Runtime:
 
     def _owner_of(self, handle: GuestContractHandle) -> int:
         """The bundle that registered the contract behind a live handle."""
-        info = _slot_info_out()
+        info = _scratch_cell("pp_slot_info *")
         if lib.pp_registry_handle_info(self._ptr(), handle, info, ffi.NULL) != 0:
             return int(self.registry().info(handle)["bundle_id"])  # raises why
         return int(info.bundle_id)
@@ -690,7 +681,7 @@ class Runtime:
     def _find(self, contract_id: int, min_major: int,
               spec: Optional[tuple[str, int]] = None) -> GuestContractHandle:
         """``pp_registry_find``; ``spec`` is the ``(name, major)`` asked for, if known."""
-        out = _handle_out()
+        out = _scratch_cell("GuestContractHandle *")
         if lib.pp_registry_find(self._ptr(), contract_id, min_major, out, ffi.NULL) == 0:
             return _new_handle(GuestContractHandle, (out.index, out.generation))
         err = new_error()  # again, for the reason
@@ -707,7 +698,7 @@ class Runtime:
 
     def _find_by_bundle(self, bundle_id: int, contract_id: int,
                         min_major: int) -> GuestContractHandle:
-        out = _handle_out()
+        out = _scratch_cell("GuestContractHandle *")
         rt = self._ptr()
         if lib.pp_registry_find_by_bundle(rt, bundle_id, contract_id, min_major, out,
                                           ffi.NULL) == 0:

@@ -346,21 +346,10 @@ class RegistryMachine(RuleBasedStateMachine):
         name = f"x{cid}@1" if clash == 0 else f"c{cid}@1"  # one in ten: an id collision
         self.check(f"reg {bundle} {cid} {name} {major} {plugin} {tag}")
 
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def begin(self, bundle: int) -> None:
-        self.check(f"begin {bundle}")
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def commit(self, bundle: int) -> None:
-        self.check(f"commit {bundle}")
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def abort(self, bundle: int) -> None:
-        self.check(f"abort {bundle}")
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def unload(self, bundle: int) -> None:
-        self.check(f"inval {bundle}")
+    @rule(op=st.sampled_from(["begin", "commit", "abort", "inval"]),
+          bundle=st.sampled_from(BUNDLES))
+    def window_or_unload(self, op: str, bundle: int) -> None:
+        self.check(f"{op} {bundle}")
 
     @rule(target=handles, cid=st.sampled_from(CIDS), floor=st.integers(0, 4))
     def find(self, cid: int, floor: int) -> object:
@@ -385,17 +374,14 @@ class RegistryMachine(RuleBasedStateMachine):
     def resolve_any(self, index: int, gen: int) -> None:
         self.check(f"look {index} {gen}")
 
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def bundle_slots(self, bundle: int) -> None:
-        self.check(f"slots {bundle}")
+    @rule(op=st.sampled_from(["slots", "live", "resetc", "drop"]),
+          bundle=st.sampled_from(BUNDLES))
+    def per_bundle(self, op: str, bundle: int) -> None:
+        self.check(f"{op} {bundle}")
 
     @rule(bundle=st.sampled_from(BUNDLES), cids=st.lists(st.sampled_from(CIDS), max_size=3))
     def declare(self, bundle: int, cids: list[int]) -> None:
         self.check(" ".join(["deps", str(bundle), *map(str, cids)]))
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def drop_deps(self, bundle: int) -> None:
-        self.check(f"drop {bundle}")
 
     @rule(a=st.sampled_from(BUNDLES), b=st.sampled_from(BUNDLES), cid=st.sampled_from(CIDS))
     def dependencies(self, a: int, b: int, cid: int) -> None:
@@ -406,14 +392,6 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(cid=st.sampled_from(CIDS), delta=st.sampled_from([1, 1, 2, -1, -3]))
     def count(self, cid: int, delta: int) -> None:
         self.check(f"count {cid} {delta}")
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def live(self, bundle: int) -> None:
-        self.check(f"live {bundle}")
-
-    @rule(bundle=st.sampled_from(BUNDLES))
-    def reset_counts(self, bundle: int) -> None:
-        self.check(f"resetc {bundle}")
 
     @invariant()
     def revision(self) -> None:
@@ -514,15 +492,21 @@ def test_long_run_under_asan_and_ubsan() -> None:
 # ── provider order and the major floor, spelled out ──────────────────────────
 
 
-def test_provider_order_and_major_floor(driver: Driver) -> None:
-    m = Model()
+def conversation(driver: Driver) -> Callable[[str], str]:
+    """``ask(command)``: the driver's answer, checked against a fresh model's."""
+    model = Model()
 
     def ask(command: str) -> str:
-        got, want = driver.ask(command), m.apply(command)
+        got, want = driver.ask(command), model.apply(command)
         assert got == want, (command, got, want)
         return got
 
     ask("reset")
+    return ask
+
+
+def test_provider_order_and_major_floor(driver: Driver) -> None:
+    ask = conversation(driver)
     x = 42
     # three providers, majors 1, 3, 2, in that order of registration
     assert ask(f"reg 1 {x} x@1 1 one 1") == "PP_OK 0"
@@ -557,14 +541,7 @@ def test_an_id_collision_published_through_a_window(driver: Driver) -> None:
     """Pending registrations are not checked against each other, so two names that
     share an id can both end up published (upstream lets this happen too); from then
     on a registration clashes with whichever of them has the other name."""
-    m = Model()
-
-    def ask(command: str) -> str:
-        got, want = driver.ask(command), m.apply(command)
-        assert got == want, (command, got, want)
-        return got
-
-    ask("reset")
+    ask = conversation(driver)
     ask("begin 1")
     assert ask("reg 1 5 a@1 1 p 1") == "PP_OK 0"   # pending: nobody sees it
     assert ask("reg 2 5 b@1 1 p 2") == "PP_OK 0"   # so `b` takes the id
