@@ -650,19 +650,26 @@ class Runtime:
         Raises :class:`PluginNotFound`, which names what is loaded that comes close.
         """
         name, major = _split_contract(name, major)
-        handle = self._find(guest_contract_id(name, major), major, (name, major))
+        cid, spec = guest_contract_id(name, major), (name, major)
+        handle = self._find(cid, major, spec)
         if signatures is None:
             m = self._manifests.get(self._owner_of(handle))
+            if m is None and self._owner_of(handle, raises=False) is None:
+                # unloaded between the lookup and now (its manifest goes after its
+                # contracts): whoever provides the contract now, or PluginNotFound
+                handle = self._find(cid, major, spec)
+                m = self._manifests.get(self._owner_of(handle))
             signatures = dict(m.signatures.get(f"{name}@{major}", {})) if m else {}
         return Contract(self, name, major, signatures, timeout=timeout, cancel=cancel,
                         _handle=handle)
 
-    def _owner_of(self, handle: GuestContractHandle) -> int:
-        """The bundle that registered the contract behind a live handle."""
+    def _owner_of(self, handle: GuestContractHandle, raises: bool = True) -> Optional[int]:
+        """The bundle that registered the contract behind a live handle; for a stale or
+        invalid one, the error (or None without ``raises``)."""
         info = _scratch_cell("pp_slot_info *")
-        if lib.pp_registry_handle_info(self._ptr(), handle, info, ffi.NULL) != 0:
-            return int(self.registry().info(handle)["bundle_id"])  # raises why
-        return int(info.bundle_id)
+        if lib.pp_registry_handle_info(self._ptr(), handle, info, ffi.NULL) == 0:
+            return int(info.bundle_id)
+        return int(self.registry().info(handle)["bundle_id"]) if raises else None
 
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""
