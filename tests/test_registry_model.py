@@ -552,3 +552,18 @@ def test_an_id_collision_published_through_a_window(driver: Driver) -> None:
     assert ask("inval 2") == "1"                   # `a` alone again
     assert ask("reg 3 5 a@1 1 p 3") == "PP_OK 0"
     assert ask("reg 4 5 b@1 1 p 4") == "PP_ERR_ID_COLLISION 1"
+
+
+# ── the hash map underneath ──────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_hash_map_against_an_array(driver_exe: Path, sanitize: bool) -> None:
+    """csrc/pp_map.c directly: random puts, overwrites, gets, removes and iterations
+    over key pairs (zero and all-ones halves included) while the map grows to
+    thousands of entries, shrinks and grows again, checked against a plain array."""
+    exe = _build(sanitize=True) if sanitize else driver_exe
+    ops = "60000" if sanitize else "400000"
+    got = batch(exe, [f"maptest {seed} {ops} 6000" for seed in (1, 19, 2**63 + 5)],
+                timeout=300)
+    assert len(got) == 3 and all(line.startswith("ok ") for line in got), got

@@ -27,6 +27,11 @@
  *   live B                         -> live instances of B's published contracts
  *   resetc B                       -> "ok"
  *   rev                            -> the revision counter
+ *   maptest SEED OPS KEYS          the registry's hash map (pp_map.c) against a plain
+ *                                  array: OPS random puts, overwrites, gets, removes and
+ *                                  iterations over KEYS distinct key pairs
+ *                                  -> "ok <final size> <final capacity>" or the first
+ *                                  disagreement
  *
  * Numbers are decimal uint64 (contract and bundle ids use the full range).
  */
@@ -170,6 +175,82 @@ static void do_info(GuestContractHandle h) {
                info.contract_name, info.plugin_name, info.version.major);
 }
 
+/* xorshift64*: the map test's random numbers, from a seed. */
+static uint64_t next_random(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void do_maptest(uint64_t seed, uint64_t ops, size_t nkeys) {
+    /* key pairs: half share k1 or k2 with a neighbour, some are all zero or all ones */
+    uint64_t (*keys)[2] = calloc(nkeys, sizeof *keys);
+    uint64_t *want = calloc(nkeys, sizeof *want);
+    bool *have = calloc(nkeys, sizeof *have);
+    size_t *seen = calloc(nkeys, sizeof *seen);
+    if (!keys || !want || !have || !seen) {
+        printf("oom\n");
+        return;
+    }
+    uint64_t rnd = seed | 1;
+    for (size_t i = 0; i < nkeys; i++) {
+        keys[i][0] = i % 3 == 0 ? i / 3 : next_random(&rnd);
+        keys[i][1] = i % 5 == 0 ? 0 : i % 5 == 1 ? UINT64_MAX : next_random(&rnd);
+    }
+    ppi_map m = {NULL, 0, 0};
+    size_t len = 0;
+    const char *bad = NULL;
+    uint64_t op = 0;
+    for (; op < ops && !bad; op++) {
+        size_t k = (size_t)(next_random(&rnd) % nkeys);
+        uint64_t roll = next_random(&rnd) % 100;
+        /* grow to about two thirds of the keys, then shrink to a few, then grow again */
+        bool shrinking = (op / (ops / 4 + 1)) % 2 == 1;
+        if (roll < (shrinking ? 15u : 45u)) {
+            uint64_t v = next_random(&rnd);
+            if (!ppi_map_put(&m, keys[k][0], keys[k][1], v)) bad = "put failed";
+            len += !have[k];
+            have[k] = true;
+            want[k] = v;
+        } else if (roll < 70) {
+            bool gone = ppi_map_remove(&m, keys[k][0], keys[k][1]);
+            if (gone != have[k]) bad = "remove disagrees";
+            len -= have[k];
+            have[k] = false;
+        } else if (roll < 99) {
+            uint64_t *v = ppi_map_get(&m, keys[k][0], keys[k][1]);
+            if ((v != NULL) != have[k] || (v && *v != want[k])) bad = "get disagrees";
+        } else { /* every entry once, each with its value */
+            memset(seen, 0, nkeys * sizeof *seen);
+            size_t pos = 0, n = 0;
+            for (ppi_map_entry *e; (e = ppi_map_next(&m, &pos)); n++) {
+                uint64_t *v = ppi_map_get(&m, e->k1, e->k2);
+                if (!v || *v != e->value) bad = "iteration disagrees with get";
+            }
+            if (n != len) bad = "iteration count";
+        }
+        if (!bad && m.len != len) bad = "size";
+        if (!bad && m.cap && (m.cap & (m.cap - 1))) bad = "capacity not a power of two";
+        if (!bad && m.len * 4 > m.cap * 3) bad = "fuller than 3/4";
+    }
+    for (size_t k = 0; k < nkeys && !bad; k++) {
+        uint64_t *v = ppi_map_get(&m, keys[k][0], keys[k][1]);
+        if ((v != NULL) != have[k] || (v && *v != want[k])) bad = "final contents";
+    }
+    if (bad)
+        printf("%s at op %" PRIu64 "\n", bad, op);
+    else
+        printf("ok %zu %zu\n", m.len, m.cap);
+    ppi_map_free(&m);
+    free(keys);
+    free(want);
+    free(have);
+    free(seen);
+}
+
 /* One command (already split into words); false for an unknown one. */
 static bool run(char **w, int n) {
     const char *c = w[0];
@@ -220,6 +301,8 @@ static bool run(char **w, int n) {
     } else if (!strcmp(c, "resetc") && n == 2) {
         ppi_registry_reset_counts(&reg, num(w[1]));
         printf("ok\n");
+    } else if (!strcmp(c, "maptest") && n == 4) {
+        do_maptest(num(w[1]), num(w[2]), (size_t)num(w[3]));
     } else if (!strcmp(c, "rev") && n == 1) {
         printf("%" PRIu64 "\n", (uint64_t)atomic_load(&reg.revision));
     } else {
