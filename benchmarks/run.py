@@ -26,7 +26,6 @@ import os
 import platform
 import resource
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,10 @@ class Params:
     bundles: int        # bundles loaded into one fresh runtime
     reloads: int        # reloads of one bundle
     imports: int        # fresh interpreters timing `import polyplug`, per repeat
+    scale_sizes: tuple[int, int, int]  # bundles loaded when lookups are timed (issue 19)
+    scale_c_calls: int  # C lookups per figure
+    scale_py_calls: int  # Python lookups per figure
+    scale_bundles: int  # bundles in the large runtime of the load-as-it-grows figures
     smoke: bool = False  # a smoke run: counts too small to judge the targets
     host_c_calls: int = 10_000_000  # guest → C host function calls per variant
     host_py_calls: int = 200_000    # guest → Python host function calls per variant
@@ -66,10 +69,13 @@ class Params:
 
 FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_000,
               thread_calls=5_000_000, py_calls=500_000, bundles=100, reloads=1000,
-              imports=10)
+              imports=10, scale_sizes=(10, 1000, 10_000), scale_c_calls=1_000_000,
+              scale_py_calls=20_000, scale_bundles=10_000)
 QUICK = Params(repeat=3, c_calls=1_000_000, alloc_calls=100_000, gc_calls=20_000,
                thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200,
-               imports=4, smoke=True, host_c_calls=1_000_000, host_py_calls=50_000)
+               imports=4, scale_sizes=(10, 100, 1000), scale_c_calls=200_000,
+               scale_py_calls=5_000, scale_bundles=1000, smoke=True, host_c_calls=1_000_000,
+               host_py_calls=50_000)
 
 
 # ── building ─────────────────────────────────────────────────────────────────
@@ -110,6 +116,7 @@ class Tools:
     bench_dispatch: Path
     bench_load: Path
     bench_hostfn: Path
+    bench_scale: Path
     alloc_count: Path
     bench_native: Path
     bench_loops_so: Path | None = None
@@ -135,6 +142,8 @@ def build(upstream: bool) -> Tools:
                                     cflags=[luajit_inc], out_dir=BUILD),
         bench_hostfn=cb.build_program("bench_hostfn", [c / "bench_hostfn.c", *common],
                                       out_dir=BUILD),
+        bench_scale=cb.build_program("bench_scale", [c / "bench_scale.c", *common],
+                                     cflags=[luajit_inc], out_dir=BUILD),
         alloc_count=_shared_object("alloc_count", [c / "alloc_count.c"], []),
         bench_native=cb.build_program("bench_native", [c / "bench_native.c"], out_dir=BUILD),
     )
@@ -159,15 +168,18 @@ def generate_bundles(count: int) -> None:
     template = (BUNDLE / "manifest.toml").read_text()
     base_id = str(_fnv1a64(b"bench"))
     assert 'name = "bench"' in template and base_id in template
+    sources = {lua.name: lua.read_bytes() for lua in BUNDLE.glob("*.lua")}
     for i in range(max(count, 2)):
         name = f"bench_{i:04d}"
         d = GENERATED / name
-        d.mkdir(parents=True, exist_ok=True)
-        for lua in BUNDLE.glob("*.lua"):
-            shutil.copyfile(lua, d / lua.name)
         text = template.replace('name = "bench"', f'name = "{name}"')
         text = text.replace(base_id, str(_fnv1a64(name.encode())))
-        (d / "manifest.toml").write_text(text)
+        files = {**sources, "manifest.toml": text.encode()}
+        if all((d / f).is_file() and (d / f).read_bytes() == data for f, data in files.items()):
+            continue  # current from an earlier run
+        d.mkdir(parents=True, exist_ok=True)
+        for f, data in files.items():
+            (d / f).write_bytes(data)
 
 
 # ── upstream venv ────────────────────────────────────────────────────────────
@@ -236,6 +248,7 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
                     ) -> list[Job]:
     bundle, gen = str(BUNDLE), str(GENERATED)
     py = sys.executable
+    sizes = ",".join(map(str, p.scale_sizes))
     preload = {"LD_PRELOAD": str(tools.alloc_count)}
     jobs = [
         Job("ours", "c-dispatch", [str(tools.bench_dispatch), bundle, "dispatch",
@@ -270,6 +283,14 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
                                  str(p.host_c_calls), str(r)]),
         Job("ours", "py-hostfn", [py, str(PY / "bench_ours.py"), "hostfn", str(HOSTFN_BUNDLE),
                                   str(p.host_py_calls), str(r)]),
+        Job("ours", "c-scale", [str(tools.bench_scale), "lookup", sizes, str(p.scale_c_calls),
+                                str(r)]),
+        Job("ours", "c-grow", [str(tools.bench_load), bundle, "grow", str(p.bundles),
+                               str(p.scale_bundles)]),
+        Job("ours", "py-scale", [py, str(PY / "bench_ours.py"), "scale", sizes,
+                                 str(p.scale_py_calls), str(r)]),
+        Job("ours", "py-grow", [py, str(PY / "bench_ours.py"), "grow", gen, str(p.bundles),
+                                str(p.scale_bundles)]),
     ]
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
@@ -356,6 +377,14 @@ def le(limit: float) -> Callable[[float, Ctx], bool]:
     return lambda m, ctx: m <= limit
 
 
+def vs_ours(k: str, factor: float) -> Callable[[float, Ctx], bool]:
+    """≤ factor × our own median of another key (the same figure at another size)."""
+    def check(m: float, ctx: Ctx) -> bool:
+        base = ctx.ours.get(k) or []
+        return bool(base) and m <= factor * statistics.median(base)
+    return check
+
+
 def vs_upstream(k: str, factor: float) -> Callable[[float, Ctx], bool | None]:
     """≤ factor × upstream's median of the same key; None (no verdict) without upstream."""
     def check(m: float, ctx: Ctx) -> bool | None:
@@ -373,6 +402,23 @@ def rows(p: Params) -> list[str | Row]:
     def two_x1_check(m: float, ctx: Ctx) -> bool:
         one = ctx.ours.get("threads.1") or []
         return bool(one) and m <= 1.2 * statistics.median(one)
+
+    small, mid, big = p.scale_sizes
+    many, few = p.scale_bundles, p.bundles
+
+    def lookups(what: str, prefix: str, judged: bool) -> list[str | Row]:
+        """first/last registered at each size; the largest size against the smallest."""
+        out: list[str | Row] = []
+        for size in p.scale_sizes:
+            for which in ("first", "last"):
+                k = f"{prefix}.{which}.{size}"
+                row = Row(f"{what}, {which} registered, {size:,} bundles", "ns", key(k),
+                          upstream=False)
+                if judged and size == big:
+                    row.target = f"≤ 1.2× {small} bundles"
+                    row.check = vs_ours(f"{prefix}.{which}.{small}", 1.2)
+                out.append(row)
+        return out
 
     return [
         f"C → vm.call, per call ({p.c_calls:,} calls per variant)",
@@ -502,6 +548,33 @@ def rows(p: Params) -> list[str | Row]:
             key("hostfn.py.sdk"), "≤ 1500", le(1500), upstream=False),
         Row("floor: C → a trivial cffi extern \"Python\" callback", "ns",
             key("hostfn.py.floor"), upstream=False),
+        Row(f"unload one bundle, C pp_runtime_unload ({few} loaded)", "ms", key("c.unload.ms"),
+            upstream=False),
+        f"Loading the last {few} of {many:,} bundles into one runtime, in turns with the "
+        f"first {few} into another (median load)",
+        Row(f"load one bundle, Python load_bundle(path), bundles {many - few:,}–{many:,}",
+            "ms", key("py.grow.large.ms"), f"≤ 1.1× bundles 0–{few}",
+            vs_ours("py.grow.small.ms", 1.1), upstream=False),
+        Row(f"load one bundle, Python load_bundle(path), bundles 0–{few} (in turns)", "ms",
+            key("py.grow.small.ms"), upstream=False),
+        Row(f"load one bundle, C pp_runtime_load, bundles {many - few:,}–{many:,}", "ms",
+            key("c.grow.large.ms"), f"≤ 1.1× bundles 0–{few}", vs_ours("c.grow.small.ms", 1.1),
+            upstream=False),
+        Row(f"load one bundle, C pp_runtime_load, bundles 0–{few} (in turns)", "ms",
+            key("c.grow.small.ms"), upstream=False),
+        Row(f"RSS per bundle, Python load_bundle(path), {many - few:,} bundles", "KiB",
+            key("py.grow.rss_kib"), f"≤ 1.1× {few} bundles", vs_ours("py.load.path.rss_kib", 1.1),
+            upstream=False),
+        Row(f"RSS per bundle, C pp_runtime_load, {many - few:,} bundles", "KiB",
+            key("c.grow.rss_kib"), f"≤ 1.1× {few} bundles", vs_ours("c.load.rss_kib", 1.1),
+            upstream=False),
+        Row(f"unload one bundle, C pp_runtime_unload, {many:,} loaded", "ms",
+            key("c.grow.unload.ms"), upstream=False),
+        f"Lookups as bundles are added ({small:,} / {mid:,} / {big:,} bundles, a contract "
+        f"each; {p.scale_c_calls:,} C and {p.scale_py_calls:,} Python lookups per figure)",
+        *lookups("C HostApi.find_guest_contract", "c.find", judged=True),
+        *lookups("Python rt.contract(name, 1)", "py.contract", judged=True),
+        *lookups("Python rt.registry().find(id, 1)", "py.find", judged=False),
         f"Import (fastest of {p.imports} fresh interpreters, bytecode cached)",
         Row("import polyplug", "ms", key("py.import.ms"), "≤ 20", le(20)),
         Row("floor: import typing, enum, dataclasses, struct, weakref", "ms",
@@ -632,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     cpu_start = cpu_seconds()
     tools = build(opts.upstream)
-    generate_bundles(p.bundles)
+    generate_bundles(max(p.bundles, p.scale_bundles))
     upstream_env = ensure_upstream() if opts.upstream else None
 
     results = Results()

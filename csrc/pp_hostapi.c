@@ -409,9 +409,7 @@ static ArrayDependencyInfo host_get_dependencies(const HostApi *self) {
     uint64_t bundle = ppi_current_init_bundle(rt);
     if (bundle == 0) return arr;
     ppi_mutex_lock(&rt->lock);
-    const ppi_bundle *b = NULL;
-    for (size_t i = 0; i < rt->bundles_len && !b; i++)
-        if (rt->bundles[i].id == bundle) b = &rt->bundles[i];
+    const ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle);
     if (b && b->deps_len) {
         DependencyInfo *items = host_alloc_array(self, b->deps_len * sizeof *items, arr.align);
         if (items) {

@@ -124,6 +124,47 @@ int32_t ppi_check_entry_path(const char *dir, StringView file, StringView bundle
 /* Growable array helper: ensure room for `need` elements of `elem` bytes. */
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem);
 
+/* ── hash maps (pp_map.c) ──────────────────────────────────────────────────── */
+
+/*
+ * A map from a pair of 64-bit keys (ids, pairs of ids, pointers; any bit pattern,
+ * zero included) to a 64-bit value: open addressing, O(1) expected per operation.
+ * Its owner's lock guards it.  A value pointer from ppi_map_get stays valid until
+ * the next put, reserve or remove.
+ */
+typedef struct ppi_map_entry {
+    uint64_t tag; /* 0: empty, else the hash of the keys */
+    uint64_t k1, k2;
+    uint64_t value;
+} ppi_map_entry;
+
+typedef struct ppi_map {
+    ppi_map_entry *items;
+    size_t len, cap; /* cap: 0 or a power of two */
+} ppi_map;
+
+/* The value stored for (k1, k2), or NULL. */
+uint64_t *ppi_map_get(const ppi_map *m, uint64_t k1, uint64_t k2);
+/* Room for `extra` more keys: that many puts of new keys cannot fail. */
+bool ppi_map_reserve(ppi_map *m, size_t extra);
+/* Insert or overwrite; false (map unchanged) when out of memory. */
+bool ppi_map_put(ppi_map *m, uint64_t k1, uint64_t k2, uint64_t value);
+/* False when the key was not there. */
+bool ppi_map_remove(ppi_map *m, uint64_t k1, uint64_t k2);
+/* Iteration: the next entry from *pos on (0 to start), or NULL at the end.  The map
+ * must not change while it is iterated. */
+ppi_map_entry *ppi_map_next(const ppi_map *m, size_t *pos);
+void ppi_map_free(ppi_map *m);
+
+/* Maps whose values are pointers. */
+static inline void *ppi_map_get_ptr(const ppi_map *m, uint64_t k1, uint64_t k2) {
+    uint64_t *v = ppi_map_get(m, k1, k2);
+    return v ? (void *)(uintptr_t)*v : NULL;
+}
+static inline bool ppi_map_put_ptr(ppi_map *m, uint64_t k1, uint64_t k2, void *p) {
+    return ppi_map_put(m, k1, k2, (uint64_t)(uintptr_t)p);
+}
+
 /* ── locks (pp_lock.c) ─────────────────────────────────────────────────────── */
 
 /*
@@ -338,12 +379,19 @@ typedef struct ppi_iface {
 /* SURVIVING is a transient mark used only inside ppi_registry_commit_window. */
 enum { PPI_SLOT_EMPTY = 0, PPI_SLOT_PUBLISHED = 1, PPI_SLOT_PENDING = 2, PPI_SLOT_SURVIVING = 3 };
 
+/* The end of a slot list, and "no slot". */
+#define PPI_NO_SLOT UINT32_MAX
+
 typedef struct ppi_slot {
     /* read without the lock by ppi_registry_lookup */
     _Atomic(ppi_iface *) published; /* NULL unless the slot is PUBLISHED */
     _Atomic uint32_t generation;    /* bumped every time the slot is vacated */
     /* the rest: reg->lock */
     uint32_t state;
+    /* neighbours in the owner bundle's list (its published slots, or its pending
+     * ones) and in the contract's provider list (published slots only) */
+    uint32_t bundle_prev, bundle_next;
+    uint32_t provider_prev, provider_next;
     ppi_iface *block;               /* the slot's registration (also while PENDING) */
     uint64_t bundle_id;
     uint64_t contract_id;
@@ -355,31 +403,48 @@ typedef struct ppi_slot {
 enum { PPI_SLOT_CHUNK_BITS = 8, PPI_SLOT_CHUNK = 1u << PPI_SLOT_CHUNK_BITS,
        PPI_SLOT_CHUNKS = 16384 };
 
-typedef struct ppi_dep_entry {
-    uint64_t bundle_id;
-    uint64_t contract_id;
-} ppi_dep_entry;
+/* A doubly linked list of slots, oldest first. */
+typedef struct ppi_slot_list {
+    uint32_t head, tail;
+} ppi_slot_list;
 
-typedef struct ppi_count_entry {
-    uint64_t contract_id;
-    int64_t live;
-} ppi_count_entry;
+/* What the registry knows about one bundle (or the host, bundle 0).  It exists while
+ * the bundle has a slot, a declared dependency or an open window. */
+typedef struct ppi_reg_bundle {
+    ppi_slot_list published; /* in publication order */
+    ppi_slot_list pending;   /* registrations inside the open window */
+    uint64_t *deps;          /* declared dependency contract ids, each once */
+    size_t deps_len, deps_cap;
+    bool window;             /* a load or reload window is open */
+} ppi_reg_bundle;
 
+/* A set of bundle ids in an array (the bundles that declared one contract). */
+typedef struct ppi_id_array {
+    uint64_t *ids;
+    size_t len, cap;
+} ppi_id_array;
+
+/*
+ * Every lookup is O(1) expected, every walk is over what it asks for: a contract's
+ * providers, a bundle's slots, a contract's declarers.  Nothing walks all slots or
+ * all bundles except the destructor.
+ */
 typedef struct ppi_registry {
     pthread_rwlock_t lock;
     /* slots live in fixed chunks that never move (lock-free lookup) */
     ppi_slot *chunks[PPI_SLOT_CHUNKS];
     _Atomic uint32_t slots_len;
-    uint32_t free_hint; /* no empty slot below this index */
-    uint32_t *index; /* published slots in publication order */
-    size_t index_len, index_cap;
-    ppi_iface *blocks; /* every interface block ever published */
-    ppi_dep_entry *deps; /* declared dependencies per bundle */
-    size_t deps_len, deps_cap;
-    uint64_t *windows; /* bundles inside a load or reload window */
-    size_t windows_len, windows_cap;
-    ppi_count_entry *counts; /* live stateful instances per contract id */
-    size_t counts_len, counts_cap;
+    uint32_t *free_slots; /* min-heap of the empty slots below slots_len */
+    size_t free_len, free_cap;
+    ppi_iface *blocks;   /* every interface block ever published */
+    ppi_map providers;   /* contract id → ppi_slot_list of its published slots */
+    ppi_map mixed;       /* contract ids whose providers disagree on the contract name
+                          * (an id collision published through a window): present or not */
+    ppi_map pairs;       /* (bundle id, contract id) → published << 32 | pending slot */
+    ppi_map bundles;     /* bundle id → ppi_reg_bundle * */
+    ppi_map deps;        /* (bundle id, contract id) declared → index in its declarers */
+    ppi_map declarers;   /* contract id → ppi_id_array * of the bundles declaring it */
+    ppi_map counts;      /* contract id → live stateful instances (absent: none) */
     _Atomic uint64_t revision;
 } ppi_registry;
 
@@ -408,9 +473,15 @@ void ppi_registry_drop_deps(ppi_registry *reg, uint64_t bundle_id);
 bool ppi_registry_declares(ppi_registry *reg, uint64_t bundle_id, uint64_t contract_id);
 /* Does `dependent` declare a dependency on any contract `provider` publishes? */
 bool ppi_registry_depends_on(ppi_registry *reg, uint64_t dependent, uint64_t provider);
+/* The bundles that declared a dependency on a contract `provider` publishes (the
+ * provider itself included if it did; an id repeats once per such contract): fills
+ * up to `cap`, returns the total. */
+size_t ppi_registry_dependents(ppi_registry *reg, uint64_t provider, uint64_t *out,
+                               size_t cap);
 /* Load and reload windows: registrations of `bundle_id` stay pending (invisible)
- * until commit publishes them all at once; abort drops them. */
-void ppi_registry_begin_window(ppi_registry *reg, uint64_t bundle_id);
+ * until commit publishes them all at once; abort drops them.  Begin fails only when
+ * memory runs out. */
+bool ppi_registry_begin_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_abort_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_commit_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_count_instance(ppi_registry *reg, uint64_t contract_id, int64_t delta);
@@ -443,6 +514,7 @@ typedef struct ppi_bundle {
     char **dep_contracts;
     size_t deps_len;
     bool needs_reinit_on_dep_reload;
+    struct ppi_bundle *prev, *next; /* the runtime's bundles, in load order */
 } ppi_bundle;
 
 typedef struct ppi_host_contract {
@@ -480,8 +552,9 @@ struct pp_runtime {
     pthread_mutex_t lock;
     pp_loader **loaders;
     size_t loaders_len, loaders_cap;
-    ppi_bundle *bundles;
-    size_t bundles_len, bundles_cap;
+    ppi_bundle *first, *last; /* loaded bundles, oldest first */
+    ppi_map bundles;          /* bundle id → ppi_bundle * */
+    size_t manifest_bundles;  /* how many of them have a manifest */
     ppi_host_contract *host_contracts;
     size_t host_contracts_len, host_contracts_cap;
     char *last_error;
@@ -511,6 +584,8 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
 /* Drop the bookkeeping entry of a bundle without callbacks; returns the loader
  * reference it held (or NULL). */
 pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id);
+/* The bookkeeping entry of a loaded bundle, or NULL; rt->lock held. */
+ppi_bundle *ppi_runtime_bundle_locked(pp_runtime *rt, uint64_t bundle_id);
 void ppi_fill_host_api(HostApi *api, pp_runtime *rt);
 /* HostApi.register_guest_contract with the reason in `e` (for the runtime's own
  * loaders: no shared last-error channel in between). */

@@ -62,9 +62,7 @@ static lua_bundle *bundle_new(lua_loader *ld, pp_runtime *rt, uint64_t id, const
 
 /* Loader lock held. */
 static lua_bundle *bundle_find(lua_loader *ld, pp_runtime *rt, uint64_t id) {
-    for (lua_bundle *b = ld->bundles; b; b = b->next)
-        if (b->rt == rt && b->id == id) return b;
-    return NULL;
+    return ppi_map_get_ptr(&ld->bundles, (uint64_t)(uintptr_t)rt, id);
 }
 
 static lua_contract *contract_find(lua_contract *list, const char *name, uint32_t major) {
@@ -197,6 +195,12 @@ static int32_t load_first(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     if (st == PP_OK) st = records_for(b, &res, &fresh, bundle, err);
     if (st == PP_OK) st = register_all(b, &res, fresh, bundle, err);
     pp_runtime_end_init(rt);
+    if (st == PP_OK) {
+        ppi_mutex_lock(&ld->lock);
+        if (!ppi_map_put_ptr(&ld->bundles, (uint64_t)(uintptr_t)rt, m->id, b))
+            st = ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, NULL, "out of memory");
+        ppi_mutex_unlock(&ld->lock);
+    }
     if (st != PP_OK) {
         /* nothing was published (the runtime's load window), so nobody can reach the
          * records or the VM: free them now, close the VM once no lock is held */
@@ -210,10 +214,6 @@ static int32_t load_first(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     res.L = NULL;
     b->memory_snapshot = ppi_lua_vm_memory(b->L);
     ppi_lua_init_result_free(&res, false);
-    ppi_mutex_lock(&ld->lock);
-    b->next = ld->bundles;
-    ld->bundles = b;
-    ppi_mutex_unlock(&ld->lock);
     return PP_OK;
 }
 
@@ -319,18 +319,10 @@ static int32_t loader_reload(void *self, pp_runtime *rt, const pp_manifest *m, p
 static void loader_unload(void *self, pp_runtime *rt, uint64_t bundle_id) {
     lua_loader *ld = self;
     ppi_mutex_lock(&ld->lock);
-    lua_bundle **pp = &ld->bundles, *b = NULL;
-    while (*pp) {
-        if ((*pp)->rt == rt && (*pp)->id == bundle_id) {
-            b = *pp;
-            *pp = b->next;
-            break;
-        }
-        pp = &(*pp)->next;
-    }
+    lua_bundle *b = bundle_find(ld, rt, bundle_id);
+    if (b) ppi_map_remove(&ld->bundles, (uint64_t)(uintptr_t)rt, bundle_id);
     ppi_mutex_unlock(&ld->lock);
     if (!b) return;
-    b->next = NULL;
     ppi_lua_retire(b);
     ppi_runtime_bury(rt, b, bundle_free);
 }
@@ -356,13 +348,13 @@ static void lua_loader_destroy(void *self) {
     /* every runtime unloads its bundles before it lets go of its loaders, so the list
      * is empty here; anything left is a direct pp_loader_load into a runtime that was
      * never freed, and is freed with its VM */
-    lua_bundle *b = ld->bundles;
-    while (b) {
-        lua_bundle *next = b->next;
+    size_t pos = 0;
+    for (ppi_map_entry *e; (e = ppi_map_next(&ld->bundles, &pos));) {
+        lua_bundle *b = (lua_bundle *)(uintptr_t)e->value;
         if (b->L) ppi_lua_vm_close(b->rt, b->L);
         bundle_free(b);
-        b = next;
     }
+    ppi_map_free(&ld->bundles);
     pthread_mutex_destroy(&ld->lock);
     free(ld);
 }

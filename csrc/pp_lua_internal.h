@@ -62,12 +62,11 @@ typedef struct lua_bundle {
     uint64_t memory_limit;
     _Atomic int64_t memory_snapshot; /* GC heap bytes at the last idle query */
     lua_contract *contracts;  /* live and retired records */
-    struct lua_bundle *next;
 } lua_bundle;
 
 typedef struct lua_loader {
     pthread_mutex_t lock; /* leaf: guards `bundles` */
-    lua_bundle *bundles;  /* loaded bundles, every runtime */
+    ppi_map bundles;      /* loaded bundles of every runtime: (runtime, id) → lua_bundle * */
     pp_lua_config config;
 } lua_loader;
 

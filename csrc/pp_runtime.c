@@ -29,7 +29,10 @@ static void bundle_free_fields(ppi_bundle *b) {
     for (size_t i = 0; i < b->deps_len; i++) free(b->dep_contracts[i]);
     free(b->dep_contracts);
     free(b->deps);
+    ppi_bundle *prev = b->prev, *next = b->next; /* the list links stay */
     memset(b, 0, sizeof *b);
+    b->prev = prev;
+    b->next = next;
 }
 
 /* Deep-copy the parts of a manifest the runtime keeps (reload cascade, listings). */
@@ -97,17 +100,15 @@ static bool bundle_clone(ppi_bundle *dst, const ppi_bundle *src) {
     return ok;
 }
 
-static ppi_bundle *bundle_find_locked(pp_runtime *rt, uint64_t id) {
-    for (size_t i = 0; i < rt->bundles_len; i++)
-        if (rt->bundles[i].id == id) return &rt->bundles[i];
-    return NULL;
+ppi_bundle *ppi_runtime_bundle_locked(pp_runtime *rt, uint64_t bundle_id) {
+    return ppi_map_get_ptr(&rt->bundles, bundle_id, 0);
 }
 
 int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
                           const pp_manifest *m, pp_error *err) {
     int32_t st = PP_OK;
     ppi_mutex_lock(&rt->lock);
-    ppi_bundle *have = bundle_find_locked(rt, bundle_id);
+    ppi_bundle *have = ppi_runtime_bundle_locked(rt, bundle_id);
     if (have) {
         st = ppi_fail(err, PP_ERR_ALREADY_LOADED, have->name ? have->name : "", NULL, NULL,
                       "bundle `%s` (id 0x%016llx) is already loaded in this runtime; unload "
@@ -115,21 +116,23 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
                       have->name ? have->name : "?", (unsigned long long)bundle_id);
         goto out;
     }
-    if (!ppi_grow((void **)&rt->bundles, &rt->bundles_cap, rt->bundles_len + 1,
-                  sizeof rt->bundles[0])) {
+    ppi_bundle *b = calloc(1, sizeof *b);
+    if (!b || (m && !bundle_copy_manifest(b, m)) ||
+        !ppi_map_put_ptr(&rt->bundles, bundle_id, 0, b)) {
+        if (b) bundle_free_fields(b);
+        free(b);
         st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
         goto out;
     }
-    ppi_bundle *b = &rt->bundles[rt->bundles_len];
-    memset(b, 0, sizeof *b);
     b->id = bundle_id;
-    if (m && !bundle_copy_manifest(b, m)) {
-        bundle_free_fields(b);
-        st = ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
-        goto out;
-    }
     b->loader = pp_loader_retain(loader);
-    rt->bundles_len++;
+    b->prev = rt->last;
+    if (rt->last)
+        rt->last->next = b;
+    else
+        rt->first = b;
+    rt->last = b;
+    if (b->has_manifest) rt->manifest_bundles++;
 out:
     ppi_mutex_unlock(&rt->lock);
     return st;
@@ -137,14 +140,22 @@ out:
 
 /* Remove the bookkeeping entry; returns the loader reference it held (or NULL). */
 pp_loader *ppi_runtime_forget(pp_runtime *rt, uint64_t bundle_id) {
-    pp_loader *loader = NULL;
     ppi_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->bundles_len; i++) {
-        if (rt->bundles[i].id != bundle_id) continue;
-        loader = rt->bundles[i].loader;
-        bundle_free_fields(&rt->bundles[i]);
-        rt->bundles[i] = rt->bundles[--rt->bundles_len];
-        break;
+    ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle_id);
+    pp_loader *loader = b ? b->loader : NULL;
+    if (b) {
+        ppi_map_remove(&rt->bundles, bundle_id, 0);
+        if (b->prev)
+            b->prev->next = b->next;
+        else
+            rt->first = b->next;
+        if (b->next)
+            b->next->prev = b->prev;
+        else
+            rt->last = b->prev;
+        if (b->has_manifest) rt->manifest_bundles--;
+        bundle_free_fields(b);
+        free(b);
     }
     ppi_mutex_unlock(&rt->lock);
     return loader;
@@ -323,8 +334,11 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
     if (st != PP_OK) goto out;
     ppi_registry_declare_deps(&rt->reg, m->id, m);
     /* the load window: nothing is visible until everything registered */
-    ppi_registry_begin_window(&rt->reg, m->id);
-    st = loader->vt->load(loader->self, rt, m, src, err);
+    if (!ppi_registry_begin_window(&rt->reg, m->id))
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, name, NULL, NULL,
+                      "loading bundle `%s`: out of memory", name);
+    else
+        st = loader->vt->load(loader->self, rt, m, src, err);
     if (st != PP_OK) {
         /* a failed load registers nothing and was never visible: drop it and forget it
          * (the loader retired its VM; nobody can be calling into it) */
@@ -334,7 +348,7 @@ int32_t pp_runtime_load(pp_runtime *rt, const pp_manifest *m, const pp_source *s
         goto out;
     }
     ppi_mutex_lock(&rt->lock);
-    bool still_there = bundle_find_locked(rt, m->id) != NULL;
+    bool still_there = ppi_runtime_bundle_locked(rt, m->id) != NULL;
     ppi_mutex_unlock(&rt->lock);
     if (!still_there) {
         /* unloaded while it was loading (its own init, or a callback, unloaded it):
@@ -367,70 +381,93 @@ failed:
 
 /* ── reload ────────────────────────────────────────────────────────────────── */
 
-typedef struct visit_set {
-    uint64_t *ids;
-    size_t len, cap;
-} visit_set;
-
-static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visited,
+static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, ppi_map *visited,
                           pp_error *err);
+
+/* The ids of the bundles that declared a dependency on a contract `provider`
+ * publishes, each once, in `*ids` (malloc'd); returns how many, 0 when out of memory
+ * too.  No leaf lock may be held. */
+static size_t registry_dependents(pp_runtime *rt, uint64_t provider, uint64_t **ids) {
+    *ids = NULL;
+    size_t n = ppi_registry_dependents(&rt->reg, provider, NULL, 0);
+    for (;;) {
+        if (n == 0) return 0;
+        free(*ids);
+        *ids = malloc(n * sizeof **ids);
+        if (!*ids) return 0;
+        size_t got = ppi_registry_dependents(&rt->reg, provider, *ids, n);
+        if (got <= n) {
+            n = got;
+            break;
+        }
+        n = got; /* grew meanwhile: ask again */
+    }
+    /* an id repeats once per contract it declared: keep the first of each */
+    ppi_map seen = {NULL, 0, 0};
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ppi_map_get(&seen, (*ids)[i], 0)) continue;
+        if (!ppi_map_put(&seen, (*ids)[i], 0, 1)) {
+            len = 0;
+            break;
+        }
+        (*ids)[len++] = (*ids)[i];
+    }
+    ppi_map_free(&seen);
+    return len;
+}
 
 /* Reload every stored bundle that opted in and depends on `provider`, by name. */
 static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *provider_name,
-                              visit_set *visited) {
+                              ppi_map *visited) {
     for (;;) {
-        /* pick the next not-yet-visited opted-in dependent with the smallest name */
+        /* pick the next not-yet-visited opted-in dependent with the smallest name
+         * (asked afresh each time: a reload may load or unload bundles) */
+        uint64_t *ids;
+        size_t n = registry_dependents(rt, provider, &ids);
         ppi_bundle copy;
         memset(&copy, 0, sizeof copy);
         bool found = false;
         ppi_mutex_lock(&rt->lock);
         const ppi_bundle *best = NULL;
-        for (size_t i = 0; i < rt->bundles_len; i++) {
-            const ppi_bundle *b = &rt->bundles[i];
-            if (b->id == provider || !b->has_manifest || !b->needs_reinit_on_dep_reload) continue;
-            bool seen = false;
-            for (size_t k = 0; k < visited->len && !seen; k++) seen = visited->ids[k] == b->id;
-            if (seen) continue;
+        for (size_t i = 0; i < n; i++) {
+            const ppi_bundle *b = ppi_runtime_bundle_locked(rt, ids[i]);
+            if (!b || b->id == provider || !b->has_manifest || !b->needs_reinit_on_dep_reload ||
+                ppi_map_get(visited, b->id, 0))
+                continue;
             if (!best || strcmp(b->name, best->name) < 0) best = b;
         }
         if (best) found = bundle_clone(&copy, best);
         ppi_mutex_unlock(&rt->lock);
+        free(ids);
         if (!best) return;
-        if (!found) {
+        if (!found || !ppi_map_put(visited, copy.id, 0, 1)) {
             bundle_free_fields(&copy);
             return;
         }
-        if (ppi_grow((void **)&visited->ids, &visited->cap, visited->len + 1, sizeof(uint64_t)))
-            visited->ids[visited->len++] = copy.id;
-        else {
-            bundle_free_fields(&copy);
-            return;
-        }
-        if (ppi_registry_depends_on(&rt->reg, copy.id, provider)) {
-            pp_manifest dm;
-            StringView *prov = calloc(copy.provides_len + 1, sizeof *prov);
-            if (prov) {
-                bundle_as_manifest(&copy, &dm, prov);
-                pp_error e;
-                pp_error_clear(&e);
-                if (reload_one(rt, &dm, visited, &e) != PP_OK)
-                    ppi_logf(rt, LogLevel_Warn, "reload",
-                             "cascade reload of dependent bundle '%s' failed after '%s' "
-                             "reloaded: %s",
-                             copy.name, provider_name, e.message);
-                free(prov);
-            }
+        pp_manifest dm;
+        StringView *prov = calloc(copy.provides_len + 1, sizeof *prov);
+        if (prov) {
+            bundle_as_manifest(&copy, &dm, prov);
+            pp_error e;
+            pp_error_clear(&e);
+            if (reload_one(rt, &dm, visited, &e) != PP_OK)
+                ppi_logf(rt, LogLevel_Warn, "reload",
+                         "cascade reload of dependent bundle '%s' failed after '%s' "
+                         "reloaded: %s",
+                         copy.name, provider_name, e.message);
+            free(prov);
         }
         bundle_free_fields(&copy);
     }
 }
 
-static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visited,
+static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, ppi_map *visited,
                           pp_error *err) {
     char name[256];
     ppi_view_copy(name, sizeof name, m->name);
     ppi_mutex_lock(&rt->lock);
-    ppi_bundle *b = bundle_find_locked(rt, m->id);
+    ppi_bundle *b = ppi_runtime_bundle_locked(rt, m->id);
     bool loaded = b != NULL;
     pp_loader *loader = pp_loader_retain(loader_find_locked(rt, m->loader));
     ppi_mutex_unlock(&rt->lock);
@@ -464,8 +501,11 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
                  "build's functions receive the old build's instance data). Proceeding "
                  "anyway.",
                  name, (long long)live);
-    ppi_registry_begin_window(&rt->reg, m->id);
-    st = loader->vt->reload(loader->self, rt, m, err);
+    if (!ppi_registry_begin_window(&rt->reg, m->id))
+        st = ppi_fail(err, PP_ERR_NO_MEMORY, name, NULL, NULL,
+                      "reloading bundle `%s`: out of memory", name);
+    else
+        st = loader->vt->reload(loader->self, rt, m, err);
     if (st != PP_OK) {
         ppi_registry_abort_window(&rt->reg, m->id);
         fire_phase(rt, ReloadPhaseType_Failed, m->id, name, err ? err->message : "reload failed");
@@ -475,13 +515,15 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
     ppi_registry_reset_counts(&rt->reg, m->id);
     /* keep the stored manifest current (upstream leaves the old one) */
     ppi_mutex_lock(&rt->lock);
-    b = bundle_find_locked(rt, m->id);
+    b = ppi_runtime_bundle_locked(rt, m->id);
     if (b) {
         ppi_bundle fresh;
         memset(&fresh, 0, sizeof fresh);
         if (bundle_copy_manifest(&fresh, m)) {
             fresh.id = b->id;
             fresh.loader = b->loader;
+            fresh.prev = b->prev;
+            fresh.next = b->next;
             b->loader = NULL;
             bundle_free_fields(b);
             *b = fresh;
@@ -490,8 +532,7 @@ static int32_t reload_one(pp_runtime *rt, const pp_manifest *m, visit_set *visit
         }
     }
     ppi_mutex_unlock(&rt->lock);
-    if (ppi_grow((void **)&visited->ids, &visited->cap, visited->len + 1, sizeof(uint64_t)))
-        visited->ids[visited->len++] = m->id;
+    ppi_map_put(visited, m->id, 0, 1);
     reload_dependents(rt, m->id, name, visited);
     fire_phase(rt, ReloadPhaseType_Reloaded, m->id, name, NULL);
 out:
@@ -513,9 +554,9 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
         if (atomic_load(&rt->closed)) {
             st = ppi_closed_error(err, "reload_bundle");
         } else {
-            visit_set visited = {NULL, 0, 0};
+            ppi_map visited = {NULL, 0, 0};
             st = reload_one(rt, m, &visited, err);
-            free(visited.ids);
+            ppi_map_free(&visited);
         }
         ppi_ops_unlock(rt);
     }
@@ -525,37 +566,28 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
 
 /* ── unload ────────────────────────────────────────────────────────────────── */
 
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* The names of the other loaded bundles that declared a dependency on `bundle_id`,
  * sorted, as `"a", "b"` into `out`; returns how many.  Runs under the flow lock, so
- * the bundle list cannot change; names are copied before the registry is asked
+ * the bundle list cannot change; the registry is asked before rt->lock is taken
  * (leaf locks never nest). */
 static size_t dependents_of(pp_runtime *rt, uint64_t bundle_id, char *out, size_t cap) {
-    ppi_mutex_lock(&rt->lock);
-    size_t n = rt->bundles_len;
-    uint64_t *ids = calloc(n + 1, sizeof *ids);
+    uint64_t *ids;
+    size_t n = registry_dependents(rt, bundle_id, &ids);
     char **names = calloc(n + 1, sizeof *names);
-    size_t len = 0;
-    for (size_t i = 0; ids && names && i < n; i++) {
-        const ppi_bundle *o = &rt->bundles[i];
-        if (o->id == bundle_id || !o->has_manifest) continue;
-        ids[len] = o->id;
-        names[len] = ppi_strdup(o->name ? o->name : "");
-        if (names[len]) len++;
+    size_t ndep = 0;
+    ppi_mutex_lock(&rt->lock);
+    for (size_t i = 0; names && i < n; i++) {
+        const ppi_bundle *o = ppi_runtime_bundle_locked(rt, ids[i]);
+        if (!o || o->id == bundle_id || !o->has_manifest) continue;
+        names[ndep] = ppi_strdup(o->name ? o->name : "");
+        if (names[ndep]) ndep++;
     }
     ppi_mutex_unlock(&rt->lock);
-    size_t ndep = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (ppi_registry_depends_on(&rt->reg, ids[i], bundle_id))
-            names[ndep++] = names[i];
-        else
-            free(names[i]);
-    }
-    for (size_t i = 1; i < ndep; i++)
-        for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
-            char *t = names[k];
-            names[k] = names[k - 1];
-            names[k - 1] = t;
-        }
+    if (ndep > 1) qsort(names, ndep, sizeof *names, compare_names);
     size_t off = 0;
     out[0] = '\0';
     for (size_t i = 0; i < ndep; i++) {
@@ -602,7 +634,7 @@ int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
         goto out;
     }
     ppi_mutex_lock(&rt->lock);
-    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
+    ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle_id);
     if (b && b->name) ppi_strlcpy(name, sizeof name, b->name);
     bool found = b != NULL;
     ppi_mutex_unlock(&rt->lock);
@@ -664,7 +696,7 @@ void pp_runtime_set_path_hooks(pp_runtime *rt, pp_path_hook load, pp_path_hook r
 int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id) {
     if (!rt) return -1;
     ppi_mutex_lock(&rt->lock);
-    ppi_bundle *b = bundle_find_locked(rt, bundle_id);
+    ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle_id);
     pp_loader *loader = b ? pp_loader_retain(b->loader) : NULL;
     ppi_mutex_unlock(&rt->lock);
     int64_t n = -1;
@@ -677,13 +709,20 @@ size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap) {
     if (!rt) return 0;
     size_t n = 0;
     ppi_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->bundles_len; i++) {
-        if (!rt->bundles[i].has_manifest) continue;
-        if (out && n < cap) out[n] = rt->bundles[i].id;
-        n++;
-    }
+    for (const ppi_bundle *b = out ? rt->first : NULL; b && n < cap; b = b->next)
+        if (b->has_manifest) out[n++] = b->id;
+    n = rt->manifest_bundles;
     ppi_mutex_unlock(&rt->lock);
     return n;
+}
+
+bool pp_runtime_has_bundle(pp_runtime *rt, uint64_t bundle_id) {
+    if (!rt) return false;
+    ppi_mutex_lock(&rt->lock);
+    const ppi_bundle *b = ppi_runtime_bundle_locked(rt, bundle_id);
+    bool has = b && b->has_manifest;
+    ppi_mutex_unlock(&rt->lock);
+    return has;
 }
 
 const HostApi *pp_runtime_host(pp_runtime *rt) { return rt ? &rt->api : NULL; }
@@ -843,10 +882,9 @@ int32_t pp_runtime_close(pp_runtime *rt, uint64_t wait_ns, pp_error *err) {
     for (;;) {
         char name[256] = "";
         ppi_mutex_lock(&rt->lock);
-        bool any = rt->bundles_len > 0;
-        uint64_t id = any ? rt->bundles[rt->bundles_len - 1].id : 0;
-        if (any && rt->bundles[rt->bundles_len - 1].name)
-            ppi_strlcpy(name, sizeof name, rt->bundles[rt->bundles_len - 1].name);
+        bool any = rt->last != NULL;
+        uint64_t id = any ? rt->last->id : 0;
+        if (any && rt->last->name) ppi_strlcpy(name, sizeof name, rt->last->name);
         ppi_mutex_unlock(&rt->lock);
         if (!any) break;
         unload_locked(rt, id, name, false);
@@ -897,7 +935,7 @@ void pp_runtime_free(pp_runtime *rt) {
      * registrant owns them. */
     for (size_t i = 0; i < rt->loaders_len; i++) pp_loader_release(rt->loaders[i]);
     free(rt->loaders);
-    free(rt->bundles);
+    ppi_map_free(&rt->bundles); /* empty: closing unloaded every bundle */
     free(rt->host_contracts);
     free(rt->last_error);
     free(rt->trusted_keys);

@@ -265,7 +265,8 @@ class Contract:
 
     def __init__(self, runtime: Runtime, name: str, major: int,
                  signatures: Optional[dict[str, FunctionSig]] = None, *,
-                 timeout: Optional[float] = None, cancel: Optional[CancelToken] = None) -> None:
+                 timeout: Optional[float] = None, cancel: Optional[CancelToken] = None,
+                 _handle: Optional[GuestContractHandle] = None) -> None:
         self._runtime = runtime
         self.name = name
         self.major = major
@@ -274,7 +275,9 @@ class Contract:
         self.cancel_token = cancel
         self._timeout_ns = timeout_ns(timeout, "timeout") if timeout is not None else 0
         self._cancel_ptr = cancel._ptr if cancel is not None else ffi.NULL
-        self.handle: GuestContractHandle = runtime._find(self.contract_id, major, (name, major))
+        # `_handle`: the runtime found it already (Runtime.contract)
+        self.handle: GuestContractHandle = _handle if _handle is not None else \
+            runtime._find(self.contract_id, major, (name, major))
         self._signatures = dict(signatures or {})
         self._functions: dict[str, Any] = {}
 

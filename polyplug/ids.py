@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import Literal, SupportsIndex, TypeVar
+from typing import Iterable, Literal, SupportsIndex, TypeVar
 
 __all__ = [
     "U32_MAX",
@@ -47,9 +47,13 @@ _FNV_PRIME = 0x0000_0100_0000_01B3
 
 def fnv1a_64(data: bytes | str) -> int:
     """Return the 64-bit FNV-1a hash of ``data`` (a ``str`` is hashed as UTF-8)."""
+    return _fnv1a_64_from(_FNV_OFFSET_BASIS, data)
+
+
+def _fnv1a_64_from(h: int, data: bytes | str) -> int:
+    """FNV-1a 64 of what hashed to ``h`` followed by ``data``."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    h = _FNV_OFFSET_BASIS
     for byte in data:
         h = ((h ^ byte) * _FNV_PRIME) & U64_MAX
     return h
@@ -69,13 +73,35 @@ def bundle_id(name: str) -> int:
     return fnv1a_64(name)
 
 
+# Recently computed guest contract ids: a lookup by name (``rt.contract(name, major)``)
+# hashes the same few names over and over, and FNV-1a in Python costs about 2 µs.
+_GUEST_IDS: dict[tuple[str, int], int] = {}
+_GUEST_IDS_MAX = 4096
+
+
 def guest_contract_id(name: str, major: int) -> int:
     """Return the id of guest contract ``name`` at ``major``.
 
     ``name`` is the bare contract name; the hashed text is
     ``"guest_contract:<name>@<major>"``.
     """
-    return fnv1a_64(f"guest_contract:{name}@{_check_major(major)}")
+    exact = type(name) is str and type(major) is int  # never a subclass or a bool
+    if exact:
+        cached = _GUEST_IDS.get((name, major))
+        if cached is not None:
+            return cached
+    h = fnv1a_64(f"guest_contract:{name}@{_check_major(major)}")
+    if exact:
+        if len(_GUEST_IDS) >= _GUEST_IDS_MAX:
+            _GUEST_IDS.clear()
+        _GUEST_IDS[(name, major)] = h
+    return h
+
+
+def _guest_contract_ids(name: str, majors: Iterable[int]) -> list[int]:
+    """``[guest_contract_id(name, m) for m in majors]``, hashing the common prefix once."""
+    prefix = fnv1a_64(f"guest_contract:{name}@")
+    return [_fnv1a_64_from(prefix, str(_check_major(m))) for m in majors]
 
 
 def host_contract_id(name: str, major: int) -> int:

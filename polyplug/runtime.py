@@ -16,6 +16,7 @@ Errors are raised as the typed exceptions of :mod:`polyplug._errors`.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
@@ -35,7 +36,8 @@ from polyplug._callbacks import _CallbackState
 from polyplug._ffi import bytes_view, check, ffi, lib, new_error, text_view
 from polyplug.call import Contract, split_contract
 from polyplug.host import HostContract, ProvidedHostContract
-from polyplug.ids import guest_contract_id, host_contract_id
+from polyplug.ids import bundle_id as _name_id
+from polyplug.ids import _guest_contract_ids, guest_contract_id, host_contract_id
 from polyplug.manifest import (
     CachedManifest,
     ManifestCache,
@@ -242,8 +244,27 @@ def _free_runtime(ptr: Any, handle: Any) -> None:
 # ── the runtime ──────────────────────────────────────────────────────────────
 
 
+# Per-thread out-parameters of the registry lookups (their cdata costs more than the
+# lookup itself); a lookup reads its result before anything else runs on the thread.
+_scratch = threading.local()
+
+
+def _scratch_cell(ctype: str) -> Any:
+    """This thread's scratch cell of C type ``ctype`` (a pointer type)."""
+    cell = getattr(_scratch, ctype, None)
+    if cell is None:
+        cell = ffi.new(ctype)
+        setattr(_scratch, ctype, cell)
+    return cell
+
+
+_new_handle = tuple.__new__  # GuestContractHandle without its Python-level __new__
+
+
 class Registry:
     """The runtime's contract registry (``runtime.registry()``)."""
+
+    __slots__ = ("_runtime",)
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -570,7 +591,10 @@ class Runtime:
         if isinstance(bundle, ManifestData):
             return int(bundle.id)
         if isinstance(bundle, str):
-            for bid, m in list(self._manifests.items()):
+            named = self._manifests.get(_name_id(bundle))  # a manifest's id is its name's
+            if named is not None and named.name == bundle:
+                return int(named.id)
+            for bid, m in list(self._manifests.items()):  # Yolo mode: any id
                 if m.name == bundle:
                     return bid
             import difflib
@@ -613,8 +637,15 @@ class Runtime:
         """The contracts a loaded bundle (by id or name) registered, sorted by name."""
         rt = self._ptr()
         bundle_id = self._bundle_id(bundle)
-        if bundle_id not in self.list_bundles():
+        if not lib.pp_runtime_has_bundle(rt, bundle_id):
             raise self._not_loaded(bundle_id)
+        return self._contracts_of(bundle_id)
+
+    def _contracts_of(self, bundle_id: int, counts: bool = True) -> list[ContractInfo]:
+        """``bundle_contracts`` of a bundle id, loaded or not (then: none); without
+        ``counts``, ``functions`` is None (what error messages need, at a third of the
+        cost)."""
+        rt = self._ptr()
         cap = 16
         while True:
             infos = ffi.new("pp_slot_info[]", cap)
@@ -624,9 +655,11 @@ class Runtime:
             cap = total
         out = []
         for info in infos[0:total]:
+            count = -1
             try:
-                handle = self._find_by_bundle(bundle_id, int(info.contract_id), 0)
-                count = lib.pp_function_count(self.resolve_guest_contract(handle))
+                if counts:
+                    handle = self._find_by_bundle(bundle_id, int(info.contract_id), 0)
+                    count = lib.pp_function_count(self.resolve_guest_contract(handle))
             except _errors.RegistryError:  # retired meanwhile
                 continue
             out.append(ContractInfo(
@@ -670,16 +703,26 @@ class Runtime:
         Raises :class:`PluginNotFound`, which names what is loaded that comes close.
         """
         name, major = split_contract(name, major)
+        cid, spec = guest_contract_id(name, major), (name, major)
+        handle = self._find(cid, major, spec)
         if signatures is None:
-            handle = self._find(guest_contract_id(name, major), major, (name, major))
-            owner = self._owner_of(handle)
-            m = self._manifests.get(owner) if owner is not None else None
+            m = self._manifests.get(self._owner_of(handle))
+            if m is None and self._owner_of(handle, raises=False) is None:
+                # unloaded between the lookup and now (its manifest goes after its
+                # contracts): whoever provides the contract now, or PluginNotFound
+                handle = self._find(cid, major, spec)
+                m = self._manifests.get(self._owner_of(handle))
             signatures = dict(m.signatures.get(f"{name}@{major}", {})) if m else {}
-        return Contract(self, name, major, signatures, timeout=timeout, cancel=cancel)
+        return Contract(self, name, major, signatures, timeout=timeout, cancel=cancel,
+                        _handle=handle)
 
-    def _owner_of(self, handle: GuestContractHandle) -> Optional[int]:
-        info = self.registry().info(handle)
-        return int(info["bundle_id"])
+    def _owner_of(self, handle: GuestContractHandle, raises: bool = True) -> Optional[int]:
+        """The bundle that registered the contract behind a live handle; for a stale or
+        invalid one, the error (or None without ``raises``)."""
+        info = _scratch_cell("pp_slot_info *")
+        if lib.pp_registry_handle_info(self._ptr(), handle, info, ffi.NULL) == 0:
+            return int(info.bundle_id)
+        return int(self.registry().info(handle)["bundle_id"]) if raises else None
 
     def list_bundles(self) -> list[int]:
         """Ids of the bundles currently loaded."""
@@ -698,8 +741,10 @@ class Runtime:
     def _find(self, contract_id: int, min_major: int,
               spec: Optional[tuple[str, int]] = None) -> GuestContractHandle:
         """``pp_registry_find``; ``spec`` is the ``(name, major)`` asked for, if known."""
-        out = ffi.new("GuestContractHandle *")
-        err = new_error()
+        out = _scratch_cell("GuestContractHandle *")
+        if lib.pp_registry_find(self._ptr(), contract_id, min_major, out, ffi.NULL) == 0:
+            return _new_handle(GuestContractHandle, (out.index, out.generation))
+        err = new_error()  # again, for the reason
         lib.pp_registry_find(self._ptr(), contract_id, min_major, out, err)
         try:
             check(err)
@@ -713,22 +758,23 @@ class Runtime:
 
     def _find_by_bundle(self, bundle_id: int, contract_id: int,
                         min_major: int) -> GuestContractHandle:
-        out = ffi.new("GuestContractHandle *")
-        err = new_error()
-        lib.pp_registry_find_by_bundle(self._ptr(), bundle_id, contract_id, min_major, out, err)
+        out = _scratch_cell("GuestContractHandle *")
+        rt = self._ptr()
+        if lib.pp_registry_find_by_bundle(rt, bundle_id, contract_id, min_major, out,
+                                          ffi.NULL) == 0:
+            return _new_handle(GuestContractHandle, (out.index, out.generation))
+        err = new_error()  # again, for the reason
+        lib.pp_registry_find_by_bundle(rt, bundle_id, contract_id, min_major, out, err)
         check(err)
-        return GuestContractHandle(out.index, out.generation)
+        return _new_handle(GuestContractHandle, (out.index, out.generation))
 
     def _loaded_contracts(self) -> list[tuple[ContractInfo, str]]:
         """Every live contract with the name of the bundle that registered it."""
         out: list[tuple[ContractInfo, str]] = []
         for bid in self.list_bundles():
             m = self._manifests.get(bid)
-            try:
-                infos = self.bundle_contracts(bid)
-            except _errors.BundleNotFound:  # unloaded by another thread meanwhile
-                continue
-            out.extend((info, m.name if m else f"0x{bid:016x}") for info in infos)
+            out.extend((info, m.name if m else f"0x{bid:016x}")
+                       for info in self._contracts_of(bid, counts=False))
         return out
 
     def _plugin_not_found(self, exc: _errors.PluginNotFound, contract_id: int, min_major: int,
@@ -738,14 +784,18 @@ class Runtime:
 
         loaded = self._loaded_contracts()
         if spec is None:  # find the name behind the id among the names we know
+            spec = next(((i.name, i.major) for i, _ in loaded if i.contract_id == contract_id),
+                        None)
+        if spec is None:
             names = {info.name for info, _ in loaded}
             names.update(p.rpartition("@")[0] for m in self._manifests.values()
                          for p in m.provides)
             names.update(d.bare_contract() for m in self._manifests.values()
                          for d in m.dependencies)
-            majors = {min_major, *range(16), *(info.major for info, _ in loaded)}
-            spec = next(((n, v) for n in sorted(names) for v in sorted(majors)
-                         if guest_contract_id(n, v) == contract_id), None)
+            majors = sorted({min_major, *range(16), *(info.major for info, _ in loaded)})
+            spec = next(((n, v) for n in sorted(names)
+                         for v, cid in zip(majors, _guest_contract_ids(n, majors))
+                         if cid == contract_id), None)
         base = exc.message
         if spec is None:
             listing = ", ".join(sorted(i.contract for i, _ in loaded)[:10])

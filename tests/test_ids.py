@@ -60,6 +60,24 @@ def test_contract_major_must_be_int(major: object) -> None:
         host_contract_id("x", major)  # type: ignore[arg-type]
 
 
+def test_guest_contract_ids_stay_right_and_checked_when_cached() -> None:
+    """guest_contract_id remembers recent ids (a lookup by name hashes the same names
+    again and again); a remembered id must not let a wrong major through, and past
+    the cache's size every answer is still the hash."""
+    assert guest_contract_id("cached.x", 1) == fnv1a_64("guest_contract:cached.x@1")
+    assert guest_contract_id("cached.x", 1) == fnv1a_64("guest_contract:cached.x@1")
+    with pytest.raises(TypeError, match="contract major must be an int"):
+        guest_contract_id("cached.x", True)  # type: ignore[arg-type]  # == 1, but a bool
+
+    class Name(str):
+        pass
+
+    assert guest_contract_id(Name("cached.x"), 1) == guest_contract_id("cached.x", 1)
+    names = [f"n{i}" for i in range(10_000)]
+    assert all(guest_contract_id(n, 3) == fnv1a_64(f"guest_contract:{n}@3") for n in names)
+    assert all(guest_contract_id(n, 3) == fnv1a_64(f"guest_contract:{n}@3") for n in names)
+
+
 # ── id newtypes ──────────────────────────────────────────────────────────────
 
 

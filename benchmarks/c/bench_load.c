@@ -3,7 +3,14 @@
  * pp_runtime_reload, no Python in the process).
  *
  *   bench_load DIR load COUNT     COUNT bundles (the bench bundle under COUNT names)
- *                                 into a fresh runtime: ms and RSS KiB per bundle
+ *                                 into a fresh runtime: ms and RSS KiB per bundle;
+ *                                 then ms per pp_runtime_unload of each, in load order
+ *   bench_load DIR grow FEW MANY  MANY - FEW bundles into a runtime (RSS KiB per
+ *                                 bundle), then FEW more into it and FEW into a fresh
+ *                                 runtime, one load each in turns: the median ms of the
+ *                                 loads into each, timed alike (whatever else the
+ *                                 machine does falls on both); then ms per unload of
+ *                                 the MANY
  *   bench_load GEN loadpath COUNT GEN/bench_0000 ... by path (pp_runtime_load_path:
  *                                 manifest.toml read, checked and validated in C)
  *   bench_load DIR reload COUNT   COUNT reloads of one bundle: ms per reload and the
@@ -31,6 +38,16 @@ static uint64_t check_call(pp_runtime *rt, uint64_t id) {
     return r.bad;
 }
 
+/* Unload every bundle of `ids`, in that order: ms per unload. */
+static double unload_all(pp_runtime *rt, const uint64_t *ids, int count) {
+    pp_error err;
+    pp_error_clear(&err);
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < count; i++)
+        if (pp_runtime_unload(rt, ids[i], &err) != PP_OK) bench_die("pp_runtime_unload", &err);
+    return (double)(bench_now_ns() - t0) / 1e6 / count;
+}
+
 static int mode_load(const char *dir, int count) {
     pp_runtime *rt = bench_runtime_new(false);
     char (*names)[32] = calloc((size_t)count, sizeof *names);
@@ -45,9 +62,62 @@ static int mode_load(const char *dir, int count) {
     uint64_t bad = check_call(rt, ids[0]) + check_call(rt, ids[count - 1]);
     bench_emit("c.load.ms", (double)(t1 - t0) / 1e6 / count, bad);
     bench_emit("c.load.rss_kib", (double)(rss1 - rss0) / count, bad);
+    bench_emit("c.unload.ms", unload_all(rt, ids, count), 0);
     pp_runtime_free(rt);
     free(names);
     free(ids);
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The median of `n` durations in ns, as ms (sorts them). */
+static double median_ms(uint64_t *ns, int n) {
+    qsort(ns, (size_t)n, sizeof *ns, cmp_u64);
+    double mid = n % 2 ? (double)ns[n / 2] : ((double)ns[n / 2 - 1] + (double)ns[n / 2]) / 2;
+    return mid / 1e6;
+}
+
+static int mode_grow(const char *dir, int few, int many) {
+    if (many <= few) bench_die("bench_load grow: MANY must exceed FEW", NULL);
+    pp_runtime *small = bench_runtime_new(false), *large = bench_runtime_new(false);
+    uint64_t *ids = calloc((size_t)many, sizeof *ids);
+    uint64_t *t_small = calloc((size_t)few, sizeof *t_small);
+    uint64_t *t_large = calloc((size_t)few, sizeof *t_large);
+    if (!ids || !t_small || !t_large) bench_die("calloc", NULL);
+    char name[32];
+    long rss0 = bench_rss_kib();
+    int n = 0;
+    for (; n < many - few; n++) {
+        snprintf(name, sizeof name, "bench_%05d", n);
+        ids[n] = bench_load(large, dir, name);
+    }
+    long rss1 = bench_rss_kib();
+    uint64_t small_last = 0;
+    for (int r = 0; r < few; r++, n++) {
+        snprintf(name, sizeof name, "bench_%05d", r);
+        uint64_t t0 = bench_now_ns();
+        small_last = bench_load(small, dir, name);
+        uint64_t t1 = bench_now_ns();
+        snprintf(name, sizeof name, "bench_%05d", n);
+        ids[n] = bench_load(large, dir, name);
+        t_small[r] = t1 - t0;
+        t_large[r] = bench_now_ns() - t1;
+    }
+    uint64_t bad = check_call(small, small_last) + check_call(large, ids[0]) +
+                   check_call(large, ids[n - 1]);
+    bench_emit("c.grow.small.ms", median_ms(t_small, few), bad);
+    bench_emit("c.grow.large.ms", median_ms(t_large, few), bad);
+    bench_emit("c.grow.rss_kib", (double)(rss1 - rss0) / (many - few), bad);
+    bench_emit("c.grow.unload.ms", unload_all(large, ids, n), 0);
+    pp_runtime_free(small);
+    pp_runtime_free(large);
+    free(ids);
+    free(t_small);
+    free(t_large);
     return 0;
 }
 
@@ -126,12 +196,14 @@ static int mode_floor(const char *dir, int count, const char *key) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s DIR load|loadpath|reload|floor|floor-fns COUNT\n", argv[0]);
+        fprintf(stderr, "usage: %s DIR load|loadpath|reload|floor|floor-fns COUNT\n"
+                        "       %s DIR grow FEW MANY\n", argv[0], argv[0]);
         return 2;
     }
     int count = atoi(argv[3]);
     if (count < 1) count = 1;
     if (strcmp(argv[2], "load") == 0) return mode_load(argv[1], count);
+    if (strcmp(argv[2], "grow") == 0 && argc > 4) return mode_grow(argv[1], count, atoi(argv[4]));
     if (strcmp(argv[2], "loadpath") == 0) return mode_loadpath(argv[1], count);
     if (strcmp(argv[2], "reload") == 0) return mode_reload(argv[1], count);
     if (strcmp(argv[2], "floor") == 0) return mode_floor(NULL, count, "floor.load");

@@ -3,10 +3,19 @@
     python bench_ours.py calls DIR N ROT          Python → vm.call variants
     python bench_ours.py load ROOT COUNT VARIANT  COUNT bundles ROOT/bench_NNNN into a
                                                   fresh runtime; VARIANT = source | path
+    python bench_ours.py grow ROOT FEW MANY       load_bundle(path): MANY - FEW bundles
+                                                  into a runtime, then FEW more into it
+                                                  and FEW into a fresh one, in turns (the
+                                                  median load of each)
     python bench_ours.py reload DIR COUNT         COUNT reloads of the bundle in DIR
     python bench_ours.py hostfn DIR N ROT         guest → Python host function: the loop
                                                   of benchmarks/bundles/hostfn, and the
                                                   floor (C → a cffi callback)
+    python bench_ours.py scale SIZES N ROT        rt.contract(name, 1) and
+                                                  rt.registry().find(id, 1) of the first
+                                                  and the last contract registered, with
+                                                  SIZES (e.g. 10,1000,10000) bundles loaded
+                                                  (a runtime per size, timed in turns)
 
 Each result is a JSON line (see benchcommon.emit).  load and reload must run in a
 fresh process: their RSS deltas assume a heap that nothing else has used yet.
@@ -14,6 +23,7 @@ fresh process: their RSS deltas assume a heap that nothing else has used yet.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,13 +34,16 @@ from benchcommon import args, die, emit, per_call_ns, rotated, rss_kib
 from polyplug import (
     BundleSource,
     LuaLoader,
+    ManifestData,
     Runtime,
     RuntimeConfig,
+    bundle_id,
     ffi,
     guest_contract_id,
     lib,
     read_manifest,
 )
+from polyplug.signature import signature
 
 CONTRACT = "bench"
 FN_ADD, FN_NOOP = 0, 1
@@ -203,6 +216,33 @@ def mode_load(root: str, count: int, variant: str) -> None:
     rt.close()
 
 
+def mode_grow(root: str, few: int, many: int) -> None:
+    """load_bundle(path) into a runtime that holds MANY - FEW bundles already and into a
+    fresh one, FEW loads each, in turns (whatever else the machine does falls on both
+    alike): the median ms of each's loads; RSS KiB per bundle while the large runtime
+    filled up."""
+    paths = [str(d) for d in _bundle_dirs(root, many)]
+    small, large = _runtime(), _runtime()
+    rss0 = rss_kib()
+    for p in paths[:many - few]:
+        large.load_bundle(p)
+    rss1 = rss_kib()
+    t_small, t_large = [], []
+    for r in range(few):
+        t0 = time.perf_counter_ns()
+        small.load_bundle(paths[r])
+        t1 = time.perf_counter_ns()
+        large.load_bundle(paths[many - few + r])
+        t_small.append(t1 - t0)
+        t_large.append(time.perf_counter_ns() - t1)
+    bad = _check(small) + _check(large)
+    emit("py.grow.small.ms", statistics.median(t_small) / 1e6, bad)
+    emit("py.grow.large.ms", statistics.median(t_large) / 1e6, bad)
+    emit("py.grow.rss_kib", (rss1 - rss0) / (many - few), bad)
+    small.close()
+    large.close()
+
+
 def mode_reload(bundle_dir: str, count: int) -> None:
     rt = _runtime(hot_reload=True)
     rt.load_bundle(bundle_dir)
@@ -251,6 +291,70 @@ def mode_hostfn(bundle_dir: str, n: int, rot: int) -> None:
     rt.close()
 
 
+# ── lookups as bundles are added (issue 19) ─────────────────────────────────
+
+SCALE_LUA = """
+function polyplug_init()
+    return { ["scale.c%(i)05d"] = { contract_version = 1, plugin_name = "scale",
+        factory = function() return {} end,
+        functions = { [0] = function(_, _, out)
+            local ffi = require("ffi")
+            ffi.cast("uint32_t *", ffi.cast("uintptr_t", out))[0] = %(i)d
+        end } } }, { code = 0 }
+end
+"""
+
+
+def _scale_bundle(rt: Runtime, i: int) -> None:
+    """Bundle scale_<i>: contract scale.c<i>@1, its fn 0 `value` returns i (typed by the
+    manifest's signature table, as rt.contract reads it)."""
+    name, contract = f"scale_{i:05d}", f"scale.c{i:05d}@1"
+    m = ManifestData(id=bundle_id(name), name=name, loader="lua", file="scale.lua", path=".",
+                     version="1.0.0",
+                     signatures={contract: {"value": signature("value", 0, [], "u32")}})
+    rt.load_bundle_from_source(m, BundleSource.Code(SCALE_LUA % {"i": i}))
+
+
+def mode_scale(sizes: list[int], n: int, rot: int, slices: int = 20) -> None:
+    """A runtime per size; every figure is timed in `slices` rounds that each run a slice
+    of every figure, so whatever else the machine does falls on all sizes alike; the
+    fastest slice counts (other processes only ever add time)."""
+    runtimes = []
+    loops: list[tuple[str, Callable[[int], None], int]] = []
+    for size in sizes:
+        rt = _runtime()
+        runtimes.append(rt)
+        for i in range(size):
+            _scale_bundle(rt, i)
+        for which, i in (("first", 0), ("last", size - 1)):
+            name = f"scale.c{i:05d}"
+            cid = guest_contract_id(name, 1)
+            bad = int(rt.contract(name, 1).value() != i)
+
+            def by_name(k: int, contract: Any = rt.contract, name: str = name) -> None:
+                for _ in range(k):
+                    contract(name, 1)
+
+            def by_id(k: int, registry: Any = rt.registry, cid: int = cid) -> None:
+                for _ in range(k):
+                    registry().find(cid, 1)
+
+            loops.append((f"py.contract.{which}.{size}", by_name, bad))
+            loops.append((f"py.find.{which}.{size}", by_id, bad))
+    per = max(1, n // slices)
+    for _key, loop, _bad in loops:
+        loop(per)  # warm-up
+    best: dict[str, float] = {}
+    for s in range(slices):
+        for key, loop, _bad in rotated(loops, rot + s):
+            ns = per_call_ns(loop, per)
+            best[key] = min(best.get(key, ns), ns)
+    for key, _loop, bad in loops:
+        emit(key, best[key], bad)
+    for rt in runtimes:
+        rt.close()
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         die(__doc__ or "usage")
@@ -264,9 +368,15 @@ def main(argv: list[str]) -> None:
     elif mode == "hostfn":
         d, n, rot = args(rest, "", "200000", "0")
         mode_hostfn(d, int(n), int(rot))
+    elif mode == "grow":
+        root, few, many = args(rest, "", "100", "10000")
+        mode_grow(root, int(few), int(many))
     elif mode == "reload":
         d, count = args(rest, "", "1000")
         mode_reload(d, int(count))
+    elif mode == "scale":
+        sizes, n, rot = args(rest, "10,1000,10000", "20000", "0")
+        mode_scale([int(s) for s in sizes.split(",")], int(n), int(rot))
     else:
         die(f"unknown mode {mode}")
 

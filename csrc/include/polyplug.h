@@ -352,8 +352,11 @@ PP_API void pp_runtime_end_init(pp_runtime *rt);
 /* Bytes held by a loaded bundle's guest heap (Lua GC heap); -1 if unknown. */
 PP_API int64_t pp_runtime_bundle_memory(pp_runtime *rt, uint64_t bundle_id);
 
-/* Bundles currently loaded: fills up to `cap` ids, returns the total count. */
+/* Bundles currently loaded: fills up to `cap` ids (in load order), returns the total
+ * count. */
 PP_API size_t pp_runtime_bundle_ids(pp_runtime *rt, uint64_t *out, size_t cap);
+/* Is `bundle_id` one of them? */
+PP_API bool pp_runtime_has_bundle(pp_runtime *rt, uint64_t bundle_id);
 
 /* ── registry ──────────────────────────────────────────────────────────────── */
 
