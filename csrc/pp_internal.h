@@ -40,8 +40,10 @@
  *     last: the retiring thread when the VM is idle, otherwise the call that was
  *     still inside it, on its way out.  pp_runtime_close is the one place that
  *     waits for calls, with a bound and holding no lock.
- *   - A VM is closed (lua_close, which runs __gc finalizers) with no lock held:
- *     flows defer it until their thread releases rt->ops (ppi_defer_close).
+ *   - A VM is closed (lua_close, which runs __gc finalizers) with no VM lock or leaf
+ *     lock held.  Unload and reload close the VMs they retire while holding rt->ops
+ *     (recursive: a finalizer may load, reload or unload bundles; loading the bundle
+ *     that is being unloaded is refused), and the close is bounded (PPI_CLOSE_NS).
  *
  * Lifetimes: everything reachable from an interface pointer or loader_data ever
  * handed out — registry interface blocks, Lua bundle and contract records — stays
@@ -294,6 +296,9 @@ typedef struct ppi_thread {
     uint32_t leaf_held;                /* PP_DEBUG_LOCKS: leaf locks held */
     ppi_record *record;                /* shared record (ppi_my_record) */
     uintptr_t stack_low;               /* lowest usable address of this thread's stack */
+    struct ppi_deferred_log *deferred; /* log records held back (pp_log.c), oldest first */
+    struct ppi_map *reload_visited;    /* the cascade this thread is reloading, or NULL */
+    uint32_t deferred_len, deferred_dropped;
     char error_text[PPI_ERROR_TEXT];   /* AbiError.message of the last failed call */
 } ppi_thread;
 
@@ -359,8 +364,13 @@ typedef struct ppi_log_sink {
     uint32_t max_level;
 } ppi_log_sink;
 
+/* Deliver a record.  With little C stack left inside a call (a guest deep in
+ * recursion, a finalizer), the record is held back and delivered when the thread's
+ * outermost call ends (ppi_log_flush_deferred): a log callback — Python's above all —
+ * needs far more stack than the C-stack guard keeps in reserve. */
 void ppi_log_emit(const ppi_log_sink *sink, uint32_t level, StringView scope,
                   StringView message);
+void ppi_log_flush_deferred(void);
 void ppi_logf(pp_runtime *rt, uint32_t level, const char *scope, const char *fmt, ...)
     PP_PRINTF(4, 5);
 
@@ -554,6 +564,7 @@ struct pp_runtime {
     size_t loaders_len, loaders_cap;
     ppi_bundle *first, *last; /* loaded bundles, oldest first */
     ppi_map bundles;          /* bundle id → ppi_bundle * */
+    ppi_map unloading;        /* ids being unloaded right now (their VMs closing) */
     size_t manifest_bundles;  /* how many of them have a manifest */
     ppi_host_contract *host_contracts;
     size_t host_contracts_len, host_contracts_cap;
@@ -572,8 +583,7 @@ void ppi_runtime_bury(pp_runtime *rt, void *ptr, void (*free_fn)(void *ptr));
 void ppi_runtime_vm_opened(pp_runtime *rt);
 void ppi_runtime_vm_closed(pp_runtime *rt);
 /* Take / release the flow lock.  A thread that holds VM locks waits at most
- * PPI_NESTED_WAIT_NS (false: not taken, `err` filled).  Releasing the outermost flow
- * lock runs the thread's deferred work. */
+ * PPI_NESTED_WAIT_NS (false: not taken, `err` filled). */
 bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err);
 /* The same with an explicit bound (`wait_ns` > 0). */
 bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_error *err);

@@ -96,7 +96,8 @@ void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const voi
 void ppi_lua_call_pop(ppi_call *call) {
     ppi_thread *t = ppi_self();
     t->call = call->outer;
-    t->depth--;
+    /* the outermost call is over: deliver what was logged too deep in its stack */
+    if (--t->depth == 0 && PP_UNLIKELY(t->deferred)) ppi_log_flush_deferred();
 }
 
 /* ── entering and leaving a VM ─────────────────────────────────────────────── */
@@ -282,11 +283,17 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     push_helper(L, &call, STACK_ARENA_ALLOC);
     ppi_lua_limits_begin(L, &call);
     int rc = lua_pcall(L, 5, 0, f.traceback);
-    ppi_lua_limits_end(L, &call);
-    /* a guest that caught its own out-of-memory error left the heap full of garbage:
-     * collect now, or the next innocent call fails */
-    if (PP_UNLIKELY(b->memory_limit) && rc != LUA_ERRMEM && ppi_lua_vm_take_refused(L))
+    /* after an allocation was refused (the call failed with it, or the guest caught
+     * its own out-of-memory error) the heap is full of garbage: collect now, or the
+     * next innocent call fails (LuaJIT has no emergency collection).  The guest's
+     * finalizers run in this collection: it is still part of the call, watched and
+     * capped */
+    if (PP_UNLIKELY(b->memory_limit) && (rc == LUA_ERRMEM || ppi_lua_vm_take_refused(L))) {
+        if (rc == LUA_ERRMEM) lua_settop(L, f.base);
         ppi_lua_vm_collect(L);
+        ppi_lua_vm_take_refused(L);
+    }
+    ppi_lua_limits_end(L, &call);
     if (PP_LIKELY(rc == 0)) {
         if (PP_UNLIKELY(call.nested)) lua_settop(L, f.base);
         vm_leave(b, &call);
@@ -313,11 +320,6 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
         snprintf(full, sizeof full, "Lua function call cancelled (bundle `%s`, contract '%s', fn %u)",
                  b->name, c->name, fn_id);
     } else if (rc == LUA_ERRMEM) {
-        /* LuaJIT has no emergency collection: reclaim the failed call's garbage now so
-         * the next call starts below the limit */
-        lua_settop(L, f.base);
-        ppi_lua_vm_collect(L);
-        ppi_lua_vm_take_refused(L);
         code = PP_ABI_OUT_OF_MEMORY;
         snprintf(full, sizeof full,
                  "Lua function call failed: not enough memory (bundle `%s` reached its memory "
@@ -390,6 +392,11 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
         ppi_lua_push_pointer(L, host);
         ppi_lua_limits_begin(L, &call);
         int rc = lua_pcall(L, 4, 0, f.traceback);
+        if (rc == LUA_ERRMEM) { /* as in call_in_vm: collected while still watched */
+            lua_settop(L, f.base);
+            ppi_lua_vm_collect(L);
+            ppi_lua_vm_take_refused(L);
+        }
         ppi_lua_limits_end(L, &call);
         if (rc == 0) {
             c->next_instance++;
@@ -407,10 +414,6 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
                      call.tripped == PP_ABI_CALL_TIMEOUT     ? "timed out"
                      : call.tripped == PP_ABI_CALL_CANCELLED ? "cancelled"
                                                              : ppi_lua_error_text(L));
-            if (rc == LUA_ERRMEM) {
-                lua_settop(L, f.base);
-                ppi_lua_vm_collect(L);
-            }
         }
         lua_settop(L, f.base);
     }

@@ -16,6 +16,8 @@
  *     runs, the same kind of asynchronous hook change LUAJIT_ENABLE_CHECKHOOK exists
  *     for; it is an atomic read-modify-write of one byte.
  *   - jit_base: whether the VM is executing a compiled trace right now.
+ *   - HOOK_VMEVENT: whether a VM-event handler (jit.attach) or a jit.profile callback is
+ *     running; an error raised there is fatal (jit.profile exits the process).
  *   - the finalizer-error event: LuaJIT reports an error raised by a __gc finalizer
  *     through the ERRFIN VM event, whose default handler (installed by luaL_newstate)
  *     prints to the process's stderr.  The loader installs its own handler, which
@@ -51,6 +53,8 @@ bool ppi_lua_set_finalizer_error_handler(lua_State *L) {
     return true;
 #endif
 }
+
+bool ppi_lua_in_vmevent(lua_State *L) { return (G(L)->hookmask & HOOK_VMEVENT) != 0; }
 
 bool ppi_lua_in_trace(lua_State *L) { return tvref(G(L)->jit_base) != NULL; }
 

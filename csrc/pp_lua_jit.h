@@ -19,6 +19,8 @@ void ppi_lua_unblock_hooks(lua_State *L);
  * finalizers, in place of LuaJIT's, which prints to stderr.  May raise (allocation):
  * call it in a protected frame.  False if this LuaJIT has no VM events. */
 bool ppi_lua_set_finalizer_error_handler(lua_State *L);
+/* Is a VM-event handler or jit.profile callback running (no error may be raised)? */
+bool ppi_lua_in_vmevent(lua_State *L);
 /* Is the VM running a compiled trace? */
 bool ppi_lua_in_trace(lua_State *L);
 /* The block lua_close frees last (LuaJIT's GG_State). */

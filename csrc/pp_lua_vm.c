@@ -257,7 +257,8 @@ static int sdk_searcher(lua_State *L) {
  * LuaJIT keeps no count of C-level nesting: a function that resumes a new coroutine at
  * every level, or calls string.gsub from a gsub callback, recurses on the C stack until
  * the process dies.  Every standard function that calls back into Lua from C gets a
- * check in front of it: when the calling thread has less than PPI_CSTACK_RESERVE bytes
+ * check in front of it (collectgarbage too: a full collection run from a finalizer
+ * runs the next pending finalizer inside it, one C level per finalizer): when the calling thread has less than PPI_CSTACK_RESERVE bytes
  * of stack left, it raises "C stack overflow" (like Lua 5.1's LUAI_MAXCCALLS) while
  * there is still room to unwind and report.  The wrappers tail-call the originals, so
  * they add no C frame themselves.  Not covered: FFI callbacks and native code the guest
@@ -278,7 +279,7 @@ static const char guard_src[] =
     "end\n"
     "guard(string, 'gsub'); guard(string, 'format'); guard(table, 'sort')\n"
     "guard(_G, 'print'); guard(_G, 'xpcall'); guard(_G, 'load'); guard(_G, 'dofile')\n"
-    "guard(_G, 'require')\n";
+    "guard(_G, 'require'); guard(_G, 'collectgarbage')\n";
 
 static int cstack_check(lua_State *L) {
     if (PP_LIKELY(ppi_cstack_left() >= PPI_CSTACK_RESERVE)) return 0;
@@ -481,12 +482,22 @@ static void restrict_vm(lua_State *L, const char *dir, int box) {
     lua_getglobal(L, "os");
     keep_only(L, -1, restricted_os, PP_COUNTOF(restricted_os));
     lua_pop(L, 1);
+    /* VM-event handlers and profiler callbacks run with every hook off: no time limit
+     * reaches them */
+    lua_getglobal(L, "jit");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "attach");
+    lua_pop(L, 1);
     lua_pushvalue(L, LUA_GLOBALSINDEX);
     keep_only(L, -1, restricted_globals, PP_COUNTOF(restricted_globals));
     lua_pop(L, 1);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     keep_only(L, -1, restricted_loaded, PP_COUNTOF(restricted_loaded));
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "preload");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "jit.profile");
     lua_pop(L, 1);
     lua_pushnil(L);
     lua_setfield(L, -2, "loadlib");
@@ -737,11 +748,17 @@ static int collect_garbage(lua_State *L) {
     return 0;
 }
 
+/* What a collection after an out-of-memory error may allocate beyond the limit: the
+ * protected call's own needs.  The guest's finalizers that run in it stay capped. */
+#define COLLECT_HEADROOM (64u * 1024u)
+
 void ppi_lua_vm_collect(lua_State *L) {
     vm_memory *m = memory_of(L);
     size_t limit = m ? m->limit : 0;
     int top = lua_gettop(L);
-    if (m) m->limit = 0; /* room for the protected call itself; the GC only frees */
+    if (m && limit && m->used + COLLECT_HEADROOM > limit)
+        m->limit = m->used > SIZE_MAX - COLLECT_HEADROOM ? SIZE_MAX
+                                                         : m->used + COLLECT_HEADROOM;
     lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
     if (m) m->limit = limit;
     lua_settop(L, top);

@@ -125,6 +125,9 @@ static ppi_record *my_record(void) {
 /* Runs on the VM's thread; the thread's innermost call is the one in this VM. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
+    /* inside a jit.profile callback or a jit.attach handler an error is fatal (the
+     * profiler exits the process): stay armed, and raise once it has returned */
+    if (PP_UNLIKELY(ppi_lua_in_vmevent(L))) return;
     ppi_call *call = ppi_self()->call;
     if (!call || !call->limited) {
         lua_sethook(L, NULL, 0, 0); /* a stale arming: nothing to stop */

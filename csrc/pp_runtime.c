@@ -109,6 +109,17 @@ int32_t ppi_runtime_adopt(pp_runtime *rt, pp_loader *loader, uint64_t bundle_id,
     int32_t st = PP_OK;
     ppi_mutex_lock(&rt->lock);
     ppi_bundle *have = ppi_runtime_bundle_locked(rt, bundle_id);
+    if (!have && ppi_map_get(&rt->unloading, bundle_id, 0)) {
+        /* its VM is closing: a finalizer (or a callback) loads it again, and the unload
+         * would then drop the new registrations */
+        char name[256];
+        ppi_view_copy(name, sizeof name, m ? m->name : ppi_view(""));
+        st = ppi_fail(err, PP_ERR_ALREADY_LOADED, name, NULL, NULL,
+                      "bundle `%s` (id 0x%016llx) is being unloaded; load it again once "
+                      "the unload has finished",
+                      name, (unsigned long long)bundle_id);
+        goto out;
+    }
     if (have) {
         st = ppi_fail(err, PP_ERR_ALREADY_LOADED, have->name ? have->name : "", NULL, NULL,
                       "bundle `%s` (id 0x%016llx) is already loaded in this runtime; unload "
@@ -417,6 +428,41 @@ static size_t registry_dependents(pp_runtime *rt, uint64_t provider, uint64_t **
     return len;
 }
 
+/*
+ * Reload a dependent for a cascade.  Under a signature policy its files must be
+ * verified again, which only the host's driver can do: the reload goes through the
+ * driver's reload hook (the Python runtime's reload_bundle), never straight from the
+ * directory.  A runtime without a hook (a C host) has no verifier: Required refuses
+ * the cascade reload, WarnOnly warns and reloads.  A nested reload on this thread
+ * shares the cascade's visited set (ppi_thread.reload_visited), so cycles end.
+ */
+static int32_t cascade_reload(pp_runtime *rt, const pp_manifest *m, ppi_map *visited,
+                              pp_error *err) {
+    if (rt->signature_policy == SignaturePolicy_Off) return reload_one(rt, m, visited, err);
+    ppi_mutex_lock(&rt->lock);
+    pp_path_hook hook = rt->reload_hook;
+    void *ud = rt->hook_user_data;
+    ppi_mutex_unlock(&rt->lock);
+    if (hook) {
+        int32_t st = hook(ud, rt, m->path, err);
+        if (st != PP_OK && err && err->status == PP_OK)
+            ppi_fail(err, PP_ERR_HOST_EXCEPTION, NULL, NULL, NULL, "the reload hook failed");
+        return st;
+    }
+    char name[256];
+    ppi_view_copy(name, sizeof name, m->name);
+    if (rt->signature_policy == SignaturePolicy_Required)
+        return ppi_fail(err, PP_ERR_SIGNATURE_UNVERIFIED, name, NULL, NULL,
+                        "bundle `%s` was not reloaded: signature_policy is Required and this "
+                        "runtime has no verifier (its files would be loaded unverified)",
+                        name);
+    ppi_logf(rt, LogLevel_Warn, "runtime",
+             "bundle `%s`: signature not checked (WarnOnly — continuing): this runtime has "
+             "no verifier",
+             name);
+    return reload_one(rt, m, visited, err);
+}
+
 /* Reload every stored bundle that opted in and depends on `provider`, by name. */
 static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *provider_name,
                               ppi_map *visited) {
@@ -451,7 +497,7 @@ static void reload_dependents(pp_runtime *rt, uint64_t provider, const char *pro
             bundle_as_manifest(&copy, &dm, prov);
             pp_error e;
             pp_error_clear(&e);
-            if (reload_one(rt, &dm, visited, &e) != PP_OK)
+            if (cascade_reload(rt, &dm, visited, &e) != PP_OK)
                 ppi_logf(rt, LogLevel_Warn, "reload",
                          "cascade reload of dependent bundle '%s' failed after '%s' "
                          "reloaded: %s",
@@ -554,9 +600,17 @@ int32_t pp_runtime_reload(pp_runtime *rt, const pp_manifest *m, pp_error *err) {
         if (atomic_load(&rt->closed)) {
             st = ppi_closed_error(err, "reload_bundle");
         } else {
+            /* a reload nested in a cascade (through the driver's hook) joins its
+             * visited set */
+            ppi_thread *t = ppi_self();
             ppi_map visited = {NULL, 0, 0};
-            st = reload_one(rt, m, &visited, err);
-            ppi_map_free(&visited);
+            ppi_map *outer = t->reload_visited;
+            if (!outer) t->reload_visited = &visited;
+            st = reload_one(rt, m, t->reload_visited, err);
+            if (!outer) {
+                t->reload_visited = NULL;
+                ppi_map_free(&visited);
+            }
         }
         ppi_ops_unlock(rt);
     }
@@ -613,6 +667,11 @@ static void unload_locked(pp_runtime *rt, uint64_t bundle_id, const char *name, 
                  name, (long long)live);
     /* the loader retires the VM first (calls answer StaleHandle, a factory finishing
      * now counts no instance), then the counts go, then the registry entries */
+    /* closing the VM runs the guest's finalizers, which may try to load the bundle
+     * again: refused while the id is marked (out of memory: not marked, not refused) */
+    ppi_mutex_lock(&rt->lock);
+    bool marked = ppi_map_put(&rt->unloading, bundle_id, 0, 1);
+    ppi_mutex_unlock(&rt->lock);
     pp_loader *loader = ppi_runtime_forget(rt, bundle_id);
     if (loader && loader->vt->unload) loader->vt->unload(loader->self, rt, bundle_id);
     pp_loader_release(loader);
@@ -620,6 +679,11 @@ static void unload_locked(pp_runtime *rt, uint64_t bundle_id, const char *name, 
     ppi_registry_invalidate(&rt->reg, bundle_id);
     ppi_registry_drop_deps(&rt->reg, bundle_id);
     atomic_fetch_add_explicit(&rt->reg.revision, 1, memory_order_release);
+    if (marked) {
+        ppi_mutex_lock(&rt->lock);
+        ppi_map_remove(&rt->unloading, bundle_id, 0);
+        ppi_mutex_unlock(&rt->lock);
+    }
 }
 
 int32_t pp_runtime_unload(pp_runtime *rt, uint64_t bundle_id, pp_error *err) {
@@ -936,6 +1000,7 @@ void pp_runtime_free(pp_runtime *rt) {
     for (size_t i = 0; i < rt->loaders_len; i++) pp_loader_release(rt->loaders[i]);
     free(rt->loaders);
     ppi_map_free(&rt->bundles); /* empty: closing unloaded every bundle */
+    ppi_map_free(&rt->unloading);
     free(rt->host_contracts);
     free(rt->last_error);
     free(rt->trusted_keys);

@@ -43,8 +43,8 @@ def memory_bytes(limit: int, what: str) -> int:
 class CancelToken:
     """Stops the calls that carry it: ``token.cancel()`` from any thread.
 
-    Pass it to ``rt.contract(..., cancel=token)``; a running guest call is stopped at
-    its next check (every 1000 Lua instructions) with :class:`Cancelled`.  Calls
+    Pass it to ``rt.contract(..., cancel=token)``; a running guest call is stopped
+    within about a millisecond (the watchdog's tick) with :class:`Cancelled`.  Calls
     started while the token is set fail before running any guest code; :meth:`reset`
     re-arms it.
     """

@@ -147,7 +147,8 @@ def current_platform() -> tuple[str, str]:
 
 
 def _view(data: bytes) -> Any:
-    """A ``StringView *`` over ``data``; keep both alive while C uses ``view[0]``."""
+    """A ``StringView *`` over ``data`` (not a copy); keep both alive while C uses
+    ``view[0]``: a temporary ``bytes`` passed here is freed under C's feet."""
     view = ffi.new("StringView *")
     if data:
         view.ptr = ffi.from_buffer("uint8_t[]", data)
@@ -175,7 +176,8 @@ def _read_doc(path: str | os.PathLike[str]) -> Any:
 def manifest_doc_from_text(text: bytes, bundle_dir: str | os.PathLike[str]) -> Any:
     """The C document of ``manifest.toml`` text a host read for ``bundle_dir`` (a
     signed bundle's verified bytes); errors name ``<bundle_dir>/manifest.toml``."""
-    text_view, dir_view = _view(text), _view(os.fsencode(os.path.abspath(bundle_dir)))
+    directory = os.fsencode(os.path.abspath(bundle_dir))  # alive while C reads it
+    text_view, dir_view = _view(text), _view(directory)
     return _doc_from(lib.pp_manifest_doc_parse, text_view[0], dir_view[0], 0)
 
 

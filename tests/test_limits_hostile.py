@@ -30,6 +30,23 @@ CASES = {
         "logged: ['bundle `raiser`: error in a __gc finalizer: (error object is a table "
         "value)', 'bundle `raiser`: error in a __gc finalizer: raiser/bundle.lua:4: first']",
         "capped: 6 True", "finished"],
+    # review: collectgarbage() in finalizers nests a C level per pending finalizer; the
+    # finalizers' errors, logged deep in the stack, wait for the call's end
+    "cstack_collectgarbage_in_finalizer": [f"{where} next call: 7" for where in (
+        "main", "thread1048576", "thread262144", "thread32768")] + ["process survived"],
+    # review: the collection after an out-of-memory error runs the guest's finalizers
+    # while the call is still watched and capped
+    "finalizer_in_the_collection_after_oom": ["cap held: True", "loop_in_gc ",
+                                              "next call: 7", "process survived"],
+    # review: the limit never raises inside a jit.profile callback (LuaJIT would exit);
+    # the restricted profile has neither jit.profile nor jit.attach
+    "profiler_callback_under_a_timeout": [
+        "profiled calls timed out: 30", "restricted: jit.attach, jit.profile loads: nil false",
+        "process survived"],
+    # review: a signed dependent reloaded by a cascade is verified again (12.11)
+    "signed_dependent_cascade_reload": [
+        "as is: manifest path intact: True", "as is: unsigned code ran under Required: False",
+        "path fixed: unsigned code ran under Required: False", "process survived"],
     # 12.4: a guest that catches its own out-of-memory error leaves no garbage behind
     "guest_catches_out_of_memory": ["hog caught its own error", "next call: 1000"],
     # 12.6: nested calls inherit the outer deadline; waiting for a VM counts against it
