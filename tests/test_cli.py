@@ -737,7 +737,10 @@ def test_load_counts_the_functions_of_each_provider(tmp_path: Path) -> None:
 def test_the_console_script_and_python_m_run_the_same_cli() -> None:
     from importlib.metadata import entry_points
 
-    [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "polyplug"]
+    eps = entry_points()
+    scripts = (eps.select(group="console_scripts") if hasattr(eps, "select")
+               else eps["console_scripts"])  # Python 3.9: a dict of groups
+    [script] = [ep for ep in scripts if ep.name == "polyplug"]
     code = (f"import sys; from {script.module} import {script.attr}; "
             f"sys.exit({script.attr}(['version']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
