@@ -41,41 +41,68 @@ static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
 
 /* ── the thread's call stack ───────────────────────────────────────────────── */
 
-void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const void *contract,
-                       uint64_t timeout_ns, pp_cancel *cancel) {
-    ppi_thread *t = ppi_self();
-    const ppi_call *outer = t->call;
-    call->outer = t->call;
+/* A call inside a call that has limits: its own limit, or what is left of the
+ * enclosing call's when that ends sooner; the enclosing call's cancel token unless it
+ * has its own. */
+static PP_NOINLINE void inherit_limits(ppi_call *call, ppi_call *outer) {
+    if (call->timeout_ns) call->deadline_ns = ppi_deadline_after(call->timeout_ns);
+    if (outer->deadline_ns) {
+        long long od = ppi_lua_deadline(outer);
+        if (call->deadline_ns == 0 || od < call->deadline_ns) {
+            call->deadline_ns = od;
+            call->timeout_ns = 0;
+        }
+    }
+    if (!call->cancel) call->cancel = outer->cancel;
+}
+
+static inline void call_push(ppi_thread *t, ppi_call *call, pp_runtime *rt, const void *vm,
+                             uint64_t timeout_ns, pp_cancel *cancel) {
+    ppi_call *outer = t->call;
+    call->outer = outer;
     call->rt = rt;
     call->vm = vm;
-    call->contract = contract;
     call->deadline_ns = 0;
     call->timeout_ns = timeout_ns;
-    if (timeout_ns) call->deadline_ns = ppi_deadline_after(timeout_ns);
-    if (outer && outer->deadline_ns &&
-        (call->deadline_ns == 0 || outer->deadline_ns < call->deadline_ns)) {
-        call->deadline_ns = outer->deadline_ns;
-        call->timeout_ns = 0;
-    }
-    call->cancel = cancel ? cancel : outer ? outer->cancel : NULL;
+    call->cancel = cancel;
     call->tripped = 0;
     call->limited = false;
     call->quiet = false;
+    call->watch_mark = 0;
+    if (PP_UNLIKELY(outer && (outer->deadline_ns || outer->cancel)))
+        inherit_limits(call, outer);
+    else if (PP_UNLIKELY(timeout_ns))
+        call->deadline_ns = timeout_ns >= PPI_LAZY_DEADLINE_NS
+                                ? PPI_DEADLINE_PENDING /* no clock read (pp_lua_watch.c) */
+                                : ppi_deadline_after(timeout_ns);
     t->call = call;
-    t->depth++;
 }
 
-void ppi_lua_call_pop(ppi_call *call) {
-    ppi_thread *t = ppi_self();
-    t->call = call->outer;
-    t->depth--;
+static inline void call_pop(ppi_thread *t, ppi_call *call) { t->call = call->outer; }
+
+void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, uint64_t timeout_ns,
+                       pp_cancel *cancel) {
+    call_push(ppi_self(), call, rt, vm, timeout_ns, cancel);
 }
+
+void ppi_lua_call_pop(ppi_call *call) { call_pop(ppi_self(), call); }
 
 /* ── entering and leaving a VM ─────────────────────────────────────────────── */
 
-/* Close `b`'s VM if it is retired and nobody is inside it.  Whoever fails the try-lock
- * here is covered by the holder, which checks `retired` after it releases. */
-static void reap(lua_bundle *b) {
+/*
+ * Retiring.  A retired VM is closed by whoever is last out of it, holding no lock of it.
+ * The retiring thread and a thread releasing the VM lock hand over like this:
+ *
+ *     retire:   retired = true; heavy fence; try-lock -> close
+ *     release:  held = 0; light fence; if retired: try-lock -> close
+ *
+ * By the argument of "Asymmetric fences" (pp_internal.h), either the releaser sees
+ * `retired`, or its release is visible to the retirer's try-lock; whoever wins the
+ * try-lock closes the VM (after detaching it under the lock, so only one does), and
+ * whoever loses it is covered by the winner, or by a later holder that releases
+ * after the fence and therefore sees `retired`.
+ */
+void ppi_lua_reap(lua_bundle *b) {
     if (!ppi_lock_try(&b->lock, ppi_thread_tag())) return;
     lua_State *L = b->L;
     b->L = NULL;
@@ -84,28 +111,21 @@ static void reap(lua_bundle *b) {
 }
 
 void ppi_lua_retire(lua_bundle *b) {
-    atomic_store(&b->retired, true); /* seq_cst: pairs with the load in ppi_lua_release */
-    reap(b);
+    atomic_store(&b->retired, true);
+    ppi_fence_heavy();
+    ppi_lua_reap(b);
 }
 
-void ppi_lua_release(lua_bundle *b) {
-    ppi_lock_release(&b->lock);
-    /* whoever releases a retired VM last closes it (the retiring thread could not) */
-    if (PP_UNLIKELY(atomic_load(&b->retired))) reap(b);
-}
-
-/* Take b's VM lock for `call`; false (text in the thread's error buffer) when the
+/* Wait for b's VM lock for `call`, which cannot simply wait: it has a deadline, or
+ * this thread holds another lock.  False (text in the thread's error buffer) when the
  * wait ran out. */
-static bool acquire_vm(lua_bundle *b, ppi_call *call, ppi_thread *t, uintptr_t me) {
+static PP_NOINLINE bool acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_thread *t,
+                                           uintptr_t me) {
     bool outermost = t->vm_locks == 0 && t->ops_held == 0;
-    if (PP_LIKELY(outermost && call->deadline_ns == 0)) {
-        ppi_lock_acquire(&b->lock, me);
-        return true;
-    }
-    if (ppi_lock_try(&b->lock, me)) return true;
+    long long deadline = call->deadline_ns ? ppi_lua_deadline(call) : 0;
     long long now = ppi_now_ns();
-    long long deadline = call->deadline_ns;
-    bool nested_bound = !outermost && (deadline == 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
+    bool nested_bound =
+        !outermost && (deadline == 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
     if (nested_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
     if (ppi_lock_acquire_until(&b->lock, deadline)) {
         atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
@@ -123,65 +143,82 @@ static bool acquire_vm(lua_bundle *b, ppi_call *call, ppi_thread *t, uintptr_t m
     return false;
 }
 
-/* Enter b's VM for contract `c` (NULL: any).  0 on success (`call` pushed, VM lock
- * held); else an AbiError code with the thread's error text set. */
-static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
-    ppi_thread *t = ppi_self();
-    uintptr_t me = ppi_thread_tag();
+/* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
+enum { REFUSE_REENTRY = 1, REFUSE_CSTACK, REFUSE_CANCELLED, REFUSE_STALE, REFUSE_GONE };
+
+static PP_COLD uint32_t refuse(ppi_thread *t, lua_bundle *b, lua_contract *c, ppi_call *call,
+                               int why) {
     const char *contract = c ? c->name : "";
-    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
+    uint32_t code = AbiErrorCode_Generic;
+    switch (why) {
+    case REFUSE_REENTRY:
         ppi_error_textf("reentrant call refused: this thread is already running a call in "
                         "bundle `%s` (contract '%s')",
                         b->name, contract);
         return AbiErrorCode_ReentrantCall;
-    }
-    size_t left = ppi_cstack_left();
-    if (PP_UNLIKELY(left < PPI_CSTACK_RESERVE)) {
+    case REFUSE_CSTACK: {
+        size_t left = ppi_cstack_left();
         ppi_error_textf("C stack overflow: %zu KiB of this thread's stack left, and entering "
                         "bundle `%s` needs %u KiB (calls nested too deeply, or a thread with "
                         "a small stack)",
                         left / 1024, b->name, PPI_CSTACK_RESERVE / 1024);
         return AbiErrorCode_Generic;
     }
-    uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
-    ppi_lua_call_push(call, b->rt, b, c, timeout, t->next_cancel);
-    call->quiet = t->quiet_next;
-    t->quiet_next = false;
-    uint32_t code;
-    if (PP_UNLIKELY(call->cancel && pp_cancel_requested(call->cancel))) {
+    case REFUSE_CANCELLED:
         ppi_error_textf("Lua function call cancelled before it started (bundle `%s`, "
                         "contract '%s')",
                         b->name, contract);
         code = PP_ABI_CALL_CANCELLED;
-        goto refused;
-    }
-    if (PP_UNLIKELY(!acquire_vm(b, call, t, me))) {
-        code = PP_ABI_CALL_TIMEOUT;
-        goto refused;
-    }
-    t->vm_locks++;
-    bool gone = !b->L || atomic_load(&b->retired);
-    if (PP_UNLIKELY(gone || (c && c->retired))) {
+        break;
+    case REFUSE_GONE:
+    case REFUSE_STALE:
         t->vm_locks--;
         ppi_lua_release(b);
-        ppi_error_textf(gone ? "contract '%s': bundle `%s` was unloaded; its interface "
-                               "pointer is stale"
-                             : "contract '%s' of bundle `%s` was removed by a reload; resolve "
-                               "its handle again",
+        ppi_error_textf(why == REFUSE_GONE ? "contract '%s': bundle `%s` was unloaded; its "
+                                             "interface pointer is stale"
+                                           : "contract '%s' of bundle `%s` was removed by a "
+                                             "reload; resolve its handle again",
                         contract, b->name);
         code = AbiErrorCode_StaleHandle;
-        goto refused;
+        break;
+    default:
+        break;
     }
-    return 0;
-refused:
-    ppi_lua_call_pop(call);
+    call_pop(t, call);
     return code;
 }
 
-static void vm_leave(lua_bundle *b, ppi_call *call) {
-    ppi_thread *t = ppi_self();
+/* Enter b's VM for contract `c` (NULL: any) on thread `t`.  0 on success (`call`
+ * pushed, VM lock held); else an AbiError code with the thread's error text set. */
+static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_contract *c,
+                                          ppi_call *call) {
+    uintptr_t me = ppi_thread_tag();
+    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) return refuse(t, b, c, call, REFUSE_REENTRY);
+    if (PP_UNLIKELY(ppi_cstack_left() < PPI_CSTACK_RESERVE))
+        return refuse(t, b, c, call, REFUSE_CSTACK);
+    uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
+    call_push(t, call, b->rt, b, timeout, t->next_cancel);
+    call->quiet = t->quiet_next;
+    t->quiet_next = false;
+    if (PP_UNLIKELY(call->cancel && pp_cancel_requested(call->cancel)))
+        return refuse(t, b, c, call, REFUSE_CANCELLED);
+    if (PP_LIKELY((t->vm_locks | t->ops_held) == 0 && call->deadline_ns == 0)) {
+        /* an outermost call without a time limit waits as long as it takes */
+        ppi_lock_acquire(&b->lock, me);
+    } else if (PP_UNLIKELY(!ppi_lock_try(&b->lock, me) && !acquire_vm_bounded(b, call, t, me))) {
+        call_pop(t, call);
+        return PP_ABI_CALL_TIMEOUT;
+    }
+    t->vm_locks++;
+    if (PP_UNLIKELY(!b->L || atomic_load_explicit(&b->retired, memory_order_relaxed)))
+        return refuse(t, b, c, call, REFUSE_GONE);
+    if (PP_UNLIKELY(c && c->retired)) return refuse(t, b, c, call, REFUSE_STALE);
+    return 0;
+}
+
+static PP_ALWAYS_INLINE void vm_leave(ppi_thread *t, lua_bundle *b, ppi_call *call) {
     t->vm_locks--;
-    ppi_lua_call_pop(call);
+    call_pop(t, call);
     ppi_lua_release(b);
 }
 
@@ -195,73 +232,36 @@ static void report(lua_bundle *b, bool quiet, const char *text) {
 
 /* ── vm.call ───────────────────────────────────────────────────────────────── */
 
-static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t fn_id,
-                       const void *args, void *out, CallArena *arena, AbiError *out_err) {
-    lua_bundle *b = c->bundle;
-    ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
-    if (PP_UNLIKELY(code)) {
-        set_call_error(out_err, code, ppi_self()->error_text);
-        return;
-    }
-    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed))) {
-        vm_leave(b, &call);
-        set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-        return;
-    }
+/* Push the implementation of `instance` (a created instance's id); false when there
+ * is none. */
+static PP_NOINLINE bool push_instance(lua_State *L, lua_contract *c,
+                                      GuestContractInstance instance) {
+    if ((uintptr_t)instance.data > INT32_MAX) return false;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+    lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
+    lua_remove(L, -2);
+    return !lua_isnil(L, -1);
+}
+
+/* The error path of a call: copy the text out of the VM, report it, leave the VM. */
+static PP_COLD void call_failed(ppi_thread *t, lua_bundle *b, lua_contract *c, ppi_call *call,
+                                uint32_t fn_id, int rc, AbiError *out_err) {
     lua_State *L = b->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
-    if (instance.data == NULL) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
-    } else {
-        if (PP_UNLIKELY((uintptr_t)instance.data > INT32_MAX)) {
-            lua_settop(L, STACK_BASE);
-            vm_leave(b, &call);
-            set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-            return;
-        }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
-        lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
-        lua_remove(L, -2);
-        if (PP_UNLIKELY(lua_isnil(L, -1))) {
-            lua_settop(L, STACK_BASE);
-            vm_leave(b, &call);
-            set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-            return;
-        }
-    }
-    ppi_lua_push_pointer(L, args);
-    ppi_lua_push_pointer(L, out);
-    ppi_lua_push_pointer(L, arena);
-    lua_pushvalue(L, STACK_ARENA_ALLOC);
-    ppi_lua_limits_begin(L, &call);
-    int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
-    ppi_lua_limits_end(L, &call);
-    /* a guest that caught its own out-of-memory error left the heap full of garbage:
-     * collect now, or the next innocent call fails */
-    if (PP_UNLIKELY(b->memory_limit) && rc != LUA_ERRMEM && ppi_lua_vm_take_refused(L))
-        ppi_lua_vm_collect(L);
-    if (PP_LIKELY(rc == 0)) {
-        vm_leave(b, &call);
-        set_call_error(out_err, AbiErrorCode_Ok, NULL);
-        return;
-    }
-    /* Error path: copy the text out of the VM, leave it, then report. */
     char full[4096];
-    code = AbiErrorCode_Generic;
-    if (call.tripped == PP_ABI_CALL_TIMEOUT) {
+    uint32_t code = AbiErrorCode_Generic;
+    if (call->tripped == PP_ABI_CALL_TIMEOUT) {
         code = PP_ABI_CALL_TIMEOUT;
-        if (call.timeout_ns)
+        if (call->timeout_ns)
             snprintf(full, sizeof full,
                      "Lua function call timed out after %.3f s (bundle `%s`, contract '%s', "
                      "fn %u)",
-                     (double)call.timeout_ns / 1e9, b->name, c->name, fn_id);
+                     (double)call->timeout_ns / 1e9, b->name, c->name, fn_id);
         else
             snprintf(full, sizeof full,
                      "Lua function call timed out: the enclosing call's time limit ran out "
                      "(bundle `%s`, contract '%s', fn %u)",
                      b->name, c->name, fn_id);
-    } else if (call.tripped == PP_ABI_CALL_CANCELLED) {
+    } else if (call->tripped == PP_ABI_CALL_CANCELLED) {
         code = PP_ABI_CALL_CANCELLED;
         snprintf(full, sizeof full, "Lua function call cancelled (bundle `%s`, contract '%s', fn %u)",
                  b->name, c->name, fn_id);
@@ -282,17 +282,19 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     lua_settop(L, STACK_BASE);
     /* reported before leaving: once this call is out, the VM may close and its runtime
      * may go */
-    report(b, call.quiet, full);
-    vm_leave(b, &call);
+    report(b, call->quiet, full);
+    vm_leave(t, b, call);
     /* the caller's message: the error without the traceback */
     const char *text = ppi_error_textf("%s", full);
-    char *tb = strstr(ppi_self()->error_text, "\nstack traceback:");
+    char *tb = strstr(t->error_text, "\nstack traceback:");
     if (tb) *tb = '\0';
     set_call_error(out_err, code, text);
 }
 
 /* The trampolines below mark the thread as inside the bundle's runtime for as long as
- * they touch anything it owns (ppi_enter_rt), so pp_runtime_close can wait for them. */
+ * they touch anything it owns (ppi_enter_rt), so pp_runtime_close can wait for them.
+ * vm.call is the hot one: everything on its success path is inlined here, the rest
+ * is out of line. */
 
 void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
                      const void *args, void *out, CallArena *arena, AbiError *out_err) {
@@ -301,13 +303,52 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
         set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
         return;
     }
-    ppi_record *r = ppi_my_record();
-    if (PP_UNLIKELY(!r)) {
+    ppi_thread *t = ppi_self();
+    ppi_record *r = t->record;
+    if (PP_UNLIKELY(!r) && !(r = ppi_record_attach(t))) {
         set_call_error(out_err, AbiErrorCode_Generic, "vm.call: out of memory");
         return;
     }
-    pp_runtime *prev = ppi_enter_rt(r, c->bundle->rt);
-    call_in_vm(c, instance, fn_id, args, out, arena, out_err);
+    lua_bundle *b = c->bundle;
+    pp_runtime *prev = ppi_enter_rt(r, b->rt);
+    ppi_call call;
+    uint32_t code = vm_enter(t, b, c, &call);
+    if (PP_UNLIKELY(code)) {
+        set_call_error(out_err, code, t->error_text);
+        goto out;
+    }
+    lua_State *L = b->L;
+    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed)))
+        goto not_available;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
+    if (instance.data == NULL) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
+    } else if (PP_UNLIKELY(!push_instance(L, c, instance))) {
+        lua_settop(L, STACK_BASE);
+        goto not_available;
+    }
+    ppi_lua_push_pointer(L, args);
+    ppi_lua_push_pointer(L, out);
+    ppi_lua_push_pointer(L, arena);
+    lua_pushvalue(L, STACK_ARENA_ALLOC);
+    ppi_lua_limits_begin(L, &call);
+    int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
+    ppi_lua_limits_end(L, &call);
+    /* a guest that caught its own out-of-memory error left the heap full of garbage:
+     * collect now, or the next innocent call fails */
+    if (PP_UNLIKELY(b->memory_limit) && rc != LUA_ERRMEM && ppi_lua_vm_take_refused(L))
+        ppi_lua_vm_collect(L);
+    if (PP_UNLIKELY(rc != 0)) {
+        call_failed(t, b, c, &call, fn_id, rc, out_err);
+        goto out;
+    }
+    vm_leave(t, b, &call);
+    set_call_error(out_err, AbiErrorCode_Ok, NULL);
+    goto out;
+not_available:
+    vm_leave(t, b, &call);
+    set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
+out:
     ppi_leave_rt(r, prev);
 }
 
@@ -318,7 +359,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
     lua_bundle *b = c->bundle;
     ppi_thread *t = ppi_self();
     ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
+    uint32_t code = vm_enter(t, b, c, &call);
     if (code) {
         t->last_code = code;
         return; /* refused before any guest code ran: the reason is in the error text */
@@ -368,7 +409,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
         if (tb) *tb = '\0';
         report(b, call.quiet, msg);
     }
-    vm_leave(b, &call);
+    vm_leave(t, b, &call);
     if (msg[0]) {
         t->last_code = code;
         ppi_error_textf("%s", msg);
@@ -391,15 +432,16 @@ void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, cons
 
 static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
     lua_bundle *b = c->bundle;
+    ppi_thread *t = ppi_self();
     ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
+    uint32_t code = vm_enter(t, b, c, &call);
     if (code) {
         /* a retired contract's instances died with its VM; anything else is worth a
          * word, since the instance stays alive until its VM goes */
         if (code != AbiErrorCode_StaleHandle)
             ppi_logf(b->rt, LogLevel_Warn, "loader.lua", "destroy_instance of '%s' instance %llu "
                      "not done: %s", c->name, (unsigned long long)(uintptr_t)instance.data,
-                     ppi_self()->error_text);
+                     t->error_text);
         return;
     }
     lua_State *L = b->L;
@@ -415,7 +457,7 @@ static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
         ppi_registry_count_instance(&b->rt->reg, c->contract_id, -1);
     }
     lua_settop(L, STACK_BASE);
-    vm_leave(b, &call);
+    vm_leave(t, b, &call);
 }
 
 void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,

@@ -463,7 +463,7 @@ int32_t ppi_lua_run_init(pp_runtime *rt, const pp_lua_config *config, const pp_m
             /* init counts as a call: it has the loader's time limit (or what is left
              * of an enclosing call's) */
             ppi_call call;
-            ppi_lua_call_push(&call, rt, NULL, NULL, config->call_timeout_ns, NULL);
+            ppi_lua_call_push(&call, rt, NULL, config->call_timeout_ns, NULL);
             ppi_lua_limits_begin(L, &call);
             st = run_entry(rt, L, m, &s, bundle, res, err);
             ppi_lua_limits_end(L, &call);

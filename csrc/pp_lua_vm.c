@@ -23,10 +23,6 @@
 
 /* ── small helpers ─────────────────────────────────────────────────────────── */
 
-void ppi_lua_push_pointer(lua_State *L, const void *p) {
-    lua_pushnumber(L, (lua_Number)(uintptr_t)p);
-}
-
 /* The error value on top of the stack as text (never NULL). */
 const char *ppi_lua_error_text(lua_State *L) {
     const char *s = lua_tostring(L, -1);
@@ -620,6 +616,7 @@ static int setup_vm(lua_State *L) {
  * the VM is gone before its memory is.
  */
 typedef struct vm_memory {
+    lua_State *L;             /* the state this allocator serves */
     void *msp;                /* LuaJIT's allocator state */
     const void *state_block;  /* what lua_close frees last */
     size_t used;              /* bytes currently allocated by this state */
@@ -636,6 +633,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
              * let LuaJIT's allocator release everything (what close_state does for
              * its own allocator) */
             if (m->closing) ppi_lua_limits_release(m->closing);
+            ppi_lua_watch_forget(m->L);
             ppi_lua_internal_destroy(m->msp);
             return NULL;
         }
@@ -695,6 +693,7 @@ static int finalizer_error(lua_State *L) {
 /* A VM whose construction failed: no guest code ran, nothing to watch. */
 static void close_fresh(lua_State *L) {
     vm_memory *m = memory_of(L);
+    if (!m) ppi_lua_watch_forget(L); /* else the final free does */
     lua_close(L);
     free(m);
 }
@@ -707,15 +706,17 @@ void ppi_lua_vm_close(pp_runtime *rt, lua_State *L) {
      * PPI_CLOSE_NS to spare; past it the watchdog lets the count hook into the
      * finalizers, which then fail one by one. */
     ppi_call call;
-    ppi_lua_call_push(&call, rt, NULL, NULL, 0, NULL);
+    ppi_lua_call_push(&call, rt, NULL, 0, NULL);
     call.deadline_ns = ppi_now_ns() + PPI_CLOSE_NS;
     call.timeout_ns = PPI_CLOSE_NS;
     call.cancel = NULL;
     if (m) {
         m->closing = &call;
         ppi_lua_limits_begin(L, &call);
+    } else {
+        ppi_lua_watch_forget(L); /* no final free to hook: before anything is freed */
     }
-    lua_close(L); /* vm_alloc's final free releases the watch (limits_release) */
+    lua_close(L); /* vm_alloc's final free ends the watch and forgets the VM */
     ppi_lua_call_pop(&call);
     free(m);
     if (call.tripped)
@@ -767,9 +768,15 @@ static const char make_instance_src[] =
 lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
                           const char *bundle, const pp_lua_config *cfg, pp_error *err) {
     lua_State *L = luaL_newstate();
+#ifdef PP_DEBUG_LOCKS
+    if (L) ppi_lua_watch_born(L);
+#endif
     vm_memory *mem = L ? calloc(1, sizeof *mem) : NULL;
     if (!mem) {
-        if (L) lua_close(L);
+        if (L) {
+            ppi_lua_watch_forget(L);
+            lua_close(L);
+        }
         ppi_fail(err, PP_ERR_NO_MEMORY, bundle, NULL, "could not create a LuaJIT state",
                  "init failed for bundle `%s`: Lua VM init failed: could not create a LuaJIT "
                  "state",
@@ -781,6 +788,7 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
      * finalizers at close are not bounded) */
     void *msp = NULL;
     if (ppi_lua_is_internal_alloc(lua_getallocf(L, &msp)) && ppi_lua_layout_ok(L)) {
+        mem->L = L;
         mem->msp = msp;
         mem->state_block = ppi_lua_state_block(L);
         mem->used = (size_t)ppi_lua_vm_memory(L);
