@@ -125,9 +125,7 @@ bool ppi_utf8_valid(const uint8_t *s, size_t len);
 size_t ppi_utf8_check(const uint8_t *s, size_t len);
 /* CLOCK_MONOTONIC in nanoseconds. */
 long long ppi_now_ns(void);
-/* The CLOCK_MONOTONIC deadline `timeout_ns` from now: never early, and for a long
- * timeout read from the cheaper coarse clock, late by under 1%; saturates at
- * LLONG_MAX. */
+/* The CLOCK_MONOTONIC deadline `timeout_ns` from now; saturates at LLONG_MAX. */
 long long ppi_deadline_after(uint64_t timeout_ns);
 
 /* Read a whole regular file.  Never blocks on a FIFO or device: those (and
@@ -263,11 +261,11 @@ typedef struct ppi_call {
     long long watch_mark;    /* a pending deadline's mark in the watch record, or 0 */
 } ppi_call;
 
-/* A call's own limit of at least PPI_LAZY_DEADLINE_NS starts when the watchdog first
- * sees the call (at most a tick after it started), so the call reads no clock: its
- * deadline is PPI_DEADLINE_PENDING until then (pp_lua_watch.c). */
+/* A call's own limit of at least PPI_LAZY_DEADLINE_NS (0.1 s) starts when the
+ * watchdog first sees the call (about a tick, 1 ms, after it started), so the call
+ * reads no clock: its deadline is PPI_DEADLINE_PENDING until then (pp_lua_watch.c). */
 #define PPI_DEADLINE_PENDING (-1LL)
-#define PPI_LAZY_DEADLINE_NS 1000000000ULL
+#define PPI_LAZY_DEADLINE_NS 100000000ULL
 
 enum { PPI_MAX_INIT_WINDOWS = 32, PPI_ERROR_TEXT = 1024 };
 

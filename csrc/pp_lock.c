@@ -111,42 +111,14 @@ long long ppi_now_ns(void) {
 }
 
 /*
- * The coarse clock (the time of the last timer tick, ~5 ns to read instead of ~25) is
- * good enough for a long limit: it lags CLOCK_MONOTONIC by at most its resolution, so
- * a deadline of coarse + resolution + timeout is never early, and late by at most one
- * resolution, under 1% of any timeout this is used for.  0: not usable here.
+ * A deadline is read from CLOCK_MONOTONIC, never from the coarse clock: the coarse
+ * clock is cheaper to read, but on a virtual machine it lags by more than its stated
+ * resolution when ticks are late (10 ms measured against a 4 ms resolution), which
+ * would end a call before its limit.  Calls with long limits read no clock at all
+ * (pp_lua_watch.c, pending deadlines).
  */
-static _Atomic long long coarse_res_ns = -1;
-
-static long long coarse_resolution(void) {
-    long long res = atomic_load_explicit(&coarse_res_ns, memory_order_relaxed);
-    if (PP_UNLIKELY(res < 0)) {
-        struct timespec ts;
-        res = 0;
-#ifdef CLOCK_MONOTONIC_COARSE
-        if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0 && ts.tv_sec == 0 &&
-            ts.tv_nsec <= 20000000L)
-            res = ts.tv_nsec;
-#endif
-        atomic_store_explicit(&coarse_res_ns, res, memory_order_relaxed);
-    }
-    return res;
-}
-
 long long ppi_deadline_after(uint64_t timeout_ns) {
-    long long res = coarse_resolution();
-    long long now;
-    if (res && timeout_ns >= 100 * (uint64_t)res) {
-#ifdef CLOCK_MONOTONIC_COARSE
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-        now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + res;
-#else
-        now = ppi_now_ns();
-#endif
-    } else {
-        now = ppi_now_ns();
-    }
+    long long now = ppi_now_ns();
     /* saturate: a huge timeout is no earlier than "never" */
     return timeout_ns >= (uint64_t)(LLONG_MAX - now) ? LLONG_MAX : now + (long long)timeout_ns;
 }

@@ -171,6 +171,10 @@ static bool bundle_has_module(lua_State *L, const char *name) {
  * The SDK modules compiled to bytecode once per process: loading bytecode costs a
  * few microseconds where parsing the source costs tens, on every bundle load.  The
  * cache is immutable once filled (derived from constants, shared by all runtimes).
+ * The loader's own chunks (the stack guard, the restricted load) are also stripped of
+ * debug information: their line numbers would only point into this file, and loading
+ * them with it costs every VM about 4 KiB.  The SDK modules keep theirs (a guest's
+ * error may be raised there).
  */
 enum { SDK_MAX = 8, GUARD_SLOT = SDK_MAX, TEXT_LOAD_SLOT, CHUNKS };
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -194,6 +198,33 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
     return 0;
 }
 
+typedef struct compile_job {
+    const char *source, *chunk;
+    size_t len;
+    bool strip;
+    dump_buffer buf;
+} compile_job;
+
+/* lua_CFunction(job): compile job->source into job->buf (in a scratch state). */
+static int compile_chunk(lua_State *S) {
+    compile_job *j = lua_touserdata(S, 1);
+    if (luaL_loadbuffer(S, j->source, j->len, j->chunk) != 0) return lua_error(S);
+    if (!j->strip) {
+        if (lua_dump(S, dump_writer, &j->buf) != 0) return luaL_error(S, "out of memory");
+        return 0;
+    }
+    lua_pushcfunction(S, luaopen_string);
+    lua_call(S, 0, 1);
+    lua_getfield(S, -1, "dump");
+    lua_pushvalue(S, -3);
+    lua_pushboolean(S, 1); /* strip */
+    lua_call(S, 2, 1);
+    size_t n;
+    const char *code = lua_tolstring(S, -1, &n);
+    if (!code || dump_writer(S, code, n, &j->buf) != 0) return luaL_error(S, "out of memory");
+    return 0;
+}
+
 /* Bytecode of internal chunk `slot` compiled from `source` (NULL if it cannot be
  * compiled: load the source).  Slots below ppi_sdk_modules_len are the SDK modules. */
 static const char *cached_bytecode(size_t slot, const char *source, size_t source_len,
@@ -201,16 +232,15 @@ static const char *cached_bytecode(size_t slot, const char *source, size_t sourc
     if (slot >= CHUNKS) return NULL;
     pthread_mutex_lock(&compile_lock);
     if (!compiled[slot].code && !compiled[slot].failed) {
-        dump_buffer buf = {NULL, 0, 0};
+        compile_job job = {source, chunk, source_len, slot >= SDK_MAX, {NULL, 0, 0}};
         lua_State *S = luaL_newstate();
-        bool ok = S && luaL_loadbuffer(S, source, source_len, chunk) == 0 &&
-                  lua_dump(S, dump_writer, &buf) == 0;
+        bool ok = S && lua_cpcall(S, compile_chunk, &job) == 0;
         if (S) lua_close(S);
         if (ok) {
-            compiled[slot].code = buf.data;
-            compiled[slot].len = buf.len;
+            compiled[slot].code = job.buf.data;
+            compiled[slot].len = job.buf.len;
         } else {
-            free(buf.data);
+            free(job.buf.data);
             compiled[slot].failed = true;
         }
     }
@@ -261,6 +291,7 @@ static int sdk_searcher(lua_State *L) {
  */
 static const char guard_src[] =
     "local check = ...\n"
+    "local type, error = type, error\n"
     "local function guard(t, k)\n"
     "  local f = t and t[k]\n"
     "  if f then t[k] = function(...) check() return f(...) end end\n"
@@ -269,6 +300,9 @@ static const char guard_src[] =
     "guard(co, 'resume')\n"
     "local wrap = co.wrap\n"
     "co.wrap = function(f)\n"
+    "  if type(f) ~= 'function' then\n"
+    "    error(\"bad argument #1 to 'wrap' (function expected, got \" .. type(f) .. \")\", 2)\n"
+    "  end\n"
     "  local g = wrap(f)\n"
     "  return function(...) check() return g(...) end\n"
     "end\n"
@@ -528,11 +562,30 @@ static void restrict_vm(lua_State *L, const char *dir, int box) {
 
 static int finalizer_error(lua_State *L);
 
-/* setup_vm(dir or nil, restricted, files or nil, runtime, bundle name) */
+/* The instance maker, make_instance(instances, id, factory, host): runs the factory
+ * and stores its result (false for nil) under `id` with a raw set, which no guest can
+ * redirect.  Called through lua_pcall, so everything it allocates is protected. */
+static int make_instance(lua_State *L) {
+    lua_settop(L, 4);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+    }
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* setup_vm(dir or nil, restricted, files or nil, runtime, bundle name) -> arena_alloc,
+ * make_instance: the stack slots PPI_STACK_ARENA_ALLOC and PPI_STACK_MAKE_INSTANCE */
 static int setup_vm(lua_State *L) {
     const char *dir = lua_tostring(L, 1); /* bundle dir or nil */
     bool restricted = lua_toboolean(L, 2);
     pp_fileset *files = lua_touserdata(L, 3); /* a signed bundle's verified files */
+    pp_runtime *rt = lua_touserdata(L, 4);
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 5);
     lua_pushnumber(L, 0);
@@ -603,7 +656,17 @@ static int setup_vm(lua_State *L) {
     lua_pushcfunction(L, cstack_check);
     lua_call(L, 1, 0);
     if (restricted) restrict_vm(L, dir, 3);
-    return 0;
+    lua_pushlightuserdata(L, (void *)&rt->api);
+    lua_pushcclosure(L, arena_alloc, 1);
+    lua_pushcfunction(L, make_instance);
+    /* Start the first collection cycle now.  A fresh state begins its first one at four
+     * times its initial heap, which a bundle reaches in the middle of loading its code,
+     * after the garbage of this setup and of the parser has piled up; started here, the
+     * cycle runs while the bundle's code loads and frees that garbage before the
+     * bundle's own data arrives.  Same work, a lower peak: about 2 KiB less kept per
+     * VM (benchmarks/README.md). */
+    lua_gc(L, LUA_GCSTEP, 0);
+    return 2;
 }
 
 /* ── memory accounting and closing ────────────────────────────────────────── */
@@ -753,15 +816,6 @@ int64_t ppi_lua_vm_memory(lua_State *L) {
     return (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
-/* Runs a factory and stores its result (false for nil) under `id`; rawset is captured
- * before any guest code runs. */
-static const char make_instance_src[] =
-    "local rawset = rawset\n"
-    "return function(instances, id, factory, host)\n"
-    "  local impl = factory(host)\n"
-    "  if impl == nil then impl = false end\n"
-    "  rawset(instances, id, impl)\n"
-    "end\n";
 
 /* ── construction ──────────────────────────────────────────────────────────── */
 
@@ -810,22 +864,11 @@ lua_State *ppi_lua_vm_new(pp_runtime *rt, const char *dir, pp_fileset *files,
         lua_pushnil(L);
     lua_pushlightuserdata(L, rt);
     lua_pushstring(L, bundle);
-    if (lua_pcall(L, 5, 0, PPI_STACK_TRACEBACK) != 0) {
+    if (lua_pcall(L, 5, 2, PPI_STACK_TRACEBACK) != 0) {
         char detail[1024];
         snprintf(detail, sizeof detail, "Lua VM init failed: %s", ppi_lua_error_text(L));
         ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, detail,
                  "init failed for bundle `%s`: %s", bundle, detail);
-        close_fresh(L);
-        return NULL;
-    }
-    lua_pushlightuserdata(L, (void *)&rt->api);
-    lua_pushcclosure(L, arena_alloc, 1);
-    if (luaL_loadbuffer(L, make_instance_src, sizeof make_instance_src - 1,
-                        "=[polyplug instance maker]") != 0 ||
-        lua_pcall(L, 0, 1, PPI_STACK_TRACEBACK) != 0) {
-        ppi_fail(err, PP_ERR_INIT_FAILED, bundle, NULL, "Lua VM init failed",
-                 "init failed for bundle `%s`: Lua VM init failed: %s", bundle,
-                 ppi_lua_error_text(L));
         close_fresh(L);
         return NULL;
     }

@@ -47,16 +47,17 @@
  *          watchdog:  rec->pinning = 1;  read the token only if rec->cancel still
  *                     holds it;  rec->pinning = 0
  *
- *   4. Clock reads.  A call whose own limit is PPI_LAZY_DEADLINE_NS or more reads no
- *      clock (about 9 ns on a VM, more than the rest of a limited call): it publishes
- *      a pending deadline, a negative mark unique in its record, and the watchdog,
- *      the first time it sees the mark, replaces it with its own `now` + the limit
- *      (compare-and-swap, so a mark the owner has moved past stays gone).  The limit
- *      thus starts at most one tick (1 ms, or the wake-up of a sleeping watchdog)
- *      after the call did: never early, and late by 0.1% at most for a 1 s limit.  The
- *      thread fixes the deadline itself, by the same compare-and-swap, only when it
- *      needs the value: a nested call inheriting it, a wait for the VM lock, or the
- *      hook deciding whether the call is out of time (ppi_lua_deadline).
+ *   4. Clock reads.  A call whose own limit is PPI_LAZY_DEADLINE_NS (0.1 s) or more
+ *      reads no clock (CLOCK_MONOTONIC costs 25-60 ns on a VM, more than the rest of
+ *      a limited call): it publishes a pending deadline, a negative mark unique in its
+ *      record, and the watchdog, the first time it sees the mark, replaces it with its
+ *      own `now` + the limit (compare-and-swap, so a mark the owner has moved past
+ *      stays gone).  The limit thus starts about one tick (1 ms, or the wake-up of a
+ *      sleeping watchdog) after the call did: never early, late by about 1% for a
+ *      0.1 s limit and 0.1% for a 1 s one.  The thread fixes the deadline itself, by
+ *      the same compare-and-swap, only when it needs the value: a nested call
+ *      inheriting it, a wait for the VM lock, or the hook deciding whether the call
+ *      is out of time (ppi_lua_deadline).
  *
  * The watchdog sleeps on a futex when no record has a deadline or a token.  Going to
  * sleep it announces `sleeping`, then looks at the records once more; a call that
