@@ -17,15 +17,11 @@
  *     for; it is an atomic read-modify-write of one byte.
  *   - jit_base: whether the VM is executing a compiled trace right now.
  *   - the finalizer-error event: LuaJIT reports an error raised by a __gc finalizer
- *     through the ERRFIN VM event, whose default handler (installed by luaL_newstate)
- *     prints to the process's stderr.  The loader installs its own handler, which
- *     logs through the runtime instead.
- *   - the internal allocator (lj_alloc_f / lj_alloc_destroy) and the GG_State block:
- *     every bundle VM's allocator is a thin wrapper around LuaJIT's own, which counts
- *     bytes for memory limits and learns when lua_close frees the state itself.
+ *     through the ERRFIN VM event, whose default handler (luaL_newstate installs one)
+ *     prints to the process's stderr.  The loader's states come from lua_newstate,
+ *     with its own handler, which logs through the runtime instead.
  */
 #include "lj_obj.h"
-#include "lj_alloc.h"
 #include "lj_dispatch.h"
 #include "lj_vmevent.h"
 #include "lauxlib.h"
@@ -53,19 +49,3 @@ bool ppi_lua_set_finalizer_error_handler(lua_State *L) {
 }
 
 bool ppi_lua_in_trace(lua_State *L) { return tvref(G(L)->jit_base) != NULL; }
-
-const void *ppi_lua_state_block(lua_State *L) { return G2GG(G(L)); }
-
-void *ppi_lua_internal_alloc(void *msp, void *ptr, size_t osize, size_t nsize) {
-    return lj_alloc_f(msp, ptr, osize, nsize);
-}
-
-bool ppi_lua_is_internal_alloc(lua_Alloc f) { return f == lj_alloc_f; }
-
-void ppi_lua_internal_destroy(void *msp) { lj_alloc_destroy(msp); }
-
-bool ppi_lua_layout_ok(lua_State *L) {
-    /* a main state is its global state's main thread, and the GG block holds both */
-    global_State *g = G(L);
-    return mainthread(g) == L && (const void *)&G2GG(g)->g == (const void *)g;
-}

@@ -21,13 +21,5 @@ void ppi_lua_unblock_hooks(lua_State *L);
 bool ppi_lua_set_finalizer_error_handler(lua_State *L);
 /* Is the VM running a compiled trace? */
 bool ppi_lua_in_trace(lua_State *L);
-/* The block lua_close frees last (LuaJIT's GG_State). */
-const void *ppi_lua_state_block(lua_State *L);
-/* LuaJIT's own allocator, and its destructor. */
-void *ppi_lua_internal_alloc(void *msp, void *ptr, size_t osize, size_t nsize);
-bool ppi_lua_is_internal_alloc(lua_Alloc f);
-void ppi_lua_internal_destroy(void *msp);
-/* A sanity check of the private layout against a live main state. */
-bool ppi_lua_layout_ok(lua_State *L);
 
 #endif /* PP_LUA_JIT_H */
