@@ -74,6 +74,7 @@
 #ifndef PP_INTERNAL_H
 #define PP_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>

@@ -25,6 +25,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 #include "pp_lua_internal.h"
+#include "pp_lua_jit.h"
 
 enum {
     STACK_TRACEBACK = PPI_STACK_TRACEBACK,
@@ -232,15 +233,28 @@ static void report(lua_bundle *b, bool quiet, const char *text) {
 
 /* ── vm.call ───────────────────────────────────────────────────────────────── */
 
-/* Push the implementation of `instance` (a created instance's id); false when there
- * is none. */
-static PP_NOINLINE bool push_instance(lua_State *L, lua_contract *c,
-                                      GuestContractInstance instance) {
-    if ((uintptr_t)instance.data > INT32_MAX) return false;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
-    lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
-    lua_remove(L, -2);
-    return !lua_isnil(L, -1);
+/* vm.call's pcall through the public API (when the direct frame cannot be built: the
+ * stack must grow).  Same results as ppi_lua_pcall_vm_call. */
+static PP_NOINLINE int pcall_by_api(lua_State *L, lua_contract *c, uint32_t fn_id, int key,
+                                    const void *args, void *out, CallArena *arena) {
+    if (!lua_checkstack(L, 8)) return LUA_ERRMEM;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
+    if (key) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
+        lua_rawgeti(L, -1, key);
+        lua_remove(L, -2);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
+    }
+    if (key && lua_isnil(L, -1)) {
+        lua_settop(L, STACK_BASE);
+        return PPI_PCALL_NO_INSTANCE;
+    }
+    ppi_lua_push_pointer(L, args);
+    ppi_lua_push_pointer(L, out);
+    ppi_lua_push_pointer(L, arena);
+    lua_pushvalue(L, STACK_ARENA_ALLOC);
+    return lua_pcall(L, 5, 0, STACK_TRACEBACK);
 }
 
 /* The error path of a call: copy the text out of the VM, report it, leave the VM. */
@@ -318,21 +332,27 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
         goto out;
     }
     lua_State *L = b->L;
-    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed)))
+    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed) ||
+                    (uintptr_t)instance.data > INT32_MAX))
         goto not_available;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
-    if (instance.data == NULL) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
-    } else if (PP_UNLIKELY(!push_instance(L, c, instance))) {
-        lua_settop(L, STACK_BASE);
+    int key = (int)(uintptr_t)instance.data;
+    ppi_lua_limits_begin(L, &call);
+    int rc;
+#ifdef PP_DEBUG_LOCKS
+    /* debug builds take the public-API path every fourth call, so it stays tested */
+    static _Atomic unsigned api_turn;
+    if (atomic_fetch_add_explicit(&api_turn, 1, memory_order_relaxed) % 4 == 0)
+        rc = PPI_PCALL_BY_API;
+    else
+#endif
+        rc = ppi_lua_pcall_vm_call(L, c->fn_refs[fn_id], key ? c->instances_ref : c->default_ref,
+                                   key, args, out, arena, STACK_ARENA_ALLOC, STACK_TRACEBACK);
+    if (PP_UNLIKELY(rc == PPI_PCALL_BY_API))
+        rc = pcall_by_api(L, c, fn_id, key, args, out, arena);
+    if (PP_UNLIKELY(rc == PPI_PCALL_NO_INSTANCE)) {
+        ppi_lua_limits_end(L, &call);
         goto not_available;
     }
-    ppi_lua_push_pointer(L, args);
-    ppi_lua_push_pointer(L, out);
-    ppi_lua_push_pointer(L, arena);
-    lua_pushvalue(L, STACK_ARENA_ALLOC);
-    ppi_lua_limits_begin(L, &call);
-    int rc = lua_pcall(L, 5, 0, STACK_TRACEBACK);
     ppi_lua_limits_end(L, &call);
     /* a guest that caught its own out-of-memory error left the heap full of garbage:
      * collect now, or the next innocent call fails */

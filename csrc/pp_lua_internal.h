@@ -101,11 +101,47 @@ int64_t ppi_lua_vm_memory(lua_State *L);
  * has a deadline or a cancel token; ppi_lua_limits_end ends that (pp_lua_watch.c). */
 void ppi_lua_watch_begin(lua_State *L, ppi_call *call);
 void ppi_lua_watch_end(lua_State *L, ppi_call *call);
-static inline void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
-    if (PP_UNLIKELY(call->deadline_ns || call->cancel)) ppi_lua_watch_begin(L, call);
+extern _Atomic uint32_t ppi_watch_sleeping;
+extern _Atomic bool ppi_watch_running;
+void ppi_watch_wake(void);
+
+/* The common limited call inline: an outermost call with a pending deadline and no
+ * token, the watchdog running.  It publishes itself with plain stores; its end clears
+ * the deadline and leaves any hook armed meanwhile to limit_hook, which removes a hook
+ * that fires in a call not out of time (pp_lua_watch.c, 2. and 4.). */
+static inline bool ppi_lua_watch_simple(const ppi_call *call, const ppi_record *w) {
+    return call->deadline_ns == PPI_DEADLINE_PENDING && !call->cancel && !call->outer && w &&
+           atomic_load_explicit(&ppi_watch_running, memory_order_relaxed);
 }
+
+static inline void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
+    if (PP_LIKELY(!call->deadline_ns && !call->cancel)) return;
+    ppi_record *w = ppi_self()->record;
+    if (!ppi_lua_watch_simple(call, w)) {
+        ppi_lua_watch_begin(L, call);
+        return;
+    }
+    long long mark = -(long long)(++w->seq & (uint64_t)LLONG_MAX);
+    call->limited = true;
+    call->watch_vm = L;
+    call->watch_mark = mark;
+    atomic_store_explicit(&w->timeout, call->timeout_ns, memory_order_relaxed);
+    atomic_store_explicit(&w->vm, (void *)L, memory_order_relaxed);
+    atomic_store_explicit(&w->deadline, mark, memory_order_release);
+    ppi_fence_light();
+    if (PP_UNLIKELY(atomic_load_explicit(&ppi_watch_sleeping, memory_order_relaxed)))
+        ppi_watch_wake();
+}
+
 static inline void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
-    if (PP_UNLIKELY(call->limited)) ppi_lua_watch_end(L, call);
+    if (PP_LIKELY(!call->limited)) return;
+    ppi_record *w = ppi_self()->record;
+    if (!call->tripped && call->watch_vm && ppi_lua_watch_simple(call, w)) {
+        call->limited = false;
+        atomic_store_explicit(&w->deadline, 0, memory_order_relaxed);
+        return;
+    }
+    ppi_lua_watch_end(L, call);
 }
 /* `call`'s deadline (CLOCK_MONOTONIC ns; 0: none), fixed now if it was pending. */
 long long ppi_lua_deadline(ppi_call *call);

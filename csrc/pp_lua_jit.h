@@ -22,4 +22,16 @@ bool ppi_lua_set_finalizer_error_handler(lua_State *L);
 /* Is the VM running a compiled trace? */
 bool ppi_lua_in_trace(lua_State *L);
 
+/* vm.call's lua_pcall(L, 5, 0, errfunc_idx): registry[fn_ref] called with the
+ * instance — registry[self_ref], or registry[self_ref][self_key] when self_key is not
+ * 0 — then args, out and arena as numbers and the value at stack index
+ * arena_alloc_idx; errfunc_idx is a stack index too.  Built without the public API's
+ * per-value overhead.  Returns lua_pcall's status, or PPI_PCALL_NO_INSTANCE (no
+ * instance self_key), or PPI_PCALL_BY_API (nothing done: a reference is missing or the
+ * stack must grow; do it through the public API). */
+enum { PPI_PCALL_BY_API = -1, PPI_PCALL_NO_INSTANCE = -2 };
+int ppi_lua_pcall_vm_call(lua_State *L, int fn_ref, int self_ref, int self_key,
+                          const void *args, void *out, void *arena, int arena_alloc_idx,
+                          int errfunc_idx);
+
 #endif /* PP_LUA_JIT_H */

@@ -89,7 +89,8 @@ enum {
     IDLE_TICKS = 200      /* quiet ticks before it sleeps */
 };
 
-static _Atomic uint32_t g_sleeping; /* futex word: 1 while the watchdog sleeps */
+_Atomic uint32_t ppi_watch_sleeping; /* futex word: 1 while the watchdog sleeps */
+_Atomic bool ppi_watch_running;      /* the watchdog thread is running */
 static _Atomic uint32_t g_arming;   /* 1 while the watchdog arms a VM it read from a record */
 static _Atomic uint32_t g_hook_lock;
 static pthread_once_t g_started = PTHREAD_ONCE_INIT;
@@ -221,13 +222,13 @@ static void *watchdog_main(void *arg) {
         if (quiet >= IDLE_TICKS) {
             /* going to sleep: announce it, then look once more (a call publishing now
              * either is seen here or sees `sleeping` and wakes us) */
-            atomic_store(&g_sleeping, 1);
+            atomic_store(&ppi_watch_sleeping, 1);
             ppi_fence_heavy();
             bool any = false;
             for (ppi_record *w = ppi_records(); w && !any; w = w->next)
                 any = atomic_load(&w->deadline) != 0 || atomic_load(&w->cancel) != NULL;
-            if (!any) futex_wait(&g_sleeping, 1);
-            atomic_store(&g_sleeping, 0);
+            if (!any) futex_wait(&ppi_watch_sleeping, 1);
+            atomic_store(&ppi_watch_sleeping, 0);
             quiet = 0;
             continue;
         }
@@ -245,7 +246,13 @@ static void start_watchdog(void) {
     pthread_t th;
     g_running = pthread_create(&th, &attr, watchdog_main, NULL) == 0;
     pthread_attr_destroy(&attr);
+    atomic_store_explicit(&ppi_watch_running, g_running, memory_order_relaxed);
     atomic_store_explicit(&g_ready, true, memory_order_release);
+}
+
+void ppi_watch_wake(void) {
+    atomic_store(&ppi_watch_sleeping, 0);
+    futex_wake(&ppi_watch_sleeping);
 }
 
 /* ── the hook and the per-call limits ──────────────────────────────────────── */
@@ -325,10 +332,8 @@ void ppi_lua_watch_begin(lua_State *L, ppi_call *call) {
         atomic_store_explicit(&w->cancel, call->cancel, memory_order_release);
     atomic_store_explicit(&w->deadline, deadline, memory_order_release);
     ppi_fence_light();
-    if (PP_UNLIKELY(atomic_load_explicit(&g_sleeping, memory_order_relaxed))) {
-        atomic_store(&g_sleeping, 0);
-        futex_wake(&g_sleeping);
-    }
+    if (PP_UNLIKELY(atomic_load_explicit(&ppi_watch_sleeping, memory_order_relaxed)))
+        ppi_watch_wake();
     /* a limit that has already passed (a nested call inheriting an expired deadline,
      * a token cancelled in between) is checked at once; a call's own deadline lies in
      * the future (the watchdog sees it pass) */
