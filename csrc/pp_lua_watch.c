@@ -34,7 +34,9 @@
  *   2. Stale armings.  The watchdog may read a deadline just before the call that
  *      published it clears it, and arm the hook after that call ended — on an idle VM,
  *      or under another thread's call.  limit_hook handles it: a hook that fires in a
- *      call that is not limited, or whose limits have not run out, removes itself.
+ *      call that is not limited, or whose limits have not run out, removes itself.  So
+ *      the common limited call (outermost, a pending deadline, no token: inline in
+ *      pp_lua_internal.h) does not even look for a hook when it ends.
  *      Every lua_sethook of this file runs under the hook lock (g_hook_lock), so the
  *      watchdog's arming and a thread's own hook changes never interleave field by
  *      field; it is held only around lua_sethook, never while waiting for anything.
