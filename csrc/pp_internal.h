@@ -256,7 +256,8 @@ typedef struct ppi_call {
     uint64_t timeout_ns;     /* the call's own limit; 0 when the deadline is inherited */
     pp_cancel *cancel;       /* NULL: none */
     uint32_t tripped;        /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
-    bool limited;            /* its limits are being watched (pp_lua_watch.c) */
+    uint8_t limited;         /* its limits are being watched: PPI_WATCHED, or
+                              * PPI_WATCHED_INLINE (pp_lua_watch.c); else 0 */
     bool quiet;              /* the caller gets the error as a value: log it at Debug */
     void *watch_vm;          /* the lua_State it published to the watchdog, or NULL */
     long long watch_mark;    /* a pending deadline's mark in the watch record, or 0 */
@@ -266,6 +267,7 @@ typedef struct ppi_call {
  * watchdog first sees the call (about a tick, 1 ms, after it started), so the call
  * reads no clock: its deadline is PPI_DEADLINE_PENDING until then (pp_lua_watch.c). */
 #define PPI_DEADLINE_PENDING (-1LL)
+enum { PPI_WATCHED = 1, PPI_WATCHED_INLINE = 2 };
 #define PPI_LAZY_DEADLINE_NS 100000000ULL
 
 enum { PPI_MAX_INIT_WINDOWS = 32, PPI_ERROR_TEXT = 1024 };

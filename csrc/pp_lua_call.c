@@ -67,7 +67,7 @@ static inline void call_push(ppi_thread *t, ppi_call *call, pp_runtime *rt, cons
     call->timeout_ns = timeout_ns;
     call->cancel = cancel;
     call->tripped = 0;
-    call->limited = false;
+    call->limited = 0;
     call->quiet = false;
     call->watch_mark = 0;
     if (PP_UNLIKELY(outer && (outer->deadline_ns || outer->cancel)))

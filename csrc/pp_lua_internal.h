@@ -122,7 +122,7 @@ static inline void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
         return;
     }
     long long mark = -(long long)(++w->seq & (uint64_t)LLONG_MAX);
-    call->limited = true;
+    call->limited = PPI_WATCHED_INLINE;
     call->watch_vm = L;
     call->watch_mark = mark;
     atomic_store_explicit(&w->timeout, call->timeout_ns, memory_order_relaxed);
@@ -135,10 +135,10 @@ static inline void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
 
 static inline void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
     if (PP_LIKELY(!call->limited)) return;
-    ppi_record *w = ppi_self()->record;
-    if (!call->tripped && call->watch_vm && ppi_lua_watch_simple(call, w)) {
-        call->limited = false;
-        atomic_store_explicit(&w->deadline, 0, memory_order_relaxed);
+    if (call->limited == PPI_WATCHED_INLINE && !call->tripped) {
+        /* published inline: outermost, no token, so nothing to restore */
+        call->limited = 0;
+        atomic_store_explicit(&ppi_self()->record->deadline, 0, memory_order_relaxed);
         return;
     }
     ppi_lua_watch_end(L, call);

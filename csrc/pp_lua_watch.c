@@ -294,6 +294,9 @@ static const ppi_call *watched_outer(const ppi_call *call) {
     return NULL;
 }
 
+/* A pending deadline is fixed only while its call is this thread's innermost
+ * published one (a nested call fixes its enclosing call's before it publishes itself),
+ * so the record's deadline is that call's mark or the watchdog's value for it. */
 long long ppi_lua_deadline(ppi_call *call) {
     if (PP_LIKELY(call->deadline_ns != PPI_DEADLINE_PENDING)) return call->deadline_ns;
     long long fixed = ppi_deadline_after(call->timeout_ns);
@@ -310,7 +313,7 @@ long long ppi_lua_deadline(ppi_call *call) {
 }
 
 void ppi_lua_watch_begin(lua_State *L, ppi_call *call) {
-    call->limited = true;
+    call->limited = PPI_WATCHED;
     call->watch_vm = NULL;
     if (PP_UNLIKELY(!atomic_load_explicit(&g_ready, memory_order_acquire)))
         pthread_once(&g_started, start_watchdog);
@@ -346,7 +349,7 @@ void ppi_lua_watch_begin(lua_State *L, ppi_call *call) {
 
 void ppi_lua_limits_release(ppi_call *call) {
     if (!call->limited) return;
-    call->limited = false;
+    call->limited = 0;
     ppi_record *w = ppi_self()->record;
     if (!call->watch_vm || !w) return;
     if (PP_LIKELY(!call->outer && !call->cancel)) {
