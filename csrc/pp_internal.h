@@ -14,12 +14,15 @@
  *   1. rt->ops — the flow lock (pthread mutex, recursive).  Serialises load, reload,
  *      unload and close of one runtime.  Held across loader calls, guest init code
  *      and reload-phase callbacks (a guest may load a bundle from init: recursion).
- *   2. VM locks — one ppi_lock per loaded bundle, owned by a thread and counted
- *      (pp_lock.c).  Serialises every use of the bundle's lua_State.  Held while
- *      guest code runs; a thread holds several when a guest calls another bundle.
- *      A guest calling another contract of its own bundle (a nested call, allowed
- *      per contract as upstream: pp_lua_call.c) takes nothing: its thread already
- *      owns the VM, and the nested call releases nothing when it leaves.
+ *   2. VM locks — one ppi_lock per loaded bundle, owned by a thread (pp_lock.c;
+ *      the thread counts the VM locks it holds, nested calls included).  Serialises
+ *      every use of the bundle's lua_State.  Held while guest code runs; a thread
+ *      holds several when a guest calls another bundle.  Taking one is a
+ *      compare-and-swap, releasing it plain stores; a waiter that goes to sleep pays
+ *      a heavy fence instead (below, and pp_lock.c).  A guest calling another
+ *      contract of its own bundle (a nested call, allowed per contract as upstream:
+ *      pp_lua_call.c) takes nothing: its thread already owns the VM, and the nested
+ *      call releases nothing when it leaves.
  *   3. Leaf locks — rt->lock (runtime bookkeeping), reg->lock (registry, rwlock), a
  *      Lua loader's list lock, the SDK bytecode cache lock.  They guard data only:
  *      while one is held nothing is called out (no guest, no callback, no loader)
@@ -40,10 +43,28 @@
  *     last: the retiring thread when the VM is idle, otherwise the call that was
  *     still inside it, on its way out.  pp_runtime_close is the one place that
  *     waits for calls, with a bound and holding no lock.
- *   - A VM is closed (lua_close, which runs __gc finalizers) with no VM lock or leaf
- *     lock held.  Unload and reload close the VMs they retire while holding rt->ops
- *     (recursive: a finalizer may load, reload or unload bundles; loading the bundle
- *     that is being unloaded is refused), and the close is bounded (PPI_CLOSE_NS).
+ *   - A VM is closed (lua_close, which runs __gc finalizers) with no leaf lock and no
+ *     lock of that VM held: by the thread that retires or replaces it (unload and
+ *     reload, holding rt->ops, which is recursive: a finalizer may load, reload or
+ *     unload bundles; loading the bundle that is being unloaded is refused), or by the
+ *     last call out of it (perhaps holding an enclosing call's lock of another VM; a
+ *     nested call of the same bundle releases nothing, so it never closes the VM).
+ *     Closing is bounded: finalizers get PPI_CLOSE_NS, then the watchdog stops them.
+ *
+ * Handshakes without a lock.  Three places pair a frequent side with a rare one, each
+ * side storing a word and then loading the other side's (Dekker's pattern); the
+ * frequent side uses the light fence (a compiler barrier) and the rare side the heavy
+ * fence ("Asymmetric fences" below), so no call pays a locked instruction for them:
+ *   - VM lock release vs a waiter going to sleep: `held` / `sleepers` (pp_lock.c);
+ *   - VM lock release vs retiring the VM: `held` / `retired` (pp_lua_call.c);
+ *   - a limited call publishing its deadline vs the watchdog going to sleep:
+ *     `deadline` / `sleeping` (pp_lua_watch.c).
+ * The watchdog's other handshakes are plain sequentially consistent ones on rare
+ * paths: closing a VM vs the watchdog arming it, and a call with a cancel token
+ * ending vs the watchdog reading the token (pp_lua_watch.c).  Their waits (for the
+ * watchdog to finish arming a hook, or reading a token) are bounded: the watchdog
+ * holds no lock and waits for nothing there but the hook lock, which is held only
+ * around lua_sethook.
  *
  * Lifetimes: everything reachable from an interface pointer or loader_data ever
  * handed out — registry interface blocks, Lua bundle and contract records — stays
@@ -53,13 +74,16 @@
  *
  * Callbacks: the log callback may run with VM locks held (a guest logging from a
  * call) and on any thread; reload-phase callbacks run with rt->ops held.  Either may
- * call back into the runtime: nested calls are bounded as above, and a call back
- * into a VM this thread is already running in is refused (ReentrantCall).  A
- * callback that never returns blocks the thread that invoked it, nothing more.
+ * call back into the runtime: nested calls are bounded as above; a call back into
+ * a VM this thread is already running in runs nested for another contract of that
+ * bundle, and is refused (ReentrantCall) for a contract this thread is already
+ * running or from JIT-compiled code of the bundle.  A callback that never returns
+ * blocks the thread that invoked it, nothing more.
  */
 #ifndef PP_INTERNAL_H
 #define PP_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -72,8 +96,14 @@
 #define PP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #define PP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define PP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PP_NOINLINE __attribute__((noinline))
+#define PP_COLD __attribute__((noinline, cold))
+#define PP_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define PP_PRINTF(fmt, args)
+#define PP_NOINLINE
+#define PP_COLD
+#define PP_ALWAYS_INLINE inline
 #define PP_LIKELY(x) (x)
 #define PP_UNLIKELY(x) (x)
 #endif
@@ -103,13 +133,9 @@ bool ppi_utf8_valid(const uint8_t *s, size_t len);
 /* Offset of the first byte that is not well-formed UTF-8 (no overlongs, surrogates or
  * code points past U+10FFFF), or `len` when all of it is. */
 size_t ppi_utf8_check(const uint8_t *s, size_t len);
-/* Identity of the calling thread, cheap and never 0. */
-uintptr_t ppi_thread_tag(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 long long ppi_now_ns(void);
-/* The CLOCK_MONOTONIC deadline `timeout_ns` from now: never early, and for a long
- * timeout read from the cheaper coarse clock, late by under 1%; saturates at
- * LLONG_MAX. */
+/* The CLOCK_MONOTONIC deadline `timeout_ns` from now; saturates at LLONG_MAX. */
 long long ppi_deadline_after(uint64_t timeout_ns);
 
 /* Read a whole regular file.  Never blocks on a FIFO or device: those (and
@@ -167,17 +193,53 @@ static inline bool ppi_map_put_ptr(ppi_map *m, uint64_t k1, uint64_t k2, void *p
     return ppi_map_put(m, k1, k2, (uint64_t)(uintptr_t)p);
 }
 
-/* ── locks (pp_lock.c) ─────────────────────────────────────────────────────── */
+/* ── asymmetric fences and locks (pp_lock.c) ──────────────────────────────── */
 
 /*
- * A VM lock: a futex word plus the owning thread and a recursion count.  Waiters
- * spin with backoff before they sleep, so same-bundle calls from several threads
- * run in batches instead of paying a wake-up per hand-off.
+ * Asymmetric fences.  Several handshakes below have a hot side (every call) and a
+ * rare side (a thread going to sleep, a VM being retired, the watchdog going idle),
+ * each side storing one word and then loading the other's (Dekker).  Instead of a
+ * full fence on both sides, the hot side pays a compiler barrier (ppi_fence_light)
+ * and the rare side makes every thread of the process execute a full fence
+ * (ppi_fence_heavy: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)).  What this buys:
+ * for every other thread H there is a point P_H in H's program such that H's memory
+ * accesses before P_H are visible to the heavy thread once ppi_fence_heavy returns,
+ * and H's accesses after P_H see everything the heavy thread stored before calling
+ * it (a thread that is not running passes such a point in its context switch).  So
+ * if the hot side does "store X; light fence; load Y" and the rare side "store Y;
+ * heavy fence; load X", either the hot load comes after P_H and sees Y, or the hot
+ * store comes before P_H and the rare load sees X: at least one side sees the
+ * other, exactly as with two full fences.  Where membarrier is missing (kernels
+ * before 4.14, seccomp) ppi_fence_init leaves both fences full fences
+ * (atomic_thread_fence), which is the plain Dekker argument.  The choice is made
+ * once, before the first lock exists (ppi_lock_init), and never changes.
+ */
+extern bool ppi_fence_asymmetric;
+
+void ppi_fence_init(void);
+void ppi_fence_heavy(void);
+
+static inline void ppi_fence_light(void) {
+    if (PP_LIKELY(ppi_fence_asymmetric))
+        atomic_signal_fence(memory_order_seq_cst); /* the compiler's order only */
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
+/*
+ * A VM lock: a futex word, a count of sleeping waiters, and the owning thread.
+ * Waiters spin with backoff before they sleep, so same-bundle calls from several
+ * threads run in batches instead of paying a wake-up per hand-off.  The uncontended
+ * pair is one `lock cmpxchg` (acquire) and plain stores and loads (release): the
+ * release does "store held = 0; light fence; load sleepers", a sleeper does
+ * "sleepers += 1; heavy fence; try, else futex-wait while held == 1", so a release
+ * either wakes the sleeper or the sleeper's try sees the lock free (the argument
+ * above; pp_lock.c has the details).
  */
 typedef struct ppi_lock {
-    _Atomic uint32_t state;   /* 0 free, 1 held, 2 held with possible sleepers */
-    _Atomic uintptr_t owner;  /* thread tag of the holder, 0 when free */
-    uint32_t depth;           /* recursive acquisitions by the owner (owner only) */
+    _Atomic uint32_t held;     /* 0 free, 1 held: the futex word */
+    _Atomic uint32_t sleepers; /* waiters in the sleeping phase */
+    _Atomic uintptr_t owner;   /* thread tag of the holder, 0 when free */
 } ppi_lock;
 
 void ppi_lock_acquire_slow(ppi_lock *l);
@@ -187,9 +249,10 @@ bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns);
 void ppi_lock_wake(ppi_lock *l);
 
 static inline void ppi_lock_init(ppi_lock *l) {
-    atomic_init(&l->state, 0);
+    ppi_fence_init(); /* before the first lock: the fence mode never changes under one */
+    atomic_init(&l->held, 0);
+    atomic_init(&l->sleepers, 0);
     atomic_init(&l->owner, 0);
-    l->depth = 0;
 }
 
 /* Does the calling thread (tag `me`) hold `l`? */
@@ -197,11 +260,11 @@ static inline bool ppi_lock_mine(const ppi_lock *l, uintptr_t me) {
     return atomic_load_explicit(&l->owner, memory_order_relaxed) == me;
 }
 
-/* Try once; true when the lock was free and is now ours (never recursive).  Sequentially
- * consistent, like the release below: retiring a VM relies on it (pp_lua_call.c). */
+/* Try once; true when the lock was free and is now ours (never recursive).  A
+ * locked instruction, so a full fence: retiring a VM relies on it (pp_lua_call.c). */
 static inline bool ppi_lock_try(ppi_lock *l, uintptr_t me) {
     uint32_t expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_seq_cst,
+    if (!atomic_compare_exchange_strong_explicit(&l->held, &expected, 1, memory_order_seq_cst,
                                                  memory_order_seq_cst))
         return false;
     atomic_store_explicit(&l->owner, me, memory_order_relaxed);
@@ -211,15 +274,19 @@ static inline bool ppi_lock_try(ppi_lock *l, uintptr_t me) {
 static inline void ppi_lock_acquire(ppi_lock *l, uintptr_t me) {
     uint32_t expected = 0;
     if (PP_UNLIKELY(!atomic_compare_exchange_strong_explicit(
-            &l->state, &expected, 1, memory_order_acquire, memory_order_relaxed)))
+            &l->held, &expected, 1, memory_order_acquire, memory_order_relaxed)))
         ppi_lock_acquire_slow(l);
     atomic_store_explicit(&l->owner, me, memory_order_relaxed);
 }
 
+/* Release; then the caller may load words a heavy-fenced thread stored before it
+ * looked at this lock (ppi_lua_release reads `retired`): the light fence orders them
+ * after the release. */
 static inline void ppi_lock_release(ppi_lock *l) {
     atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-    /* seq_cst (the same xchg as release on x86): a releaser then reads `retired` */
-    if (PP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_seq_cst) == 2))
+    atomic_store_explicit(&l->held, 0, memory_order_release);
+    ppi_fence_light();
+    if (PP_UNLIKELY(atomic_load_explicit(&l->sleepers, memory_order_relaxed)))
         ppi_lock_wake(l);
 }
 
@@ -241,18 +308,25 @@ typedef struct ppi_call {
     pp_runtime *rt;          /* the runtime the VM belongs to */
     const void *vm;          /* the VM the call runs in (a Lua bundle record) */
     const void *contract;    /* the contract record, for re-entry checks */
-    long long deadline_ns;   /* 0: no time limit */
+    long long deadline_ns;   /* 0: no time limit; PPI_DEADLINE_PENDING: timeout_ns from
+                              * the watchdog's first look (ppi_lua_deadline) */
     uint64_t timeout_ns;     /* the call's own limit; 0 when the deadline is inherited */
     pp_cancel *cancel;       /* NULL: none */
     uint32_t tripped;        /* 0, PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED */
-    bool limited;            /* published to the watchdog (pp_lua_watch.c) */
+    uint8_t limited;         /* its limits are being watched: PPI_WATCHED, or
+                              * PPI_WATCHED_INLINE (pp_lua_watch.c); else 0 */
     bool quiet;              /* the caller gets the error as a value: log it at Debug */
     bool nested;             /* entered a VM this thread already ran (another contract) */
-    /* what the thread's watch record held before this call published itself */
-    void *saved_vm;
-    long long saved_deadline;
-    pp_cancel *saved_cancel;
+    void *watch_vm;          /* the lua_State it published to the watchdog, or NULL */
+    long long watch_mark;    /* a pending deadline's mark in the watch record, or 0 */
 } ppi_call;
+
+/* A call's own limit of at least PPI_LAZY_DEADLINE_NS (0.1 s) starts when the
+ * watchdog first sees the call (about a tick, 1 ms, after it started), so the call
+ * reads no clock: its deadline is PPI_DEADLINE_PENDING until then (pp_lua_watch.c). */
+#define PPI_DEADLINE_PENDING (-1LL)
+enum { PPI_WATCHED = 1, PPI_WATCHED_INLINE = 2 };
+#define PPI_LAZY_DEADLINE_NS 100000000ULL
 
 enum { PPI_MAX_INIT_WINDOWS = 32, PPI_ERROR_TEXT = 1024 };
 
@@ -265,11 +339,15 @@ enum { PPI_MAX_INIT_WINDOWS = 32, PPI_ERROR_TEXT = 1024 };
  */
 typedef struct ppi_record {
     _Atomic(pp_runtime *) inside;
-    _Atomic(void *) vm;             /* VM of the innermost limited call, or NULL */
-    _Atomic long long deadline;     /* CLOCK_MONOTONIC ns; 0 = none */
-    _Atomic(pp_cancel *) cancel;
-    _Atomic uint32_t arming;        /* the watchdog is setting a hook on `vm` */
+    _Atomic(void *) vm;             /* VM of the innermost limited call, or of the last
+                                     * one (never a freed VM), or NULL */
+    _Atomic long long deadline;     /* of the innermost limited call: CLOCK_MONOTONIC
+                                     * ns; 0 = none; < 0 = pending (a mark) */
+    _Atomic uint64_t timeout;       /* a pending deadline's limit (deadline < 0) */
+    _Atomic(pp_cancel *) cancel;    /* of the innermost limited call, or NULL */
+    _Atomic uint32_t pinning;       /* the watchdog is reading `cancel`'s token */
     _Atomic bool in_use;            /* owned by a live thread */
+    uint64_t seq;                   /* pending deadlines published (owner only) */
     struct ppi_record *next;
 } ppi_record;
 
@@ -280,7 +358,6 @@ typedef struct ppi_record {
  */
 typedef struct ppi_thread {
     ppi_call *call;                    /* innermost active call, or NULL */
-    uint32_t depth;                    /* active calls (C-level nesting) */
     uint32_t vm_locks;                 /* VM locks held (counting recursion) */
     uint32_t ops_held;                 /* flow locks held, any runtime */
     bool quiet_next;                   /* the next call's failure goes back as a value */
@@ -306,8 +383,16 @@ extern _Thread_local ppi_thread ppi_self_frame;
 
 static inline ppi_thread *ppi_self(void) { return &ppi_self_frame; }
 
+/* Identity of the calling thread (its frame's address), cheap and never 0; a thread
+ * that starts after another ended may get the same tag, as with pthread_self. */
+static inline uintptr_t ppi_thread_tag(void) { return (uintptr_t)&ppi_self_frame; }
+
 /* This thread's shared record (NULL only if memory ran out), and the list of all. */
-ppi_record *ppi_my_record(void);
+ppi_record *ppi_record_attach(ppi_thread *t);
+static inline ppi_record *ppi_my_record(void) {
+    ppi_thread *t = ppi_self();
+    return PP_LIKELY(t->record != NULL) ? t->record : ppi_record_attach(t);
+}
 ppi_record *ppi_records(void);
 /* Mark this thread as running `rt`'s code; returns what to restore with ppi_leave_rt,
  * which must be the thread's last touch of anything the runtime owns. */
@@ -321,7 +406,13 @@ static inline void ppi_leave_rt(ppi_record *r, pp_runtime *prev) {
 }
 
 /* Bytes of C stack left below the caller's frame on this thread. */
-size_t ppi_cstack_left(void);
+size_t ppi_cstack_left_slow(void);
+static inline size_t ppi_cstack_left(void) {
+    uintptr_t low = ppi_self()->stack_low;
+    if (PP_UNLIKELY(low <= 1)) return ppi_cstack_left_slow(); /* unknown yet, or unknowable */
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    return here > low ? here - low : 0;
+}
 /* What entering Lua needs in reserve: room for one more level of the deepest C
  * re-entry (string.gsub keeps an 8 KiB buffer on the stack), the error unwind and the
  * traceback handler.  Measured: recursion through coroutines, gsub, sort, print and

@@ -1,34 +1,100 @@
 /*
- * pp_lock.c — the VM lock, and the checked wrappers of the leaf locks.
+ * pp_lock.c — the asymmetric fences, the VM lock, the clocks, and the checked
+ * wrappers of the leaf locks.
  *
  * A Lua state runs one call at a time, so same-bundle calls from several threads are
  * serialised.  A plain mutex makes that collapse: every hand-off puts the waiter to
  * sleep and every unlock pays a futex wake, so two threads run slower together than
  * one alone.  This lock lets a waiter spin with exponential backoff (then yield)
- * before it sleeps, so the holder's unlock stays a single atomic exchange and calls
- * run in batches per thread.  Only a waiter that has spun for PPI_LOCK_SPIN_NS
- * sleeps (futex), which keeps long guest calls from burning a core; a bounded wait
- * sleeps with a timeout, so waiting two seconds costs two seconds of sleep, not of
- * CPU.
+ * before it sleeps, so calls run in batches per thread.  Only a waiter that has spun
+ * for PPI_LOCK_SPIN_NS sleeps (futex), which keeps long guest calls from burning a
+ * core; a bounded wait sleeps with a timeout, so waiting two seconds costs two
+ * seconds of sleep, not of CPU.
  *
- * States: 0 free, 1 held, 2 held and a waiter may sleep (Drepper, "Futexes are
- * tricky", mutex 3, with a spinning phase in front of the sleeping one).  The owner
- * tag and recursion depth are the callers' business (pp_lua_call.c); the lock word
- * itself is never recursive.
+ * Words: `held` (0/1, the futex word) and `sleepers` (waiters past their spinning
+ * phase).  The uncontended release is a plain store: no locked instruction, no
+ * fence.  The price is paid by the one who goes to sleep:
+ *
+ *     release:  owner = 0; held = 0 (release); light fence; if sleepers: wake one
+ *     sleeper:  sleepers += 1; heavy fence;
+ *               loop { if cas(held, 0 -> 1): break; futex_wait(held, 1) }
+ *               sleepers -= 1
+ *
+ * No wake is lost.  Take any release racing with a sleeper's heavy fence: either
+ * the release's load of `sleepers` comes after the releasing thread's point P
+ * (pp_internal.h, "Asymmetric fences") and sees the sleeper, which it then wakes —
+ * the futex compares `held` with 1 under its own lock, so a wake that comes before
+ * the sleeper is queued finds `held` already 0 and the sleeper does not sleep — or
+ * the release's store comes before P, and the sleeper's compare-and-swap, which
+ * comes after the heavy fence, sees the lock free.  A release that starts after the
+ * heavy fence returned sees the count outright.  A woken sleeper that loses the lock
+ * to a spinner sleeps again and is woken by that spinner's release, whose load of
+ * `sleepers` comes after the fence.  Without membarrier both fences are full fences
+ * and the same argument is Dekker's.
+ *
+ * Bounded waits (ppi_lock_acquire_until) use the same protocol with a futex timeout;
+ * a thread that holds another lock only ever waits that way (pp_internal.h).  The
+ * owner tag is the callers' business (pp_lua_call.c); the lock is never recursive.
  */
+#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/membarrier.h>
+#endif
 
 #include "pp_internal.h"
 
 enum { BACKOFF_MIN = 16, BACKOFF_MAX = 4096 }; /* pause instructions between probes */
 #define PPI_LOCK_SPIN_NS 2000000LL /* 2 ms of spinning/yielding, then sleep */
+
+/* ── asymmetric fences ─────────────────────────────────────────────────────── */
+
+bool ppi_fence_asymmetric;
+static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
+
+#if defined(__linux__) && defined(SYS_membarrier)
+static long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+#endif
+
+static void fence_setup(void) {
+#if defined(__linux__) && defined(SYS_membarrier)
+    long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        ppi_fence_asymmetric = true;
+#endif
+}
+
+void ppi_fence_init(void) { pthread_once(&fence_once, fence_setup); }
+
+void ppi_fence_heavy(void) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!ppi_fence_asymmetric) return;
+#if defined(__linux__) && defined(SYS_membarrier)
+    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return;
+    /* a child of fork() whose registration did not carry over: register again */
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return;
+    /* the original command: every thread of every process (slow, but the same
+     * guarantee) */
+    if (membarrier(MEMBARRIER_CMD_GLOBAL) == 0) return;
+    /* the light sides run without fences already: nothing safe is left to fall back
+     * on, and a lost wake-up or a leaked VM is worse than stopping */
+    fprintf(stderr, "polyplug: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed (%s)\n",
+            strerror(errno));
+    abort();
+#endif
+}
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -45,42 +111,14 @@ long long ppi_now_ns(void) {
 }
 
 /*
- * The coarse clock (the time of the last timer tick, ~5 ns to read instead of ~25) is
- * good enough for a long limit: it lags CLOCK_MONOTONIC by at most its resolution, so
- * a deadline of coarse + resolution + timeout is never early, and late by at most one
- * resolution, under 1% of any timeout this is used for.  0: not usable here.
+ * A deadline is read from CLOCK_MONOTONIC, never from the coarse clock: the coarse
+ * clock is cheaper to read, but on a virtual machine it lags by more than its stated
+ * resolution when ticks are late (10 ms measured against a 4 ms resolution), which
+ * would end a call before its limit.  Calls with long limits read no clock at all
+ * (pp_lua_watch.c, pending deadlines).
  */
-static _Atomic long long coarse_res_ns = -1;
-
-static long long coarse_resolution(void) {
-    long long res = atomic_load_explicit(&coarse_res_ns, memory_order_relaxed);
-    if (PP_UNLIKELY(res < 0)) {
-        struct timespec ts;
-        res = 0;
-#ifdef CLOCK_MONOTONIC_COARSE
-        if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0 && ts.tv_sec == 0 &&
-            ts.tv_nsec <= 20000000L)
-            res = ts.tv_nsec;
-#endif
-        atomic_store_explicit(&coarse_res_ns, res, memory_order_relaxed);
-    }
-    return res;
-}
-
 long long ppi_deadline_after(uint64_t timeout_ns) {
-    long long res = coarse_resolution();
-    long long now;
-    if (res && timeout_ns >= 100 * (uint64_t)res) {
-#ifdef CLOCK_MONOTONIC_COARSE
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-        now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + res;
-#else
-        now = ppi_now_ns();
-#endif
-    } else {
-        now = ppi_now_ns();
-    }
+    long long now = ppi_now_ns();
     /* saturate: a huge timeout is no earlier than "never" */
     return timeout_ns >= (uint64_t)(LLONG_MAX - now) ? LLONG_MAX : now + (long long)timeout_ns;
 }
@@ -100,17 +138,20 @@ static void futex_wake_one(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+static bool try_take(ppi_lock *l) {
+    uint32_t expected = 0;
+    return atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong_explicit(&l->held, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
 /* Probe until `deadline` (CLOCK_MONOTONIC ns); true once the lock is ours.  Probing
  * pulls the lock's cache line away from the holder, so probes back off exponentially
  * (the holder runs long batches of calls), then yield between probes. */
 static bool spin_until(ppi_lock *l, long long deadline) {
     unsigned backoff = BACKOFF_MIN;
     for (;;) {
-        uint32_t expected = 0;
-        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&l->state, &expected, 1, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return true;
+        if (try_take(l)) return true;
         for (unsigned k = 0; k < backoff; k++) cpu_relax();
         if (backoff < BACKOFF_MAX) {
             backoff *= 2;
@@ -121,29 +162,38 @@ static bool spin_until(ppi_lock *l, long long deadline) {
     }
 }
 
-void ppi_lock_acquire_slow(ppi_lock *l) {
-    if (spin_until(l, ppi_now_ns() + PPI_LOCK_SPIN_NS)) return;
-    /* sleeping phase: mark "waiters" and sleep until an unlock wakes us */
-    uint32_t c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
-    while (c != 0) {
-        futex_wait(&l->state, 2, -1);
-        c = atomic_exchange_explicit(&l->state, 2, memory_order_acquire);
+/* The sleeping phase (the protocol at the top): until the lock is ours, or until
+ * `deadline` (< 0: none) has passed. */
+static bool sleep_until(ppi_lock *l, long long deadline) {
+    PPI_ASSERT_MAY_TAKE(PPI_LEVEL_VM, "a VM lock");
+    atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_seq_cst);
+    ppi_fence_heavy();
+    bool got;
+    for (;;) {
+        if ((got = try_take(l))) break;
+        long long left = -1;
+        if (deadline >= 0) {
+            left = deadline - ppi_now_ns();
+            if (left <= 0) break;
+        }
+        futex_wait(&l->held, 1, left);
     }
+    atomic_fetch_sub_explicit(&l->sleepers, 1, memory_order_relaxed);
+    return got;
 }
 
-void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->state); }
+void ppi_lock_acquire_slow(ppi_lock *l) {
+    if (spin_until(l, ppi_now_ns() + PPI_LOCK_SPIN_NS)) return;
+    sleep_until(l, -1);
+}
+
+void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->held); }
 
 bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns) {
-    long long now = ppi_now_ns();
-    long long spin_end = now + PPI_LOCK_SPIN_NS;
+    long long spin_end = ppi_now_ns() + PPI_LOCK_SPIN_NS;
     if (spin_until(l, spin_end < deadline_ns ? spin_end : deadline_ns)) return true;
-    for (;;) {
-        /* the lock may stay marked 2 after a timeout: its holder then wakes nobody */
-        if (atomic_exchange_explicit(&l->state, 2, memory_order_acquire) == 0) return true;
-        now = ppi_now_ns();
-        if (now >= deadline_ns) return false;
-        futex_wait(&l->state, 2, deadline_ns - now);
-    }
+    if (deadline_ns < 0) deadline_ns = 0; /* a negative deadline has passed already */
+    return sleep_until(l, deadline_ns);
 }
 
 /* ── leaf locks and the order checks ───────────────────────────────────────── */

@@ -62,7 +62,7 @@ void ppi_log_emit(const ppi_log_sink *sink, uint32_t level, StringView scope,
                   StringView message) {
     if (level < LogLevel_Error || level > LogLevel_Trace) level = LogLevel_Error;
     ppi_thread *t = ppi_self();
-    if (PP_UNLIKELY(t->depth && ppi_cstack_left() < LOG_STACK))
+    if (PP_UNLIKELY(t->call && ppi_cstack_left() < LOG_STACK)) /* inside a call */
         defer(t, sink, level, scope, message);
     else
         deliver(sink, level, scope, message);

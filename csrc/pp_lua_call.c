@@ -15,9 +15,10 @@
  *      lock, so it takes nothing and releases nothing), but not a contract it is
  *      already running further out (ReentrantCall), and not from JIT-compiled code
  *      (LuaJIT cannot re-enter a state from a C function a trace called).
- *   3. Lua is entered only through lua_pcall with the traceback handler; the
- *      outermost call finds it at stack index 1, a nested call above the guest's
- *      frame (vm_frame).  A lua_error never unwinds a C frame that owns anything.
+ *   3. Lua is entered only through a protected call with the traceback handler
+ *      (lua_pcall, or vm.call's direct frame: pp_lua_jit.c); the outermost call finds
+ *      the handler at stack index 1, a nested call above the guest's frame
+ *      (vm_frame).  A lua_error never unwinds a C frame that owns anything.
  *   4. Errors are formatted into the thread's error text (AbiError.message points at
  *      it, valid until this thread's next call) and logged after vm_leave.
  *   5. The success path of a call allocates nothing on the heap.
@@ -38,19 +39,32 @@ enum {
     STACK_BASE = PPI_STACK_BASE
 };
 
+static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
+    if (!out_err) return;
+    out_err->code = code;
+    out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
+}
+
 /* Where a trampoline's Lua work sits on the stack: `base` is the top to return to,
- * `traceback` the index of the message handler. */
+ * `traceback` the index of the message handler, `arena_alloc` that of the
+ * arena_alloc closure. */
 typedef struct vm_frame {
-    int base, traceback;
+    int base, traceback, arena_alloc;
 } vm_frame;
 
-static vm_frame frame_open(lua_State *L, const ppi_call *call) {
-    if (PP_LIKELY(!call->nested)) return (vm_frame){STACK_BASE, STACK_TRACEBACK};
-    /* above the running guest's frame (a C call it made through the FFI: LuaJIT keeps
-     * LUA_MINSTACK free slots for it, more than a trampoline pushes) */
+/* A nested call's frame: above the running guest's frame (a C call it made through
+ * the FFI: LuaJIT keeps LUA_MINSTACK free slots for it, more than a trampoline
+ * pushes), with the helpers it needs pushed from the registry. */
+static PP_NOINLINE vm_frame nested_frame(lua_State *L, bool arena_alloc) {
     int base = lua_gettop(L);
     ppi_lua_push_helper(L, STACK_TRACEBACK);
-    return (vm_frame){base, base + 1};
+    if (arena_alloc) ppi_lua_push_helper(L, STACK_ARENA_ALLOC);
+    return (vm_frame){base, base + 1, arena_alloc ? base + 2 : 0};
+}
+
+static inline vm_frame frame_open(lua_State *L, const ppi_call *call, bool arena_alloc) {
+    if (PP_LIKELY(!call->nested)) return (vm_frame){STACK_BASE, STACK_TRACEBACK, STACK_ARENA_ALLOC};
+    return nested_frame(L, arena_alloc);
 }
 
 static void push_helper(lua_State *L, const ppi_call *call, int slot) {
@@ -60,51 +74,76 @@ static void push_helper(lua_State *L, const ppi_call *call, int slot) {
         ppi_lua_push_helper(L, slot);
 }
 
-static void set_call_error(AbiError *out_err, uint32_t code, const char *msg) {
-    if (!out_err) return;
-    out_err->code = code;
-    out_err->message = msg ? ppi_view(msg) : (StringView){NULL, 0};
-}
-
 /* ── the thread's call stack ───────────────────────────────────────────────── */
 
-void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const void *contract,
-                       uint64_t timeout_ns, pp_cancel *cancel) {
-    ppi_thread *t = ppi_self();
-    const ppi_call *outer = t->call;
-    call->outer = t->call;
+/* A call inside a call that has limits: its own limit, or what is left of the
+ * enclosing call's when that ends sooner; the enclosing call's cancel token unless it
+ * has its own. */
+static PP_NOINLINE void inherit_limits(ppi_call *call, ppi_call *outer) {
+    if (call->timeout_ns) call->deadline_ns = ppi_deadline_after(call->timeout_ns);
+    if (outer->deadline_ns) {
+        long long od = ppi_lua_deadline(outer);
+        if (call->deadline_ns == 0 || od < call->deadline_ns) {
+            call->deadline_ns = od;
+            call->timeout_ns = 0;
+        }
+    }
+    if (!call->cancel) call->cancel = outer->cancel;
+}
+
+static inline void call_push(ppi_thread *t, ppi_call *call, pp_runtime *rt, const void *vm,
+                             const void *contract, uint64_t timeout_ns, pp_cancel *cancel) {
+    ppi_call *outer = t->call;
+    call->outer = outer;
     call->rt = rt;
     call->vm = vm;
     call->contract = contract;
     call->deadline_ns = 0;
     call->timeout_ns = timeout_ns;
-    if (timeout_ns) call->deadline_ns = ppi_deadline_after(timeout_ns);
-    if (outer && outer->deadline_ns &&
-        (call->deadline_ns == 0 || outer->deadline_ns < call->deadline_ns)) {
-        call->deadline_ns = outer->deadline_ns;
-        call->timeout_ns = 0;
-    }
-    call->cancel = cancel ? cancel : outer ? outer->cancel : NULL;
+    call->cancel = cancel;
     call->tripped = 0;
-    call->limited = false;
+    call->limited = 0;
     call->quiet = false;
     call->nested = false;
+    call->watch_mark = 0;
+    if (PP_UNLIKELY(outer && (outer->deadline_ns || outer->cancel)))
+        inherit_limits(call, outer);
+    else if (PP_UNLIKELY(timeout_ns))
+        call->deadline_ns = timeout_ns >= PPI_LAZY_DEADLINE_NS
+                                ? PPI_DEADLINE_PENDING /* no clock read (pp_lua_watch.c) */
+                                : ppi_deadline_after(timeout_ns);
     t->call = call;
-    t->depth++;
 }
 
-void ppi_lua_call_pop(ppi_call *call) {
-    ppi_thread *t = ppi_self();
+static inline void call_pop(ppi_thread *t, ppi_call *call) {
     t->call = call->outer;
     /* the outermost call is over: deliver what was logged too deep in its stack */
-    if (--t->depth == 0 && PP_UNLIKELY(t->deferred)) ppi_log_flush_deferred();
+    if (PP_UNLIKELY(!call->outer && t->deferred)) ppi_log_flush_deferred();
 }
+
+void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const void *contract,
+                       uint64_t timeout_ns, pp_cancel *cancel) {
+    call_push(ppi_self(), call, rt, vm, contract, timeout_ns, cancel);
+}
+
+void ppi_lua_call_pop(ppi_call *call) { call_pop(ppi_self(), call); }
 
 /* ── entering and leaving a VM ─────────────────────────────────────────────── */
 
-/* Close `b`'s VM if it is retired and nobody is inside it.  Whoever fails the try-lock
- * here is covered by the holder, which checks `retired` after it releases. */
-static void reap(lua_bundle *b) {
+/*
+ * Retiring.  A retired VM is closed by whoever is last out of it, holding no lock of it.
+ * The retiring thread and a thread releasing the VM lock hand over like this:
+ *
+ *     retire:   retired = true; heavy fence; try-lock -> close
+ *     release:  held = 0; light fence; if retired: try-lock -> close
+ *
+ * By the argument of "Asymmetric fences" (pp_internal.h), either the releaser sees
+ * `retired`, or its release is visible to the retirer's try-lock; whoever wins the
+ * try-lock closes the VM (after detaching it under the lock, so only one does), and
+ * whoever loses it is covered by the winner, or by a later holder that releases
+ * after the fence and therefore sees `retired`.
+ */
+void ppi_lua_reap(lua_bundle *b) {
     if (!ppi_lock_try(&b->lock, ppi_thread_tag())) return;
     lua_State *L = b->L;
     b->L = NULL;
@@ -113,28 +152,21 @@ static void reap(lua_bundle *b) {
 }
 
 void ppi_lua_retire(lua_bundle *b) {
-    atomic_store(&b->retired, true); /* seq_cst: pairs with the load in ppi_lua_release */
-    reap(b);
+    atomic_store(&b->retired, true);
+    ppi_fence_heavy();
+    ppi_lua_reap(b);
 }
 
-void ppi_lua_release(lua_bundle *b) {
-    ppi_lock_release(&b->lock);
-    /* whoever releases a retired VM last closes it (the retiring thread could not) */
-    if (PP_UNLIKELY(atomic_load(&b->retired))) reap(b);
-}
-
-/* Take b's VM lock for `call`; false (text in the thread's error buffer) when the
+/* Wait for b's VM lock for `call`, which cannot simply wait: it has a deadline, or
+ * this thread holds another lock.  False (text in the thread's error buffer) when the
  * wait ran out. */
-static bool acquire_vm(lua_bundle *b, ppi_call *call, ppi_thread *t, uintptr_t me) {
+static PP_NOINLINE bool acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_thread *t,
+                                           uintptr_t me) {
     bool outermost = t->vm_locks == 0 && t->ops_held == 0;
-    if (PP_LIKELY(outermost && call->deadline_ns == 0)) {
-        ppi_lock_acquire(&b->lock, me);
-        return true;
-    }
-    if (ppi_lock_try(&b->lock, me)) return true;
+    long long deadline = call->deadline_ns ? ppi_lua_deadline(call) : 0;
     long long now = ppi_now_ns();
-    long long deadline = call->deadline_ns;
-    bool nested_bound = !outermost && (deadline == 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
+    bool nested_bound =
+        !outermost && (deadline == 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
     if (nested_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
     if (ppi_lock_acquire_until(&b->lock, deadline)) {
         atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
@@ -152,83 +184,110 @@ static bool acquire_vm(lua_bundle *b, ppi_call *call, ppi_thread *t, uintptr_t m
     return false;
 }
 
-/* Enter b's VM for contract `c` (NULL: any).  0 on success (`call` pushed, VM lock
- * held); else an AbiError code with the thread's error text set. */
-static uint32_t vm_enter(lua_bundle *b, lua_contract *c, ppi_call *call) {
-    ppi_thread *t = ppi_self();
-    uintptr_t me = ppi_thread_tag();
+/* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
+enum { REFUSE_REENTRY = 1, REFUSE_TRACE, REFUSE_CSTACK, REFUSE_CANCELLED, REFUSE_STALE,
+       REFUSE_GONE };
+
+/* This thread already owns b's VM lock: it is running a call in b further out.  0 if
+ * contract `c` may run nested there, else why not: the same contract (or an init of
+ * the bundle) is running further out, or the VM is inside a compiled trace. */
+static PP_COLD int nested_refusal(const ppi_thread *t, lua_bundle *b, const lua_contract *c) {
+    for (const ppi_call *o = t->call; o; o = o->outer)
+        if (o->vm == b && (o->contract == c || !o->contract)) return REFUSE_REENTRY;
+    return ppi_lua_in_trace(b->L) ? REFUSE_TRACE : 0;
+}
+
+static PP_COLD uint32_t refuse(ppi_thread *t, lua_bundle *b, lua_contract *c, ppi_call *call,
+                               int why) {
     const char *contract = c ? c->name : "";
-    bool nested = false;
-    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
-        /* this thread runs a call in b's VM further out: another contract may run,
-         * the same one (or an init of the bundle) not */
-        for (const ppi_call *o = t->call; o; o = o->outer)
-            if (o->vm == b && (o->contract == c || !o->contract)) {
-                ppi_error_textf("reentrant call refused: this thread is already running "
-                                "contract '%s' of bundle `%s`",
-                                contract, b->name);
-                return AbiErrorCode_ReentrantCall;
-            }
-        if (ppi_lua_in_trace(b->L)) {
-            ppi_error_textf("reentrant call refused: contract '%s' of bundle `%s` was called "
-                            "from JIT-compiled code of the same bundle, which LuaJIT cannot "
-                            "re-enter; call it from a function the JIT leaves alone "
-                            "(jit.off(fn))",
-                            contract, b->name);
-            return AbiErrorCode_ReentrantCall;
-        }
-        nested = true;
-    }
-    size_t left = ppi_cstack_left();
-    if (PP_UNLIKELY(left < PPI_CSTACK_RESERVE)) {
+    uint32_t code = AbiErrorCode_Generic;
+    switch (why) {
+    case REFUSE_REENTRY:
+        ppi_error_textf("reentrant call refused: this thread is already running "
+                        "contract '%s' of bundle `%s`",
+                        contract, b->name);
+        return AbiErrorCode_ReentrantCall;
+    case REFUSE_TRACE:
+        ppi_error_textf("reentrant call refused: contract '%s' of bundle `%s` was called "
+                        "from JIT-compiled code of the same bundle, which LuaJIT cannot "
+                        "re-enter; call it from a function the JIT leaves alone "
+                        "(jit.off(fn))",
+                        contract, b->name);
+        return AbiErrorCode_ReentrantCall;
+    case REFUSE_CSTACK: {
+        size_t left = ppi_cstack_left();
         ppi_error_textf("C stack overflow: %zu KiB of this thread's stack left, and entering "
                         "bundle `%s` needs %u KiB (calls nested too deeply, or a thread with "
                         "a small stack)",
                         left / 1024, b->name, PPI_CSTACK_RESERVE / 1024);
         return AbiErrorCode_Generic;
     }
-    uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
-    ppi_lua_call_push(call, b->rt, b, c, timeout, t->next_cancel);
-    call->quiet = t->quiet_next;
-    call->nested = nested;
-    t->quiet_next = false;
-    uint32_t code;
-    if (PP_UNLIKELY(call->cancel && pp_cancel_requested(call->cancel))) {
+    case REFUSE_CANCELLED:
         ppi_error_textf("Lua function call cancelled before it started (bundle `%s`, "
                         "contract '%s')",
                         b->name, contract);
         code = PP_ABI_CALL_CANCELLED;
-        goto refused;
-    }
-    if (PP_UNLIKELY(!nested && !acquire_vm(b, call, t, me))) {
-        code = PP_ABI_CALL_TIMEOUT;
-        goto refused;
-    }
-    t->vm_locks++;
-    bool gone = !b->L || atomic_load(&b->retired);
-    if (PP_UNLIKELY(gone || (c && c->retired))) {
+        break;
+    case REFUSE_GONE:
+    case REFUSE_STALE:
         t->vm_locks--;
-        if (!nested) ppi_lua_release(b);
-        ppi_error_textf(gone ? "contract '%s': bundle `%s` was unloaded; its interface "
-                               "pointer is stale"
-                             : "contract '%s' of bundle `%s` was removed by a reload; resolve "
-                               "its handle again",
+        if (!call->nested) ppi_lua_release(b);
+        ppi_error_textf(why == REFUSE_GONE ? "contract '%s': bundle `%s` was unloaded; its "
+                                             "interface pointer is stale"
+                                           : "contract '%s' of bundle `%s` was removed by a "
+                                             "reload; resolve its handle again",
                         contract, b->name);
         code = AbiErrorCode_StaleHandle;
-        goto refused;
+        break;
+    default:
+        break;
     }
-    return 0;
-refused:
-    ppi_lua_call_pop(call);
+    call_pop(t, call);
     return code;
 }
 
-static void vm_leave(lua_bundle *b, ppi_call *call) {
-    ppi_thread *t = ppi_self();
+/* Enter b's VM for contract `c` (NULL: any) on thread `t`.  0 on success (`call`
+ * pushed, VM lock held, by this call or, for a nested call, further out); else an
+ * AbiError code with the thread's error text set. */
+static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_contract *c,
+                                          ppi_call *call) {
+    uintptr_t me = ppi_thread_tag();
+    bool nested = false;
+    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
+        int why = nested_refusal(t, b, c);
+        if (why) return refuse(t, b, c, call, why);
+        nested = true;
+    }
+    if (PP_UNLIKELY(ppi_cstack_left() < PPI_CSTACK_RESERVE))
+        return refuse(t, b, c, call, REFUSE_CSTACK);
+    uint64_t timeout = t->next_timeout_ns ? t->next_timeout_ns : b->call_timeout_ns;
+    call_push(t, call, b->rt, b, c, timeout, t->next_cancel);
+    call->quiet = t->quiet_next;
+    call->nested = nested;
+    t->quiet_next = false;
+    if (PP_UNLIKELY(call->cancel && pp_cancel_requested(call->cancel)))
+        return refuse(t, b, c, call, REFUSE_CANCELLED);
+    if (PP_UNLIKELY(nested)) {
+        /* the VM lock is this thread's already: nothing to take */
+    } else if (PP_LIKELY((t->vm_locks | t->ops_held) == 0 && call->deadline_ns == 0)) {
+        /* an outermost call without a time limit waits as long as it takes */
+        ppi_lock_acquire(&b->lock, me);
+    } else if (PP_UNLIKELY(!ppi_lock_try(&b->lock, me) && !acquire_vm_bounded(b, call, t, me))) {
+        call_pop(t, call);
+        return PP_ABI_CALL_TIMEOUT;
+    }
+    t->vm_locks++;
+    if (PP_UNLIKELY(!b->L || atomic_load_explicit(&b->retired, memory_order_relaxed)))
+        return refuse(t, b, c, call, REFUSE_GONE);
+    if (PP_UNLIKELY(c && c->retired)) return refuse(t, b, c, call, REFUSE_STALE);
+    return 0;
+}
+
+static PP_ALWAYS_INLINE void vm_leave(ppi_thread *t, lua_bundle *b, ppi_call *call) {
     t->vm_locks--;
     bool nested = call->nested;
-    ppi_lua_call_pop(call);
-    if (!nested) ppi_lua_release(b); /* a nested call holds no lock of its own */
+    call_pop(t, call);
+    if (PP_LIKELY(!nested)) ppi_lua_release(b); /* a nested call holds no lock of its own */
 }
 
 /* Report a failure that was formatted into `text`: last error, then the log (Debug
@@ -241,81 +300,50 @@ static void report(lua_bundle *b, bool quiet, const char *text) {
 
 /* ── vm.call ───────────────────────────────────────────────────────────────── */
 
-static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t fn_id,
-                       const void *args, void *out, CallArena *arena, AbiError *out_err) {
-    lua_bundle *b = c->bundle;
-    ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
-    if (PP_UNLIKELY(code)) {
-        set_call_error(out_err, code, ppi_self()->error_text);
-        return;
-    }
-    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed))) {
-        vm_leave(b, &call);
-        set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-        return;
-    }
-    lua_State *L = b->L;
-    vm_frame f = frame_open(L, &call);
+/* vm.call's pcall through the public API (when the direct frame cannot be built: the
+ * stack must grow).  Same results as ppi_lua_pcall_vm_call. */
+static PP_NOINLINE int pcall_by_api(lua_State *L, lua_contract *c, uint32_t fn_id, int key,
+                                    const void *args, void *out, CallArena *arena,
+                                    const vm_frame *f) {
+    if (!lua_checkstack(L, 8)) return LUA_ERRMEM;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_refs[fn_id]);
-    if (instance.data == NULL) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
-    } else {
-        if (PP_UNLIKELY((uintptr_t)instance.data > INT32_MAX)) {
-            lua_settop(L, f.base);
-            vm_leave(b, &call);
-            set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-            return;
-        }
+    if (key) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
-        lua_rawgeti(L, -1, (int)(uintptr_t)instance.data);
+        lua_rawgeti(L, -1, key);
         lua_remove(L, -2);
-        if (PP_UNLIKELY(lua_isnil(L, -1))) {
-            lua_settop(L, f.base);
-            vm_leave(b, &call);
-            set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
-            return;
-        }
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->default_ref);
+    }
+    if (key && lua_isnil(L, -1)) {
+        lua_settop(L, f->base);
+        return PPI_PCALL_NO_INSTANCE;
     }
     ppi_lua_push_pointer(L, args);
     ppi_lua_push_pointer(L, out);
     ppi_lua_push_pointer(L, arena);
-    push_helper(L, &call, STACK_ARENA_ALLOC);
-    ppi_lua_limits_begin(L, &call);
-    int rc = lua_pcall(L, 5, 0, f.traceback);
-    /* after an allocation was refused (the call failed with it, or the guest caught
-     * its own out-of-memory error) the heap is full of garbage: collect now, or the
-     * next innocent call fails (LuaJIT has no emergency collection).  The guest's
-     * finalizers run in this collection: it is still part of the call, watched and
-     * capped */
-    if (PP_UNLIKELY(b->memory_limit) && (rc == LUA_ERRMEM || ppi_lua_vm_take_refused(L))) {
-        if (rc == LUA_ERRMEM) lua_settop(L, f.base);
-        ppi_lua_vm_collect(L);
-        ppi_lua_vm_take_refused(L);
-    }
-    ppi_lua_limits_end(L, &call);
-    if (PP_LIKELY(rc == 0)) {
-        if (PP_UNLIKELY(call.nested)) lua_settop(L, f.base);
-        vm_leave(b, &call);
-        set_call_error(out_err, AbiErrorCode_Ok, NULL);
-        return;
-    }
-    /* Error path: copy the text out of the VM, leave it, then report. */
+    lua_pushvalue(L, f->arena_alloc);
+    return lua_pcall(L, 5, 0, f->traceback);
+}
+
+/* The error path of a call: copy the text out of the VM, report it, leave the VM. */
+static PP_COLD void call_failed(ppi_thread *t, lua_bundle *b, lua_contract *c, ppi_call *call,
+                                uint32_t fn_id, int rc, int base, AbiError *out_err) {
+    lua_State *L = b->L;
     char full[4096];
-    code = AbiErrorCode_Generic;
-    if (call.tripped == PP_ABI_CALL_TIMEOUT) {
+    uint32_t code = AbiErrorCode_Generic;
+    if (call->tripped == PP_ABI_CALL_TIMEOUT) {
         code = PP_ABI_CALL_TIMEOUT;
-        if (call.timeout_ns)
+        if (call->timeout_ns)
             snprintf(full, sizeof full,
                      "Lua function call timed out after %.3f s (bundle `%s`, contract '%s', "
                      "fn %u)",
-                     (double)call.timeout_ns / 1e9, b->name, c->name, fn_id);
+                     (double)call->timeout_ns / 1e9, b->name, c->name, fn_id);
         else
             snprintf(full, sizeof full,
                      "Lua function call timed out: the enclosing call's time limit ran out "
                      "(bundle `%s`, contract '%s', fn %u)",
                      b->name, c->name, fn_id);
-    } else if (call.tripped == PP_ABI_CALL_CANCELLED) {
+    } else if (call->tripped == PP_ABI_CALL_CANCELLED) {
         code = PP_ABI_CALL_CANCELLED;
         snprintf(full, sizeof full, "Lua function call cancelled (bundle `%s`, contract '%s', fn %u)",
                  b->name, c->name, fn_id);
@@ -328,20 +356,22 @@ static void call_in_vm(lua_contract *c, GuestContractInstance instance, uint32_t
     } else {
         snprintf(full, sizeof full, "Lua function call failed: %s", ppi_lua_error_text(L));
     }
-    lua_settop(L, f.base);
+    lua_settop(L, base);
     /* reported before leaving: once this call is out, the VM may close and its runtime
      * may go */
-    report(b, call.quiet, full);
-    vm_leave(b, &call);
+    report(b, call->quiet, full);
+    vm_leave(t, b, call);
     /* the caller's message: the error without the traceback */
     const char *text = ppi_error_textf("%s", full);
-    char *tb = strstr(ppi_self()->error_text, "\nstack traceback:");
+    char *tb = strstr(t->error_text, "\nstack traceback:");
     if (tb) *tb = '\0';
     set_call_error(out_err, code, text);
 }
 
 /* The trampolines below mark the thread as inside the bundle's runtime for as long as
- * they touch anything it owns (ppi_enter_rt), so pp_runtime_close can wait for them. */
+ * they touch anything it owns (ppi_enter_rt), so pp_runtime_close can wait for them.
+ * vm.call is the hot one: everything on its success path is inlined here, the rest
+ * is out of line. */
 
 void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
                      const void *args, void *out, CallArena *arena, AbiError *out_err) {
@@ -350,13 +380,67 @@ void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, u
         set_call_error(out_err, AbiErrorCode_InvalidPointer, "vm.call: loader_data is null");
         return;
     }
-    ppi_record *r = ppi_my_record();
-    if (PP_UNLIKELY(!r)) {
+    ppi_thread *t = ppi_self();
+    ppi_record *r = t->record;
+    if (PP_UNLIKELY(!r) && !(r = ppi_record_attach(t))) {
         set_call_error(out_err, AbiErrorCode_Generic, "vm.call: out of memory");
         return;
     }
-    pp_runtime *prev = ppi_enter_rt(r, c->bundle->rt);
-    call_in_vm(c, instance, fn_id, args, out, arena, out_err);
+    lua_bundle *b = c->bundle;
+    pp_runtime *prev = ppi_enter_rt(r, b->rt);
+    ppi_call call;
+    uint32_t code = vm_enter(t, b, c, &call);
+    if (PP_UNLIKELY(code)) {
+        set_call_error(out_err, code, t->error_text);
+        goto out;
+    }
+    lua_State *L = b->L;
+    vm_frame f = frame_open(L, &call, true);
+    if (PP_UNLIKELY(fn_id >= atomic_load_explicit(&c->fn_count, memory_order_relaxed) ||
+                    (uintptr_t)instance.data > INT32_MAX))
+        goto not_available;
+    int key = (int)(uintptr_t)instance.data;
+    ppi_lua_limits_begin(L, &call);
+    int rc;
+#ifdef PP_DEBUG_LOCKS
+    /* debug builds take the public-API path every fourth call, so it stays tested */
+    static _Atomic unsigned api_turn;
+    if (atomic_fetch_add_explicit(&api_turn, 1, memory_order_relaxed) % 4 == 0)
+        rc = PPI_PCALL_BY_API;
+    else
+#endif
+        rc = ppi_lua_pcall_vm_call(L, c->fn_refs[fn_id], key ? c->instances_ref : c->default_ref,
+                                   key, args, out, arena, f.arena_alloc, f.traceback);
+    if (PP_UNLIKELY(rc == PPI_PCALL_BY_API))
+        rc = pcall_by_api(L, c, fn_id, key, args, out, arena, &f);
+    if (PP_UNLIKELY(rc == PPI_PCALL_NO_INSTANCE)) {
+        ppi_lua_limits_end(L, &call);
+        goto not_available;
+    }
+    /* after an allocation was refused (the call failed with it, or the guest caught
+     * its own out-of-memory error) the heap is full of garbage: collect now, or the
+     * next innocent call fails (LuaJIT has no emergency collection).  The guest's
+     * finalizers run in this collection: it is still part of the call, watched and
+     * capped */
+    if (PP_UNLIKELY(b->memory_limit) && (rc == LUA_ERRMEM || ppi_lua_vm_take_refused(L))) {
+        if (rc == LUA_ERRMEM) lua_settop(L, f.base);
+        ppi_lua_vm_collect(L);
+        ppi_lua_vm_take_refused(L);
+    }
+    ppi_lua_limits_end(L, &call);
+    if (PP_UNLIKELY(rc != 0)) {
+        call_failed(t, b, c, &call, fn_id, rc, f.base, out_err);
+        goto out;
+    }
+    if (PP_UNLIKELY(call.nested)) lua_settop(L, f.base);
+    vm_leave(t, b, &call);
+    set_call_error(out_err, AbiErrorCode_Ok, NULL);
+    goto out;
+not_available:
+    lua_settop(L, f.base);
+    vm_leave(t, b, &call);
+    set_call_error(out_err, AbiErrorCode_FunctionNotAvailable, NULL);
+out:
     ppi_leave_rt(r, prev);
 }
 
@@ -367,7 +451,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
     lua_bundle *b = c->bundle;
     ppi_thread *t = ppi_self();
     ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
+    uint32_t code = vm_enter(t, b, c, &call);
     if (code) {
         /* refused before any guest code ran: the reason is in the error text, and in
          * the runtime's last error for a caller of HostApi.create_guest_instance */
@@ -383,7 +467,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
                  "of instance ids", c->name, b->name);
     } else {
         lua_State *L = b->L;
-        vm_frame f = frame_open(L, &call);
+        vm_frame f = frame_open(L, &call, false);
         uint64_t id = c->next_instance;
         push_helper(L, &call, STACK_MAKE_INSTANCE);
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->instances_ref);
@@ -392,7 +476,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
         ppi_lua_push_pointer(L, host);
         ppi_lua_limits_begin(L, &call);
         int rc = lua_pcall(L, 4, 0, f.traceback);
-        if (rc == LUA_ERRMEM) { /* as in call_in_vm: collected while still watched */
+        if (rc == LUA_ERRMEM) { /* as in vm.call: collected while still watched */
             lua_settop(L, f.base);
             ppi_lua_vm_collect(L);
             ppi_lua_vm_take_refused(L);
@@ -422,7 +506,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
         if (tb) *tb = '\0';
         report(b, call.quiet, msg);
     }
-    vm_leave(b, &call);
+    vm_leave(t, b, &call);
     if (msg[0]) {
         t->last_code = code;
         ppi_error_textf("%s", msg);
@@ -445,15 +529,16 @@ void ppi_lua_create_instance(VmLoaderData loader_data, const HostApi *host, cons
 
 static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
     lua_bundle *b = c->bundle;
+    ppi_thread *t = ppi_self();
     ppi_call call;
-    uint32_t code = vm_enter(b, c, &call);
+    uint32_t code = vm_enter(t, b, c, &call);
     if (code) {
         /* a retired contract's instances died with its VM; anything else is worth a
          * word, since the instance stays alive until its VM goes */
         if (code != AbiErrorCode_StaleHandle)
             ppi_logf(b->rt, LogLevel_Warn, "loader.lua", "destroy_instance of '%s' instance %llu "
                      "not done: %s", c->name, (unsigned long long)(uintptr_t)instance.data,
-                     ppi_self()->error_text);
+                     t->error_text);
         return;
     }
     lua_State *L = b->L;
@@ -470,7 +555,7 @@ static void destroy_in_vm(lua_contract *c, GuestContractInstance instance) {
         ppi_registry_count_instance(&b->rt->reg, c->contract_id, -1);
     }
     lua_settop(L, base);
-    vm_leave(b, &call);
+    vm_leave(t, b, &call);
 }
 
 void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,

@@ -14,7 +14,8 @@
  *
  * Locking: the bundle's `lock` (a VM lock, level 2 of pp_internal.h) guards `L`,
  * every record's Lua references, `fn_count` writes and `next_instance`; `retired`
- * is written once, under the lock, and read with acquire loads outside it.
+ * is written once (ppi_lua_retire) and read under the lock or right after releasing
+ * it (the hand-over in pp_lua_call.c).
  */
 #ifndef PP_LUA_INTERNAL_H
 #define PP_LUA_INTERNAL_H
@@ -72,7 +73,10 @@ typedef struct lua_loader {
 
 /* ── pp_lua_vm.c ──────────────────────────────────────────────────────────── */
 
-void ppi_lua_push_pointer(lua_State *L, const void *p);
+/* Addresses travel into Lua as numbers (exact below 2^53). */
+static inline void ppi_lua_push_pointer(lua_State *L, const void *p) {
+    lua_pushnumber(L, (lua_Number)(uintptr_t)p);
+}
 /* The traceback message handler every lua_pcall of the loader uses. */
 int ppi_lua_traceback(lua_State *L);
 /* The error value on top of the stack as text (never NULL). */
@@ -98,12 +102,63 @@ bool ppi_lua_vm_take_refused(lua_State *L);
 /* Bytes held by the VM's garbage-collected heap. */
 int64_t ppi_lua_vm_memory(lua_State *L);
 
-/* Arm the count hook for `call` (which must be this thread's innermost call) when
- * it has a deadline or a cancel token; ppi_lua_limits_end undoes it. */
-void ppi_lua_limits_begin(lua_State *L, ppi_call *call);
-void ppi_lua_limits_end(lua_State *L, ppi_call *call);
+/* Have the watchdog watch `call` (which must be this thread's innermost call) when it
+ * has a deadline or a cancel token; ppi_lua_limits_end ends that (pp_lua_watch.c). */
+void ppi_lua_watch_begin(lua_State *L, ppi_call *call);
+void ppi_lua_watch_end(lua_State *L, ppi_call *call);
+extern _Atomic uint32_t ppi_watch_sleeping;
+extern _Atomic bool ppi_watch_running;
+void ppi_watch_wake(void);
+
+/* The common limited call inline: an outermost call with a pending deadline and no
+ * token, the watchdog running.  It publishes itself with plain stores; its end clears
+ * the deadline and leaves any hook armed meanwhile to limit_hook, which removes a hook
+ * that fires in a call not out of time (pp_lua_watch.c, 2. and 4.). */
+static inline bool ppi_lua_watch_simple(const ppi_call *call, const ppi_record *w) {
+    return call->deadline_ns == PPI_DEADLINE_PENDING && !call->cancel && !call->outer && w &&
+           atomic_load_explicit(&ppi_watch_running, memory_order_relaxed);
+}
+
+static inline void ppi_lua_limits_begin(lua_State *L, ppi_call *call) {
+    if (PP_LIKELY(!call->deadline_ns && !call->cancel)) return;
+    ppi_record *w = ppi_self()->record;
+    if (!ppi_lua_watch_simple(call, w)) {
+        ppi_lua_watch_begin(L, call);
+        return;
+    }
+    long long mark = -(long long)(++w->seq & (uint64_t)LLONG_MAX);
+    call->limited = PPI_WATCHED_INLINE;
+    call->watch_vm = L;
+    call->watch_mark = mark;
+    atomic_store_explicit(&w->timeout, call->timeout_ns, memory_order_relaxed);
+    atomic_store_explicit(&w->vm, (void *)L, memory_order_relaxed);
+    atomic_store_explicit(&w->deadline, mark, memory_order_release);
+    ppi_fence_light();
+    if (PP_UNLIKELY(atomic_load_explicit(&ppi_watch_sleeping, memory_order_relaxed)))
+        ppi_watch_wake();
+}
+
+static inline void ppi_lua_limits_end(lua_State *L, ppi_call *call) {
+    if (PP_LIKELY(!call->limited)) return;
+    if (call->limited == PPI_WATCHED_INLINE && !call->tripped) {
+        /* published inline: outermost, no token, so nothing to restore */
+        call->limited = 0;
+        atomic_store_explicit(&ppi_self()->record->deadline, 0, memory_order_relaxed);
+        return;
+    }
+    ppi_lua_watch_end(L, call);
+}
+/* `call`'s deadline (CLOCK_MONOTONIC ns; 0: none), fixed now if it was pending. */
+long long ppi_lua_deadline(ppi_call *call);
 /* The watchdog half of ppi_lua_limits_end, without touching the VM (it is being freed). */
 void ppi_lua_limits_release(ppi_call *call);
+/* `L` is being freed: no watch record may name it any more, and the watchdog is not
+ * arming it (pp_lua_watch.c, 1.).  Waits at most for one arming by the watchdog. */
+void ppi_lua_watch_forget(lua_State *L);
+#ifdef PP_DEBUG_LOCKS
+/* Debug builds: `L` is a new VM the watchdog may arm until it is forgotten. */
+void ppi_lua_watch_born(lua_State *L);
+#endif
 
 /* ── pp_lua_init.c ────────────────────────────────────────────────────────── */
 
@@ -137,10 +192,11 @@ int32_t ppi_lua_init_failed(pp_error *err, const char *bundle, const char *detai
 /* ── pp_lua_call.c ────────────────────────────────────────────────────────── */
 
 /* Push `call` as this thread's innermost call: its deadline is now + timeout_ns (0:
- * none), or the enclosing call's deadline when that is earlier; its cancel token is
- * `cancel`, else the enclosing call's. */
+ * none; PPI_DEADLINE_PENDING for a long limit), or the enclosing call's deadline when
+ * that is earlier; its cancel token is `cancel`, else the enclosing call's. */
 void ppi_lua_call_push(ppi_call *call, pp_runtime *rt, const void *vm, const void *contract,
                        uint64_t timeout_ns, pp_cancel *cancel);
+/* Pop it; when the outermost call ends, deliver the log records held back during it. */
 void ppi_lua_call_pop(ppi_call *call);
 
 void ppi_lua_vm_call(VmLoaderData loader_data, GuestContractInstance instance, uint32_t fn_id,
@@ -152,9 +208,14 @@ void ppi_lua_destroy_instance(VmLoaderData loader_data, const HostApi *host,
 /* Retire a bundle's VM: refuse new calls, and close it now if idle, else when the
  * last call leaves it.  Never waits. */
 void ppi_lua_retire(lua_bundle *b);
+/* Close b's VM if b is retired and nobody holds its lock (pp_lua_call.c). */
+void ppi_lua_reap(lua_bundle *b);
 /* Release b's VM lock; if b is retired, close its VM when this was the last holder.
  * Every release of a bundle's VM lock goes through here. */
-void ppi_lua_release(lua_bundle *b);
+static inline void ppi_lua_release(lua_bundle *b) {
+    ppi_lock_release(&b->lock); /* ends with the light fence: `retired` is read after */
+    if (PP_UNLIKELY(atomic_load_explicit(&b->retired, memory_order_relaxed))) ppi_lua_reap(b);
+}
 /* How long reload waits for a call in the bundle when no call timeout applies. */
 #define PPI_LUA_BUSY_WAIT_NS 10000000000ULL
 

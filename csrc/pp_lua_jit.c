@@ -18,17 +18,22 @@
  *   - jit_base: whether the VM is executing a compiled trace right now.
  *   - HOOK_VMEVENT: whether a VM-event handler (jit.attach) or a jit.profile callback is
  *     running; an error raised there is fatal (jit.profile exits the process).
+ *   - the call frame of vm.call: the function and the instance come straight from the
+ *     registry table and the five arguments are written to the stack in the frame
+ *     layout lua_pcall builds (GC64: function, frame slot, arguments), then
+ *     lj_vm_pcall runs it as lua_pcall does.  Through the public API the same takes
+ *     two lua_rawgeti, three lua_pushnumber, a lua_pushvalue and lua_pcall's argument
+ *     shuffle: about 130 instructions more per call, a fifth of a whole vm.call.
  *   - the finalizer-error event: LuaJIT reports an error raised by a __gc finalizer
- *     through the ERRFIN VM event, whose default handler (installed by luaL_newstate)
- *     prints to the process's stderr.  The loader installs its own handler, which
- *     logs through the runtime instead.
- *   - the internal allocator (lj_alloc_f / lj_alloc_destroy) and the GG_State block:
- *     every bundle VM's allocator is a thin wrapper around LuaJIT's own, which counts
- *     bytes for memory limits and learns when lua_close frees the state itself.
+ *     through the ERRFIN VM event, whose default handler (luaL_newstate installs one)
+ *     prints to the process's stderr.  The loader's states come from lua_newstate,
+ *     with its own handler, which logs through the runtime instead.
  */
 #include "lj_obj.h"
-#include "lj_alloc.h"
 #include "lj_dispatch.h"
+#include "lj_state.h"
+#include "lj_tab.h"
+#include "lj_vm.h"
 #include "lj_vmevent.h"
 #include "lauxlib.h"
 
@@ -58,18 +63,35 @@ bool ppi_lua_in_vmevent(lua_State *L) { return (G(L)->hookmask & HOOK_VMEVENT) !
 
 bool ppi_lua_in_trace(lua_State *L) { return tvref(G(L)->jit_base) != NULL; }
 
-const void *ppi_lua_state_block(lua_State *L) { return G2GG(G(L)); }
-
-void *ppi_lua_internal_alloc(void *msp, void *ptr, size_t osize, size_t nsize) {
-    return lj_alloc_f(msp, ptr, osize, nsize);
-}
-
-bool ppi_lua_is_internal_alloc(lua_Alloc f) { return f == lj_alloc_f; }
-
-void ppi_lua_internal_destroy(void *msp) { lj_alloc_destroy(msp); }
-
-bool ppi_lua_layout_ok(lua_State *L) {
-    /* a main state is its global state's main thread, and the GG block holds both */
+int ppi_lua_pcall_vm_call(lua_State *L, int fn_ref, int self_ref, int self_key,
+                          const void *args, void *out, void *arena, int arena_alloc_idx,
+                          int errfunc_idx) {
+    GCtab *reg = tabV(registry(L));
+    cTValue *fn = lj_tab_getint(reg, fn_ref);
+    cTValue *self = lj_tab_getint(reg, self_ref);
+    TValue *top = L->top;
+    if (LJ_UNLIKELY(!fn || top + 1 + LJ_FR2 + 5 > tvref(L->maxstack))) return PPI_PCALL_BY_API;
+    if (self_key) { /* a created instance: instances[self_key] */
+        if (LJ_UNLIKELY(!self || !tvistab(self))) return PPI_PCALL_BY_API;
+        self = lj_tab_getint(tabV(self), self_key);
+        if (!self || tvisnil(self)) return PPI_PCALL_NO_INSTANCE;
+    } else if (!self) {
+        self = niltv(L); /* a factory that returned nil: the default instance is nil */
+    }
+    copyTV(L, top, fn);
+    TValue *base = top + 1 + LJ_FR2;
+#if LJ_FR2
+    setnilV(top + 1); /* the frame link slot */
+#endif
+    copyTV(L, base, self);
+    setnumV(base + 1, (lua_Number)(uintptr_t)args);
+    setnumV(base + 2, (lua_Number)(uintptr_t)out);
+    setnumV(base + 3, (lua_Number)(uintptr_t)arena);
+    copyTV(L, base + 4, L->base + (arena_alloc_idx - 1));
+    L->top = base + 5;
     global_State *g = G(L);
-    return mainthread(g) == L && (const void *)&G2GG(g)->g == (const void *)g;
+    uint8_t oldh = hook_save(g);
+    int status = lj_vm_pcall(L, base, 0 + 1, savestack(L, L->base + (errfunc_idx - 1)));
+    if (status) hook_restore(g, oldh);
+    return status;
 }

@@ -23,13 +23,17 @@ bool ppi_lua_set_finalizer_error_handler(lua_State *L);
 bool ppi_lua_in_vmevent(lua_State *L);
 /* Is the VM running a compiled trace? */
 bool ppi_lua_in_trace(lua_State *L);
-/* The block lua_close frees last (LuaJIT's GG_State). */
-const void *ppi_lua_state_block(lua_State *L);
-/* LuaJIT's own allocator, and its destructor. */
-void *ppi_lua_internal_alloc(void *msp, void *ptr, size_t osize, size_t nsize);
-bool ppi_lua_is_internal_alloc(lua_Alloc f);
-void ppi_lua_internal_destroy(void *msp);
-/* A sanity check of the private layout against a live main state. */
-bool ppi_lua_layout_ok(lua_State *L);
+
+/* vm.call's lua_pcall(L, 5, 0, errfunc_idx): registry[fn_ref] called with the
+ * instance — registry[self_ref], or registry[self_ref][self_key] when self_key is not
+ * 0 — then args, out and arena as numbers and the value at stack index
+ * arena_alloc_idx; errfunc_idx is a stack index too.  Built without the public API's
+ * per-value overhead.  Returns lua_pcall's status, or PPI_PCALL_NO_INSTANCE (no
+ * instance self_key), or PPI_PCALL_BY_API (nothing done: a reference is missing or the
+ * stack must grow; do it through the public API). */
+enum { PPI_PCALL_BY_API = -1, PPI_PCALL_NO_INSTANCE = -2 };
+int ppi_lua_pcall_vm_call(lua_State *L, int fn_ref, int self_ref, int self_key,
+                          const void *args, void *out, void *arena, int arena_alloc_idx,
+                          int errfunc_idx);
 
 #endif /* PP_LUA_JIT_H */

@@ -27,6 +27,8 @@ static bool g_key_ok;
 static void release_record(void *p) {
     ppi_record *r = p;
     atomic_store(&r->inside, NULL);
+    atomic_store(&r->deadline, 0);
+    atomic_store(&r->cancel, NULL);
     atomic_store(&r->vm, NULL);
     atomic_store(&r->in_use, false);
 }
@@ -35,9 +37,8 @@ static void make_key(void) { g_key_ok = pthread_key_create(&g_key, release_recor
 
 ppi_record *ppi_records(void) { return atomic_load(&g_records); }
 
-ppi_record *ppi_my_record(void) {
-    ppi_thread *t = ppi_self();
-    if (PP_LIKELY(t->record != NULL)) return t->record;
+ppi_record *ppi_record_attach(ppi_thread *t) {
+    if (t->record) return t->record;
     pthread_once(&g_key_once, make_key);
     if (!g_key_ok) return NULL;
     ppi_record *r = NULL;
@@ -108,7 +109,7 @@ static uintptr_t stack_low(void) {
     return (uintptr_t)addr + guard;
 }
 
-size_t ppi_cstack_left(void) {
+size_t ppi_cstack_left_slow(void) {
     ppi_thread *t = ppi_self();
     if (PP_UNLIKELY(t->stack_low == 0)) {
         t->stack_low = stack_low();

@@ -162,8 +162,6 @@ size_t ppi_utf8_check(const uint8_t *s, size_t len) {
 bool ppi_utf8_valid(const uint8_t *s, size_t len) { return ppi_utf8_check(s, len) == len; }
 
 /* pthread_self() is unique among live threads and costs a register read. */
-uintptr_t ppi_thread_tag(void) { return (uintptr_t)pthread_self(); }
-
 bool ppi_grow(void **items, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
     size_t ncap = *cap ? *cap * 2 : 8;

@@ -53,6 +53,14 @@ CASES = {
     "limits_reach_into_nested_calls": [
         "nested call stopped: True", "nested call bounded by the outer deadline: True",
         "queued call: CallTimeout True", "waited at most its limit: True"],
+    # 12.5 / 17: a limit of 0.1 s or more reads no clock per call (the watchdog fixes its
+    # start); it stops runaway, nested and queued calls all the same, never early
+    "long_limits_start_at_the_watchdogs_look": [
+        "short calls: True", "runaway call stopped: True not early: True bounded: True",
+        "next call: 42", "short limits never early: True", "nested call stopped: True",
+        "nested: not early: True bounded: True",
+        "queued call: CallTimeout True not early: True bounded: True",
+        "cancelled under a long limit: True", "after all: 42"],
     # 12.7: huge limits saturate to "no limit", nonsense is rejected naming the field
     "huge_limits_saturate": [
         "{'call_timeout': 10000000000.0} -> 1000", "{'call_timeout': inf} -> 1000",

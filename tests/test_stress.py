@@ -353,6 +353,17 @@ def test_c_stress_under_asan_lookups_only_after_load(san_stress_driver: Path,
     assert stats["ok"] >= 10_000 and stats["unloads"] >= 10 and stats["reloads"] >= 10, stats
 
 
+def test_c_stress_with_limits_under_asan(san_stress_driver: Path, tmp_path: Path) -> None:
+    """The stress with limits: calls under a long limit (a deadline the watchdog fixes
+    on its first look), a short limit that runs out while the call spins (the watchdog
+    arms hooks while other threads reload and unload the VMs), and cancel tokens freed
+    the moment their call returns.  ASan reports it if the watchdog ever touches a
+    freed VM or token; a call stopped by a limit it did not have is a problem."""
+    stats = run_san_driver(san_stress_driver, tmp_path, "--seconds", "3", "--limits", "1")
+    assert stats["ok"] >= 200 and stats["stopped"] >= 10, stats
+    assert stats["unloads"] >= 5 and stats["reloads"] >= 5, stats
+
+
 def test_c_unload_with_calls_queued_on_the_bundle_lock_under_asan(san_stress_driver: Path,
                                                                   tmp_path: Path) -> None:
     """100 rounds: one call runs in a bundle, three more passed the handle check and
@@ -362,6 +373,16 @@ def test_c_unload_with_calls_queued_on_the_bundle_lock_under_asan(san_stress_dri
     stats = run_san_driver(san_stress_driver, tmp_path, "--scenario", "queued-unload",
                            "--seconds", "1")
     assert stats["served"] + stats["refused"] == 300, stats
+
+
+def test_c_lock_hands_off_to_sleeping_waiters_under_asan(san_stress_driver: Path,
+                                                        tmp_path: Path) -> None:
+    """Three threads make 100 calls each into one bundle, every call holding the VM for
+    3 ms: waiters spin 2 ms, then sleep, so each hand-off goes through the VM lock's
+    sleeping protocol (pp_lock.c).  A lost wake-up is a call that never returns: the
+    driver gives up after 120 s and exits 3."""
+    stats = run_san_driver(san_stress_driver, tmp_path, "--scenario", "handoff", "--seconds", "1")
+    assert stats["calls"] == 300, stats
 
 
 if __name__ == "__main__":  # the child

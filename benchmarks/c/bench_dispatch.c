@@ -65,8 +65,9 @@ static void floor_call(VmLoaderData loader_data, GuestContractInstance instance,
 }
 
 /* The floor plus what any thread-safe trampoline pays at least: one uncontended
- * lock acquire (lock cmpxchg) and release (xchg), as a diagnostic row. */
-static _Atomic uint32_t floor_lock;
+ * lock acquire (lock cmpxchg) and the release of our VM lock (a plain store, then a
+ * load of the sleepers count), as a diagnostic row. */
+static _Atomic uint32_t floor_lock, floor_sleepers;
 
 static void floor_call_locked(VmLoaderData loader_data, GuestContractInstance instance,
                               uint32_t fn_id, const void *args, void *out, CallArena *arena,
@@ -76,7 +77,9 @@ static void floor_call_locked(VmLoaderData loader_data, GuestContractInstance in
                                                     memory_order_acquire, memory_order_relaxed))
         expected = 0;
     floor_call(loader_data, instance, fn_id, args, out, arena, out_err);
-    atomic_exchange_explicit(&floor_lock, 0, memory_order_release);
+    atomic_store_explicit(&floor_lock, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&floor_sleepers, memory_order_relaxed)) abort();
 }
 
 static floor_vm *floor_new(const char *dir) {

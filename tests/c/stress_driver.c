@@ -4,9 +4,21 @@
  * again, for a bounded time.  Public headers only (polyplug.h, polyplug_abi.h).
  *
  *   stress_driver --work <dir> [--seconds S] [--threads N] [--bundles B] [--gate 0|1]
+ *                 [--limits 0|1]
  *
  * --scenario queued-unload: instead of the stress, 100 rounds per second of: unload a
  * bundle while one call runs in it and three more wait for its lock.
+ *
+ * --scenario handoff: instead of the stress, three threads make 100 calls per second
+ * each into one bundle, every call holding the VM for 3 ms, so waiters sleep and every
+ * hand-off wakes one (the VM lock's sleeping protocol).
+ *
+ * --limits 1: callers also run calls under limits (pp_set_call_limits): a long limit (a
+ * pending deadline the watchdog fixes), a short one that runs out in the middle of a
+ * spinning call (the watchdog arms the hook while VMs are reloaded and unloaded under
+ * it), and a cancel token of their own, allocated before the call and freed right
+ * after it (the watchdog must never read a token after its call returned).  A call
+ * stopped by its limit (CallTimeout, Cancelled) is an expected outcome there.
  *
  * --gate 1: callers look a contract up only while its bundle is fully loaded, and keep
  * the handle only if no unload/load began around the lookup.  Calls still race with
@@ -56,18 +68,20 @@ typedef struct bundle {
 } bundle;
 
 typedef struct caller_stats {
-    unsigned long long ok, stale, not_found, unexpected;
+    unsigned long long ok, stale, not_found, unexpected, stopped;
 } caller_stats;
 
 static pp_runtime *g_rt;
 static bundle g_bundles[MAX_BUNDLES];
 static int g_nbundles = 3;
 static bool g_gate; /* --gate: look contracts up only while their bundle is fully loaded */
+static bool g_limits; /* --limits: calls under time limits and cancel tokens too */
 static atomic_bool g_stop;
 static _Atomic unsigned g_problems;
 static pthread_mutex_t g_print = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long g_reloads, g_unloads, g_loads, g_failures;
 static unsigned long long g_served, g_refused; /* --scenario queued-unload */
+static long g_handoff_calls;                     /* --scenario handoff, per thread */
 
 static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void problem(const char *fmt, ...) {
@@ -131,6 +145,10 @@ static bool write_entry(int b, uint32_t version) {
              "        functions = { [0] = function(_, args, out)\n"
              "            local a = pg.ptr(args, \"const uint32_t *\")[0]\n"
              "            pg.ptr(out, \"uint64_t *\")[0] = B * 2^40 + V * 4096 + a\n"
+             "        end, function(_, args, out)\n"
+             "            local n, s = pg.ptr(args, \"const uint32_t *\")[0] * 100, 0\n"
+             "            for i = 1, n do s = (s + i) %% 65521 end\n"
+             "            pg.ptr(out, \"uint64_t *\")[0] = s\n"
              "        end } } }, { code = 0 }\n"
              "end\n",
              b, version, g_bundles[b].contract);
@@ -197,10 +215,42 @@ static void *caller(void *arg) {
         uint64_t out = 0;
         AbiError err;
         memset(&err, 0, sizeof err);
+        /* --limits: 0 none, 1 a long limit, 2 a short one on a spinning call, 3 a token,
+         * 4 a token cancelled before the call, 5 a token on a spinning call */
+        int mode = g_limits ? rand_r(&seed) % 6 : 0;
+        pp_cancel *token = mode >= 3 ? pp_cancel_new() : NULL;
+        if (mode == 4) pp_cancel_request(token);
+        pp_set_call_limits(mode == 1 ? 60000000000ull : mode == 2 ? 200000ull : 0, token);
+        uint32_t fn = mode == 2 || mode == 5 ? 1 : 0;
         uint32_t lo = atomic_load(&bd->committed);
-        uint32_t code = pp_call_handle(g_rt, handles[b].index, handles[b].generation, NULL, 0, 0,
+        uint32_t code = pp_call_handle(g_rt, handles[b].index, handles[b].generation, NULL, 0, fn,
                                        &a, &out, NULL, &err);
         uint32_t hi = atomic_load(&bd->written);
+        pp_set_call_limits(0, NULL);
+        pp_cancel_free(token); /* at once: the watchdog must be done with it */
+        if (mode && code != err.code) {
+            st->unexpected++;
+            problem("pp_call_handle returned %u but wrote AbiError.code %u", code, err.code);
+            continue;
+        }
+        if (mode && (code == PP_ABI_CALL_TIMEOUT || code == PP_ABI_CALL_CANCELLED)) {
+            if (mode == 4 ? code != PP_ABI_CALL_CANCELLED : mode != 2) {
+                st->unexpected++;
+                problem("call %s in limits mode %d stopped with code %u", bd->contract, mode,
+                        code);
+            }
+            st->stopped++;
+            continue;
+        }
+        if (mode == 4 && code != AbiErrorCode_StaleHandle) {
+            st->unexpected++;
+            problem("a call with a cancelled token returned %u", code);
+            continue;
+        }
+        if (fn == 1 && code == AbiErrorCode_Ok) {
+            st->ok++;
+            continue;
+        }
         if (code != err.code) {
             st->unexpected++;
             problem("pp_call_handle returned %u but wrote AbiError.code %u", code, err.code);
@@ -365,7 +415,9 @@ static int queued_unload_round(int round) {
     return 0;
 }
 
-static int queued_unload_scenario(int rounds) {
+/* The scenarios' bundle 0: fn 0 busy-waits until the CLOCK_MONOTONIC time in *args
+ * (at most 1 s) and writes 1; fn 1 writes 7000 + *args. */
+static int write_slow_entry(void) {
     bundle *bd = &g_bundles[0];
     char lua[2048], path[1100];
     snprintf(lua, sizeof lua,
@@ -396,6 +448,11 @@ static int queued_unload_scenario(int rounds) {
         fprintf(stderr, "cannot write %s\n", path);
         return 2;
     }
+    return 0;
+}
+
+static int queued_unload_scenario(int rounds) {
+    if (write_slow_entry() != 0) return 2;
     for (int r = 0; r < rounds; r++) {
         int rc = queued_unload_round(r);
         if (rc) return rc;
@@ -403,11 +460,62 @@ static int queued_unload_scenario(int rounds) {
     return 0;
 }
 
+/* ── scenario: hand-offs to sleeping waiters ───────────────────────────────── */
+
+/* Three threads call the same bundle, each call holding its VM for 3 ms: longer than a
+ * waiter spins (2 ms), so waiters go to sleep and every hand-off is a wake-up through
+ * the lock's sleeping protocol.  A lost wake-up shows as a call that never returns. */
+
+enum { HANDOFF_THREADS = 3 };
+static _Atomic unsigned g_handoffs;
+
+static void *handoff_caller(void *arg) {
+    const GuestContractHandle *h = arg;
+    int calls = (int)g_handoff_calls;
+    for (int i = 0; i < calls; i++) {
+        uint64_t at = now_ns() + 3000000u, out = 0;
+        AbiError err;
+        memset(&err, 0, sizeof err);
+        uint32_t code = pp_call_handle(g_rt, h->index, h->generation, NULL, 0, 0, &at, &out,
+                                       NULL, &err);
+        if (code != AbiErrorCode_Ok || out != 1)
+            problem("hand-off call %d ended with code %u, out %llu", i, code,
+                    (unsigned long long)out);
+        atomic_fetch_add(&g_handoffs, 1);
+    }
+    return NULL;
+}
+
+static int handoff_scenario(void) {
+    bundle *bd = &g_bundles[0];
+    pp_error e;
+    pp_error_clear(&e);
+    GuestContractHandle h;
+    if (write_slow_entry() != 0 || load(0, &e) != PP_OK ||
+        pp_registry_find(g_rt, bd->contract_id, 1, &h, &e) != PP_OK) {
+        fprintf(stderr, "scenario setup failed: %s\n", e.message);
+        return 2;
+    }
+    pthread_t threads[HANDOFF_THREADS];
+    for (int t = 0; t < HANDOFF_THREADS; t++) pthread_create(&threads[t], NULL, handoff_caller, &h);
+    unsigned total = HANDOFF_THREADS * (unsigned)g_handoff_calls;
+    uint64_t give_up = now_ns() + 120000000000ull;
+    while (atomic_load(&g_handoffs) < total && now_ns() < give_up) sleep_us(10000);
+    if (atomic_load(&g_handoffs) < total) {
+        printf("problem: %u of %u hand-off calls returned in 120 s (a lost wake-up)\n",
+               atomic_load(&g_handoffs), total);
+        fflush(stdout);
+        _Exit(3);
+    }
+    for (int t = 0; t < HANDOFF_THREADS; t++) pthread_join(threads[t], NULL);
+    return 0;
+}
+
 /* ── main ──────────────────────────────────────────────────────────────────── */
 
 static void usage(void) {
     fprintf(stderr, "usage: stress_driver --work <dir> [--seconds S] [--threads N] "
-                    "[--bundles B] [--gate 0|1] [--scenario queued-unload]\n");
+                    "[--bundles B] [--gate 0|1] [--limits 0|1] [--scenario queued-unload|handoff]\n");
     exit(2);
 }
 
@@ -415,7 +523,7 @@ int main(int argc, char **argv) {
     const char *work = NULL;
     double seconds = 3.0;
     int nthreads = 4;
-    bool scenario = false;
+    const char *scenario = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) usage();
         if (strcmp(argv[i], "--work") == 0)
@@ -428,8 +536,11 @@ int main(int argc, char **argv) {
             g_nbundles = atoi(argv[++i]);
         else if (strcmp(argv[i], "--gate") == 0)
             g_gate = atoi(argv[++i]) != 0;
-        else if (strcmp(argv[i], "--scenario") == 0 && strcmp(argv[i + 1], "queued-unload") == 0)
-            scenario = true, i++;
+        else if (strcmp(argv[i], "--limits") == 0)
+            g_limits = atoi(argv[++i]) != 0;
+        else if (strcmp(argv[i], "--scenario") == 0 &&
+                 (strcmp(argv[i + 1], "queued-unload") == 0 || strcmp(argv[i + 1], "handoff") == 0))
+            scenario = argv[++i];
         else
             usage();
     }
@@ -477,6 +588,15 @@ int main(int argc, char **argv) {
         }
     }
 
+    if (scenario && strcmp(scenario, "handoff") == 0) {
+        g_handoff_calls = (long)(seconds * 100);
+        int rc = handoff_scenario();
+        pp_runtime_free(g_rt);
+        pp_loader_release(loader);
+        printf("scenario handoff calls=%u problems=%u\n", atomic_load(&g_handoffs),
+               atomic_load(&g_problems));
+        return rc ? rc : atomic_load(&g_problems) ? 1 : 0;
+    }
     if (scenario) {
         int rc = queued_unload_scenario((int)(seconds * 100));
         pp_runtime_free(g_rt);
@@ -501,13 +621,14 @@ int main(int argc, char **argv) {
     sleep_us((unsigned)(seconds * 1e6));
     atomic_store(&g_stop, true);
     pthread_join(reload_thread, NULL);
-    caller_stats total = {0, 0, 0, 0};
+    caller_stats total = {0, 0, 0, 0, 0};
     for (int t = 0; t < nthreads; t++) {
         pthread_join(threads[t], NULL);
         total.ok += stats[t].ok;
         total.stale += stats[t].stale;
         total.not_found += stats[t].not_found;
         total.unexpected += stats[t].unexpected;
+        total.stopped += stats[t].stopped;
         if (stats[t].ok == 0) problem("caller %d made no successful call", t);
     }
     size_t left = pp_runtime_bundle_ids(g_rt, NULL, 0);
@@ -515,9 +636,9 @@ int main(int argc, char **argv) {
         problem("%zu bundles loaded at the end, expected %d", left, g_nbundles);
     pp_runtime_free(g_rt);
     pp_loader_release(loader);
-    printf("stats ok=%llu stale=%llu not_found=%llu unexpected=%llu reloads=%llu unloads=%llu "
-           "loads=%llu failures=%llu problems=%u\n",
-           total.ok, total.stale, total.not_found, total.unexpected, g_reloads, g_unloads,
-           g_loads, g_failures, atomic_load(&g_problems));
+    printf("stats ok=%llu stale=%llu not_found=%llu unexpected=%llu stopped=%llu reloads=%llu "
+           "unloads=%llu loads=%llu failures=%llu problems=%u\n",
+           total.ok, total.stale, total.not_found, total.unexpected, total.stopped, g_reloads,
+           g_unloads, g_loads, g_failures, atomic_load(&g_problems));
     return atomic_load(&g_problems) ? 1 : 0;
 }
