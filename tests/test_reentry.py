@@ -22,6 +22,12 @@ CASES = {
     "bundle_memory_during_a_guest_load": ["call done 0", "finished"],
     # destroying an unknown instance id at the memory limit (used to allocate)
     "destroy_unknown_instance_at_the_memory_limit": ["process survived"],
+    # nested same-bundle calls build vm.call's frame above the guest's, with the
+    # registry's helpers, and leave the guest's stack as they found it on every path
+    "nested_calls_build_their_own_frame": [
+        "arena through a nested call: True", "missing instance: True", "nested error: True",
+        "nested error text: True", "nested spin stopped: True", "within the outer limit: True",
+        "after: True", "finished"],
 }
 
 
