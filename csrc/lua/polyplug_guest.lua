@@ -41,6 +41,7 @@
 ]]
 
 local ffi = require("ffi")
+local bit = require("bit")
 local abi = require("polyplug_abi") -- also makes the ABI cdefs available
 
 local type = type
@@ -55,7 +56,12 @@ local u8_ptr_t = ffi.typeof("uint8_t *")
 local HostApi_ptr_t = ffi.typeof("HostApi *")
 local BundleInitContext_ptr_t = ffi.typeof("BundleInitContext *")
 local StringView_t = ffi.typeof("StringView")
+local StringView_ptr_t = ffi.typeof("StringView *")
+local CallArena_ptr_t = ffi.typeof("CallArena *")
 local AbiError_t = ffi.typeof("AbiError")
+
+local band = bit.band
+local ALIGN_MASK = ffi.cast(uintptr_t, -8) -- ~7: rounds an address down to 8 bytes
 
 local M = {}
 
@@ -168,10 +174,57 @@ function M.alloc_string(host_ptr, s)
     return ffi.new(StringView_t, p, n)
 end
 
+-- The bump step of CallArena::alloc (abi-runtime.md, CallArena) done in Lua: `n` bytes
+-- at 8-byte alignment from [cur, end) of the arena at address `arena_ptr`, or nil when
+-- they do not fit there (the caller then asks arena_alloc, which also serves the
+-- overflow chain).  Reading and bumping two fields through the FFI compiles into a
+-- few instructions of the calling trace; a call of arena_alloc (a C function) would
+-- end the trace.  8 bytes is the alignment arena_alloc uses too.
+local function arena_bump(arena_ptr, n)
+    if type(arena_ptr) ~= "number" or arena_ptr == 0 then
+        return nil
+    end
+    local a = ffi.cast(CallArena_ptr_t, ffi.cast(uintptr_t, arena_ptr))
+    local cur = ffi.cast(uintptr_t, a.cur)
+    if cur == 0 then
+        return nil
+    end
+    local aligned = band(cur + 7, ALIGN_MASK)
+    local stop = ffi.cast(uintptr_t, a["end"])
+    if aligned < cur or aligned > stop or n > stop - aligned then
+        return nil
+    end
+    a.cur = ffi.cast(u8_ptr_t, aligned + n)
+    return ffi.cast(u8_ptr_t, aligned)
+end
+
+-- Copy `s` (#s > 0) into the caller's arena; the address, or an error at `level`.
+local function arena_copy(arena_alloc, arena_ptr, s, n, fname, level)
+    local p = arena_bump(arena_ptr, n)
+    if p == nil then
+        -- The allocator wants the arena address as a plain number (0 = no arena).
+        local where = arena_ptr
+        if where == nil then
+            where = 0
+        elseif type(where) == "cdata" then
+            where = tonumber(ffi.cast(uintptr_t, where))
+        end
+        local addr = arena_alloc(n, where)
+        if addr == nil or addr == 0 then
+            error(fname .. ": arena allocation failed", level)
+        end
+        p = ffi.cast(u8_ptr_t, ffi.cast(uintptr_t, addr))
+    end
+    ffi.copy(p, s, n)
+    return p
+end
+
 -- alloc_string_arena(arena_alloc, arena_ptr, s) -> StringView over a copy of `s` in
 -- memory from the per-call allocator (the last two arguments of a contract
 -- function). The bytes stay valid until the caller's next call through the same
 -- arena, which is what results written to out_ptr need. "" gives {NULL, 0}.
+-- The copy is bumped straight out of the arena's free region when it fits there;
+-- otherwise arena_alloc serves it (overflow blocks, or host->alloc without an arena).
 function M.alloc_string_arena(arena_alloc, arena_ptr, s)
     if arena_alloc == nil then
         error("alloc_string_arena: arena_alloc is nil (pass the 5th argument of the contract function)", 2)
@@ -181,22 +234,35 @@ function M.alloc_string_arena(arena_alloc, arena_ptr, s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return StringView_t()
     end
-    -- The allocator wants the arena address as a plain number (0 = no arena).
-    local where = arena_ptr
-    if where == nil then
-        where = 0
-    elseif type(where) == "cdata" then
-        where = tonumber(ffi.cast(uintptr_t, where))
+    return StringView_t(arena_copy(arena_alloc, arena_ptr, s, n, "alloc_string_arena", 3), n)
+end
+
+-- write_string(out_ptr, arena_ptr, arena_alloc, s): store a string result. Copies `s`
+-- into the caller's arena like alloc_string_arena and writes the StringView to the
+-- out slot at address `out_ptr` (a number or pointer cdata) — the last line of a
+-- function that returns a string:
+--     pg.write_string(out_ptr, arena_ptr, arena_alloc, s)
+-- No StringView cdata is created on the way. "" stores {NULL, 0}.
+function M.write_string(out_ptr, arena_ptr, arena_alloc, s)
+    if arena_alloc == nil then
+        error("write_string: arena_alloc is nil (pass the 5th argument of the contract function)", 2)
     end
-    local addr = arena_alloc(n, where)
-    if addr == nil or addr == 0 then
-        error("alloc_string_arena: arena allocation failed", 2)
+    if type(s) ~= "string" then
+        error("write_string: expected a string, got a " .. type(s), 2)
     end
-    local p = ffi.cast(u8_ptr_t, ffi.cast(uintptr_t, addr))
-    ffi.copy(p, s, n)
-    return ffi.new(StringView_t, p, n)
+    if is_null(out_ptr, "write_string", 3) then
+        error("write_string: out_ptr is 0 (the function has no result slot)", 2)
+    end
+    local out = ffi.cast(StringView_ptr_t, ffi.cast(uintptr_t, out_ptr))
+    local n = #s
+    if n == 0 then
+        out.ptr, out.len = nil, 0
+        return
+    end
+    out.ptr = arena_copy(arena_alloc, arena_ptr, s, n, "write_string", 3)
+    out.len = n
 end
 
 -- ── logging ──────────────────────────────────────────────────────────────────
