@@ -55,12 +55,17 @@ def header_cdef(cc: str | None = None) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(header_cdef() + CALLBACKS)
+# The Pythonic call layer's hot path, a second module in the same shared object
+# (polyplug._fastcall, loaded by polyplug/_ffi.py): it calls the core directly.
+FASTCALL = CSRC / "python" / "fastcall.c"
+
 ffibuilder.set_source(
     "polyplug._native",
     '#include "polyplug.h"\n',
+    sources=[str(FASTCALL)],
     include_dirs=[str(CSRC / "include")],
     extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
-    depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def",
+    depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def", FASTCALL,
                               *sorted((CSRC / "include").glob("*.h")))],
     libraries=["m", "dl", "pthread"],
     extra_compile_args=["-O2", "-Werror=incompatible-pointer-types",

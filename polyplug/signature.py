@@ -14,14 +14,17 @@ Memory layout (what the guest sees):
 * ``args_ptr`` points at a C struct whose fields are the arguments in order, each
   with its natural alignment — e.g. ``{u32, u32}`` is two ``uint32_t``, and
   ``{u8, f64}`` puts the double at offset 8.  A ``string`` argument is a
-  ``StringView`` ``{const uint8_t *ptr; size_t len}`` (UTF-8, not NUL-terminated).
+  ``StringView`` ``{const uint8_t *ptr; size_t len}`` (UTF-8, not NUL-terminated);
+  so is a ``bytes`` argument (any bytes, NULs included).
   With no arguments ``args_ptr`` is 0.
 * ``out_ptr`` points at one slot of the ``returns`` type; a ``string`` result is a
   ``StringView`` the guest fills, normally with memory from
   ``arena_alloc`` (``pg.alloc_string_arena``).  With no result ``out_ptr`` is 0.
 
-Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string`` (C names such as
-``uint32_t`` and ``double`` are accepted too).
+Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 bool string bytes`` (C names such as
+``uint32_t`` and ``double`` are accepted too).  ``bytes`` has the layout of ``string``
+(a ``StringView``) but carries binary data: bytes-like values in, ``bytes`` out, no
+UTF-8 anywhere.
 
 The manifest reader (``csrc/pp_manifest.c``) validates the table and hands the Python
 driver normalised type names; tests/test_manifest.py checks that it knows exactly the
@@ -42,8 +45,9 @@ TYPES: dict[str, tuple[str, str]] = {
     "u64": ("Q", "uint64_t"), "i8": ("b", "int8_t"), "i16": ("h", "int16_t"),
     "i32": ("i", "int32_t"), "i64": ("q", "int64_t"), "f32": ("f", "float"),
     "f64": ("d", "double"), "bool": ("?", "bool"), "string": ("PN", "StringView"),
+    "bytes": ("PN", "StringView"),
 }
-_C_NAMES = {c: name for name, (_, c) in TYPES.items()}
+_C_NAMES = {c: name for name, (_, c) in TYPES.items() if name != "bytes"}
 _C_NAMES.update({"float32": "f32", "float64": "f64", "str": "string", "_Bool": "bool"})
 
 
@@ -73,11 +77,22 @@ class FunctionSig:
             return ""
         body = "@" + "".join(TYPES[t][0] for t in self.args)
         align = max(struct.calcsize("@" + TYPES[t][0][0]) for t in self.args)
-        if "string" in self.args:
+        if "string" in self.args or "bytes" in self.args:
             align = max(align, struct.calcsize("@P"))
         size = struct.calcsize(body)
         pad = (-size) % align
         return body + ("x" * pad)
+
+    def layout(self) -> tuple[tuple[int, ...], int]:
+        """(offset of each argument, size) of the argument block, as a C compiler lays
+        out the struct: each field at its natural alignment, the end padded."""
+        offsets = []
+        prefix = "@"
+        for t in self.args:
+            fmt = TYPES[t][0]
+            offsets.append(struct.calcsize(prefix + fmt) - struct.calcsize("@" + fmt))
+            prefix += fmt
+        return tuple(offsets), struct.calcsize(self.args_format) if self.args else 0
 
     @property
     def returns_format(self) -> str:

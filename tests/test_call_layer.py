@@ -849,5 +849,5 @@ def test_normalize_type_refuses_unknown_names() -> None:
 
     for bad in ("uint128_t", "int", "u33", "char *", ""):
         with pytest.raises(ValueError, match=r"unknown type .* \(known: u8, u16, u32, u64, i8, "
-                                             r"i16, i32, i64, f32, f64, bool, string\)"):
+                                             r"i16, i32, i64, f32, f64, bool, string, bytes\)"):
             normalize_type(bad)
