@@ -8,6 +8,8 @@ callback, many threads sharing one function, and the GIL released while a guest 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -285,3 +287,52 @@ def test_the_gil_is_released_while_a_guest_runs(fast: Any) -> None:
     flag[0] = 1
     t.join(timeout=60)
     assert result == [True]
+
+
+def test_threads_with_small_stacks_can_call(fast: Any) -> None:
+    """Calls keep little on the C stack (the arena is on the heap): a 32 KiB thread may
+    still make them, with results that overflow the arena."""
+    results: list[bool] = []
+
+    def work() -> None:
+        results.append(fast.echo("x" * 10_000) == "x" * 10_000 and fast.echo("y") == "y")
+
+    old = threading.stack_size(32768)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join(timeout=60)
+    finally:
+        threading.stack_size(old)
+    assert results == [True]
+
+
+def test_a_thread_s_arenas_are_freed_when_it_exits(tmp_path: Path) -> None:
+    """Each thread keeps its call arenas (and their overflow blocks, up to 256 KiB) for
+    its next calls and frees them when it exits: 200 short-lived threads leave no 200
+    copies behind.  In a child process, so that RSS is this test's alone."""
+    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 9, FUNCTIONS)
+    code = f"""
+import threading, polyplug
+rt = polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build()
+rt.load_bundle({str(d)!r})
+fast = rt.contract("test.fast", 1)
+blob = bytes(100_000)
+def work():
+    for _ in range(3):
+        assert fast.echo_bytes(blob) == blob
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+def threads(n):
+    for _ in range(n):
+        t = threading.Thread(target=work); t.start(); t.join()
+threads(20)
+before = rss()
+threads(200)
+print((rss() - before) // 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    growth_kib = int(proc.stdout)
+    assert growth_kib < 8 * 1024, f"RSS grew by {growth_kib} KiB over 200 threads"

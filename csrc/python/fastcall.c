@@ -8,15 +8,16 @@
  *      (str arguments lend their cached UTF-8 bytes, bytes arguments their own buffer:
  *      no copy; bytearray and memoryview arguments are copied once, since another
  *      thread could resize them while the guest runs),
- *   2. fills a pp_call_frame on the stack with a CallArena whose bump region is a
- *      4 KiB buffer on the stack too (overflow blocks come from the process heap),
+ *   2. fills a pp_call_frame on the stack, with a CallArena from the thread's own
+ *      free list (a 4 KiB bump region; overflow blocks come from the process heap),
  *   3. runs pp_call_frame_invoke with the GIL released,
  *   4. builds the result (a str is decoded straight out of the arena: one copy) and
- *      releases the arena's overflow blocks before returning.
+ *      gives the arena back to the thread.
  *
- * Nothing outlives the call and nothing is shared between calls, so a Function may be
- * called from any number of threads at once, and from inside a host callback that a
- * call of the same Function is running (each nesting level has its own stack frame).
+ * Nothing the call wrote outlives it (the next call through an arena resets it first),
+ * and no memory is shared between calls in flight, so a Function may be called from
+ * any number of threads at once, and from inside a host callback that a call of the
+ * same Function is running (that nested call takes another arena).
  *
  * Everything that needs words for a human stays in Python (polyplug/call.py): a call
  * that fails runs `fail(code, message)` and an argument that does not convert runs
@@ -38,6 +39,8 @@
 #include <structmember.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "polyplug.h"
@@ -309,6 +312,85 @@ static PyObject *result_of(Function *f, const out_slot *o) {
     }
 }
 
+/* ── call arenas ───────────────────────────────────────────────────────────── */
+
+/*
+ * Each call takes an arena from its thread's free list and puts it back afterwards, so a
+ * call nested in a host callback takes another one, and nothing is shared between
+ * threads.  The bump region is ARENA_BYTES of heap (not the C stack, which a thread
+ * with a small stack cannot spare); overflow blocks stay with the arena for the next
+ * call unless they add up to more than RETAIN_BYTES.  A thread's arenas are freed when
+ * it exits.
+ */
+enum { RETAIN_BYTES = 256 * 1024, MAX_FREE = 8 };
+
+typedef struct pooled_arena {
+    struct pooled_arena *next;
+    CallArena arena;
+    uint64_t buf[ARENA_BYTES / sizeof(uint64_t)];
+} pooled_arena;
+
+typedef struct thread_arenas {
+    pooled_arena *free;
+    int count;
+} thread_arenas;
+
+static pthread_key_t g_arenas_key;
+static int g_arenas_key_ok;
+static pthread_once_t g_arenas_once = PTHREAD_ONCE_INIT;
+
+static void free_thread_arenas(void *p) {
+    thread_arenas *t = p;
+    while (t->free) {
+        pooled_arena *a = t->free;
+        t->free = a->next;
+        pp_arena_release(&a->arena);
+        free(a);
+    }
+    free(t);
+}
+
+static void make_arenas_key(void) {
+    g_arenas_key_ok = pthread_key_create(&g_arenas_key, free_thread_arenas) == 0;
+}
+
+/* An arena for one call (its bump region empty), or NULL when out of memory. */
+static pooled_arena *take_arena(thread_arenas **owner) {
+    thread_arenas *t = NULL;
+    if (g_arenas_key_ok) {
+        t = pthread_getspecific(g_arenas_key);
+        if (!t && (t = calloc(1, sizeof *t)) != NULL && pthread_setspecific(g_arenas_key, t)) {
+            free(t);
+            t = NULL;
+        }
+    }
+    *owner = t;
+    pooled_arena *a = t ? t->free : NULL;
+    if (a) {
+        t->free = a->next;
+        t->count--;
+        return a;
+    }
+    a = malloc(sizeof *a);
+    if (a) pp_arena_init(&a->arena, pp_detached_host(), (uint8_t *)a->buf, sizeof a->buf);
+    return a;
+}
+
+static void give_arena(thread_arenas *t, pooled_arena *a) {
+    size_t kept = 0;
+    for (const ArenaOverflowBlock *b = a->arena.first_overflow; b; b = b->next)
+        kept += b->capacity;
+    if (kept > RETAIN_BYTES) pp_arena_release(&a->arena);
+    if (t && t->count < MAX_FREE) {
+        a->next = t->free;
+        t->free = a;
+        t->count++;
+        return;
+    }
+    pp_arena_release(&a->arena);
+    free(a);
+}
+
 /* ── the call ───────────────────────────────────────────────────────────────── */
 
 static PyObject *call_failed(Function *f, uint32_t code, StringView message) {
@@ -358,20 +440,23 @@ static PyObject *fn_vectorcall(PyObject *self, PyObject *const *args, size_t nar
     if (rc == BAD) {
         bad_arguments(f, args, nargs);
     } else if (rc == CONVERTED) {
-        out_slot out;
-        memset(&out, 0, sizeof out);
-        uint64_t arena_buf[ARENA_BYTES / sizeof(uint64_t)];
-        CallArena arena;
-        pp_arena_init(&arena, pp_detached_host(), (uint8_t *)arena_buf, sizeof arena_buf);
-        pp_call_frame frame = f->tmpl;
-        frame.args = nargs ? block : NULL;
-        frame.out = f->result != NO_RESULT ? &out : NULL;
-        frame.arena = &arena;
-        PyThreadState *ts = PyEval_SaveThread();
-        uint32_t code = pp_call_frame_invoke(&frame);
-        PyEval_RestoreThread(ts);
-        result = code ? call_failed(f, code, frame.err.message) : result_of(f, &out);
-        pp_arena_release(&arena);
+        thread_arenas *owner;
+        pooled_arena *arena = take_arena(&owner);
+        if (!arena) {
+            PyErr_NoMemory();
+        } else {
+            out_slot out;
+            memset(&out, 0, sizeof out);
+            pp_call_frame frame = f->tmpl;
+            frame.args = nargs ? block : NULL;
+            frame.out = f->result != NO_RESULT ? &out : NULL;
+            frame.arena = &arena->arena; /* reset by the call before the guest runs */
+            PyThreadState *ts = PyEval_SaveThread();
+            uint32_t code = pp_call_frame_invoke(&frame);
+            PyEval_RestoreThread(ts);
+            result = code ? call_failed(f, code, frame.err.message) : result_of(f, &out);
+            give_arena(owner, arena);
+        }
     }
     for (Py_ssize_t i = 0; i < nargs; i++) Py_XDECREF(temps[i]);
     if (temps != small_temps) PyMem_Free(temps);
@@ -599,6 +684,7 @@ static struct PyModuleDef fastcall_module = {
 
 PyMODINIT_FUNC PyInit__fastcall(void);
 PyMODINIT_FUNC PyInit__fastcall(void) {
+    pthread_once(&g_arenas_once, make_arenas_key);
     PyObject *m = PyModule_Create(&fastcall_module);
     if (!m) return NULL;
     PyObject *type = PyType_FromSpec(&fn_spec);
