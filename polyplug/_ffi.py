@@ -38,17 +38,16 @@ def _load_fastcall() -> Any:
     directly; Python finds only the module named after a library's file, so the second
     one is loaded by its name from that file (PEP 489, "multiple modules in one
     library")."""
-    from importlib.machinery import ExtensionFileLoader
-    from importlib.util import module_from_spec, spec_from_file_location
+    from importlib.machinery import ExtensionFileLoader, ModuleSpec
 
     name = "polyplug._fastcall"
     if name in sys.modules:
         return sys.modules[name]
     loader = ExtensionFileLoader(name, _native.__file__)
-    spec = spec_from_file_location(name, _native.__file__, loader=loader)
-    assert spec is not None
-    module = module_from_spec(spec)
+    spec = ModuleSpec(name, loader, origin=_native.__file__)
+    module = loader.create_module(spec)
     loader.exec_module(module)
+    module.__spec__ = spec
     sys.modules[name] = module
     return module
 
