@@ -44,6 +44,9 @@ local ffi = require("ffi")
 local bit = require("bit")
 local abi = require("polyplug_abi") -- also makes the ABI cdefs available
 
+-- FFI functions as upvalues: a compiled trace then needs no guard on a table lookup.
+local cast, copy, new = ffi.cast, ffi.copy, ffi.new
+
 local type = type
 local error = error
 local tostring = tostring
@@ -61,7 +64,7 @@ local CallArena_ptr_t = ffi.typeof("CallArena *")
 local AbiError_t = ffi.typeof("AbiError")
 
 local band = bit.band
-local ALIGN_MASK = ffi.cast(uintptr_t, -8) -- ~7: rounds an address down to 8 bytes
+local ALIGN_MASK = cast(uintptr_t, -8) -- ~7: rounds an address down to 8 bytes
 
 local M = {}
 
@@ -83,7 +86,7 @@ local function is_null(p, fname, level)
     if t == "number" then
         return p == 0
     elseif t == "cdata" then
-        return ffi.cast(uintptr_t, p) == 0
+        return cast(uintptr_t, p) == 0
     end
     error(fname .. ": expected an address (number or pointer cdata), got a " .. t, level)
 end
@@ -94,7 +97,7 @@ local function to_host(host_ptr, fname)
     if is_null(host_ptr, fname, 4) then
         error(fname .. ": host pointer is nil", 3)
     end
-    return ffi.cast(HostApi_ptr_t, ffi.cast(uintptr_t, host_ptr))
+    return cast(HostApi_ptr_t, cast(uintptr_t, host_ptr))
 end
 
 -- ── pointers ─────────────────────────────────────────────────────────────────
@@ -114,7 +117,7 @@ function M.cast_context(p)
     if is_null(p, "cast_context", 3) then
         error("cast_context: context pointer is nil", 2)
     end
-    return ffi.cast(BundleInitContext_ptr_t, ffi.cast(uintptr_t, p))
+    return cast(BundleInitContext_ptr_t, cast(uintptr_t, p))
 end
 
 -- ptr(n, ctype) -> cdata pointer of type `ctype` (a C type string such as
@@ -124,7 +127,7 @@ function M.ptr(n, ctype)
     if ctype == nil then
         error("ptr: a pointer C type is required, e.g. pg.ptr(out_ptr, \"uint32_t *\")", 2)
     end
-    return ffi.cast(ctype, ffi.cast(uintptr_t, n or 0))
+    return cast(ctype, cast(uintptr_t, n or 0))
 end
 
 -- ── strings ──────────────────────────────────────────────────────────────────
@@ -146,9 +149,9 @@ function M.string_view(s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return new(StringView_t)
     end
-    return ffi.new(StringView_t, ffi.cast(const_u8_ptr_t, s), n)
+    return new(StringView_t, cast(const_u8_ptr_t, s), n)
 end
 
 local string_view = M.string_view
@@ -164,14 +167,14 @@ function M.alloc_string(host_ptr, s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return new(StringView_t)
     end
     local p = host.alloc(host, n, 1)
     if p == nil then
         error("alloc_string: host allocation failed", 2)
     end
-    ffi.copy(p, s, n)
-    return ffi.new(StringView_t, p, n)
+    copy(p, s, n)
+    return new(StringView_t, p, n)
 end
 
 -- The bump step of CallArena::alloc (abi-runtime.md, CallArena) done in Lua: `n` bytes
@@ -184,18 +187,18 @@ local function arena_bump(arena_ptr, n)
     if type(arena_ptr) ~= "number" or arena_ptr == 0 then
         return nil
     end
-    local a = ffi.cast(CallArena_ptr_t, ffi.cast(uintptr_t, arena_ptr))
-    local cur = ffi.cast(uintptr_t, a.cur)
+    local a = cast(CallArena_ptr_t, cast(uintptr_t, arena_ptr))
+    local cur = cast(uintptr_t, a.cur)
     if cur == 0 then
         return nil
     end
     local aligned = band(cur + 7, ALIGN_MASK)
-    local stop = ffi.cast(uintptr_t, a["end"])
+    local stop = cast(uintptr_t, a["end"])
     if aligned < cur or aligned > stop or n > stop - aligned then
         return nil
     end
-    a.cur = ffi.cast(u8_ptr_t, aligned + n)
-    return ffi.cast(u8_ptr_t, aligned)
+    a.cur = cast(u8_ptr_t, aligned + n)
+    return cast(u8_ptr_t, aligned)
 end
 
 -- Copy `s` (#s > 0) into the caller's arena; the address, or an error at `level`.
@@ -207,15 +210,15 @@ local function arena_copy(arena_alloc, arena_ptr, s, n, fname, level)
         if where == nil then
             where = 0
         elseif type(where) == "cdata" then
-            where = tonumber(ffi.cast(uintptr_t, where))
+            where = tonumber(cast(uintptr_t, where))
         end
         local addr = arena_alloc(n, where)
         if addr == nil or addr == 0 then
             error(fname .. ": arena allocation failed", level)
         end
-        p = ffi.cast(u8_ptr_t, ffi.cast(uintptr_t, addr))
+        p = cast(u8_ptr_t, cast(uintptr_t, addr))
     end
-    ffi.copy(p, s, n)
+    copy(p, s, n)
     return p
 end
 
@@ -255,7 +258,7 @@ function M.write_string(out_ptr, arena_ptr, arena_alloc, s)
     if is_null(out_ptr, "write_string", 3) then
         error("write_string: out_ptr is 0 (the function has no result slot)", 2)
     end
-    local out = ffi.cast(StringView_ptr_t, ffi.cast(uintptr_t, out_ptr))
+    local out = cast(StringView_ptr_t, cast(uintptr_t, out_ptr))
     local n = #s
     if n == 0 then
         out.ptr, out.len = nil, 0
@@ -277,7 +280,7 @@ function M.log(host_ptr, level, scope, message)
     if is_null(host_ptr, "log", 3) then
         return
     end
-    local host = ffi.cast(HostApi_ptr_t, ffi.cast(uintptr_t, host_ptr))
+    local host = cast(HostApi_ptr_t, cast(uintptr_t, host_ptr))
     if type(scope) ~= "string" then
         scope = tostring(scope)
     end
@@ -295,7 +298,7 @@ end
 -- example the out_err of a HostApi call it makes itself). They are NOT the status
 -- value of polyplug_init: that must be a plain table such as `{ code = 0 }`.
 function M.ok()
-    return ffi.new(AbiError_t)
+    return new(AbiError_t)
 end
 
 -- err(code, message) -> AbiError cdata {code, message}
@@ -303,7 +306,7 @@ end
 -- Lua string (see string_view): keep the string alive as long as the AbiError is
 -- read, or build the message with alloc_string instead.
 function M.err(code, message)
-    local e = ffi.new(AbiError_t)
+    local e = new(AbiError_t)
     e.code = code or abi.AbiErrorCode.Generic
     if message ~= nil then
         e.message = string_view(message)
