@@ -274,12 +274,11 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
         Job("ours", "py-import", [py, str(PY / "bench_import.py"), str(p.imports)]),
         Job("ours", "c-strings", [str(tools.bench_strings), str(STRINGS), "calls",
                                   str(p.c_str_calls), str(r)]),
+        # lupa's figures come from the same job, timed right after ours (bench_strings.py)
         Job("ours", "py-strings", [py, str(PY / "bench_strings.py"), str(STRINGS),
-                                   str(p.str_calls), str(r)]),
+                                   str(p.str_calls), str(r),
+                                   str(lupa_python) if lupa_python else ""]),
     ]
-    if lupa_python is not None:  # recorded with our figures: the rows compare within a repeat
-        jobs.append(Job("ours", "lupa-strings", [str(lupa_python), str(PY / "bench_lupa.py"),
-                                                 str(STRINGS), str(p.str_calls), str(r)]))
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
         up = [str(_venv_python()), str(PY / "bench_upstream.py")]

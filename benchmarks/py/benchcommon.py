@@ -99,16 +99,15 @@ def call_loop(fn: Callable[..., object], call_args: tuple) -> Callable[[int], No
     return loop
 
 
-def run_string_cases(functions: dict[str, Callable[..., object]], prefix: str, n: int,
-                     rot: int) -> None:
-    """Check, warm up and time every STRING_CASES function of ``functions`` (by key);
-    emits ``<prefix>.<key>`` in ns per call."""
+def string_loops(functions: dict[str, Callable[..., object]], n: int
+                 ) -> list[tuple[str, Callable[[int], None], int, int]]:
+    """(key, loop, calls, bad) for every STRING_CASES function of ``functions`` (by key),
+    each checked once and warmed up (the JIT, caches)."""
     loops = []
     for key, _name, call_args, divisor in STRING_CASES:
         fn = functions[key]
         bad = int(fn(*call_args) != STRING_RESULTS[key])
         loops.append((key, call_loop(fn, call_args), max(n // divisor, 100), bad))
     for _key, loop, count, _bad in loops:
-        loop(max(count // 20, 100))  # warm-up: the JIT, caches
-    for key, loop, count, bad in rotated(loops, rot):
-        emit(f"{prefix}.{key}", per_call_ns(loop, count), bad)
+        loop(max(count // 20, 100))
+    return loops
