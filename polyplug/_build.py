@@ -57,12 +57,15 @@ ffibuilder = FFI()
 ffibuilder.cdef(header_cdef() + CALLBACKS)
 # The Pythonic call layer's hot path, a second module in the same shared object
 # (polyplug._fastcall, loaded by polyplug/_ffi.py): it calls the core directly.
+# setuptools takes source paths only relative to setup.py's directory (the build's
+# working directory).
 FASTCALL = CSRC / "python" / "fastcall.c"
+FASTCALL_SOURCE = FASTCALL.relative_to(ROOT).as_posix()
 
 ffibuilder.set_source(
     "polyplug._native",
     '#include "polyplug.h"\n',
-    sources=[str(FASTCALL)],
+    sources=[FASTCALL_SOURCE],
     include_dirs=[str(CSRC / "include")],
     extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
     depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def", FASTCALL,
