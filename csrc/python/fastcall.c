@@ -393,9 +393,18 @@ static void give_arena(thread_arenas *t, pooled_arena *a) {
 
 /* ── the call ───────────────────────────────────────────────────────────────── */
 
-static PyObject *call_failed(Function *f, uint32_t code, StringView message) {
-    PyObject *msg = PyBytes_FromStringAndSize(message.ptr ? (const char *)message.ptr : "",
-                                              message.ptr ? (Py_ssize_t)message.len : 0);
+/* Not inlined: its buffer must not sit in fn_vectorcall's frame during the call (a
+ * thread with a small stack has little to spare there). */
+__attribute__((noinline)) static PyObject *call_failed(Function *f, uint32_t code,
+                                                       StringView message) {
+    /* The message lives in this thread's error buffer until its next call, and creating
+     * a Python object may run a finalizer that makes one: copy it out first (error
+     * texts are shorter than this; a longer message is cut). */
+    char text[4096];
+    size_t n = message.ptr ? message.len : 0;
+    if (n > sizeof text) n = sizeof text;
+    if (n) memcpy(text, message.ptr, n);
+    PyObject *msg = PyBytes_FromStringAndSize(text, (Py_ssize_t)n);
     if (!msg) return NULL;
     PyObject *r = PyObject_CallFunction(f->fail, "kN", (unsigned long)code, msg);
     if (r) {
