@@ -336,3 +336,23 @@ print((rss() - before) // 1024)
     assert proc.returncode == 0, proc.stderr
     growth_kib = int(proc.stdout)
     assert growth_kib < 8 * 1024, f"RSS grew by {growth_kib} KiB over 200 threads"
+
+
+def test_the_cli_passes_and_prints_bytes(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 9, FUNCTIONS)
+    text = "héllo wörld"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "polyplug", "call", str(d), "test.fast",
+                               *args], capture_output=True, timeout=60)
+
+    proc = cli("echo_bytes", text)
+    assert (proc.returncode, proc.stdout) == (0, text.encode() + b"\n"), proc.stderr
+    proc = cli("echo_bytes", text, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert base64.b64decode(json.loads(proc.stdout)["result"]) == text.encode()
+    proc = cli("bad_utf8_bytes")  # not UTF-8: written as it is
+    assert (proc.returncode, proc.stdout) == (0, b"ok \xff\xfe no\n"), proc.stderr
