@@ -1,11 +1,13 @@
 """polyplug benchmarks: one command, one table (min / median over repeated runs).
 
-    python benchmarks/run.py [--quick] [--upstream] [--repeat N] [--save FILE]
+    python benchmarks/run.py [--quick] [--upstream] [--no-lupa] [--repeat N] [--save FILE]
 
 --quick     small counts, for a smoke run (well under a minute); it is labelled as
             such and judges no target (no ✓/✗)
 --upstream  also measure upstream polyplug 0.1.3 (installed into build/upstream-venv
             from PyPI on first use) in the same run, and print our/upstream ratios
+--no-lupa   skip the lupa rows (lupa is installed into build/lupa-venv from PyPI on
+            first use; without it, or offline, those rows print n/a)
 --repeat N  repeats per figure (default 5, --quick 3)
 --save FILE also write the table, the machine and the command as Markdown
 
@@ -44,6 +46,9 @@ GENERATED = BUILD / "bundles"
 NATIVE_BUNDLE = GENERATED / "bench_native"  # the native bench bundle, with its library
 UPSTREAM_VENV = ROOT / "build" / "upstream-venv"
 UPSTREAM_PACKAGES = ["polyplug==0.1.3", "polyplug-loaders-lua==0.1.3", "cffi"]
+STRINGS = BENCH / "bundles" / "strings"
+LUPA_VENV = ROOT / "build" / "lupa-venv"
+LUPA_VERSION = "2.8"
 PY = BENCH / "py"
 
 
@@ -62,6 +67,8 @@ class Params:
     scale_c_calls: int  # C lookups per figure
     scale_py_calls: int  # Python lookups per figure
     scale_bundles: int  # bundles in the large runtime of the load-as-it-grows figures
+    str_calls: int      # string rows: calls per function (large strings: fewer)
+    c_str_calls: int    # C -> vm.call of the string functions, per variant
     smoke: bool = False  # a smoke run: counts too small to judge the targets
     host_c_calls: int = 10_000_000  # guest → C host function calls per variant
     host_py_calls: int = 200_000    # guest → Python host function calls per variant
@@ -70,12 +77,13 @@ class Params:
 FULL = Params(repeat=5, c_calls=10_000_000, alloc_calls=1_000_000, gc_calls=100_000,
               thread_calls=5_000_000, py_calls=500_000, bundles=100, reloads=1000,
               imports=10, scale_sizes=(10, 1000, 10_000), scale_c_calls=1_000_000,
-              scale_py_calls=20_000, scale_bundles=10_000)
+              scale_py_calls=20_000, scale_bundles=10_000, str_calls=500_000,
+              c_str_calls=2_000_000)
 QUICK = Params(repeat=3, c_calls=1_000_000, alloc_calls=100_000, gc_calls=20_000,
                thread_calls=1_000_000, py_calls=100_000, bundles=100, reloads=200,
                imports=4, scale_sizes=(10, 100, 1000), scale_c_calls=200_000,
-               scale_py_calls=5_000, scale_bundles=1000, smoke=True, host_c_calls=1_000_000,
-               host_py_calls=50_000)
+               scale_py_calls=5_000, scale_bundles=1000, str_calls=100_000,
+               c_str_calls=200_000, smoke=True, host_c_calls=1_000_000, host_py_calls=50_000)
 
 
 # ── building ─────────────────────────────────────────────────────────────────
@@ -119,6 +127,7 @@ class Tools:
     bench_scale: Path
     alloc_count: Path
     bench_native: Path
+    bench_strings: Path
     bench_loops_so: Path | None = None
 
 
@@ -146,6 +155,8 @@ def build(upstream: bool) -> Tools:
                                      cflags=[luajit_inc], out_dir=BUILD),
         alloc_count=_shared_object("alloc_count", [c / "alloc_count.c"], []),
         bench_native=cb.build_program("bench_native", [c / "bench_native.c"], out_dir=BUILD),
+        bench_strings=cb.build_program("bench_strings", [c / "bench_strings.c", *common],
+                                       cflags=[luajit_inc], out_dir=BUILD),
     )
     build_native_bundle(cb)
     if upstream:
@@ -210,6 +221,25 @@ def ensure_upstream() -> dict[str, str]:
     return {"POLYPLUG_LIB": str(libs[0])}
 
 
+def ensure_lupa() -> Path | None:
+    """build/lupa-venv with lupa LUPA_VERSION (created on first use); its python, or None
+    (with a note on stderr) when it cannot be installed, e.g. offline."""
+    py = LUPA_VENV / "bin" / "python"
+    probe = [str(py), "-c", "import lupa, lupa.luajit21; print(lupa.__version__)"]
+    if py.is_file() and subprocess.run(probe, check=False, capture_output=True, text=True,
+                                       cwd=BUILD).stdout.strip() == LUPA_VERSION:
+        return py
+    print(f"installing lupa {LUPA_VERSION} into {LUPA_VENV} ...", file=sys.stderr)
+    for cmd in ([sys.executable, "-m", "venv", str(LUPA_VENV)],
+                [str(py), "-m", "pip", "install", "-q", f"lupa=={LUPA_VERSION}"]):
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=BUILD)
+        if proc.returncode != 0:
+            print(f"lupa is not available, its rows print n/a: $ {shlex.join(cmd)}\n"
+                  f"{proc.stdout}{proc.stderr}", file=sys.stderr)
+            return None
+    return py
+
+
 def _check_run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=BUILD)
     if proc.returncode != 0:
@@ -244,8 +274,8 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str] | None
-                    ) -> list[Job]:
+def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str] | None,
+                    lupa_python: Path | None = None) -> list[Job]:
     bundle, gen = str(BUNDLE), str(GENERATED)
     py = sys.executable
     sizes = ",".join(map(str, p.scale_sizes))
@@ -291,6 +321,12 @@ def jobs_for_repeat(r: int, p: Params, tools: Tools, upstream_env: dict[str, str
                                  str(p.scale_py_calls), str(r)]),
         Job("ours", "py-grow", [py, str(PY / "bench_ours.py"), "grow", gen, str(p.bundles),
                                 str(p.scale_bundles)]),
+        Job("ours", "c-strings", [str(tools.bench_strings), str(STRINGS), "calls",
+                                  str(p.c_str_calls), str(r)]),
+        # lupa's figures come from the same job, timed right after ours (bench_strings.py)
+        Job("ours", "py-strings", [py, str(PY / "bench_strings.py"), str(STRINGS),
+                                   str(p.str_calls), str(r),
+                                   str(lupa_python) if lupa_python else ""]),
     ]
     if upstream_env is not None:
         assert tools.bench_loops_so is not None
@@ -393,6 +429,41 @@ def vs_upstream(k: str, factor: float) -> Callable[[float, Ctx], bool | None]:
     return check
 
 
+# The string rows (bundles/strings, benchcommon.STRING_CASES): key, what is called.
+STRING_ROWS = [
+    ("add", "add(7, 35) → int"),
+    ("slen", "str → u32, slen('hello, world')"),
+    ("const", "() → str, const() of 12 B"),
+    ("upper12", "str → str, upper('hello, world')"),
+    ("upper4k", "str → str, upper(s) of 4 KiB"),
+    ("echo64k", "bytes → bytes, echo(b) of 64 KiB"),
+]
+
+
+def string_rows(p: Params) -> list[str | Row]:
+    """Pythonic calls next to lupa's call of the same Lua body, then the same string
+    functions called from C (the guest SDK without Python) and their Lua C API floor."""
+    out: list[str | Row] = [
+        f"Python calls next to lupa {LUPA_VERSION} (lupa.luajit21), same Lua bodies "
+        f"(bundles/strings/bodies.lua), {p.str_calls:,} calls (4 KiB: ÷20, 64 KiB: ÷200)"]
+    for k, what in STRING_ROWS:
+        out += [
+            Row(f"{what}: ours, Pythonic layer", "ns", key(f"py.str.{k}"), upstream=False),
+            Row(f"{what}: lupa", "ns", key(f"lupa.{k}"), upstream=False),
+            Row(f"{what}: ours / lupa", "×", quotient(f"py.str.{k}", f"lupa.{k}"), "≤ 1.0",
+                le(1.0), upstream=False),
+        ]
+    out.append(f"C → vm.call of the string functions, 4 KiB arena reset per call "
+               f"({p.c_str_calls:,} calls; 4 KiB: ÷20, 64 KiB: ÷200)")
+    for k, what in STRING_ROWS[1:]:
+        target = ("≤ 80", le(80)) if k == "upper12" else ("—", None)
+        out.append(Row(what, "ns", key(f"c.str.{k}"), *target, upstream=False))
+    for k, what in STRING_ROWS[1:]:
+        out.append(Row(f"floor, Lua C API: {what}", "ns", key(f"floor.str.{k}"),
+                       upstream=False))
+    return out
+
+
 VM_VARIANTS = [f"c.{f}.{i}{a}" for f in ("add", "noop") for i in ("null", "inst")
                for a in ("", ".arena")]
 
@@ -481,6 +552,9 @@ def rows(p: Params) -> list[str | Row]:
             key("py.add.pythonic"), "≤ 400", le(400), upstream=False),
         Row("no-op through the Pythonic call layer", "ns", key("py.noop.pythonic"),
             upstream=False),
+        Row("Pythonic add / lib.pp_call add (same process)", "×",
+            quotient("py.add.pythonic", "py.add.pp_call"), "≤ 1.3", le(1.3), upstream=False),
+        *string_rows(p),
         f"C → native bundle (loader = \"native\"), add(u32,u32), per call ({p.c_calls:,} "
         "calls per variant)",
         Row("floor: indirect call of a C add with the native slot's signature", "ns",
@@ -694,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small counts, a smoke run")
     ap.add_argument("--upstream", action="store_true",
                     help="also measure upstream polyplug 0.1.3 side by side")
+    ap.add_argument("--no-lupa", action="store_true",
+                    help="skip the rows measuring lupa (installed into build/lupa-venv)")
     ap.add_argument("--repeat", type=int, help="repeats per figure")
     ap.add_argument("--save", type=Path, help="also write the result as Markdown here")
     opts = ap.parse_args(argv)
@@ -707,11 +783,12 @@ def main(argv: list[str] | None = None) -> int:
     tools = build(opts.upstream)
     generate_bundles(max(p.bundles, p.scale_bundles))
     upstream_env = ensure_upstream() if opts.upstream else None
+    lupa_python = None if opts.no_lupa else ensure_lupa()
 
     results = Results()
     tty = sys.stderr.isatty()
     for r in range(p.repeat):
-        for job in jobs_for_repeat(r, p, tools, upstream_env):
+        for job in jobs_for_repeat(r, p, tools, upstream_env, lupa_python):
             if tty:
                 print(f"\rrepeat {r + 1}/{p.repeat}: {job.system} {job.name}".ljust(60),
                       end="", file=sys.stderr, flush=True)

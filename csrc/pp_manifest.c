@@ -634,6 +634,7 @@ static const struct {
     {"u8", "u8"},           {"u16", "u16"},         {"u32", "u32"},       {"u64", "u64"},
     {"i8", "i8"},           {"i16", "i16"},         {"i32", "i32"},       {"i64", "i64"},
     {"f32", "f32"},         {"f64", "f64"},         {"bool", "bool"},     {"string", "string"},
+    {"bytes", "bytes"},
     {"uint8_t", "u8"},      {"uint16_t", "u16"},    {"uint32_t", "u32"},  {"uint64_t", "u64"},
     {"int8_t", "i8"},       {"int16_t", "i16"},     {"int32_t", "i32"},   {"int64_t", "i64"},
     {"float", "f32"},       {"double", "f64"},      {"_Bool", "bool"},    {"StringView", "string"},

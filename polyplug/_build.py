@@ -81,12 +81,20 @@ static bool pp_py_host_result_string(uintptr_t out, const char *data, size_t len
 }
 """
 
+# The Pythonic call layer's hot path, a second module in the same shared object
+# (polyplug._fastcall, loaded by polyplug/_ffi.py): it calls the core directly.
+# setuptools takes source paths only relative to setup.py's directory (the build's
+# working directory).
+FASTCALL = CSRC / "python" / "fastcall.c"
+FASTCALL_SOURCE = FASTCALL.relative_to(ROOT).as_posix()
+
 ffibuilder.set_source(
     "polyplug._native",
     ADAPTERS,
+    sources=[FASTCALL_SOURCE],
     include_dirs=[str(CSRC / "include")],
     extra_objects=[str(CORE_LIB), str(LUAJIT_LIB)],
-    depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def",
+    depends=[str(p) for p in (CORE_LIB, LUAJIT_LIB, CSRC / "pp_errors.def", FASTCALL,
                               *sorted((CSRC / "include").glob("*.h")))],
     libraries=["m", "dl", "pthread"],
     extra_compile_args=["-O2", "-Werror=incompatible-pointer-types",

@@ -6,11 +6,13 @@ so a stale build fails once, clearly, at import.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from polyplug._version import __version__
 
 try:
+    from polyplug import _native
     from polyplug._native import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
@@ -26,7 +28,31 @@ if _built != __version__:
         f"{__version__}; rebuild with `pip install -e .`"
     )
 
-__all__ = ["ffi", "lib", "new_error", "check", "view_text", "text_view"]
+__all__ = ["ffi", "lib", "fastcall", "new_error", "check", "view_text", "text_view"]
+
+
+def _load_fastcall() -> Any:
+    """``polyplug._fastcall``, the call layer's hot path (csrc/python/fastcall.c).
+
+    It lives in the same shared object as ``_native`` so that it calls the C core
+    directly; Python finds only the module named after a library's file, so the second
+    one is loaded by its name from that file (PEP 489, "multiple modules in one
+    library")."""
+    from importlib.machinery import ExtensionFileLoader, ModuleSpec
+
+    name = "polyplug._fastcall"
+    if name in sys.modules:
+        return sys.modules[name]
+    loader = ExtensionFileLoader(name, _native.__file__)
+    spec = ModuleSpec(name, loader, origin=_native.__file__)
+    module = loader.create_module(spec)
+    loader.exec_module(module)
+    module.__spec__ = spec
+    sys.modules[name] = module
+    return module
+
+
+fastcall = _load_fastcall()
 
 
 def new_error() -> Any:

@@ -8,14 +8,16 @@
         counter.add(1, 2)
     arith.call(0, args_cdata, out_cdata)  # raw: your own cffi memory, AbiError checked
 
-Each call marshals arguments with ``struct`` into a prepared call frame from a small
-per-function pool (a frame is never shared by two threads at once) and passes a
-per-call ``CallArena``, reset before the next call that uses the frame, so string
-results stay readable until they are decoded.  A non-Ok ``AbiError`` becomes
+Each function is a ``polyplug._fastcall.Function`` (csrc/python/fastcall.c): one C
+call converts the Python arguments into an argument block on the C stack (``str``
+arguments lend their UTF-8 bytes, ``bytes`` their buffer), calls through a call frame
+with a stack ``CallArena`` and the GIL released, and decodes the result straight out
+of the arena; nothing outlives the call, so functions are safe to share between
+threads.  Everything that needs words stays here: a non-Ok ``AbiError`` becomes
 :class:`GuestError`, :class:`FunctionNotAvailable` or :class:`ReentrantCall` with the
-guest's message.  Every call goes through the contract's registry handle, checked in
-C: a reload is picked up and an unload raises :class:`StaleHandle` instead of
-touching freed memory.
+guest's message, and an argument that does not convert is named.  Every call goes
+through the contract's registry handle, checked in C: a reload is picked up and an
+unload raises :class:`StaleHandle` instead of touching freed memory.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from polyplug import _errors
 from polyplug._abi import AbiErrorCode
-from polyplug._ffi import ffi, lib
+from polyplug._ffi import fastcall, ffi, lib
 from polyplug.ids import guest_contract_id
 from polyplug.loader import timeout_ns
 from polyplug.signature import TYPES, VIEW_TYPES, FunctionSig, signature
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
     from polyplug.runtime import GuestContractHandle, Runtime
 
 __all__ = ["Contract", "Instance", "make_caller", "split_contract"]
-
-ARENA_BYTES = 4096  # bump region of each pooled call arena; overflow grows on demand
 
 
 _STALE = int(AbiErrorCode.StaleHandle)
@@ -68,11 +68,16 @@ def _not_available(contract: Contract, sig: FunctionSig, instance: Optional[Inst
     return f"{_what(contract, sig)} is not available"
 
 
-def _failure(code: int, err: Any, sig: FunctionSig, contract: Contract,
+def _message(err: Any) -> str:
+    """The text of an ``AbiError``'s message (empty for none)."""
+    if not err.message.len:
+        return ""
+    return ffi.string(err.message.ptr, err.message.len).decode("utf-8", "replace")
+
+
+def _failure(code: int, msg: str, sig: FunctionSig, contract: Contract,
              instance: Optional[Instance] = None) -> _errors.PolyplugError:
-    """The exception for a call that returned ``code`` with ``err`` (an ``AbiError``)."""
-    msg = ffi.string(err.message.ptr, err.message.len).decode("utf-8", "replace") \
-        if err.message.len else ""
+    """The exception for a call that returned ``code`` with the message ``msg``."""
     if code == _STALE:
         if contract._runtime._closed:
             return _errors.RuntimeClosed("the runtime is closed")
@@ -89,10 +94,15 @@ def _failure(code: int, err: Any, sig: FunctionSig, contract: Contract,
 
 def _argument_problem(type_name: str, value: Any) -> Optional[str]:
     """What is wrong with ``value`` as an argument of type ``type_name`` (None: nothing)."""
-    if type_name in VIEW_TYPES:
+    if type_name == "string":
         if isinstance(value, (str, bytes, bytearray, memoryview)):
             return None
-        return f"a {type_name} argument must be str or bytes, not {type(value).__name__}"
+        return f"a string argument must be str or bytes, not {type(value).__name__}"
+    if type_name == "bytes":
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return None
+        return ("a bytes argument must be bytes, bytearray or memoryview, not "
+                f"{type(value).__name__}")
     try:
         struct.pack("@" + TYPES[type_name][0], value)
     except (struct.error, OverflowError, TypeError):
@@ -110,8 +120,9 @@ def _argument_problem(type_name: str, value: Any) -> Optional[str]:
     return f"{value!r} is not a number"
 
 
-def _bad_arguments(sig: FunctionSig, exc: BaseException, values: Sequence[Any]) -> Exception:
-    """The error for arguments that could not be packed, naming the first bad one."""
+def _bad_arguments(sig: FunctionSig, exc: Optional[BaseException],
+                   values: Sequence[Any]) -> Exception:
+    """The error for arguments that could not be converted, naming the first bad one."""
     for i, (type_name, value) in enumerate(zip(sig.args, values)):
         problem = _argument_problem(type_name, value)
         if problem:
@@ -119,33 +130,12 @@ def _bad_arguments(sig: FunctionSig, exc: BaseException, values: Sequence[Any]) 
             if type_name in VIEW_TYPES:
                 return TypeError(f"{where}: {problem}")
             return _errors.InvalidArgument(f"{where}: {problem}")
-    return _errors.InvalidArgument(f"{sig.describe()}: {exc}")
+    return _errors.InvalidArgument(f"{sig.describe()}: {exc or 'the arguments do not convert'}")
 
 
-def _string_bytes(value: Any) -> bytes:
-    """UTF-8 bytes for a ``string`` argument: a str, or bytes-like data."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"a string argument must be str or bytes, not {type(value).__name__}")
-
-
-def _read_bytes(view: tuple[int, int]) -> bytes:
-    ptr, length = view
-    if length == 0:
-        return b""
-    if ptr == 0:
-        raise _errors.GuestError("the guest returned a StringView with a null pointer")
-    return ffi.unpack(ffi.cast("char *", ptr), length)
-
-
-def _read_string(view: tuple[int, int]) -> str:
-    data = _read_bytes(view)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _errors.GuestError(f"the guest returned a string that is not UTF-8 ({exc})") from None
+# C type codes of polyplug._fastcall.Function: struct's, and s / y for string / bytes.
+_CODES = {name: fmt for name, (fmt, _) in TYPES.items() if len(fmt) == 1}
+_CODES.update(string="s", bytes="y")
 
 
 def split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
@@ -169,86 +159,38 @@ def split_contract(spec: str, major: Optional[int]) -> tuple[str, int]:
     return name, parsed
 
 
-# The generated caller; {placeholders} are filled per signature.
-_TEMPLATE = """
-def {name}({params}):
-    if runtime._closed:
-        raise closed()
-    try:
-        slot = pop()
-    except IndexError:
-        slot = new_slot()
-    try:
-{pack}        if invoke(slot[0]):
-            raise failure(slot[0].err.code, slot[0].err, sig, contract, instance)
-        return {result}
-    finally:
-        append(slot)
-"""
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 def make_caller(contract: Contract, sig: FunctionSig, instance: Optional[Instance]) -> Any:
-    """A Python function calling ``sig`` on ``contract`` (optionally on an instance).
+    """A callable for ``sig`` on ``contract`` (optionally on an instance).
 
-    The function is generated for the signature's exact arity, and every call reuses a
-    prepared :c:type:`pp_call_frame` from a per-function pool (a frame is never used
-    by two threads at once): marshalling is one ``struct.pack_into``, the call is
-    one C argument.  This is the layer's hot path.
+    The callable is a ``polyplug._fastcall.Function``: the whole call (arguments,
+    frame, arena, the call with the GIL released, the result) is one C function,
+    shared safely by every thread.  Only failures come back here, to the two closures
+    below, which raise with the messages this module writes.
     """
     rt_ptr = contract._runtime._ptr()
-    args_size = struct.calcsize(sig.args_format) if sig.args else 0
-    out_size = struct.calcsize(sig.returns_format) if sig.returns else 0
+    offsets, size = sig.layout()
+    index, generation = contract.handle
 
-    def new_slot() -> tuple[Any, ...]:
-        frame = ffi.new("pp_call_frame *")
-        args = ffi.new("uint8_t[]", max(args_size, 1))
-        out = ffi.new("uint8_t[]", max(out_size, 1))
-        # overflow blocks come from the process heap, so a pooled frame may safely
-        # outlive the runtime (it is then refused before any call)
-        arena = ffi.gc(lib.pp_arena_new(lib.pp_detached_host(), ARENA_BYTES), lib.pp_arena_free)
-        contract._fill_frame(frame, rt_ptr, instance, sig.id, args if args_size else ffi.NULL,
-                             out if out_size else ffi.NULL, arena)
-        return (frame, ffi.buffer(args), ffi.buffer(out), args, out, arena)
+    def fail(code: int, message: bytes) -> None:
+        raise _failure(code, message.decode("utf-8", "replace"), sig, contract, instance)
 
-    params = [f"a{i}" for i in range(len(sig.args))]
-    packed: list[str] = []
-    convert = ""
-    for p, t in zip(params, sig.args):
-        if t in VIEW_TYPES:
-            convert += (f"            {p}b = to_bytes({p})\n"
-                        f"            {p}k = from_buffer({p}b)\n")
-            packed += [f"address({p}k)", f"len({p}b)"]
-        else:
-            packed.append(p)
-    pack = (f"        try:\n{convert}            pack(slot[1], 0, {', '.join(packed)})\n"
-            "        except bad_input as exc:\n"
-            f"            raise bad_arguments(sig, exc, ({', '.join(params)},)) from None\n"
-            ) if params else ""
-    if sig.returns is None:
-        result = "None"
-    elif sig.returns == "string":
-        result = "read_string(unpack(slot[2]))"
-    elif sig.returns == "bytes":
-        result = "read_bytes(unpack(slot[2]))"
-    else:
-        result = "unpack(slot[2])[0]"
-    source = _TEMPLATE.format(name=sig.name, params=", ".join(params), pack=pack,
-                              result=result)
-    pool: list[tuple[Any, ...]] = []
-    scope: dict[str, Any] = {
-        "pool": pool, "pop": pool.pop, "append": pool.append, "new_slot": new_slot,
-        "invoke": lib.pp_call_frame_invoke, "failure": _failure, "sig": sig,
-        "pack": struct.Struct(sig.args_format).pack_into if sig.args else None,
-        "unpack": struct.Struct(sig.returns_format).unpack_from if sig.returns else None,
-        "read_string": _read_string, "read_bytes": _read_bytes, "from_buffer": ffi.from_buffer,
-        "bad_input": (struct.error, OverflowError, TypeError), "to_bytes": _string_bytes,
-        "runtime": contract._runtime, "contract": contract, "instance": instance,
-        "closed": lambda: _errors.RuntimeClosed("the runtime is closed"),
-        "bad_arguments": _bad_arguments,
-        "address": lambda cdata: int(ffi.cast("uintptr_t", cdata)),
-    }
-    exec(compile(source, f"<polyplug caller {sig.describe()}>", "exec"), scope)  # noqa: S102
-    fn = scope[sig.name]
+    def bad_arguments(values: tuple[Any, ...], exc: Optional[BaseException]) -> None:
+        raise _bad_arguments(sig, exc, values) from None
+
+    fn = fastcall.Function(
+        _address(rt_ptr), index, generation,
+        _address(instance._data) if instance is not None else 0,
+        instance._cid if instance is not None else 0,
+        sig.id, contract._timeout_ns, _address(contract._cancel_ptr),
+        "".join(_CODES[t] for t in sig.args).encode(), offsets, size,
+        _CODES[sig.returns].encode() if sig.returns else b"",
+        instance if instance is not None else contract, fail, bad_arguments,
+        _errors.GuestError)
+    fn.__name__ = sig.name
     fn.__qualname__ = f"{contract.name}@{contract.major}.{sig.name}"
     fn.__doc__ = f"{contract.name}@{contract.major}: {sig.describe()}"
     fn.signature = sig
@@ -361,7 +303,8 @@ class Contract:
         self._fill_frame(frame, self._runtime._ptr(), instance, fn_id, args, out, arena)
         code = lib.pp_call_frame_invoke(frame)
         if code:
-            raise _failure(code, frame.err, signature(f"fn{fn_id}", fn_id), self, instance)
+            raise _failure(code, _message(frame.err), signature(f"fn{fn_id}", fn_id), self,
+                           instance)
 
     def instance(self, args: Any = ffi.NULL) -> Instance:
         """A new guest instance (its own factory-built object); use it with ``with``."""
@@ -380,7 +323,7 @@ class Instance:
                                       err)
         if code:
             sig = signature("create_instance", 0)
-            exc = _failure(code, err, sig, contract)
+            exc = _failure(code, _message(err), sig, contract)
             raise type(exc)(f"{contract.name}@{contract.major}: {exc}") from None
         self._data = out.data
         self._cid = int(out.contract_id)

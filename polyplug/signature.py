@@ -14,7 +14,8 @@ Memory layout (what the guest sees):
 * ``args_ptr`` points at a C struct whose fields are the arguments in order, each
   with its natural alignment — e.g. ``{u32, u32}`` is two ``uint32_t``, and
   ``{u8, f64}`` puts the double at offset 8.  A ``string`` argument is a
-  ``StringView`` ``{const uint8_t *ptr; size_t len}`` (UTF-8, not NUL-terminated).
+  ``StringView`` ``{const uint8_t *ptr; size_t len}`` (UTF-8, not NUL-terminated);
+  so is a ``bytes`` argument (any bytes, NULs included).
   With no arguments ``args_ptr`` is 0.
 * ``out_ptr`` points at one slot of the ``returns`` type; a ``string`` result is a
   ``StringView`` the guest fills, normally with memory from
@@ -84,6 +85,17 @@ class FunctionSig:
         size = struct.calcsize(body)
         pad = (-size) % align
         return body + ("x" * pad)
+
+    def layout(self) -> tuple[tuple[int, ...], int]:
+        """(offset of each argument, size) of the argument block, as a C compiler lays
+        out the struct: each field at its natural alignment, the end padded."""
+        offsets = []
+        prefix = "@"
+        for t in self.args:
+            fmt = TYPES[t][0]
+            offsets.append(struct.calcsize(prefix + fmt) - struct.calcsize("@" + fmt))
+            prefix += fmt
+        return tuple(offsets), struct.calcsize(self.args_format) if self.args else 0
 
     @property
     def returns_format(self) -> str:

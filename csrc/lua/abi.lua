@@ -37,6 +37,7 @@ local error = error
 local tostring = tostring
 local tonumber = tonumber
 local floor = math.floor
+local cast, istype, ffi_string = ffi.cast, ffi.istype, ffi.string
 
 local M = {}
 
@@ -131,12 +132,12 @@ function M.to_str(sv)
             .. " — did you already convert it to a Lua string? "
             .. "(call to_str once on the raw StringView and pass the resulting Lua string on)", 2)
     end
-    if not (ffi.istype(StringView_t, sv) or ffi.istype(StringView_ptr_t, sv)) then
+    if not (istype(StringView_t, sv) or istype(StringView_ptr_t, sv)) then
         -- Rare path: an array of StringView (e.g. a `StringView[1]` out slot)
         -- stands for its first element.
         local ct = tostring(ffi.typeof(sv))
         if find(ct, "^ctype<[%w ]*struct StringView %[%d*%]>$") then
-            return M.to_str(ffi.cast(StringView_ptr_t, sv))
+            return M.to_str(cast(StringView_ptr_t, sv))
         end
         error("polyplug.to_str: expected a StringView cdata (or nil), got a "
             .. tostring(ffi.typeof(sv))
@@ -146,7 +147,7 @@ function M.to_str(sv)
     if ptr == nil or len == 0 then
         return ""
     end
-    return ffi.string(ptr, len)
+    return ffi_string(ptr, len)
 end
 
 local to_str = M.to_str

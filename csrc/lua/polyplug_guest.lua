@@ -47,7 +47,11 @@
 ]]
 
 local ffi = require("ffi")
+local bit = require("bit")
 local abi = require("polyplug_abi") -- also makes the ABI cdefs available
+
+-- FFI functions as upvalues: a compiled trace then needs no guard on a table lookup.
+local cast, copy, new = ffi.cast, ffi.copy, ffi.new
 
 local type = type
 local error = error
@@ -61,7 +65,12 @@ local u8_ptr_t = ffi.typeof("uint8_t *")
 local HostApi_ptr_t = ffi.typeof("HostApi *")
 local BundleInitContext_ptr_t = ffi.typeof("BundleInitContext *")
 local StringView_t = ffi.typeof("StringView")
+local StringView_ptr_t = ffi.typeof("StringView *")
+local CallArena_ptr_t = ffi.typeof("CallArena *")
 local AbiError_t = ffi.typeof("AbiError")
+
+local band = bit.band
+local ALIGN_MASK = cast(uintptr_t, -8) -- ~7: rounds an address down to 8 bytes
 
 local M = {}
 
@@ -83,7 +92,7 @@ local function is_null(p, fname, level)
     if t == "number" then
         return p == 0
     elseif t == "cdata" then
-        return ffi.cast(uintptr_t, p) == 0
+        return cast(uintptr_t, p) == 0
     end
     error(fname .. ": expected an address (number or pointer cdata), got a " .. t, level)
 end
@@ -94,7 +103,7 @@ local function to_host(host_ptr, fname)
     if is_null(host_ptr, fname, 4) then
         error(fname .. ": host pointer is nil", 3)
     end
-    return ffi.cast(HostApi_ptr_t, ffi.cast(uintptr_t, host_ptr))
+    return cast(HostApi_ptr_t, cast(uintptr_t, host_ptr))
 end
 
 -- ── pointers ─────────────────────────────────────────────────────────────────
@@ -114,7 +123,7 @@ function M.cast_context(p)
     if is_null(p, "cast_context", 3) then
         error("cast_context: context pointer is nil", 2)
     end
-    return ffi.cast(BundleInitContext_ptr_t, ffi.cast(uintptr_t, p))
+    return cast(BundleInitContext_ptr_t, cast(uintptr_t, p))
 end
 
 -- ptr(n, ctype) -> cdata pointer of type `ctype` (a C type string such as
@@ -124,7 +133,7 @@ function M.ptr(n, ctype)
     if ctype == nil then
         error("ptr: a pointer C type is required, e.g. pg.ptr(out_ptr, \"uint32_t *\")", 2)
     end
-    return ffi.cast(ctype, ffi.cast(uintptr_t, n or 0))
+    return cast(ctype, cast(uintptr_t, n or 0))
 end
 
 -- ── strings ──────────────────────────────────────────────────────────────────
@@ -146,9 +155,9 @@ function M.string_view(s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return new(StringView_t)
     end
-    return ffi.new(StringView_t, ffi.cast(const_u8_ptr_t, s), n)
+    return new(StringView_t, cast(const_u8_ptr_t, s), n)
 end
 
 local string_view = M.string_view
@@ -164,20 +173,67 @@ function M.alloc_string(host_ptr, s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return new(StringView_t)
     end
     local p = host.alloc(host, n, 1)
     if p == nil then
         error("alloc_string: host allocation failed", 2)
     end
-    ffi.copy(p, s, n)
-    return ffi.new(StringView_t, p, n)
+    copy(p, s, n)
+    return new(StringView_t, p, n)
+end
+
+-- The bump step of CallArena::alloc (abi-runtime.md, CallArena) done in Lua: `n` bytes
+-- at 8-byte alignment from [cur, end) of the arena at address `arena_ptr`, or nil when
+-- they do not fit there (the caller then asks arena_alloc, which also serves the
+-- overflow chain).  Reading and bumping two fields through the FFI compiles into a
+-- few instructions of the calling trace; a call of arena_alloc (a C function) would
+-- end the trace.  8 bytes is the alignment arena_alloc uses too.
+local function arena_bump(arena_ptr, n)
+    if type(arena_ptr) ~= "number" or arena_ptr == 0 then
+        return nil
+    end
+    local a = cast(CallArena_ptr_t, cast(uintptr_t, arena_ptr))
+    local cur = cast(uintptr_t, a.cur)
+    if cur == 0 then
+        return nil
+    end
+    local aligned = band(cur + 7, ALIGN_MASK)
+    local stop = cast(uintptr_t, a["end"])
+    if aligned < cur or aligned > stop or n > stop - aligned then
+        return nil
+    end
+    a.cur = cast(u8_ptr_t, aligned + n)
+    return cast(u8_ptr_t, aligned)
+end
+
+-- Copy `s` (#s > 0) into the caller's arena; the address, or an error at `level`.
+local function arena_copy(arena_alloc, arena_ptr, s, n, fname, level)
+    local p = arena_bump(arena_ptr, n)
+    if p == nil then
+        -- The allocator wants the arena address as a plain number (0 = no arena).
+        local where = arena_ptr
+        if where == nil then
+            where = 0
+        elseif type(where) == "cdata" then
+            where = tonumber(cast(uintptr_t, where))
+        end
+        local addr = arena_alloc(n, where)
+        if addr == nil or addr == 0 then
+            error(fname .. ": arena allocation failed", level)
+        end
+        p = cast(u8_ptr_t, cast(uintptr_t, addr))
+    end
+    copy(p, s, n)
+    return p
 end
 
 -- alloc_string_arena(arena_alloc, arena_ptr, s) -> StringView over a copy of `s` in
 -- memory from the per-call allocator (the last two arguments of a contract
 -- function). The bytes stay valid until the caller's next call through the same
 -- arena, which is what results written to out_ptr need. "" gives {NULL, 0}.
+-- The copy is bumped straight out of the arena's free region when it fits there;
+-- otherwise arena_alloc serves it (overflow blocks, or host->alloc without an arena).
 function M.alloc_string_arena(arena_alloc, arena_ptr, s)
     if arena_alloc == nil then
         error("alloc_string_arena: arena_alloc is nil (pass the 5th argument of the contract function)", 2)
@@ -187,22 +243,35 @@ function M.alloc_string_arena(arena_alloc, arena_ptr, s)
     end
     local n = #s
     if n == 0 then
-        return ffi.new(StringView_t)
+        return StringView_t()
     end
-    -- The allocator wants the arena address as a plain number (0 = no arena).
-    local where = arena_ptr
-    if where == nil then
-        where = 0
-    elseif type(where) == "cdata" then
-        where = tonumber(ffi.cast(uintptr_t, where))
+    return StringView_t(arena_copy(arena_alloc, arena_ptr, s, n, "alloc_string_arena", 3), n)
+end
+
+-- write_string(out_ptr, arena_ptr, arena_alloc, s): store a string result. Copies `s`
+-- into the caller's arena like alloc_string_arena and writes the StringView to the
+-- out slot at address `out_ptr` (a number or pointer cdata) — the last line of a
+-- function that returns a string:
+--     pg.write_string(out_ptr, arena_ptr, arena_alloc, s)
+-- No StringView cdata is created on the way. "" stores {NULL, 0}.
+function M.write_string(out_ptr, arena_ptr, arena_alloc, s)
+    if arena_alloc == nil then
+        error("write_string: arena_alloc is nil (pass the 5th argument of the contract function)", 2)
     end
-    local addr = arena_alloc(n, where)
-    if addr == nil or addr == 0 then
-        error("alloc_string_arena: arena allocation failed", 2)
+    if type(s) ~= "string" then
+        error("write_string: expected a string, got a " .. type(s), 2)
     end
-    local p = ffi.cast(u8_ptr_t, ffi.cast(uintptr_t, addr))
-    ffi.copy(p, s, n)
-    return ffi.new(StringView_t, p, n)
+    if is_null(out_ptr, "write_string", 3) then
+        error("write_string: out_ptr is 0 (the function has no result slot)", 2)
+    end
+    local out = cast(StringView_ptr_t, cast(uintptr_t, out_ptr))
+    local n = #s
+    if n == 0 then
+        out.ptr, out.len = nil, 0
+        return
+    end
+    out.ptr = arena_copy(arena_alloc, arena_ptr, s, n, "write_string", 3)
+    out.len = n
 end
 
 -- ── logging ──────────────────────────────────────────────────────────────────
@@ -217,7 +286,7 @@ function M.log(host_ptr, level, scope, message)
     if is_null(host_ptr, "log", 3) then
         return
     end
-    local host = ffi.cast(HostApi_ptr_t, ffi.cast(uintptr_t, host_ptr))
+    local host = cast(HostApi_ptr_t, cast(uintptr_t, host_ptr))
     if type(scope) ~= "string" then
         scope = tostring(scope)
     end
@@ -575,7 +644,7 @@ end
 -- example the out_err of a HostApi call it makes itself). They are NOT the status
 -- value of polyplug_init: that must be a plain table such as `{ code = 0 }`.
 function M.ok()
-    return ffi.new(AbiError_t)
+    return new(AbiError_t)
 end
 
 -- err(code, message) -> AbiError cdata {code, message}
@@ -583,7 +652,7 @@ end
 -- Lua string (see string_view): keep the string alive as long as the AbiError is
 -- read, or build the message with alloc_string instead.
 function M.err(code, message)
-    local e = ffi.new(AbiError_t)
+    local e = new(AbiError_t)
     e.code = code or abi.AbiErrorCode.Generic
     if message ~= nil then
         e.message = string_view(message)

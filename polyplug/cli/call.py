@@ -1,16 +1,19 @@
 """Load the bundle(s) at DIR and call one function of CONTRACT.
 
 Arguments are converted by the manifest's signature table (u32 '7', f64 '1.5', bool
-true/false/1/0, string as-is); for a numeric function id without a table entry give the
-types with --args/--returns.  Use -- before arguments that start with '-'.
+true/false/1/0, string and bytes as-is); for a numeric function id without a table entry
+give the types with --args/--returns.  Use -- before arguments that start with '-'.  A
+bytes result is written as it is (base64 with --json).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -62,8 +65,8 @@ def convert_arg(type_name: str, text: str, where: str) -> Any:
 
     Integers are decimal (or ``0x``/``0o``/``0b`` prefixed, ``_`` separators allowed)
     and range-checked; floats are anything ``float()`` reads (``1.5``, ``1e-3``,
-    ``inf``); booleans are ``true``/``false``/``1``/``0``; strings pass as they are
-    (bytes the file system encoding cannot decode are passed through unchanged).
+    ``inf``); booleans are ``true``/``false``/``1``/``0``; strings and bytes pass as
+    they are (bytes the file system encoding cannot decode are passed through unchanged).
     Raises :class:`InvalidArgument` naming ``where``.
     """
     if type_name in ("string", "bytes"):
@@ -244,9 +247,13 @@ def run(args: argparse.Namespace) -> int:
     with build_runtime(log_printer(level), level) as rt:
         result = _invoke(rt, root, args, name, major, types, returns)
     if args.json:
-        if isinstance(result, bytes):
-            result = result.decode("utf-8", "backslashreplace")
+        if isinstance(result, bytes):  # binary in JSON: base64, as protobuf's mapping has it
+            result = base64.b64encode(result).decode("ascii")
         print(json.dumps({"result": result}, ensure_ascii=False))
+    elif isinstance(result, bytes):  # the bytes themselves
+        sys.stdout.flush()
+        sys.stdout.buffer.write(result + b"\n")
+        sys.stdout.buffer.flush()
     elif result is not None:
         print(_format_result(result))
     return 0
