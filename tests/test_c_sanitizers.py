@@ -9,7 +9,9 @@ and zero definite leaks, and print the same transcript as the plain build.
 * valgrind: the plain driver under ``memcheck --leak-check=full
   --errors-for-leak-kinds=definite --error-exitcode=99``, with
   ``--smc-check=all-non-file`` because LuaJIT writes and patches machine code in
-  anonymous memory (without it valgrind may run stale translations of JIT code).
+  anonymous memory (without it valgrind may run stale translations of JIT code), and
+  ``--fair-sched=yes`` so that no thread of a C host can starve the others
+  (``MEMCHECK_FLAGS``).
   No suppressions are needed; if LuaJIT noise ever appears, suppress it in
   tests/c/valgrind.supp with a reason per entry, never an error in csrc/pp_*.c.
 
@@ -40,6 +42,17 @@ IDS = [p.stem for p in SCENARIOS]
 
 
 VALGRIND_EXIT = 99
+# The memcheck command line every C-host test uses (here, tests/test_native_c.py,
+# tests/test_lifecycle_c.py).  --fair-sched=yes: valgrind runs one thread at a time
+# under one lock, and its default lock (a pipe) is unfair — the thread that gives it
+# up at the end of its time slice takes it straight back unless the kernel preempts it
+# in between.  On an idle multi-core machine the woken waiter is slower than that, so a
+# thread that never makes a system call (a stress thread calling in a loop) keeps the
+# lock and a thread that slept (a flow between rounds) never runs again: the run hangs
+# (CI did, for 900 s).  The ticket lock of --fair-sched=yes hands the lock round-robin.
+MEMCHECK_FLAGS = ["--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
+                  "--errors-for-leak-kinds=definite", f"--error-exitcode={VALGRIND_EXIT}",
+                  "--smc-check=all-non-file", "--fair-sched=yes"]
 SAN_ENV = {
     # halt on the first report; LeakSanitizer on at exit; UBSan with stacks
     "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86:"
@@ -112,9 +125,7 @@ def test_asan_ubsan(scenario: Path, san_driver: Path, plain_driver: Path,
 
 
 def _valgrind_cmd(valgrind: str, exe: Path, scenario: Path, work: Path) -> list[str]:
-    cmd = [valgrind, "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
-           "--errors-for-leak-kinds=definite", f"--error-exitcode={VALGRIND_EXIT}",
-           "--smc-check=all-non-file", "--num-callers=30"]
+    cmd = [valgrind, *MEMCHECK_FLAGS, "--num-callers=30"]
     if SUPPRESSIONS.is_file():
         cmd.append(f"--suppressions={SUPPRESSIONS}")
     return [*cmd, str(exe), *_driver_args(scenario, work)]

@@ -740,9 +740,9 @@ def test_the_console_script_and_python_m_run_the_same_cli() -> None:
     eps = entry_points()
     scripts = (eps.select(group="console_scripts") if hasattr(eps, "select")
                else eps["console_scripts"])  # Python 3.9: a dict of groups
-    [script] = [ep for ep in scripts if ep.name == "polyplug"]
-    code = (f"import sys; from {script.module} import {script.attr}; "
-            f"sys.exit({script.attr}(['version']))")
+    # 3.9 lists a distribution once per path entry that finds it: one target, maybe twice
+    [(module, attr)] = {(ep.module, ep.attr) for ep in scripts if ep.name == "polyplug"}
+    code = f"import sys; from {module} import {attr}; sys.exit({attr}(['version']))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=ENV, timeout=60)
     assert (proc.returncode, proc.stdout) == (0, run_cli("version").stdout)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cbuild  # tests/ is on sys.path under pytest, like conftest
 import pytest
-from test_c_sanitizers import SAN_ENV
+from test_c_sanitizers import MEMCHECK_FLAGS, SAN_ENV
 
 HERE = Path(__file__).resolve().parent
 DRIVER_SRC = HERE / "c" / "lifecycle_driver.c"
@@ -129,10 +129,7 @@ def test_valgrind_memcheck(scenario: str, tmp_path: Path) -> None:
         pytest.fail("valgrind is not on PATH (`apt-get install valgrind`; .ci/run installs it)")
     exe = cbuild.build_program("lifecycle_driver", [DRIVER_SRC])
     extra = ["--seconds", "2", "--threads", "3"] if scenario == "random" else []
-    proc = subprocess.run([valgrind, "--tool=memcheck", "--leak-check=full",
-                           "--errors-for-leak-kinds=definite", "--error-exitcode=99",
-                           "--smc-check=all-non-file", "--fair-sched=yes", "-q", str(exe),
-                           "--work", str(tmp_path),
+    proc = subprocess.run([valgrind, *MEMCHECK_FLAGS, "-q", str(exe), "--work", str(tmp_path),
                            "--scenario", scenario, *extra],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and f"{scenario} problems=0" in proc.stdout, (
