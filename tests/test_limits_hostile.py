@@ -40,6 +40,11 @@ CASES = {
                                               "next call: 7", "process survived"],
     # fresh-eyes review of cperf2: finalizers that keep memory from the collection after
     # an out-of-memory error, and re-arm themselves, gain no headroom per failed call
+    # fresh-eyes review of cperf2: a child forked after the watchdog started has no
+    # watchdog thread; its limited calls must still stop (child and grandchild)
+    "limits_in_a_forked_child": [
+        "parent: CallTimeout", "child: grandchild CallTimeout CallTimeout Cancelled 42",
+        "child: CallTimeout CallTimeout Cancelled 42", "finished"],
     "finalizers_creep_past_the_memory_limit": [
         "calls failed with: ['GuestOutOfMemory']", "cap held: True", "process survived"],
     # review: the limit never raises inside a jit.profile callback (LuaJIT would exit);
