@@ -45,6 +45,11 @@ CASES = {
     "limits_in_a_forked_child": [
         "parent: CallTimeout", "child: grandchild CallTimeout CallTimeout Cancelled 42",
         "child: CallTimeout CallTimeout Cancelled 42", "finished"],
+    # fresh-eyes review of cperf2: a cancel token ends a wait for a busy bundle
+    "cancel_reaches_a_waiting_call": [
+        "token: Cancelled (waited), ended by the cancel: True",
+        "token and a 60 s limit: Cancelled (waited), ended by the cancel: True",
+        "holder stopped: True", "uncancelled waiter: 42", "finished"],
     "finalizers_creep_past_the_memory_limit": [
         "calls failed with: ['GuestOutOfMemory']", "cap held: True", "process survived"],
     # review: the limit never raises inside a jit.profile callback (LuaJIT would exit);
