@@ -50,6 +50,11 @@ CASES = {
         "token: Cancelled (waited), ended by the cancel: True",
         "token and a 60 s limit: Cancelled (waited), ended by the cancel: True",
         "holder stopped: True", "uncancelled waiter: 42", "finished"],
+    # fresh-eyes review of cperf2: a guest's reload waits for a busy bundle no longer
+    # than the calling call's own limit
+    "guest_reload_waits_within_its_limit": [
+        "within its limit: True", "reload from a call after the other call ended: 0",
+        "finished"],
     "finalizers_creep_past_the_memory_limit": [
         "calls failed with: ['GuestOutOfMemory']", "cap held: True", "process survived"],
     # review: the limit never raises inside a jit.profile callback (LuaJIT would exit);
