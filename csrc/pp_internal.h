@@ -246,6 +246,9 @@ void ppi_lock_acquire_slow(ppi_lock *l);
 /* Wait at most until `deadline_ns` (CLOCK_MONOTONIC): spin, then sleep.  True once
  * the lock is ours. */
 bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns);
+/* The same without the spinning phase (a waiter that looks at something else between
+ * bounded sleeps: a cancel token). */
+bool ppi_lock_sleep_until(ppi_lock *l, long long deadline_ns);
 void ppi_lock_wake(ppi_lock *l);
 
 static inline void ppi_lock_init(ppi_lock *l) {

@@ -189,6 +189,10 @@ void ppi_lock_acquire_slow(ppi_lock *l) {
 
 void ppi_lock_wake(ppi_lock *l) { futex_wake_one(&l->held); }
 
+bool ppi_lock_sleep_until(ppi_lock *l, long long deadline_ns) {
+    return sleep_until(l, deadline_ns < 0 ? 0 : deadline_ns);
+}
+
 bool ppi_lock_acquire_until(ppi_lock *l, long long deadline_ns) {
     long long spin_end = ppi_now_ns() + PPI_LOCK_SPIN_NS;
     if (spin_until(l, spin_end < deadline_ns ? spin_end : deadline_ns)) return true;

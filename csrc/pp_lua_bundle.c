@@ -217,6 +217,24 @@ static int32_t load_first(lua_loader *ld, pp_runtime *rt, const pp_manifest *m,
     return PP_OK;
 }
 
+/* Until when a reload waits for the call running in b: the loader's call timeout (10 s
+ * without one); from inside a call (a guest reloading a bundle) no longer than that
+ * call's remaining time, and PPI_NESTED_WAIT_NS at most, as every wait of a thread that
+ * holds a VM lock (pp_internal.h). */
+static long long busy_wait_end(const lua_bundle *b) {
+    long long now = ppi_now_ns();
+    uint64_t wait = b->call_timeout_ns ? b->call_timeout_ns : PPI_LUA_BUSY_WAIT_NS;
+    long long end = ppi_deadline_after(wait);
+    ppi_thread *t = ppi_self();
+    if (t->vm_locks == 0) return end;
+    if (now + (long long)PPI_NESTED_WAIT_NS < end) end = now + (long long)PPI_NESTED_WAIT_NS;
+    if (t->call && t->call->deadline_ns) {
+        long long d = ppi_lua_deadline(t->call);
+        if (d < end) end = d;
+    }
+    return end;
+}
+
 /*
  * Reload: a new VM runs the new code; then, under the VM lock, every record is
  * pointed at the new VM (records of dropped contracts are retired) and the VM is
@@ -240,11 +258,10 @@ static int32_t reload(lua_loader *ld, pp_runtime *rt, lua_bundle *b, const pp_ma
     const char *busy = NULL;
     uintptr_t me = ppi_thread_tag();
     if (st == PP_OK) {
-        uint64_t wait = b->call_timeout_ns ? b->call_timeout_ns : PPI_LUA_BUSY_WAIT_NS;
         if (ppi_lock_mine(&b->lock, me))
             busy = "it cannot be reloaded from inside a call into it";
         else if (!ppi_lock_try(&b->lock, me) &&
-                 !ppi_lock_acquire_until(&b->lock, ppi_now_ns() + (long long)wait))
+                 !ppi_lock_acquire_until(&b->lock, busy_wait_end(b)))
             busy = "a call into it did not finish in time";
         if (busy)
             st = ppi_fail(err, PP_ERR_GENERIC, bundle, NULL, busy,

@@ -157,20 +157,44 @@ void ppi_lua_retire(lua_bundle *b) {
     ppi_lua_reap(b);
 }
 
-/* Wait for b's VM lock for `call`, which cannot simply wait: it has a deadline, or
- * this thread holds another lock.  False (text in the thread's error buffer) when the
- * wait ran out. */
-static PP_NOINLINE bool acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_thread *t,
-                                           uintptr_t me) {
+/* How often a call with a cancel token that waits for a VM lock looks at its token. */
+#define CANCEL_POLL_NS 5000000LL
+
+/* Wait for `l` until `deadline` (< 0: none) unless `cancel` is set meanwhile: bounded
+ * sleeps, the token read between them.  True once the lock is ours. */
+static bool acquire_cancellable(ppi_lock *l, long long deadline, pp_cancel *cancel) {
+    for (bool first = true;; first = false) {
+        long long end = ppi_now_ns() + CANCEL_POLL_NS;
+        if (deadline >= 0 && deadline < end) end = deadline;
+        if (first ? ppi_lock_acquire_until(l, end) : ppi_lock_sleep_until(l, end)) return true;
+        if (pp_cancel_requested(cancel)) return false;
+        if (deadline >= 0 && ppi_now_ns() >= deadline) return false;
+    }
+}
+
+/* Wait for b's VM lock for `call`, which cannot simply wait: it has a deadline or a
+ * cancel token, or this thread holds another lock.  0 once the lock is ours; else
+ * PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED (text in the thread's error buffer). */
+static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_thread *t,
+                                               uintptr_t me) {
     bool outermost = t->vm_locks == 0 && t->ops_held == 0;
-    long long deadline = call->deadline_ns ? ppi_lua_deadline(call) : 0;
+    long long deadline = call->deadline_ns ? ppi_lua_deadline(call) : -1; /* -1: none */
     long long now = ppi_now_ns();
     bool nested_bound =
-        !outermost && (deadline == 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
+        !outermost && (deadline < 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
     if (nested_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
-    if (ppi_lock_acquire_until(&b->lock, deadline)) {
+    /* without a time limit only an outermost call with a token gets here: its token
+     * ends the wait (the holder may run for as long as its own limits let it) */
+    if (call->cancel ? acquire_cancellable(&b->lock, deadline, call->cancel)
+                     : ppi_lock_acquire_until(&b->lock, deadline)) {
         atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
-        return true;
+        return 0;
+    }
+    if (call->cancel && pp_cancel_requested(call->cancel)) {
+        ppi_error_textf("Lua function call cancelled while it waited for bundle `%s` (another "
+                        "call was running in it)",
+                        b->name);
+        return PP_ABI_CALL_CANCELLED;
     }
     if (nested_bound)
         ppi_error_textf("gave up after %.3f s waiting for bundle `%s`: this thread already holds "
@@ -181,7 +205,7 @@ static PP_NOINLINE bool acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_th
         ppi_error_textf("call timed out waiting for bundle `%s`: another call was running in "
                         "it until the deadline",
                         b->name);
-    return false;
+    return PP_ABI_CALL_TIMEOUT;
 }
 
 /* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
@@ -269,12 +293,16 @@ static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_cont
         return refuse(t, b, c, call, REFUSE_CANCELLED);
     if (PP_UNLIKELY(nested)) {
         /* the VM lock is this thread's already: nothing to take */
-    } else if (PP_LIKELY((t->vm_locks | t->ops_held) == 0 && call->deadline_ns == 0)) {
-        /* an outermost call without a time limit waits as long as it takes */
+    } else if (PP_LIKELY((t->vm_locks | t->ops_held) == 0 && call->deadline_ns == 0 &&
+                         !call->cancel)) {
+        /* an outermost call without limits waits as long as it takes */
         ppi_lock_acquire(&b->lock, me);
-    } else if (PP_UNLIKELY(!ppi_lock_try(&b->lock, me) && !acquire_vm_bounded(b, call, t, me))) {
-        call_pop(t, call);
-        return PP_ABI_CALL_TIMEOUT;
+    } else if (PP_UNLIKELY(!ppi_lock_try(&b->lock, me))) {
+        uint32_t code = acquire_vm_bounded(b, call, t, me);
+        if (code) {
+            call_pop(t, call);
+            return code;
+        }
     }
     t->vm_locks++;
     if (PP_UNLIKELY(!b->L || atomic_load_explicit(&b->retired, memory_order_relaxed)))

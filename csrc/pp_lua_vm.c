@@ -816,9 +816,13 @@ void ppi_lua_vm_collect(lua_State *L) {
     vm_memory *m = memory_of(L);
     size_t limit = m ? m->limit : 0;
     int top = lua_gettop(L);
-    if (m && limit && m->used + COLLECT_HEADROOM > limit)
-        m->limit = m->used > SIZE_MAX - COLLECT_HEADROOM ? SIZE_MAX
-                                                         : m->used + COLLECT_HEADROOM;
+    if (m && limit && m->used + COLLECT_HEADROOM > limit) {
+        /* above what is held now, but never past the limit itself plus the headroom: a
+         * finalizer that keeps what it allocates here (and re-arms itself for the next
+         * such collection) would otherwise gain the headroom once per failed call */
+        size_t from = m->used < limit ? m->used : limit;
+        m->limit = from > SIZE_MAX - COLLECT_HEADROOM ? SIZE_MAX : from + COLLECT_HEADROOM;
+    }
     lua_cpcall(L, collect_garbage, NULL); /* finalizers may raise */
     if (m) m->limit = limit;
     lua_settop(L, top);

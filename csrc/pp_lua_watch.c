@@ -76,6 +76,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -240,7 +241,41 @@ static void *watchdog_main(void *arg) {
     return NULL;
 }
 
+/*
+ * fork() copies only the calling thread: a child of a process whose watchdog ran has
+ * none, yet its flags said it had, so its limited calls published their deadlines to
+ * nobody and a runaway call never stopped.  The child forgets the watchdog (its next
+ * limited call starts a new one) and what the threads it did not inherit left behind:
+ * their records' limits (nobody ends those calls), the pin and the locks the watchdog
+ * may have held at the fork.  A limited call the forking thread itself is inside of is
+ * watched again from the child's next limited call on.
+ */
+static void watch_after_fork(void) {
+    static const pthread_once_t fresh = PTHREAD_ONCE_INIT;
+    const ppi_record *own = ppi_self()->record;
+    for (ppi_record *w = ppi_records(); w; w = w->next) {
+        atomic_store(&w->pinning, 0);
+        if (w == own) continue;
+        atomic_store(&w->deadline, 0);
+        atomic_store(&w->cancel, NULL);
+    }
+    atomic_store(&g_arming, 0);
+    atomic_store(&g_hook_lock, 0);
+    atomic_store(&ppi_watch_sleeping, 0);
+    g_running = false;
+    atomic_store(&ppi_watch_running, false);
+    atomic_store(&g_ready, false);
+    memcpy(&g_started, &fresh, sizeof fresh);
+#ifdef PP_DEBUG_LOCKS
+    pthread_mutex_init(&g_live_lock, NULL);
+#endif
+}
+
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, watch_after_fork); }
+
 static void start_watchdog(void) {
+    static pthread_once_t fork_handler = PTHREAD_ONCE_INIT; /* a child inherits it */
+    pthread_once(&fork_handler, register_fork_handler);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

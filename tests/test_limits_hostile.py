@@ -38,6 +38,25 @@ CASES = {
     # while the call is still watched and capped
     "finalizer_in_the_collection_after_oom": ["cap held: True", "loop_in_gc ",
                                               "next call: 7", "process survived"],
+    # fresh-eyes review of cperf2: finalizers that keep memory from the collection after
+    # an out-of-memory error, and re-arm themselves, gain no headroom per failed call
+    # fresh-eyes review of cperf2: a child forked after the watchdog started has no
+    # watchdog thread; its limited calls must still stop (child and grandchild)
+    "limits_in_a_forked_child": [
+        "parent: CallTimeout", "child: grandchild CallTimeout CallTimeout Cancelled 42",
+        "child: CallTimeout CallTimeout Cancelled 42", "finished"],
+    # fresh-eyes review of cperf2: a cancel token ends a wait for a busy bundle
+    "cancel_reaches_a_waiting_call": [
+        "token: Cancelled (waited), ended by the cancel: True",
+        "token and a 60 s limit: Cancelled (waited), ended by the cancel: True",
+        "holder stopped: True", "uncancelled waiter: 42", "finished"],
+    # fresh-eyes review of cperf2: a guest's reload waits for a busy bundle no longer
+    # than the calling call's own limit
+    "guest_reload_waits_within_its_limit": [
+        "within its limit: True", "reload from a call after the other call ended: 0",
+        "finished"],
+    "finalizers_creep_past_the_memory_limit": [
+        "calls failed with: ['GuestOutOfMemory']", "cap held: True", "process survived"],
     # review: the limit never raises inside a jit.profile callback (LuaJIT would exit);
     # the restricted profile has neither jit.profile nor jit.attach
     "profiler_callback_under_a_timeout": [
