@@ -589,6 +589,12 @@ bool ppi_registry_begin_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_abort_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_commit_window(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_count_instance(ppi_registry *reg, uint64_t contract_id, int64_t delta);
+/* The same, skipped when *retired is set, read under the registry's lock: a bundle's
+ * unload sets its retired flag before ppi_registry_reset_counts takes that lock, so an
+ * instance created while the bundle unloads is either counted and then reset, or never
+ * counted (a check before taking the lock could count it after the reset). */
+void ppi_registry_count_instance_unless(ppi_registry *reg, uint64_t contract_id, int64_t delta,
+                                        const _Atomic bool *retired);
 int64_t ppi_registry_live_instances(ppi_registry *reg, uint64_t bundle_id);
 void ppi_registry_reset_counts(ppi_registry *reg, uint64_t bundle_id);
 size_t ppi_registry_bundle_slots(ppi_registry *reg, uint64_t bundle_id, pp_slot_info *out,

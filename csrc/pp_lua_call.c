@@ -516,8 +516,7 @@ static void create_in_vm(lua_contract *c, const HostApi *host,
             out_instance->contract_id = c->contract_id;
             /* counted here, under the VM lock, unless the bundle was retired meanwhile:
              * its unload resets the counts right after retiring it */
-            if (!atomic_load(&b->retired))
-                ppi_registry_count_instance(&b->rt->reg, c->contract_id, 1);
+            ppi_registry_count_instance_unless(&b->rt->reg, c->contract_id, 1, &b->retired);
         } else {
             code = call.tripped ? call.tripped
                    : rc == LUA_ERRMEM ? (uint32_t)PP_ABI_OUT_OF_MEMORY

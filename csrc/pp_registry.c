@@ -765,7 +765,16 @@ void ppi_registry_commit_window(ppi_registry *reg, uint64_t bundle_id) {
 
 /* Out of memory, an instance that could not be counted is not counted. */
 void ppi_registry_count_instance(ppi_registry *reg, uint64_t contract_id, int64_t delta) {
+    ppi_registry_count_instance_unless(reg, contract_id, delta, NULL);
+}
+
+void ppi_registry_count_instance_unless(ppi_registry *reg, uint64_t contract_id, int64_t delta,
+                                        const _Atomic bool *retired) {
     ppi_wrlock(&reg->lock);
+    if (retired && atomic_load(retired)) { /* its unload resets (or reset) the counts */
+        ppi_rwunlock(&reg->lock);
+        return;
+    }
     uint64_t *live = ppi_map_get(&reg->counts, contract_id, 0);
     int64_t now = (live ? (int64_t)*live : 0) + delta;
     if (now > 0)
