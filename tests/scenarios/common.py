@@ -46,6 +46,23 @@ def finish(fns, secs=20):
     for t in threads: t.join(max(0.0, end - time.monotonic()))
     print("HUNG" if any(t.is_alive() for t in threads) else "finished")
 
+# Bundle "t.a": set(args = a GuestContractInterface *) keeps a target; call_b(out) calls
+# the target's function 0 through its raw vm.call and writes the AbiError code to out.
+RELAY_LUA = """
+local ffi = require("ffi")
+require("abi")
+local target
+local function set(_, args) target = ffi.cast("const GuestContractInterface *", ffi.cast("uint64_t *", ffi.cast("uintptr_t", args))[0]) end
+local function call_b(_, _, out)
+    local err = ffi.new("AbiError[1]")
+    target.dispatch.vm.call(target.dispatch.vm.loader_data, ffi.new("GuestContractInstance"), 0, nil, nil, nil, err)
+    ffi.cast("uint32_t *", ffi.cast("uintptr_t", out))[0] = err[0].code
+end
+function polyplug_init()
+    return { ["t.a"] = { factory = function() return {} end, functions = { [0] = set, call_b } } }, { code = 0 }
+end
+"""
+
 GOOD_LUA = """
 function polyplug_init()
     return { ["t.good"] = { factory = function() return {} end, functions = { [0] = function() end } } }, { code = 0 }

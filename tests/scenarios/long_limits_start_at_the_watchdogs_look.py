@@ -16,20 +16,7 @@ function polyplug_init()
                          functions = { [0] = spin, hold, answer } } }, { code = 0 }
 end
 """
-A = """
-local ffi = require("ffi")
-require("abi")
-local target
-local function set(_, args) target = ffi.cast("const GuestContractInterface *", ffi.cast("uint64_t *", ffi.cast("uintptr_t", args))[0]) end
-local function call_b(_, _, out)
-    local err = ffi.new("AbiError[1]")
-    target.dispatch.vm.call(target.dispatch.vm.loader_data, ffi.new("GuestContractInstance"), 0, nil, nil, nil, err)
-    ffi.cast("uint32_t *", ffi.cast("uintptr_t", out))[0] = err[0].code
-end
-function polyplug_init()
-    return { ["t.a"] = { factory = function() return {} end, functions = { [0] = set, call_b } } }, { code = 0 }
-end
-"""
+A = RELAY_LUA
 SIGS = {"spin": signature("spin", 0), "hold": signature("hold", 1),
         "answer": signature("answer", 2, [], "u32")}
 rt = runtime(polyplug.LuaConfig(call_timeout=1.0))   # every call: a 1 s limit
