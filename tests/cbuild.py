@@ -217,14 +217,17 @@ def _sources(sources: Sequence[PathLike]) -> list[Path]:
 def _compile_cached(name: str, target: Path, srcs: Sequence[Path], key_parts: Sequence[str],
                     command: Callable[[Path], list[str]]) -> Path:
     """Run ``command(tmp)`` and move ``tmp`` to ``target``, unless the key file beside
-    ``target`` says the key parts, the sources and the public headers are unchanged.
+    ``target`` says the key parts, the sources, the public headers and the headers
+    beside the sources are unchanged.
     The caller holds the build lock."""
     key = hashlib.sha256()
     for part in key_parts:
         key.update(part.encode() + b"\0")
     for s in srcs:
         key.update(str(s).encode() + b"\0" + _file_digest(s).encode() + b"\0")
-    for h in sorted((CSRC / "include").glob("*.h")):  # headers the sources may include
+    # headers the sources may include: the public ones and any beside a source
+    local = {h for s in srcs for h in s.parent.glob("*.h")}
+    for h in [*sorted((CSRC / "include").glob("*.h")), *sorted(local)]:
         key.update(_file_digest(h).encode())
     digest = key.hexdigest()
     stamp = target.with_name(target.name + ".key")

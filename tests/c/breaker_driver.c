@@ -42,37 +42,9 @@
 #include <unistd.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 static char g_work[900];
-
-static StringView view(const char *s) {
-    StringView v = {(const uint8_t *)s, strlen(s)};
-    return v;
-}
-
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static void sleep_us(unsigned us) {
-    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void on_log(void *ud, uint32_t level, StringView scope, StringView message) {
-    (void)ud, (void)level, (void)scope, (void)message;
-}
 
 /* fn 0: *out = 42; fn 1: spin *args us, then raise a long error; fn 2: spin *args us.
  * The factory spins `factory_us` microseconds. */
@@ -112,7 +84,7 @@ static pp_runtime *new_runtime(pp_loader **ld_out) {
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.hot_reload_enabled = true;
-    cfg.log = on_log;
+    cfg.log = quiet_log;
     cfg.log_max_level = LogLevel_Error;
     pp_error e;
     pp_error_clear(&e);
@@ -396,7 +368,7 @@ static int scenario_slot_reuse(int seconds) {
     if (!write_tagged(&g_tb[0], "sx", 1) || !write_tagged(&g_tb[1], "sy", 2)) return 2;
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.log = on_log;
+    cfg.log = quiet_log;
     pp_error e;
     pp_error_clear(&e);
     g_srt = pp_runtime_new(&cfg, &e);
@@ -480,7 +452,7 @@ static int scenario_finalizer_reload(int iterations) {
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.hot_reload_enabled = true;
-    cfg.log = on_log;
+    cfg.log = quiet_log;
     cfg.log_max_level = LogLevel_Error;
     pp_error e;
     pp_error_clear(&e);

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 #define MAX_BUNDLES 4
 #define MAX_THREADS 16
@@ -43,54 +44,9 @@
 static pp_runtime *g_rt;
 static pp_loader *g_loader;
 static char g_work[900];
-static _Atomic unsigned g_problems;
 static atomic_bool g_stop;
 static _Atomic unsigned long long g_progress; /* operations finished (for the watchdog) */
 static _Atomic unsigned long long g_ops[10];  /* per kind of operation */
-static pthread_mutex_t g_print = PTHREAD_MUTEX_INITIALIZER;
-
-static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void problem(const char *fmt, ...) {
-    if (atomic_fetch_add(&g_problems, 1) >= 20) return;
-    va_list ap;
-    va_start(ap, fmt);
-    pthread_mutex_lock(&g_print);
-    fputs("problem: ", stdout);
-    vprintf(fmt, ap);
-    fputc('\n', stdout);
-    fflush(stdout);
-    pthread_mutex_unlock(&g_print);
-    va_end(ap);
-}
-
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static StringView view(const char *s) {
-    StringView v = {(const uint8_t *)s, strlen(s)};
-    return v;
-}
-
-static void sleep_us(unsigned us) {
-    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void on_log(void *user_data, uint32_t level, StringView scope, StringView message) {
-    (void)user_data, (void)level, (void)scope, (void)message; /* stderr is for ASan */
-}
 
 /* ── bundles ───────────────────────────────────────────────────────────────── */
 
@@ -218,7 +174,7 @@ static bool make_runtime(void) {
     RuntimeConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.hot_reload_enabled = true;
-    cfg.log = on_log;
+    cfg.log = quiet_log;
     cfg.log_max_level = LogLevel_Error;
     pp_error e;
     pp_error_clear(&e);
@@ -546,7 +502,7 @@ static int scenario_random(double seconds, int nthreads, bool instances_only) {
 
 /* ── main ──────────────────────────────────────────────────────────────────── */
 
-static void usage(void) {
+static _Noreturn void usage(void) {
     fprintf(stderr, "usage: lifecycle_driver --work <dir> --scenario <stale-interface|fileset|"
                     "close-in-flight|close-busy|instances-race|random> [--seconds S] "
                     "[--threads N]\n");

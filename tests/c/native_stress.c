@@ -29,26 +29,13 @@
 #include <time.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 static pp_runtime *g_rt;
 static atomic_bool g_stop;
-static _Atomic unsigned g_problems;
 static _Atomic unsigned long long g_checked, g_raw, g_mixed, g_stale;
 static char g_dir[2048], g_lua_dir[2048], g_plugins[2048];
 static uint64_t g_math_id, g_bundle_id;
-
-static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void problem(const char *fmt, ...) {
-    if (atomic_fetch_add(&g_problems, 1) >= 20) return;
-    va_list ap;
-    va_start(ap, fmt);
-    flockfile(stdout);
-    fputs("problem: ", stdout);
-    vprintf(fmt, ap);
-    fputc('\n', stdout);
-    funlockfile(stdout);
-    va_end(ap);
-}
 
 static void die(const char *what) {
     fprintf(stderr, "native_stress: %s\n", what);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 #define MAX_SLOTS 64
 #define MAX_TOKENS 64
@@ -60,27 +61,12 @@ static char *xstrdup(const char *s) {
     return p;
 }
 
-/* FNV-1a 64, written here independently of the library's pp_fnv1a64. */
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static uint64_t bundle_id_of(const char *name) { return fnv1a64(name); }
 
 static uint64_t contract_id_of(const char *name, uint32_t major) {
     char buf[512];
     snprintf(buf, sizeof buf, "guest_contract:%s@%u", name, major);
     return fnv1a64(buf);
-}
-
-static StringView view(const char *s) {
-    StringView v = {(const uint8_t *)s, s ? strlen(s) : 0};
-    return v;
 }
 
 /* ── growable text buffer and the transcript ───────────────────────────────── */

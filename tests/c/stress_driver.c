@@ -50,10 +50,10 @@
 #include <time.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 #define MAX_BUNDLES 8
 #define MAX_THREADS 32
-#define MAX_PROBLEMS_SHOWN 20
 
 typedef struct bundle {
     char name[64];
@@ -77,50 +77,9 @@ static int g_nbundles = 3;
 static bool g_gate; /* --gate: look contracts up only while their bundle is fully loaded */
 static bool g_limits; /* --limits: calls under time limits and cancel tokens too */
 static atomic_bool g_stop;
-static _Atomic unsigned g_problems;
-static pthread_mutex_t g_print = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long g_reloads, g_unloads, g_loads, g_failures;
 static unsigned long long g_served, g_refused; /* --scenario queued-unload */
 static long g_handoff_calls;                     /* --scenario handoff, per thread */
-
-static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void problem(const char *fmt, ...) {
-    unsigned n = atomic_fetch_add(&g_problems, 1);
-    if (n >= MAX_PROBLEMS_SHOWN) return;
-    va_list ap;
-    va_start(ap, fmt);
-    pthread_mutex_lock(&g_print);
-    fputs("problem: ", stdout);
-    vprintf(fmt, ap);
-    fputc('\n', stdout);
-    fflush(stdout);
-    pthread_mutex_unlock(&g_print);
-    va_end(ap);
-}
-
-/* FNV-1a 64, independent of the library's. */
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static StringView view(const char *s) {
-    StringView v = {(const uint8_t *)s, strlen(s)};
-    return v;
-}
-
-static void sleep_us(unsigned us) {
-    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static void on_log(void *user_data, uint32_t level, StringView scope, StringView message) {
-    (void)user_data, (void)level, (void)scope, (void)message; /* quiet: stderr is for ASan */
-}
 
 /* ── bundles on disk ───────────────────────────────────────────────────────── */
 
@@ -513,7 +472,7 @@ static int handoff_scenario(void) {
 
 /* ── main ──────────────────────────────────────────────────────────────────── */
 
-static void usage(void) {
+static _Noreturn void usage(void) {
     fprintf(stderr, "usage: stress_driver --work <dir> [--seconds S] [--threads N] "
                     "[--bundles B] [--gate 0|1] [--limits 0|1] [--scenario queued-unload|handoff]\n");
     exit(2);
@@ -552,7 +511,7 @@ int main(int argc, char **argv) {
     memset(&cfg, 0, sizeof cfg);
     cfg.compatibility = Compatibility_Strict;
     cfg.hot_reload_enabled = true;
-    cfg.log = on_log;
+    cfg.log = quiet_log;
     cfg.log_max_level = LogLevel_Error;
     pp_error e;
     pp_error_clear(&e);

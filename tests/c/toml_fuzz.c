@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "polyplug.h"
+#include "driver_util.h"
 
 typedef struct doc {
     uint8_t *p;
@@ -50,12 +51,6 @@ static void *xmalloc(size_t n) {
         exit(2);
     }
     return p;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static void run_one(const uint8_t *p, size_t len) {
