@@ -11,25 +11,12 @@ function polyplug_init()
     return { ["t.sleeper"] = { factory = function() return {} end, functions = { [0] = nap } } }, { code = 0 }
 end
 """
-CALLER = """
-local ffi = require("ffi")
-require("abi")
-local target
-local function set(_, args) target = ffi.cast("const GuestContractInterface *", ffi.cast("uint64_t *", ffi.cast("uintptr_t", args))[0]) end
-local function call(_, _, out)
-    local err = ffi.new("AbiError[1]")
-    target.dispatch.vm.call(target.dispatch.vm.loader_data, ffi.new("GuestContractInstance"), 0, nil, nil, nil, err)
-    ffi.cast("uint32_t *", ffi.cast("uintptr_t", out))[0] = err[0].code
-end
-function polyplug_init()
-    return { ["t.caller"] = { factory = function() return {} end, functions = { [0] = set, [1] = call } } }, { code = 0 }
-end
-"""
+CALLER = RELAY_LUA  # t.a: set(target), then call_b: the target's function 0
 rt = runtime()
 rt.load_bundle(make_bundle(tmp, "sleeper", SLEEPER))
 rt.load_bundle(make_bundle(tmp, "caller", CALLER))
 sleeper = rt.resolve_guest_contract(handle(rt, "t.sleeper"))
-caller = rt.resolve_guest_contract(handle(rt, "t.caller"))
+caller = rt.resolve_guest_contract(handle(rt, "t.a"))
 raw_call(caller, 0, ffi.new("uint64_t[1]", [int(ffi.cast("uintptr_t", sleeper))]))
 th = threading.Thread(target=lambda: raw_call(sleeper, 0), daemon=True); th.start()
 time.sleep(0.1)
