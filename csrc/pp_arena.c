@@ -2,6 +2,8 @@
  * pp_arena.c — CallArena, with exactly upstream's algorithm (abi-runtime.md §2.9):
  * bump in [cur, end), then the retained overflow chain, then a new overflow block of
  * max(header + align + size, 4096) bytes from host->alloc, pushed at the chain head.
+ * One addition: a caller that registered a taker for its arena (ppi_arena_taker,
+ * pp_internal.h) is offered the large requests before the overflow chain.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,8 @@ void pp_arena_init(CallArena *arena, const HostApi *host, uint8_t *buf, size_t c
     arena->first_overflow = NULL;
 }
 
+_Thread_local ppi_arena_taker *ppi_arena_taker_current;
+
 void *pp_arena_alloc(CallArena *arena, size_t size, size_t align) {
     if (!arena || size == 0 || !is_pow2(align)) return NULL;
     uintptr_t next = 0;
@@ -40,6 +44,11 @@ void *pp_arena_alloc(CallArena *arena, size_t size, size_t align) {
             arena->cur = (uint8_t *)next;
             return p;
         }
+    }
+    ppi_arena_taker *taker = ppi_arena_taker_current;
+    if (taker && taker->arena == arena && size >= taker->min_size) {
+        void *p = taker->take(taker, size, align);
+        if (p) return p;
     }
     const HostApi *host = arena->host;
     if (!host) return NULL;

@@ -79,6 +79,12 @@
  * bundle, and is refused (ReentrantCall) for a contract this thread is already
  * running or from JIT-compiled code of the bundle.  A callback that never returns
  * blocks the thread that invoked it, nothing more.
+ *
+ * Python's GIL (a Python host) comes after every lock above: Python host functions,
+ * Python log callbacks and polyplug._fastcall's bytes results (ppi_arena_taker) take
+ * it while VM locks are held.  The other way round never happens: every call from
+ * Python into the C core releases the GIL first (cffi's default for API-mode calls;
+ * fastcall.c explicitly), so no thread waits for rt->ops or a VM lock holding it.
  */
 #ifndef PP_INTERNAL_H
 #define PP_INTERNAL_H
@@ -718,6 +724,27 @@ void ppi_hostfn_withdraw_all(pp_runtime *rt);
 VmCallFn ppi_lua_vm_call_fn(void);
 /* The failure of a closed runtime. */
 int32_t ppi_closed_error(pp_error *err, const char *what);
+
+/* ── call arenas that hand their large allocations to their caller ─────────── */
+
+/*
+ * While a thread's ppi_arena_taker_current points at a taker, pp_arena_alloc offers
+ * every request of that taker's arena for at least `min_size` bytes that the bump
+ * region cannot hold to take() first; NULL declines (the overflow chain serves it as
+ * usual).  Taken memory is the taker's: it must stay valid until the caller that owns
+ * the arena is done with the call's results, and pp_arena_used does not count it.
+ * Only the thread that set the pointer sees it, so an arena address a guest kept
+ * and used later, or on another thread, gets ordinary overflow blocks.
+ * polyplug._fastcall uses this to let a guest write a large bytes result straight
+ * into the bytes object the call returns (fastcall.c, "large bytes results").
+ */
+typedef struct ppi_arena_taker {
+    const CallArena *arena;
+    size_t min_size;
+    void *(*take)(struct ppi_arena_taker *self, size_t size, size_t align);
+} ppi_arena_taker;
+
+extern _Thread_local ppi_arena_taker *ppi_arena_taker_current;
 
 /* ── embedded Lua SDK (generated pp_sdk_embed.c) ───────────────────────────── */
 

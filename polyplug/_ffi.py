@@ -6,6 +6,7 @@ so a stale build fails once, clearly, at import.
 
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import Any
 
@@ -53,6 +54,9 @@ def _load_fastcall() -> Any:
 
 
 fastcall = _load_fastcall()
+# From interpreter exit on, a call no longer takes the GIL back mid-call (a daemon
+# thread that tries to at that point is ended by Python, holding a bundle's lock).
+atexit.register(fastcall.mark_finalizing)
 
 
 def new_error() -> Any:

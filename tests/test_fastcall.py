@@ -73,6 +73,26 @@ F[8] = function(_, a, o, ap, aa)            -- pair(string, bytes) -> string
     local x = pg.ptr(a, "const struct { StringView s; StringView b; } *")[0]
     pg.write_string(o, ap, aa, pg.read_string(x.s) .. "|" .. pg.read_string(x.b))
 end
+F[9] = function(_, a, o, ap, aa)            -- large_views(u32 n, u32 which) -> bytes
+    local x = pg.ptr(a, "const struct { uint32_t n; uint32_t which; } *")[0]
+    local first = pg.alloc_string_arena(aa, ap, string.rep("a", x.n))
+    local second = pg.alloc_string_arena(aa, ap, string.rep("b", x.n))
+    local v = pg.ptr(o, "StringView *")
+    if x.which == 0 then
+        v[0] = first
+    elseif x.which == 1 then
+        v[0] = second
+    elseif x.which == 3 then                -- the first, starting with its own address
+        ffi.cast("uint64_t *", first.ptr)[0] = ffi.cast("uint64_t", first.ptr)
+        v[0] = first
+    else
+        v.ptr, v.len = first.ptr + 1, first.len - 1
+    end
+end
+F[10] = function(_, a, o, ap, aa)           -- large_then_fail(u32 n) -> bytes
+    pg.alloc_string_arena(aa, ap, string.rep("x", pg.ptr(a, "const uint32_t *")[0]))
+    error("failed after a large allocation")
+end
 function polyplug_init()
     return { [CONTRACT] = { contract_version = 1,
                                factory = function(host) return { host = host } end,
@@ -90,6 +110,8 @@ size = { id = 5, args = ["bytes"], returns = "u64" }
 nest = { id = 6, args = ["string"], returns = "string" }
 wait_flag = { id = 7, args = ["u64", "u32"], returns = "bool" }
 pair = { id = 8, args = ["string", "bytes"], returns = "string" }
+large_views = { id = 9, args = ["u32", "u32"], returns = "bytes" }
+large_then_fail = { id = 10, args = ["u32"], returns = "bytes" }
 """
 
 
@@ -123,7 +145,7 @@ def fast(tmp_path: Path, nesting: Nesting) -> Iterator[Any]:
     with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).logger(nesting).build() as rt:
         for name in ("fast", "peer"):
             rt.load_bundle(write_typed_bundle(tmp_path, name, lua_for(f"test.{name}"),
-                                              f"test.{name}", 9, FUNCTIONS))
+                                              f"test.{name}", 11, FUNCTIONS))
         nesting.peer = rt.contract("test.peer", 1)
         yield rt.contract("test.fast", 1)
         nesting.peer = None
@@ -163,6 +185,66 @@ def test_string_and_bytes_arguments_together(fast: Any) -> None:
     with pytest.raises(GuestError, match="not UTF-8"):
         fast.pair("añ", b"\xff")  # the guest joins them: the result is not UTF-8
     assert fast.pair(b"raw", bytearray(b"x")) == "raw|x"
+
+
+# ── large bytes results (written straight into the returned object) ─────────
+
+
+@pytest.mark.parametrize("size", [16383, 16384, 16385, 65536, 3 << 20])
+def test_a_large_bytes_result_is_exact_and_owned_by_the_caller_alone(fast: Any,
+                                                                     size: int) -> None:
+    data = bytes(i * 13 % 256 for i in range(size))
+    out = fast.echo_bytes(data)
+    assert type(out) is bytes and out == data
+    assert sys.getrefcount(out) == 2  # `out` and the argument: nothing else holds it
+    assert fast.echo_bytes(b"small") == b"small"  # the next call starts clean
+    assert out == data
+
+
+def test_every_view_into_large_arena_memory_reads_right(fast: Any) -> None:
+    """The guest makes two 100 KB allocations in one call (the first may be the result
+    object, the second is ordinary overflow memory) and returns the first, the second,
+    or a view into the middle of the first: each result is what the guest wrote."""
+    n = 100_000
+    for _ in range(3):
+        assert fast.large_views(n, 0) == b"a" * n
+        assert fast.large_views(n, 1) == b"b" * n
+        assert fast.large_views(n, 2) == b"a" * (n - 1)
+        assert fast.large_views(10, 2) == b"a" * 9
+
+
+def test_a_large_bytes_result_is_not_copied(fast: Any) -> None:
+    """The guest writes the address of the memory it got from its arena into the
+    result: a result of 16 KiB and more is the very object it wrote; smaller ones are
+    copies out of the arena."""
+    import struct
+
+    for n, direct in ((20_000, True), (1 << 20, True), (16 * 1024, True), (8000, False)):
+        out = fast.large_views(n, 3)
+        written = struct.unpack("<Q", out[:8])[0]
+        buffer = int(ffi.cast("uintptr_t", ffi.from_buffer(out)))
+        assert (written == buffer) is direct, n
+        assert out[8:] == b"a" * (n - 8)
+
+
+def test_large_bytes_results_leak_nothing(fast: Any) -> None:
+    """Python's own allocator tracing: 300 calls with 1 MiB results, dropped at once,
+    and 300 calls that fail after a 1 MiB allocation leave no bytes object behind."""
+    import tracemalloc
+
+    blob = bytes(1 << 20)
+    fast.echo_bytes(blob)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            fast.echo_bytes(blob)
+            with pytest.raises(GuestError, match="failed after a large allocation"):
+                fast.large_then_fail(1 << 20)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024, f"{grown} bytes still allocated after 600 calls"
 
 
 # ── hostile inputs ───────────────────────────────────────────────────────────
@@ -259,7 +341,7 @@ def test_threads_share_functions_with_strings_of_every_size(fast: Any) -> None:
             start.wait()
             for i in range(400):
                 s = f"{k}:{i}:" + "é" * (i * 37 % 5000)
-                b = bytes([k]) * (i * 101 % 9000)
+                b = bytes([k]) * (i * 211 % 40_000)  # both sides of 16 KiB
                 if echo(s) != s or echo_bytes(b) != b:
                     failures.append(f"thread {k} call {i}")
                     return
@@ -311,7 +393,7 @@ def test_a_thread_s_arenas_are_freed_when_it_exits(tmp_path: Path) -> None:
     """Each thread keeps its call arenas (and their overflow blocks, up to 256 KiB) for
     its next calls and frees them when it exits: 200 short-lived threads leave no 200
     copies behind.  In a child process, so that RSS is this test's alone."""
-    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 9, FUNCTIONS)
+    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 11, FUNCTIONS)
     code = f"""
 import threading, polyplug
 rt = polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build()
@@ -342,7 +424,7 @@ def test_the_cli_passes_and_prints_bytes(tmp_path: Path) -> None:
     import base64
     import json
 
-    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 9, FUNCTIONS)
+    d = write_typed_bundle(tmp_path, "fast", lua_for("test.fast"), "test.fast", 11, FUNCTIONS)
     text = "héllo wörld"
 
     def cli(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -11,8 +11,9 @@
  *   2. fills a pp_call_frame on the stack, with a CallArena from the thread's own
  *      free list (a 4 KiB bump region; overflow blocks come from the process heap),
  *   3. runs pp_call_frame_invoke with the GIL released,
- *   4. builds the result (a str is decoded straight out of the arena: one copy) and
- *      gives the arena back to the thread.
+ *   4. builds the result (a str is decoded straight out of the arena: one copy; a
+ *      large bytes result was written by the guest into the bytes object returned:
+ *      no copy at all) and gives the arena back to the thread.
  *
  * Nothing the call wrote outlives it (the next call through an arena resets it first),
  * and no memory is shared between calls in flight, so a Function may be called from
@@ -43,7 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "polyplug.h"
+#include "../pp_internal.h" /* ppi_arena_taker; includes polyplug.h */
 
 #if Py_LIMITED_API + 0 < 0x030A0000
 PyAPI_FUNC(const char *) PyUnicode_AsUTF8AndSize(PyObject *unicode, Py_ssize_t *size);
@@ -59,7 +60,8 @@ typedef PyObject *(*vectorcallfunc)(PyObject *callable, PyObject *const *args, s
 
 /* Type codes: struct's format characters, plus 's' (string: str or bytes in, str out)
  * and 'y' (bytes: bytes-like in, bytes out); both travel as a StringView. */
-enum { NO_RESULT = 0, ARENA_BYTES = 4096, SMALL_ARGS = 256, SMALL_TEMPS = 8 };
+enum { NO_RESULT = 0, ARENA_BYTES = 4096, SMALL_ARGS = 256, SMALL_TEMPS = 8,
+       LARGE_BYTES = 16 * 1024 };
 
 typedef union out_slot {
     uint8_t u8;
@@ -327,6 +329,8 @@ enum { RETAIN_BYTES = 256 * 1024, MAX_FREE = 8 };
 typedef struct pooled_arena {
     struct pooled_arena *next;
     CallArena arena;
+    ppi_arena_taker taker; /* large bytes results (below); set per call */
+    PyObject *large;       /* the bytes object whose buffer the guest was given */
     uint64_t buf[ARENA_BYTES / sizeof(uint64_t)];
 } pooled_arena;
 
@@ -372,11 +376,16 @@ static pooled_arena *take_arena(thread_arenas **owner) {
         return a;
     }
     a = malloc(sizeof *a);
-    if (a) pp_arena_init(&a->arena, pp_detached_host(), (uint8_t *)a->buf, sizeof a->buf);
+    if (a) {
+        pp_arena_init(&a->arena, pp_detached_host(), (uint8_t *)a->buf, sizeof a->buf);
+        a->large = NULL;
+    }
     return a;
 }
 
+/* With the GIL held. */
 static void give_arena(thread_arenas *t, pooled_arena *a) {
+    Py_CLEAR(a->large);
     size_t kept = 0;
     for (const ArenaOverflowBlock *b = a->arena.first_overflow; b; b = b->next)
         kept += b->capacity;
@@ -389,6 +398,53 @@ static void give_arena(thread_arenas *t, pooled_arena *a) {
     }
     pp_arena_release(&a->arena);
     free(a);
+}
+
+/* ── large bytes results ──────────────────────────────────────────────────── */
+
+/*
+ * A function whose result is bytes lends its arena's taker (pp_internal.h) to the call:
+ * the first request of at least LARGE_BYTES that the bump region cannot hold gets the
+ * buffer of a new bytes object of exactly that size, and when the result is that whole
+ * buffer, the call returns the object itself.  A guest that returns a large string
+ * (the SDK copies it into the arena) thus writes the caller's result directly, and the
+ * result read copies nothing; without this the bytes went guest -> overflow block ->
+ * bytes object.  Creating the object needs the GIL, which this thread released for
+ * the call: it takes it back for that moment (PyGILState_Ensure: also right when a
+ * host callback in between holds it already), holding the VM's lock, as a Python host
+ * function does (the GIL comes after every C-core lock: pp_internal.h).  Not at
+ * interpreter exit, where taking the GIL may end the thread; nor for a second request
+ * in the same call (ordinary overflow memory then).
+ */
+static volatile int g_finalizing;
+
+static void *take_large(ppi_arena_taker *self, size_t size, size_t align) {
+    pooled_arena *a = (pooled_arena *)((char *)self - offsetof(pooled_arena, taker));
+    if (a->large || g_finalizing || align > 16 || size > (size_t)PY_SSIZE_T_MAX) return NULL;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (!o) PyErr_Clear(); /* declined: the overflow chain tries */
+    a->large = o;
+    PyGILState_Release(gil);
+    return o ? PyBytes_AsString(o) : NULL;
+}
+
+/* The result of a bytes function: the object the guest wrote it into, or a copy. */
+static PyObject *bytes_result(Function *f, pooled_arena *a, StringView sv) {
+    if (a->large && sv.len && sv.ptr == (const uint8_t *)PyBytes_AsString(a->large) &&
+        sv.len == (size_t)PyBytes_Size(a->large)) {
+        PyObject *r = a->large;
+        a->large = NULL;
+        return r;
+    }
+    return view_result(f, sv);
+}
+
+static PyObject *mark_finalizing(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    g_finalizing = 1;
+    Py_RETURN_NONE;
 }
 
 /* ── the call ───────────────────────────────────────────────────────────────── */
@@ -460,10 +516,21 @@ static PyObject *fn_vectorcall(PyObject *self, PyObject *const *args, size_t nar
             frame.args = nargs ? block : NULL;
             frame.out = f->result != NO_RESULT ? &out : NULL;
             frame.arena = &arena->arena; /* reset by the call before the guest runs */
+            ppi_arena_taker *outer = ppi_arena_taker_current;
+            if (f->result == 'y') {
+                arena->taker = (ppi_arena_taker){&arena->arena, LARGE_BYTES, take_large};
+                ppi_arena_taker_current = &arena->taker;
+            }
             PyThreadState *ts = PyEval_SaveThread();
             uint32_t code = pp_call_frame_invoke(&frame);
             PyEval_RestoreThread(ts);
-            result = code ? call_failed(f, code, frame.err.message) : result_of(f, &out);
+            ppi_arena_taker_current = outer;
+            if (code)
+                result = call_failed(f, code, frame.err.message);
+            else if (f->result == 'y')
+                result = bytes_result(f, arena, out.sv);
+            else
+                result = result_of(f, &out);
             give_arena(owner, arena);
         }
     }
@@ -679,12 +746,18 @@ static PyType_Spec fn_spec = {
 
 /* ── the module ─────────────────────────────────────────────────────────────── */
 
+static PyMethodDef fastcall_methods[] = {
+    {"mark_finalizing", mark_finalizing, METH_NOARGS,
+     "Called at interpreter exit (atexit): calls stop taking the GIL back mid-call."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef fastcall_module = {
     PyModuleDef_HEAD_INIT,
     "polyplug._fastcall",
     "The Pythonic call layer's hot path (see polyplug/call.py).",
     -1,
-    NULL,
+    fastcall_methods,
     NULL,
     NULL,
     NULL,
