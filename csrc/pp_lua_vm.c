@@ -679,6 +679,50 @@ static int setup_vm(lua_State *L) {
     return 2;
 }
 
+/* ── CPU detection, once per process ──────────────────────────────────────── */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/*
+ * luaopen_jit detects the CPU's features for every new state: CPUID leaves 0, 1 and,
+ * if the CPU has it, 7, through LuaJIT's lj_vm_cpuid (eax = leaf, ecx = 0).  Under a
+ * hypervisor each CPUID traps to it: 4 µs per instruction on the benchmark VM, 12 µs
+ * of every bundle load.  The answers cannot change while the process runs, so our
+ * links wrap that function (-Wl,--wrap=lj_vm_cpuid: polyplug/_build.py and
+ * tests/cbuild.py) and each leaf is asked once.  A link without the flag never calls
+ * this (LuaJIT asks the CPU itself, as it does by default).
+ */
+int pp_lj_vm_cpuid_once(uint32_t leaf, uint32_t res[4]) __asm__("__wrap_lj_vm_cpuid");
+
+static uint32_t cpuid_answers[3][4]; /* leaves 0, 1, 7 (zeros: leaf 7 absent) */
+static pthread_once_t cpuid_once = PTHREAD_ONCE_INIT;
+
+static void cpuid_ask(uint32_t leaf, uint32_t res[4]) {
+    unsigned a, b, c, d;
+    __cpuid_count(leaf, 0, a, b, c, d);
+    res[0] = a;
+    res[1] = b;
+    res[2] = c;
+    res[3] = d;
+}
+
+static void cpuid_fill(void) {
+    cpuid_ask(0, cpuid_answers[0]);
+    cpuid_ask(1, cpuid_answers[1]);
+    if (cpuid_answers[0][0] >= 7) cpuid_ask(7, cpuid_answers[2]);
+}
+
+int pp_lj_vm_cpuid_once(uint32_t leaf, uint32_t res[4]) {
+    int i = leaf == 0 ? 0 : leaf == 1 ? 1 : leaf == 7 ? 2 : -1;
+    pthread_once(&cpuid_once, cpuid_fill);
+    if (i < 0 || (i == 2 && cpuid_answers[0][0] < 7))
+        cpuid_ask(leaf, res); /* not one LuaJIT asks for today */
+    else
+        memcpy(res, cpuid_answers[i], sizeof cpuid_answers[i]);
+    return 1;
+}
+#endif
+
 /* ── memory accounting and closing ────────────────────────────────────────── */
 
 /*

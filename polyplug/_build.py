@@ -99,7 +99,8 @@ ffibuilder.set_source(
     libraries=["m", "dl", "pthread"],
     extra_compile_args=["-O2", "-Werror=incompatible-pointer-types",
                         "-Werror=implicit-function-declaration"],
-    extra_link_args=["-Wl,--exclude-libs,ALL"],
+    # --wrap: LuaJIT's CPU detection asked once per process (csrc/pp_lua_vm.c)
+    extra_link_args=["-Wl,--exclude-libs,ALL", "-Wl,--wrap=lj_vm_cpuid"],
 )
 
 if __name__ == "__main__":

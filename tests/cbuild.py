@@ -66,7 +66,8 @@ LUAJIT_INCLUDE = CSRC / "luajit" / "include"
 SAN_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer",
              "-fno-sanitize-recover=undefined")
 WARN_FLAGS = ("-Wall", "-Wextra", "-Werror")
-LINK_LIBS = ("-lm", "-ldl", "-pthread")
+# --wrap: LuaJIT's CPU detection asked once per process (csrc/pp_lua_vm.c, "CPU detection")
+LINK_LIBS = ("-lm", "-ldl", "-pthread", "-Wl,--wrap=lj_vm_cpuid")
 
 PathLike = Union[str, "os.PathLike[str]"]
 

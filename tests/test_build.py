@@ -4,6 +4,7 @@ extension exports, and what the repository (or the sdist) does not carry."""
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -107,14 +108,59 @@ def test_a_mismatched_extension_is_a_clear_import_error() -> None:
     assert "IMPORT ERROR:" in out and "0.0.0-stale" in out and "pip install -e ." in out
 
 
-def test_luajit_symbols_are_not_exported_from_the_extension() -> None:
+def extension() -> Path:
     so = Path(polyplug._ffi.__file__).with_name("_native.abi3.so")
-    if not so.exists():
-        so = next(Path(polyplug.__file__).parent.glob("_native*.so"))
+    return so if so.exists() else next(Path(polyplug.__file__).parent.glob("_native*.so"))
+
+
+def test_luajit_symbols_are_not_exported_from_the_extension() -> None:
+    so = extension()
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(so)], capture_output=True,
                              text=True, check=True).stdout.split()
     leaked = [s for s in symbols if s.startswith(("lua_", "luaL_", "luaJIT_", "lj_"))]
     assert leaked == [], leaked[:10]
+
+
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def test_luajit_s_cpu_detection_goes_through_the_once_per_process_wrapper() -> None:
+    """The extension is linked with --wrap=lj_vm_cpuid (csrc/pp_lua_vm.c): every call
+    LuaJIT makes for its CPU detection reaches the wrapper, none the CPUID routine."""
+    disassembly = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(extension())],
+                                 capture_output=True, text=True, check=True).stdout
+    called = set(re.findall(r"\bcall\s+[0-9a-f]+ <([^>@+]+)", disassembly))
+    assert "lj_vm_cpuid" not in called
+    assert ("__wrap_lj_vm_cpuid" in called) is X86
+
+
+CPU_BUNDLE = """
+local pg = require("polyplug_guest")
+
+local function features(_, _, out_ptr, arena_ptr, arena_alloc)
+    pg.write_string(out_ptr, arena_ptr, arena_alloc, table.concat({select(2, jit.status())}, " "))
+end
+
+function polyplug_init(_host, _ctx)
+    return { [CONTRACT] = { contract_version = 1, factory = function(_) return {} end,
+                            functions = { [0] = features } } }, { code = 0 }
+end
+"""
+
+
+def test_every_vm_s_jit_sees_the_cpu_features_the_kernel_reports(tmp_path: Path) -> None:
+    """The answers the wrapper keeps are the CPU's: each VM's JIT reports SSE3, SSE4.1
+    and BMI2 exactly when /proc/cpuinfo lists them (an x86 CPU's flags; none elsewhere)."""
+    found = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    flags = set(found.group(1).split()) if X86 and found else set()
+    expected = {"SSE3": "pni" in flags, "SSE4.1": "sse4_1" in flags, "BMI2": "bmi2" in flags}
+    with polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build() as rt:
+        for name in ("first", "second"):
+            lua = CPU_BUNDLE.replace("[CONTRACT]", f'["build.{name}"]')
+            rt.load_bundle(write_typed_bundle(tmp_path, name, lua, f"build.{name}", 1,
+                                              'features = { id = 0, returns = "string" }\n'))
+            reported = rt.contract(f"build.{name}", 1).features().split()
+            assert {f: f in reported for f in expected} == expected, reported
 
 
 def test_luajit_was_built_with_gc64_and_checkhook() -> None:
