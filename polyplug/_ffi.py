@@ -55,7 +55,8 @@ def _load_fastcall() -> Any:
 
 fastcall = _load_fastcall()
 # From interpreter exit on, a call no longer takes the GIL back mid-call (a daemon
-# thread that tries to at that point is ended by Python, holding a bundle's lock).
+# thread that tries to at that point is ended by Python, holding a bundle's lock);
+# takes already under way finish first (fastcall.c, "large bytes results").
 atexit.register(fastcall.mark_finalizing)
 
 

@@ -247,6 +247,68 @@ def test_large_bytes_results_leak_nothing(fast: Any) -> None:
     assert grown < 256 * 1024, f"{grown} bytes still allocated after 600 calls"
 
 
+LATE_LUA = r"""
+local ffi = require("ffi")
+local pg = require("polyplug_guest")
+local function late_large(_, a, o, ap, aa)   -- (u64 flag address, u32 ms) -> bytes
+    local x = pg.ptr(a, "const struct { uint64_t flag; uint32_t ms; } *")[0]
+    local stop = os.clock() + x.ms / 1000
+    while os.clock() < stop do end
+    pg.write_string(o, ap, aa, string.rep("p", 100000))  -- a large result: the GIL
+    if x.flag ~= 0 then ffi.cast("volatile uint32_t *", x.flag)[0] = 1 end
+end
+function polyplug_init()
+    return { ["t.late"] = { factory = function() return {} end,
+                            functions = { [0] = late_large } } }, { code = 0 }
+end
+"""
+
+LATE_MAIN = r"""
+import sys, threading, time
+import polyplug
+from polyplug import ffi
+from polyplug._ffi import fastcall
+
+rt = polyplug.RuntimeBuilder().loader(polyplug.LuaLoader()).build()
+rt.load_bundle(sys.argv[1])
+fn = rt.contract("t.late", 1).late_large
+flag = ffi.new("uint32_t *")
+started = threading.Event()
+
+def call():
+    started.set()
+    fn(int(ffi.cast("uintptr_t", flag)), 300)
+
+sys.setswitchinterval(100)  # this thread keeps the GIL while it runs Python code
+threading.Thread(target=call, daemon=True).start()
+started.wait()
+end = time.monotonic() + 1.0
+while time.monotonic() < end:  # meanwhile the guest's large result waits for the GIL
+    pass
+fastcall.mark_finalizing()  # what interpreter exit runs, before Python ends such waits
+end = time.monotonic() + 3.0
+while flag[0] == 0 and time.monotonic() < end:  # still holding the GIL
+    pass
+print("the waiting call got its buffer:", flag[0] == 1)
+print("after:", fn(0, 0) == b"p" * 100000)
+"""
+
+
+def test_interpreter_exit_lets_a_call_waiting_for_the_gil_finish_its_take(
+        tmp_path: Path) -> None:
+    """A daemon thread whose guest asked for its large result just before interpreter
+    exit waits for the GIL inside the call; Python ends a thread that takes the GIL
+    once it finalizes, so mark_finalizing (atexit) lets every such take finish first
+    instead of leaving it to be ended mid-call, holding its bundle's lock."""
+    d = write_typed_bundle(tmp_path, "late", LATE_LUA, "t.late", 1,
+                           'late_large = { id = 0, args = ["u64", "u32"], returns = "bytes" }\n')
+    proc = subprocess.run([sys.executable, "-c", LATE_MAIN, str(d)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "the waiting call got its buffer: True" in proc.stdout, proc.stdout
+    assert "after: True" in proc.stdout, proc.stdout
+
+
 # ── hostile inputs ───────────────────────────────────────────────────────────
 
 

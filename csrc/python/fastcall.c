@@ -41,8 +41,10 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../pp_internal.h" /* ppi_arena_taker; includes polyplug.h */
 
@@ -412,21 +414,35 @@ static void give_arena(thread_arenas *t, pooled_arena *a) {
  * bytes object.  Creating the object needs the GIL, which this thread released for
  * the call: it takes it back for that moment (PyGILState_Ensure: also right when a
  * host callback in between holds it already), holding the VM's lock, as a Python host
- * function does (the GIL comes after every C-core lock: pp_internal.h).  Not at
- * interpreter exit, where taking the GIL may end the thread; nor for a second request
- * in the same call (ordinary overflow memory then).
+ * function does (the GIL comes after every C-core lock: pp_internal.h).  Not for a
+ * second request in the same call (ordinary overflow memory then), nor at interpreter
+ * exit: once Python finalizes, a thread that takes the GIL is ended on the spot (here:
+ * mid-call, holding its bundle's lock).  mark_finalizing (atexit, before that point)
+ * closes the door and then waits, with the GIL released, for the takes already past
+ * it — a call that looked at g_finalizing just before and now waits for the GIL.
+ * Both sides store then load (g_taking / g_finalizing, sequentially consistent), so
+ * each take either sees the door closed or is counted.
  */
-static volatile int g_finalizing;
+static atomic_int g_finalizing;
+static atomic_int g_taking; /* takes past their look at g_finalizing */
+
+enum { FINALIZING_WAIT_MS = 2000 };
 
 static void *take_large(ppi_arena_taker *self, size_t size, size_t align) {
     pooled_arena *a = (pooled_arena *)((char *)self - offsetof(pooled_arena, taker));
-    if (a->large || g_finalizing || align > 16 || size > (size_t)PY_SSIZE_T_MAX) return NULL;
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (!o) PyErr_Clear(); /* declined: the overflow chain tries */
-    a->large = o;
-    PyGILState_Release(gil);
-    return o ? PyBytes_AsString(o) : NULL;
+    if (a->large || align > 16 || size > (size_t)PY_SSIZE_T_MAX) return NULL;
+    void *p = NULL;
+    atomic_fetch_add(&g_taking, 1);
+    if (!atomic_load(&g_finalizing)) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (!o) PyErr_Clear(); /* declined: the overflow chain tries */
+        a->large = o;
+        p = o ? PyBytes_AsString(o) : NULL;
+        PyGILState_Release(gil);
+    }
+    atomic_fetch_sub(&g_taking, 1);
+    return p;
 }
 
 /* The result of a bytes function: the object the guest wrote it into, or a copy. */
@@ -443,7 +459,14 @@ static PyObject *bytes_result(Function *f, pooled_arena *a, StringView sv) {
 static PyObject *mark_finalizing(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
-    g_finalizing = 1;
+    atomic_store(&g_finalizing, 1);
+    if (atomic_load(&g_taking)) {
+        /* bounded: a take needs only the GIL, which this thread now lets go */
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; atomic_load(&g_taking) && i < FINALIZING_WAIT_MS * 10; i++)
+            nanosleep(&(struct timespec){0, 100 * 1000}, NULL);
+        Py_END_ALLOW_THREADS
+    }
     Py_RETURN_NONE;
 }
 
@@ -748,7 +771,8 @@ static PyType_Spec fn_spec = {
 
 static PyMethodDef fastcall_methods[] = {
     {"mark_finalizing", mark_finalizing, METH_NOARGS,
-     "Called at interpreter exit (atexit): calls stop taking the GIL back mid-call."},
+     "Called at interpreter exit (atexit): calls stop taking the GIL back mid-call; "
+     "takes already under way finish first."},
     {NULL, NULL, 0, NULL},
 };
 
