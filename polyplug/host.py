@@ -243,9 +243,9 @@ class HostContract:
         desc.function_count = count
         desc.functions = fns
         desc.call = lib.pp_py_host_call_adapter
-        desc.create = lib.pp_py_host_create if self.factory is not None else ffi.NULL
-        desc.destroy = lib.pp_py_host_destroy
-        desc.release = lib.pp_py_host_release
+        desc.create = lib.pp_py_host_create_guarded if self.factory is not None else ffi.NULL
+        desc.destroy = lib.pp_py_host_destroy_guarded
+        desc.release = lib.pp_py_host_release_guarded
         desc.user_data = ffi.cast("void *", state.token)
         out = ffi.new("const HostContractInterface **")
         err = new_error()

@@ -350,10 +350,10 @@ class Runtime:
         c.hot_reload_enabled = bool(cfg.hot_reload_enabled)
         c.log_max_level = LogLevel(cfg.log_max_level)
         c.signature_policy = SignaturePolicy(cfg.signature_policy)
-        c.log = lib.pp_py_log  # the user's callback, or the logging module
+        c.log = lib.pp_py_log_guarded  # the user's callback, or the logging module
         c.log_user_data = self._handle
         if cfg.on_reload is not None:
-            c.on_reload = lib.pp_py_on_reload
+            c.on_reload = lib.pp_py_on_reload_guarded
             c.on_reload_user_data = self._handle
         keys = [bytes(k) for k in cfg.trusted_keys]
         if any(len(k) != 32 for k in keys):
@@ -374,7 +374,8 @@ class Runtime:
         handle = self._handle
         self._rt: Any = ffi.gc(ptr, lambda p: _free_runtime(p, handle))
         self._closed = False
-        lib.pp_runtime_set_path_hooks(self._rt, lib.pp_py_load_hook, lib.pp_py_reload_hook,
+        lib.pp_runtime_set_path_hooks(self._rt, lib.pp_py_load_hook_guarded,
+                                      lib.pp_py_reload_hook_guarded,
                                       self._handle)
         for loader in loaders:
             self.register_loader(loader)

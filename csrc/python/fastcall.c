@@ -48,6 +48,11 @@
 
 #include "../pp_internal.h" /* ppi_arena_taker; includes polyplug.h */
 
+/* Entering Python from C code at interpreter exit ("Python entered from C code" below);
+ * also used by the cffi module's callback adapters (polyplug/_build.py). */
+int pp_python_enter(void);
+void pp_python_leave(void);
+
 #if Py_LIMITED_API + 0 < 0x030A0000
 PyAPI_FUNC(const char *) PyUnicode_AsUTF8AndSize(PyObject *unicode, Py_ssize_t *size);
 #endif
@@ -416,24 +421,13 @@ static void give_arena(thread_arenas *t, pooled_arena *a) {
  * host callback in between holds it already), holding the VM's lock, as a Python host
  * function does (the GIL comes after every C-core lock: pp_internal.h).  Not for a
  * second request in the same call (ordinary overflow memory then), nor at interpreter
- * exit: once Python finalizes, a thread that takes the GIL is ended on the spot (here:
- * mid-call, holding its bundle's lock).  mark_finalizing (atexit, before that point)
- * closes the door and then waits, with the GIL released, for the takes already past
- * it — a call that looked at g_finalizing just before and now waits for the GIL.
- * Both sides store then load (g_taking / g_finalizing, sequentially consistent), so
- * each take either sees the door closed or is counted.
+ * exit (pp_python_enter, below).
  */
-static atomic_int g_finalizing;
-static atomic_int g_taking; /* takes past their look at g_finalizing */
-
-enum { FINALIZING_WAIT_MS = 2000 };
-
 static void *take_large(ppi_arena_taker *self, size_t size, size_t align) {
     pooled_arena *a = (pooled_arena *)((char *)self - offsetof(pooled_arena, taker));
     if (a->large || align > 16 || size > (size_t)PY_SSIZE_T_MAX) return NULL;
     void *p = NULL;
-    atomic_fetch_add(&g_taking, 1);
-    if (!atomic_load(&g_finalizing)) {
+    if (pp_python_enter()) {
         PyGILState_STATE gil = PyGILState_Ensure();
         PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
         if (!o) PyErr_Clear(); /* declined: the overflow chain tries */
@@ -441,7 +435,7 @@ static void *take_large(ppi_arena_taker *self, size_t size, size_t align) {
         p = o ? PyBytes_AsString(o) : NULL;
         PyGILState_Release(gil);
     }
-    atomic_fetch_sub(&g_taking, 1);
+    pp_python_leave();
     return p;
 }
 
@@ -456,14 +450,47 @@ static PyObject *bytes_result(Function *f, pooled_arena *a, StringView sv) {
     return view_result(f, sv);
 }
 
+/* ── Python entered from C code at interpreter exit ────────────────────────── */
+
+/*
+ * Once Python finalizes, a thread that takes the GIL is ended on the spot with
+ * pthread_exit.  For a thread that C code of ours runs on — a guest's large bytes
+ * result (above), a Python host function, a log record, a path hook or a reload
+ * callback called from inside a guest — that would be mid-call, holding its bundle's
+ * lock, and the unwinding cannot pass LuaJIT's compiled frames: the process aborts.
+ * So every such entry into Python goes through pp_python_enter, which refuses once
+ * mark_finalizing (atexit, before Python finalizes) has run, except on the thread that
+ * ran it — the one that finalizes, holding the GIL throughout; the caller then does
+ * without (the record is dropped, the host function fails).  mark_finalizing closes
+ * the door and then waits, with the GIL released, for the entries already past it:
+ * a thread that looked at g_finalizing just before and now waits for the GIL or runs
+ * a callback.  Both sides store then load (g_entered / g_finalizing, sequentially
+ * consistent), so each entry either sees the door closed or is counted.  The wait is
+ * bounded (FINALIZING_WAIT_MS): a callback that runs longer than that is ended by
+ * Python as before.
+ */
+static atomic_int g_finalizing;
+static atomic_int g_entered;  /* entries past their look at g_finalizing */
+static pthread_t g_exit_thread; /* set before g_finalizing */
+
+enum { FINALIZING_WAIT_MS = 2000 };
+
+int pp_python_enter(void) {
+    atomic_fetch_add(&g_entered, 1);
+    return !atomic_load(&g_finalizing) || pthread_equal(pthread_self(), g_exit_thread);
+}
+
+void pp_python_leave(void) { atomic_fetch_sub(&g_entered, 1); }
+
 static PyObject *mark_finalizing(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
+    g_exit_thread = pthread_self();
     atomic_store(&g_finalizing, 1);
-    if (atomic_load(&g_taking)) {
-        /* bounded: a take needs only the GIL, which this thread now lets go */
+    if (atomic_load(&g_entered)) {
+        /* bounded: an entry needs only the GIL, which this thread now lets go */
         Py_BEGIN_ALLOW_THREADS
-        for (int i = 0; atomic_load(&g_taking) && i < FINALIZING_WAIT_MS * 10; i++)
+        for (int i = 0; atomic_load(&g_entered) && i < FINALIZING_WAIT_MS * 10; i++)
             nanosleep(&(struct timespec){0, 100 * 1000}, NULL);
         Py_END_ALLOW_THREADS
     }
