@@ -407,11 +407,14 @@ def test_upstream_entry_points_are_exposed() -> None:
 
 
 def test_pp_py_callbacks_are_only_the_declared_ones() -> None:
-    assert sorted(n for n in dir(lib) if n.startswith("pp_py_")) == [
-        "pp_py_host_call", "pp_py_host_call_adapter", "pp_py_host_create", "pp_py_host_destroy",
-        "pp_py_host_release", "pp_py_host_result_string",
-        "pp_py_load_hook", "pp_py_log", "pp_py_on_reload", "pp_py_reload_hook",
-    ]
+    names = sorted(n for n in dir(lib) if n.startswith("pp_py_"))
+    callbacks = ["pp_py_host_call", "pp_py_host_create", "pp_py_host_destroy",
+                 "pp_py_host_release", "pp_py_load_hook", "pp_py_log", "pp_py_on_reload",
+                 "pp_py_reload_hook"]
+    # every callback but the host call (pp_py_host_call_adapter) has its exit guard
+    guarded = [f"{n}_guarded" for n in callbacks if n != "pp_py_host_call"]
+    assert names == sorted([*callbacks, *guarded, "pp_py_host_call_adapter",
+                            "pp_py_host_result_string"])
 
 
 def test_abi_header_has_no_pp_api_functions() -> None:
