@@ -431,8 +431,12 @@ static void *take_large(ppi_arena_taker *self, size_t size, size_t align) {
         PyGILState_STATE gil = PyGILState_Ensure();
         PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
         if (!o) PyErr_Clear(); /* declined: the overflow chain tries */
-        a->large = o;
         p = o ? PyBytes_AsString(o) : NULL;
+        if (p && ((uintptr_t)p & (align - 1)) != 0) { /* not as aligned as asked */
+            Py_CLEAR(o);
+            p = NULL;
+        }
+        a->large = o;
         PyGILState_Release(gil);
     }
     pp_python_leave();
