@@ -188,9 +188,11 @@ bool ppi_read_regular_file(const char *path, char **data, size_t *len, const cha
         close(fd);
         return false;
     }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
+    /* st_size bytes, the file as it was at fstat (no second read to find its end);
+     * a file that reports no size (procfs and the like) is read to its end */
+    size_t want = (size_t)st.st_size, cap = want + 1, n = 0;
     char *buf = malloc(cap);
-    for (;;) {
+    while (want == 0 || n < want) {
         if (!buf || (n + 1 >= cap && !ppi_grow((void **)&buf, &cap, cap * 2, 1))) {
             free(buf);
             close(fd);
