@@ -37,7 +37,10 @@
  *     VM lock it waits at most its call's remaining time, or PPI_NESTED_WAIT_NS.
  *   - Only a thread that holds nothing (an outermost call) waits for a VM lock
  *     without a bound, and only when its call has no time limit; the holder is then
- *     running guest code under the limits of its own call.
+ *     running guest code under the limits of its own call.  Not in the child of a
+ *     fork() whose parent had other threads in polyplug (ppi_fork_orphans): a VM lock
+ *     or flow lock there may belong to a thread that was not copied, so every wait
+ *     is bounded by PPI_NESTED_WAIT_NS (then CallTimeout / RuntimeBusy, saying why).
  *   - No operation waits for calls to finish.  A retired VM (unloaded, replaced by
  *     a reload, or a failed first load) is closed by whichever thread releases it
  *     last: the retiring thread when the VM is idle, otherwise the call that was
@@ -280,13 +283,18 @@ static inline bool ppi_lock_try(ppi_lock *l, uintptr_t me) {
     return true;
 }
 
-static inline void ppi_lock_acquire(ppi_lock *l, uintptr_t me) {
+/* Take a free lock: true when it was free and is now ours (acquire ordering only;
+ * ppi_lock_try is the fenced one).  Else the caller waits: ppi_lock_acquire_slow, then
+ * stores its tag in `owner` (pp_lua_call.c, acquire_vm_unlimited). */
+static inline bool ppi_lock_try_acquire(ppi_lock *l, uintptr_t me) {
     uint32_t expected = 0;
     if (PP_UNLIKELY(!atomic_compare_exchange_strong_explicit(
             &l->held, &expected, 1, memory_order_acquire, memory_order_relaxed)))
-        ppi_lock_acquire_slow(l);
+        return false;
     atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+    return true;
 }
+
 
 /* Release; then the caller may load words a heavy-fenced thread stored before it
  * looked at this lock (ppi_lua_release reads `retired`): the light fence orders them
@@ -403,6 +411,9 @@ static inline ppi_record *ppi_my_record(void) {
     return PP_LIKELY(t->record != NULL) ? t->record : ppi_record_attach(t);
 }
 ppi_record *ppi_records(void);
+/* Set in a fork() child when other threads of the parent had records: a lock may be
+ * held by a thread that does not exist in this process (pp_thread.c). */
+extern _Atomic bool ppi_fork_orphans;
 /* Mark this thread as running `rt`'s code; returns what to restore with ppi_leave_rt,
  * which must be the thread's last touch of anything the runtime owns. */
 static inline pp_runtime *ppi_enter_rt(ppi_record *r, pp_runtime *rt) {

@@ -182,7 +182,11 @@ static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, pp
     long long now = ppi_now_ns();
     bool nested_bound =
         !outermost && (deadline < 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
-    if (nested_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
+    /* in a fork child the holder may be a thread that was not copied: never ends */
+    bool fork_bound = !nested_bound &&
+                      atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed) &&
+                      (deadline < 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
+    if (nested_bound || fork_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
     /* without a time limit only an outermost call with a token gets here: its token
      * ends the wait (the holder may run for as long as its own limits let it) */
     if (call->cancel ? acquire_cancellable(&b->lock, deadline, call->cancel)
@@ -201,11 +205,27 @@ static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, pp
                         "another bundle or a load in progress, and waiting longer could "
                         "deadlock (bundles calling each other from several threads)",
                         (double)PPI_NESTED_WAIT_NS / 1e9, b->name);
+    else if (fork_bound)
+        ppi_error_textf("gave up after %.3f s waiting for bundle `%s`: this process is a fork() "
+                        "child, and the call holding the bundle may have been running on a "
+                        "thread of the parent that does not exist here (such a call never ends)",
+                        (double)PPI_NESTED_WAIT_NS / 1e9, b->name);
     else
         ppi_error_textf("call timed out waiting for bundle `%s`: another call was running in "
                         "it until the deadline",
                         b->name);
     return PP_ABI_CALL_TIMEOUT;
+}
+
+/* The wait of an outermost call without limits, after its first try failed: as long as
+ * it takes, except in a fork() child, where the holder may never come back. */
+static PP_NOINLINE uint32_t acquire_vm_unlimited(lua_bundle *b, ppi_call *call, ppi_thread *t,
+                                                 uintptr_t me) {
+    if (PP_UNLIKELY(atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed)))
+        return acquire_vm_bounded(b, call, t, me);
+    ppi_lock_acquire_slow(&b->lock);
+    atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
+    return 0;
 }
 
 /* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
@@ -295,8 +315,15 @@ static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_cont
         /* the VM lock is this thread's already: nothing to take */
     } else if (PP_LIKELY((t->vm_locks | t->ops_held) == 0 && call->deadline_ns == 0 &&
                          !call->cancel)) {
-        /* an outermost call without limits waits as long as it takes */
-        ppi_lock_acquire(&b->lock, me);
+        /* an outermost call without limits waits as long as it takes (but for a fork
+         * child's: acquire_vm_bounded) */
+        if (PP_UNLIKELY(!ppi_lock_try_acquire(&b->lock, me))) {
+            uint32_t code = acquire_vm_unlimited(b, call, t, me);
+            if (code) {
+                call_pop(t, call);
+                return code;
+            }
+        }
     } else if (PP_UNLIKELY(!ppi_lock_try(&b->lock, me))) {
         uint32_t code = acquire_vm_bounded(b, call, t, me);
         if (code) {

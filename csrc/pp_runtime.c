@@ -237,7 +237,9 @@ bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err) {
 bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_error *err) {
     ppi_thread *t = ppi_self();
     PPI_ASSERT_MAY_TAKE(PPI_LEVEL_OPS, "the flow lock");
-    if (t->vm_locks == 0 && t->ops_held == 0 && wait_ns == 0) {
+    (void)ppi_my_record(); /* a fork() child must know this thread was in polyplug */
+    bool forked = atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed);
+    if (t->vm_locks == 0 && t->ops_held == 0 && wait_ns == 0 && !forked) {
         pthread_mutex_lock(&rt->ops);
     } else {
         /* This thread holds a lock already (a guest inside a call starts a flow, or a
@@ -256,8 +258,12 @@ bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_
                      "%s: gave up after %.3f s waiting for another load, reload or unload of "
                      "this runtime to finish%s",
                      what, (double)bound / 1e9,
-                     wait_ns ? "" : " (this thread holds a lock already, so it cannot wait "
-                                    "longer without risking a deadlock)");
+                     wait_ns ? ""
+                     : t->vm_locks || t->ops_held
+                         ? " (this thread holds a lock already, so it cannot wait longer "
+                           "without risking a deadlock)"
+                         : " (this process is a fork() child: the one holding it may have been "
+                           "a thread of the parent that does not exist here)");
             return false;
         }
     }

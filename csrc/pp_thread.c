@@ -33,7 +33,23 @@ static void release_record(void *p) {
     atomic_store(&r->in_use, false);
 }
 
-static void make_key(void) { g_key_ok = pthread_key_create(&g_key, release_record) == 0; }
+/* ── fork ────────────────────────────────────────────────────────────────────── */
+
+_Atomic bool ppi_fork_orphans;
+
+/* In the child of a fork(): only the forking thread lives on.  If another thread had a
+ * record then, it may have held a VM lock or a flow lock, which nobody here will ever
+ * release: from now on every wait for one is bounded (pp_internal.h, waiting rules). */
+static void after_fork_child(void) {
+    const ppi_record *own = ppi_self()->record;
+    for (ppi_record *r = atomic_load(&g_records); r; r = r->next)
+        if (r != own && atomic_load(&r->in_use)) atomic_store(&ppi_fork_orphans, true);
+}
+
+static void make_key(void) {
+    g_key_ok = pthread_key_create(&g_key, release_record) == 0;
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
 
 ppi_record *ppi_records(void) { return atomic_load(&g_records); }
 

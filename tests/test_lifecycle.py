@@ -64,6 +64,12 @@ CASES = {
     "finalizer_runs_unbounded": ["1. close(timeout=1): ok", "unload: returned",
                                  "2. call with timeout=5 s: returned"],
     "instance_count_survives_unload": ["warnings at the second unload: []"],
+    # a fork() child inherits the VM and flow locks other threads of the parent held:
+    # its waits for them are bounded and say why, instead of never ending
+    "fork_while_other_threads_hold_locks": [
+        "call in child bounded: True", "other bundle in child: returned 7",
+        "parent after: returned 7", "load in child bounded: True",
+        "call in child: returned 7", "parent loads after: 4 bundles", "finished"],
     # review: a finalizer loading its own bundle while it unloads is refused, so the
     # unload cannot leave a loaded bundle without registrations behind
     "finalizer_reloads_during_unload": ["before: 7", "finalizer: load_bundle code 1",
