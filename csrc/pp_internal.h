@@ -39,8 +39,10 @@
  *     without a bound, and only when its call has no time limit; the holder is then
  *     running guest code under the limits of its own call.  Not in the child of a
  *     fork() whose parent had other threads in polyplug (ppi_fork_orphans): a VM lock
- *     or flow lock there may belong to a thread that was not copied, so every wait
- *     is bounded by PPI_NESTED_WAIT_NS (then CallTimeout / RuntimeBusy, saying why).
+ *     or flow lock there may belong to a thread that was not copied, so a wait for
+ *     one whose owner tag is such a thread's (or not yet written) gives up after
+ *     PPI_NESTED_WAIT_NS (CallTimeout / RuntimeBusy, saying why); a holder that lives
+ *     in the child is waited for as anywhere else (ppi_fork_orphan_owner).
  *   - No operation waits for calls to finish.  A retired VM (unloaded, replaced by
  *     a reload, or a failed first load) is closed by whichever thread releases it
  *     last: the retiring thread when the VM is idle, otherwise the call that was
@@ -364,6 +366,8 @@ typedef struct ppi_record {
     _Atomic(pp_cancel *) cancel;    /* of the innermost limited call, or NULL */
     _Atomic uint32_t pinning;       /* the watchdog is reading `cancel`'s token */
     _Atomic bool in_use;            /* owned by a live thread */
+    bool orphan;                    /* a fork() child's: its thread was not copied */
+    uintptr_t tag;                  /* its thread's ppi_thread_tag (lock owner tag) */
     uint64_t seq;                   /* pending deadlines published (owner only) */
     struct ppi_record *next;
 } ppi_record;
@@ -414,6 +418,10 @@ ppi_record *ppi_records(void);
 /* Set in a fork() child when other threads of the parent had records: a lock may be
  * held by a thread that does not exist in this process (pp_thread.c). */
 extern _Atomic bool ppi_fork_orphans;
+/* In such a child: may a lock whose owner tag reads `tag` be held by one of those
+ * threads (an orphan's tag, or 0: taken but not yet tagged)?  Only then is a wait for
+ * it bounded; a holder that lives here is waited for as anywhere else. */
+bool ppi_fork_orphan_owner(uintptr_t tag);
 /* Mark this thread as running `rt`'s code; returns what to restore with ppi_leave_rt,
  * which must be the thread's last touch of anything the runtime owns. */
 static inline pp_runtime *ppi_enter_rt(ppi_record *r, pp_runtime *rt) {
@@ -670,6 +678,8 @@ struct pp_runtime {
 
     /* The flow lock (level 1): serialises load/reload/unload/close. */
     pthread_mutex_t ops;
+    _Atomic uintptr_t ops_owner; /* thread tag of its holder, 0 when free */
+    uint32_t ops_depth;          /* its holder's recursion depth */
     /* Set once by pp_runtime_close: every later operation fails with RuntimeClosed. */
     _Atomic bool closed;
     /* Guest VMs of this runtime that are not closed yet (pp_runtime_close waits). */

@@ -172,9 +172,38 @@ static bool acquire_cancellable(ppi_lock *l, long long deadline, pp_cancel *canc
     }
 }
 
+/* How often a wait in a fork() child looks at who holds the lock. */
+#define FORK_POLL_NS 100000000LL
+
+/* acquire_cancellable for the child of a fork() with orphans (ppi_fork_orphans): the
+ * same wait, except that it gives up (*orphaned) once the lock has been held for
+ * PPI_NESTED_WAIT_NS by a thread that was not copied (ppi_fork_orphan_owner).  A holder
+ * living in this process is waited for as long as the call may wait. */
+static bool acquire_in_fork_child(ppi_lock *l, long long deadline, pp_cancel *cancel,
+                                  bool *orphaned) {
+    long long give_up = ppi_now_ns() + (long long)PPI_NESTED_WAIT_NS;
+    for (bool first = true;; first = false) {
+        long long now = ppi_now_ns();
+        long long end = now + (cancel ? CANCEL_POLL_NS : FORK_POLL_NS);
+        if (deadline >= 0 && deadline < end) end = deadline;
+        if (give_up < end) end = give_up;
+        if (first ? ppi_lock_acquire_until(l, end) : ppi_lock_sleep_until(l, end)) return true;
+        if (cancel && pp_cancel_requested(cancel)) return false;
+        now = ppi_now_ns();
+        if (deadline >= 0 && now >= deadline) return false;
+        if (!ppi_fork_orphan_owner(atomic_load_explicit(&l->owner, memory_order_relaxed)))
+            give_up = now + (long long)PPI_NESTED_WAIT_NS;
+        else if (now >= give_up) {
+            *orphaned = true;
+            return false;
+        }
+    }
+}
+
 /* Wait for b's VM lock for `call`, which cannot simply wait: it has a deadline or a
- * cancel token, or this thread holds another lock.  0 once the lock is ours; else
- * PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED (text in the thread's error buffer). */
+ * cancel token, or this thread holds another lock, or this is a fork() child with
+ * orphans.  0 once the lock is ours; else PP_ABI_CALL_TIMEOUT or PP_ABI_CALL_CANCELLED
+ * (text in the thread's error buffer). */
 static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, ppi_thread *t,
                                                uintptr_t me) {
     bool outermost = t->vm_locks == 0 && t->ops_held == 0;
@@ -182,15 +211,16 @@ static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, pp
     long long now = ppi_now_ns();
     bool nested_bound =
         !outermost && (deadline < 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
+    if (nested_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
     /* in a fork child the holder may be a thread that was not copied: never ends */
-    bool fork_bound = !nested_bound &&
-                      atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed) &&
-                      (deadline < 0 || deadline - now > (long long)PPI_NESTED_WAIT_NS);
-    if (nested_bound || fork_bound) deadline = now + (long long)PPI_NESTED_WAIT_NS;
-    /* without a time limit only an outermost call with a token gets here: its token
-     * ends the wait (the holder may run for as long as its own limits let it) */
-    if (call->cancel ? acquire_cancellable(&b->lock, deadline, call->cancel)
-                     : ppi_lock_acquire_until(&b->lock, deadline)) {
+    bool forked = !nested_bound && atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed);
+    bool fork_bound = false;
+    /* without a time limit only an outermost call with a token gets here (or one in a
+     * fork child): its token ends the wait (the holder may run for as long as its own
+     * limits let it) */
+    if (forked ? acquire_in_fork_child(&b->lock, deadline, call->cancel, &fork_bound)
+        : call->cancel ? acquire_cancellable(&b->lock, deadline, call->cancel)
+                       : ppi_lock_acquire_until(&b->lock, deadline)) {
         atomic_store_explicit(&b->lock.owner, me, memory_order_relaxed);
         return 0;
     }
@@ -207,8 +237,8 @@ static PP_NOINLINE uint32_t acquire_vm_bounded(lua_bundle *b, ppi_call *call, pp
                         (double)PPI_NESTED_WAIT_NS / 1e9, b->name);
     else if (fork_bound)
         ppi_error_textf("gave up after %.3f s waiting for bundle `%s`: this process is a fork() "
-                        "child, and the call holding the bundle may have been running on a "
-                        "thread of the parent that does not exist here (such a call never ends)",
+                        "child, and the call holding the bundle was running on a thread of the "
+                        "parent that does not exist here (such a call never ends)",
                         (double)PPI_NESTED_WAIT_NS / 1e9, b->name);
     else
         ppi_error_textf("call timed out waiting for bundle `%s`: another call was running in "

@@ -234,13 +234,47 @@ bool ppi_ops_lock(pp_runtime *rt, const char *what, pp_error *err) {
     return ppi_ops_lock_within(rt, what, 0, err);
 }
 
+/* Take the flow lock, waiting at most `ns`. */
+static bool ops_timedlock(pp_runtime *rt, uint64_t ns) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)ns;
+    ts.tv_sec = (time_t)(end / 1000000000LL);
+    ts.tv_nsec = (long)(end % 1000000000LL);
+    return pthread_mutex_timedlock(&rt->ops, &ts) == 0;
+}
+
+/* The flow lock in the child of a fork() with orphans: as long as it takes while a
+ * thread of this process holds it, PPI_NESTED_WAIT_NS while one that was not copied
+ * does (ppi_fork_orphan_owner). */
+static bool ops_lock_in_fork_child(pp_runtime *rt) {
+    long long give_up = ppi_now_ns() + (long long)PPI_NESTED_WAIT_NS;
+    for (;;) {
+        if (ops_timedlock(rt, 100000000ULL)) return true;
+        long long now = ppi_now_ns();
+        if (!ppi_fork_orphan_owner(atomic_load(&rt->ops_owner)))
+            give_up = now + (long long)PPI_NESTED_WAIT_NS;
+        else if (now >= give_up)
+            return false;
+    }
+}
+
 bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_error *err) {
     ppi_thread *t = ppi_self();
     PPI_ASSERT_MAY_TAKE(PPI_LEVEL_OPS, "the flow lock");
     (void)ppi_my_record(); /* a fork() child must know this thread was in polyplug */
-    bool forked = atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed);
-    if (t->vm_locks == 0 && t->ops_held == 0 && wait_ns == 0 && !forked) {
+    bool outermost = t->vm_locks == 0 && t->ops_held == 0 && wait_ns == 0;
+    if (outermost && !atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed)) {
         pthread_mutex_lock(&rt->ops);
+    } else if (outermost) {
+        if (!ops_lock_in_fork_child(rt)) {
+            ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
+                     "%s: gave up after %.3f s waiting for another load, reload or unload of "
+                     "this runtime to finish (this process is a fork() child, and the one "
+                     "holding it was a thread of the parent that does not exist here)",
+                     what, (double)PPI_NESTED_WAIT_NS / 1e9);
+            return false;
+        }
     } else {
         /* This thread holds a lock already (a guest inside a call starts a flow, or a
          * callback of one runtime's flow uses another runtime), or the caller set a
@@ -248,25 +282,18 @@ bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_
          * at most PPI_NESTED_WAIT_NS (a recursive acquisition succeeds at once). */
         uint64_t bound = wait_ns ? wait_ns : PPI_NESTED_WAIT_NS;
         if (bound > (uint64_t)INT64_MAX / 2) bound = (uint64_t)INT64_MAX / 2;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)bound;
-        ts.tv_sec = (time_t)(end / 1000000000LL);
-        ts.tv_nsec = (long)(end % 1000000000LL);
-        if (pthread_mutex_timedlock(&rt->ops, &ts) != 0) {
+        if (!ops_timedlock(rt, bound)) {
             ppi_fail(err, PP_ERR_RUNTIME_BUSY, NULL, NULL, NULL,
                      "%s: gave up after %.3f s waiting for another load, reload or unload of "
                      "this runtime to finish%s",
                      what, (double)bound / 1e9,
                      wait_ns ? ""
-                     : t->vm_locks || t->ops_held
-                         ? " (this thread holds a lock already, so it cannot wait longer "
-                           "without risking a deadlock)"
-                         : " (this process is a fork() child: the one holding it may have been "
-                           "a thread of the parent that does not exist here)");
+                             : " (this thread holds a lock already, so it cannot wait longer "
+                               "without risking a deadlock)");
             return false;
         }
     }
+    if (rt->ops_depth++ == 0) atomic_store(&rt->ops_owner, ppi_thread_tag());
     t->ops_held++;
     return true;
 }
@@ -274,6 +301,7 @@ bool ppi_ops_lock_within(pp_runtime *rt, const char *what, uint64_t wait_ns, pp_
 void ppi_ops_unlock(pp_runtime *rt) {
     ppi_thread *t = ppi_self();
     t->ops_held--;
+    if (--rt->ops_depth == 0) atomic_store(&rt->ops_owner, 0);
     pthread_mutex_unlock(&rt->ops);
 }
 

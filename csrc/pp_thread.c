@@ -43,7 +43,17 @@ _Atomic bool ppi_fork_orphans;
 static void after_fork_child(void) {
     const ppi_record *own = ppi_self()->record;
     for (ppi_record *r = atomic_load(&g_records); r; r = r->next)
-        if (r != own && atomic_load(&r->in_use)) atomic_store(&ppi_fork_orphans, true);
+        if (r != own && atomic_load(&r->in_use)) {
+            r->orphan = true; /* in_use stays set: never handed to a new thread */
+            atomic_store(&ppi_fork_orphans, true);
+        }
+}
+
+bool ppi_fork_orphan_owner(uintptr_t tag) {
+    if (tag == 0) return true;
+    for (const ppi_record *r = atomic_load(&g_records); r; r = r->next)
+        if (r->orphan && r->tag == tag) return true;
+    return false;
 }
 
 static void make_key(void) {
@@ -70,6 +80,7 @@ ppi_record *ppi_record_attach(ppi_thread *t) {
         do r->next = head;
         while (!atomic_compare_exchange_weak(&g_records, &head, r));
     }
+    r->tag = (uintptr_t)t;
     pthread_setspecific(g_key, r);
     t->record = r;
     return r;
