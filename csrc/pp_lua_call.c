@@ -258,6 +258,18 @@ static PP_NOINLINE uint32_t acquire_vm_unlimited(lua_bundle *b, ppi_call *call, 
     return 0;
 }
 
+/* b's VM lock carries this thread's tag: is that this thread's own call further out?
+ * Always, except in a fork() child, where a new thread may get the stack, and so the
+ * thread tag, of a thread of the parent that was not copied (glibc reuses it at once;
+ * a C host's static TLS sits on it): a lock that thread held is not this one's, and
+ * entering as a nested call would run the VM in the middle of that dead call. */
+static PP_COLD bool holds_vm_lock(const ppi_thread *t, const lua_bundle *b) {
+    if (!atomic_load_explicit(&ppi_fork_orphans, memory_order_relaxed)) return true;
+    for (const ppi_call *o = t->call; o; o = o->outer)
+        if (o->vm == b) return true;
+    return false;
+}
+
 /* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
 enum { REFUSE_REENTRY = 1, REFUSE_TRACE, REFUSE_CSTACK, REFUSE_CANCELLED, REFUSE_STALE,
        REFUSE_GONE };
@@ -327,7 +339,7 @@ static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_cont
                                           ppi_call *call) {
     uintptr_t me = ppi_thread_tag();
     bool nested = false;
-    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
+    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me)) && PP_LIKELY(holds_vm_lock(t, b))) {
         int why = nested_refusal(t, b, c);
         if (why) return refuse(t, b, c, call, why);
         nested = true;

@@ -54,6 +54,15 @@ def test_retired_interface_answers_stale_handle(san_driver: Path, tmp_path: Path
             "(out 0), instance: none") in out
 
 
+def test_a_fork_child_s_new_thread_does_not_pass_for_the_holder(san_driver: Path,
+                                                                tmp_path: Path) -> None:
+    """A thread is inside a call when the process forks; the child's new thread gets the
+    copied thread's stack and so its thread tag (a C host's TLS is on it): its call must
+    wait and time out as a fork child's does, not enter the VM as a nested call."""
+    out = run(san_driver, tmp_path, "fork-new-thread")
+    assert "child: new thread got the copied thread's stack, its call: 200 after" in out, out
+
+
 def test_close_waits_for_a_call_in_flight(san_driver: Path, tmp_path: Path) -> None:
     out = run(san_driver, tmp_path, "close-in-flight")
     assert "close: PP_OK after" in out and "the call: 0, a call after close: 5" in out

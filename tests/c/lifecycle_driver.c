@@ -17,6 +17,10 @@
  *                    destroy, reloads, failing loads, unloads and loads for S seconds,
  *                    then close with calls still running; a watchdog fails the run if
  *                    no operation finishes for 30 s
+ *   fork-new-thread  a thread is inside a call when the process forks; in the child a new
+ *                    thread (which glibc gives the copied thread's stack, and so its
+ *                    thread tag) calls the same bundle: it must wait and time out, not
+ *                    pass for the holder and enter the VM in the middle of that call
  *
  * Every outcome is checked against the set of results the scenario allows; anything
  * else is printed as a "problem: ..." line.  The last line is "<scenario> ... problems=N";
@@ -31,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -277,6 +282,64 @@ static int scenario_close(bool busy) {
     if (busy ? st != PP_ERR_RUNTIME_BUSY : st != PP_OK)
         problem("close returned %s: %s", pp_status_name(st), e.message);
     if (s.code != 0 || after != AbiErrorCode_StaleHandle) problem("unexpected call results");
+    free_runtime();
+    return 0;
+}
+
+/* ── fork-new-thread ───────────────────────────────────────────────────────── */
+
+typedef struct fork_call {
+    const GuestContractInterface *iface;
+    pthread_t self;
+    uint32_t code;
+    double seconds;
+} fork_call;
+
+static void *run_answer(void *arg) {
+    fork_call *f = arg;
+    f->self = pthread_self();
+    uint32_t x = 1;
+    uint64_t out = 0;
+    double t0 = now_s();
+    f->code = raw_call(f->iface, NULL, 0, 0, &x, &out);
+    f->seconds = now_s() - t0;
+    return NULL;
+}
+
+static int scenario_fork_new_thread(void) {
+    bundle a;
+    bundle_init(&a, 0, "forked");
+    pp_error e;
+    pp_error_clear(&e);
+    if (!make_runtime() || !write_bundle(a.name, a.contract, a.tag, 1, false) ||
+        load(&a, &e) != PP_OK) {
+        fprintf(stderr, "setup failed: %s\n", e.message);
+        return 2;
+    }
+    slow_call s = {resolve(&a), 8000000u, 99, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, run_slow, &s);
+    while (!s.inside) sleep_us(100); /* the call is inside the VM */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fork_call f = {s.iface, 0, 99, 0};
+        pthread_t nt;
+        pthread_create(&nt, NULL, run_answer, &f);
+        pthread_join(nt, NULL);
+        printf("child: new thread %s the copied thread's stack, its call: %u after %.1f s\n",
+               pthread_equal(f.self, th) ? "got" : "did not get", f.code, f.seconds);
+        bool ok = f.code == PP_ABI_CALL_TIMEOUT && f.seconds > 4.5;
+        if (!ok) printf("problem: the call in the child should time out after 5 s\n");
+        fflush(stdout);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        problem("the child ended with status %d", status);
+    pthread_join(th, NULL);
+    if (s.code != 0) problem("the parent's call: %u", s.code);
     free_runtime();
     return 0;
 }
@@ -614,6 +677,8 @@ int main(int argc, char **argv) {
         rc = scenario_random(seconds, nthreads, false);
     else if (strcmp(scenario, "fileset") == 0)
         rc = scenario_fileset();
+    else if (strcmp(scenario, "fork-new-thread") == 0)
+        rc = scenario_fork_new_thread();
     else
         usage();
     printf("%s problems=%u\n", scenario, atomic_load(&g_problems));
