@@ -442,13 +442,13 @@ static void hf_free(void *p) {
     free(hc->fns);
     free(hc->label);
     free(hc->scope);
-    pthread_mutex_destroy(&hc->lock);
+    ppi_leaf_mutex_destroy(&hc->lock);
     free(hc);
 }
 
 static pp_host_contract *hf_new(pp_runtime *rt, const pp_host_contract_desc *d, pp_error *err) {
     pp_host_contract *hc = calloc(1, sizeof *hc);
-    if (!hc || pthread_mutex_init(&hc->lock, NULL) != 0) {
+    if (!hc || ppi_leaf_mutex_init(&hc->lock) != 0) {
         free(hc);
         ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "out of memory");
         return NULL;

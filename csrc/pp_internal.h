@@ -24,9 +24,12 @@
  *      pp_lua_call.c) takes nothing: its thread already owns the VM, and the nested
  *      call releases nothing when it leaves.
  *   3. Leaf locks — rt->lock (runtime bookkeeping), reg->lock (registry, rwlock), a
- *      Lua loader's list lock, the SDK bytecode cache lock.  They guard data only:
- *      while one is held nothing is called out (no guest, no callback, no loader)
- *      and nothing is waited for, except a try-lock of a VM lock.
+ *      Lua or native loader's list lock, a host contract's instance lock, the SDK
+ *      bytecode cache lock.  They guard data only: while one is held nothing is
+ *      called out (no guest, no callback, no loader) and nothing is waited for,
+ *      except a try-lock of a VM lock.  fork() takes them all, in the order they
+ *      were created, and the child re-creates them free (pp_lock.c): since leaf locks
+ *      never nest and their holders wait for nothing, that wait is short.
  *
  * Out of order, one case is allowed and bounded: a guest running inside a call
  * (VM lock held) loads, reloads or unloads a bundle, which takes rt->ops.  That
@@ -470,6 +473,14 @@ enum { PPI_LEVEL_OPS = 1, PPI_LEVEL_VM = 2, PPI_LEVEL_LEAF = 3 };
 
 /* Leaf-lock wrappers: the order check, then the lock. */
 void ppi_mutex_lock(pthread_mutex_t *m);
+/* Create and destroy leaf locks through these: fork() takes every leaf lock first, so
+ * a child never inherits one held by a thread that was not copied (pp_lock.c). */
+int ppi_leaf_mutex_init(pthread_mutex_t *m);
+/* The same for a mutex initialised statically (PTHREAD_MUTEX_INITIALIZER). */
+int ppi_leaf_mutex_adopt(pthread_mutex_t *m);
+void ppi_leaf_mutex_destroy(pthread_mutex_t *m);
+int ppi_leaf_rwlock_init(pthread_rwlock_t *l);
+void ppi_leaf_rwlock_destroy(pthread_rwlock_t *l);
 void ppi_mutex_unlock(pthread_mutex_t *m);
 void ppi_rdlock(pthread_rwlock_t *l);
 void ppi_wrlock(pthread_rwlock_t *l);

@@ -225,6 +225,113 @@ void ppi_leaf_taken(void) {
 void ppi_leaf_released(void) { ppi_self()->leaf_held--; }
 #endif
 
+/* ── leaf locks across fork() ────────────────────────────────────────────────── */
+
+/*
+ * fork() copies only the calling thread.  A leaf lock another thread held at that
+ * instant would stay held in the child forever, and every registry lookup there would
+ * hang.  So every leaf lock is created through ppi_leaf_*_init, which lists it, and a
+ * fork handler takes every listed lock before the fork (in the order they were
+ * created; leaf locks never nest, and a holder waits for nothing, so this ends as
+ * soon as the holders leave their short sections), lets the parent go on, and gives
+ * the child freshly initialised locks: an rwlock remembers its writer's thread id,
+ * which the child's thread does not have.  The forking thread holds no leaf lock
+ * itself: a leaf section never calls out (pp_internal.h).
+ */
+typedef struct leaf_entry {
+    void *lock;
+    bool rw;
+} leaf_entry;
+
+static pthread_mutex_t g_leaves_lock = PTHREAD_MUTEX_INITIALIZER;
+static leaf_entry *g_leaves;
+static size_t g_leaves_len, g_leaves_cap;
+static pthread_once_t g_leaves_once = PTHREAD_ONCE_INIT;
+
+static void leaves_before_fork(void) {
+    pthread_mutex_lock(&g_leaves_lock);
+    for (size_t i = 0; i < g_leaves_len; i++) {
+        if (g_leaves[i].rw)
+            pthread_rwlock_wrlock(g_leaves[i].lock);
+        else
+            pthread_mutex_lock(g_leaves[i].lock);
+    }
+}
+
+static void leaves_after_fork_parent(void) {
+    for (size_t i = g_leaves_len; i-- > 0;) {
+        if (g_leaves[i].rw)
+            pthread_rwlock_unlock(g_leaves[i].lock);
+        else
+            pthread_mutex_unlock(g_leaves[i].lock);
+    }
+    pthread_mutex_unlock(&g_leaves_lock);
+}
+
+static void leaves_after_fork_child(void) {
+    for (size_t i = 0; i < g_leaves_len; i++) {
+        if (g_leaves[i].rw)
+            pthread_rwlock_init(g_leaves[i].lock, NULL);
+        else
+            pthread_mutex_init(g_leaves[i].lock, NULL);
+    }
+    pthread_mutex_init(&g_leaves_lock, NULL);
+}
+
+static void leaves_register_fork_handlers(void) {
+    pthread_atfork(leaves_before_fork, leaves_after_fork_parent, leaves_after_fork_child);
+}
+
+static int leaf_add(void *lock, bool rw) {
+    pthread_once(&g_leaves_once, leaves_register_fork_handlers);
+    pthread_mutex_lock(&g_leaves_lock);
+    int rc = 0;
+    if (g_leaves_len == g_leaves_cap &&
+        !ppi_grow((void **)&g_leaves, &g_leaves_cap, g_leaves_cap ? g_leaves_cap * 2 : 16,
+                  sizeof *g_leaves))
+        rc = ENOMEM;
+    else
+        g_leaves[g_leaves_len++] = (leaf_entry){lock, rw};
+    pthread_mutex_unlock(&g_leaves_lock);
+    return rc;
+}
+
+/* Forget `lock`, keeping the others in creation order. */
+static void leaf_remove(void *lock) {
+    pthread_mutex_lock(&g_leaves_lock);
+    for (size_t i = 0; i < g_leaves_len; i++) {
+        if (g_leaves[i].lock != lock) continue;
+        memmove(&g_leaves[i], &g_leaves[i + 1], (g_leaves_len - i - 1) * sizeof *g_leaves);
+        g_leaves_len--;
+        break;
+    }
+    pthread_mutex_unlock(&g_leaves_lock);
+}
+
+int ppi_leaf_mutex_init(pthread_mutex_t *m) {
+    int rc = pthread_mutex_init(m, NULL);
+    if (rc == 0 && (rc = leaf_add(m, false)) != 0) pthread_mutex_destroy(m);
+    return rc;
+}
+
+int ppi_leaf_mutex_adopt(pthread_mutex_t *m) { return leaf_add(m, false); }
+
+void ppi_leaf_mutex_destroy(pthread_mutex_t *m) {
+    leaf_remove(m);
+    pthread_mutex_destroy(m);
+}
+
+int ppi_leaf_rwlock_init(pthread_rwlock_t *l) {
+    int rc = pthread_rwlock_init(l, NULL);
+    if (rc == 0 && (rc = leaf_add(l, true)) != 0) pthread_rwlock_destroy(l);
+    return rc;
+}
+
+void ppi_leaf_rwlock_destroy(pthread_rwlock_t *l) {
+    leaf_remove(l);
+    pthread_rwlock_destroy(l);
+}
+
 void ppi_mutex_lock(pthread_mutex_t *m) {
     PPI_ASSERT_MAY_TAKE(PPI_LEVEL_LEAF, "a leaf mutex");
     pthread_mutex_lock(m);

@@ -372,7 +372,7 @@ static void lua_loader_destroy(void *self) {
         bundle_free(b);
     }
     ppi_map_free(&ld->bundles);
-    pthread_mutex_destroy(&ld->lock);
+    ppi_leaf_mutex_destroy(&ld->lock);
     free(ld);
 }
 
@@ -385,7 +385,7 @@ pp_loader *pp_lua_loader_new(const pp_lua_config *cfg) {
     lua_loader *ld = calloc(1, sizeof *ld);
     if (!ld) return NULL;
     if (cfg) ld->config = *cfg;
-    if (pthread_mutex_init(&ld->lock, NULL) != 0) {
+    if (ppi_leaf_mutex_init(&ld->lock) != 0) {
         free(ld);
         return NULL;
     }

@@ -177,7 +177,10 @@ static bool bundle_has_module(lua_State *L, const char *name) {
  * error may be raised there).
  */
 enum { SDK_MAX = 8, GUARD_SLOT = SDK_MAX, TEXT_LOAD_SLOT, CHUNKS };
-static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER; /* a leaf lock */
+static pthread_once_t compile_lock_listed = PTHREAD_ONCE_INIT;
+
+static void list_compile_lock(void) { (void)ppi_leaf_mutex_adopt(&compile_lock); }
 static struct {
     char *code;
     size_t len;
@@ -230,6 +233,7 @@ static int compile_chunk(lua_State *S) {
 static const char *cached_bytecode(size_t slot, const char *source, size_t source_len,
                                    const char *chunk, size_t *len) {
     if (slot >= CHUNKS) return NULL;
+    pthread_once(&compile_lock_listed, list_compile_lock); /* taken around fork() */
     pthread_mutex_lock(&compile_lock);
     if (!compiled[slot].code && !compiled[slot].failed) {
         compile_job job = {source, chunk, source_len, slot >= SDK_MAX, {NULL, 0, 0}};

@@ -503,7 +503,7 @@ static void native_loader_destroy(void *self) {
         next = b->next;
         free(b);
     }
-    pthread_mutex_destroy(&ld->lock);
+    ppi_leaf_mutex_destroy(&ld->lock);
     free(ld->copy_root);
     free(ld);
 }
@@ -522,7 +522,7 @@ pp_loader *pp_native_loader_new(const pp_native_config *cfg) {
     size_t rl = strlen(root);
     while (rl > 1 && root[rl - 1] == '/') rl--;
     ld->copy_root = ppi_strndup_view((StringView){(const uint8_t *)root, rl});
-    if (!ld->copy_root || pthread_mutex_init(&ld->lock, NULL) != 0) {
+    if (!ld->copy_root || ppi_leaf_mutex_init(&ld->lock) != 0) {
         free(ld->copy_root);
         free(ld);
         return NULL;

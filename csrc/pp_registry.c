@@ -49,7 +49,7 @@ int ppi_registry_init(ppi_registry *reg) {
     memset(reg, 0, sizeof *reg);
     atomic_init(&reg->revision, 0);
     atomic_init(&reg->slots_len, 0);
-    return pthread_rwlock_init(&reg->lock, NULL);
+    return ppi_leaf_rwlock_init(&reg->lock);
 }
 
 static inline ppi_slot *slot_at(ppi_registry *reg, uint32_t i) {
@@ -342,7 +342,7 @@ void ppi_registry_destroy(ppi_registry *reg) {
     ppi_map_free(&reg->declarers);
     ppi_map_free(&reg->counts);
     free(reg->free_slots);
-    pthread_rwlock_destroy(&reg->lock);
+    ppi_leaf_rwlock_destroy(&reg->lock);
 }
 
 /* ── registration ──────────────────────────────────────────────────────────── */

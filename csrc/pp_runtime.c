@@ -936,7 +936,7 @@ pp_runtime *pp_runtime_new(const RuntimeConfig *config, pp_error *err) {
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     bool ok = pthread_mutex_init(&rt->ops, &attr) == 0;
     pthread_mutexattr_destroy(&attr);
-    ok = ok && pthread_mutex_init(&rt->lock, NULL) == 0;
+    ok = ok && ppi_leaf_mutex_init(&rt->lock) == 0;
     ok = ok && ppi_registry_init(&rt->reg) == 0;
     if (!ok) {
         ppi_fail(err, PP_ERR_NO_MEMORY, NULL, NULL, NULL, "could not initialise runtime locks");
@@ -1039,7 +1039,7 @@ void pp_runtime_free(pp_runtime *rt) {
     free(rt->last_error);
     free(rt->trusted_keys);
     ppi_registry_destroy(&rt->reg);
-    pthread_mutex_destroy(&rt->lock);
+    ppi_leaf_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->ops);
     free(rt);
 }

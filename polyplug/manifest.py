@@ -224,6 +224,16 @@ _FIELDS = tuple(f.name for f in fields(ManifestData))
 _FILL_LOCK = threading.Lock()
 
 
+def _new_fill_lock() -> None:
+    # a fork() child gets a free lock: the thread that held it was not copied
+    global _FILL_LOCK
+    _FILL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_fill_lock)
+
+
 def _fill(m: ManifestData) -> None:
     """Give a document-backed manifest its fields (once; any thread)."""
     d = object.__getattribute__(m, "__dict__")
