@@ -258,16 +258,24 @@ static void *run_slow(void *arg) {
     return NULL;
 }
 
-static int scenario_close(bool busy) {
-    bundle a;
-    bundle_init(&a, 0, "closing");
+/* A runtime with one bundle `<prefix>0` loaded; false (said on stderr) if it failed. */
+static bool one_bundle_runtime(bundle *a, const char *prefix) {
+    bundle_init(a, 0, prefix);
     pp_error e;
     pp_error_clear(&e);
-    if (!make_runtime() || !write_bundle(a.name, a.contract, a.tag, 1, false) ||
-        load(&a, &e) != PP_OK) {
+    if (!make_runtime() || !write_bundle(a->name, a->contract, a->tag, 1, false) ||
+        load(a, &e) != PP_OK) {
         fprintf(stderr, "setup failed: %s\n", e.message);
-        return 2;
+        return false;
     }
+    return true;
+}
+
+static int scenario_close(bool busy) {
+    bundle a;
+    if (!one_bundle_runtime(&a, "closing")) return 2;
+    pp_error e;
+    pp_error_clear(&e);
     slow_call s = {resolve(&a), busy ? 1000000u : 300000u, 99, 0};
     pthread_t th;
     pthread_create(&th, NULL, run_slow, &s);
@@ -308,14 +316,7 @@ static void *run_answer(void *arg) {
 
 static int scenario_fork_new_thread(void) {
     bundle a;
-    bundle_init(&a, 0, "forked");
-    pp_error e;
-    pp_error_clear(&e);
-    if (!make_runtime() || !write_bundle(a.name, a.contract, a.tag, 1, false) ||
-        load(&a, &e) != PP_OK) {
-        fprintf(stderr, "setup failed: %s\n", e.message);
-        return 2;
-    }
+    if (!one_bundle_runtime(&a, "forked")) return 2;
     slow_call s = {resolve(&a), 8000000u, 99, 0};
     pthread_t th;
     pthread_create(&th, NULL, run_slow, &s);
