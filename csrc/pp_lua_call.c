@@ -271,13 +271,15 @@ static PP_COLD bool holds_vm_lock(const ppi_thread *t, const lua_bundle *b) {
 }
 
 /* Why vm_enter refused before taking the lock (text in the thread's error buffer). */
-enum { REFUSE_REENTRY = 1, REFUSE_TRACE, REFUSE_CSTACK, REFUSE_CANCELLED, REFUSE_STALE,
-       REFUSE_GONE };
+enum { NOT_MINE = -1, REFUSE_REENTRY = 1, REFUSE_TRACE, REFUSE_CSTACK, REFUSE_CANCELLED,
+       REFUSE_STALE, REFUSE_GONE };
 
-/* This thread already owns b's VM lock: it is running a call in b further out.  0 if
- * contract `c` may run nested there, else why not: the same contract (or an init of
- * the bundle) is running further out, or the VM is inside a compiled trace. */
+/* b's VM lock carries this thread's tag, so this thread is running a call in b further
+ * out.  0 if contract `c` may run nested there, else why not: the same contract (or an
+ * init of the bundle) is running further out, or the VM is inside a compiled trace;
+ * NOT_MINE if the tag is a dead thread's (holds_vm_lock). */
 static PP_COLD int nested_refusal(const ppi_thread *t, lua_bundle *b, const lua_contract *c) {
+    if (!holds_vm_lock(t, b)) return NOT_MINE;
     for (const ppi_call *o = t->call; o; o = o->outer)
         if (o->vm == b && (o->contract == c || !o->contract)) return REFUSE_REENTRY;
     return ppi_lua_in_trace(b->L) ? REFUSE_TRACE : 0;
@@ -339,10 +341,10 @@ static PP_ALWAYS_INLINE uint32_t vm_enter(ppi_thread *t, lua_bundle *b, lua_cont
                                           ppi_call *call) {
     uintptr_t me = ppi_thread_tag();
     bool nested = false;
-    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me)) && PP_LIKELY(holds_vm_lock(t, b))) {
+    if (PP_UNLIKELY(ppi_lock_mine(&b->lock, me))) {
         int why = nested_refusal(t, b, c);
-        if (why) return refuse(t, b, c, call, why);
-        nested = true;
+        if (why > 0) return refuse(t, b, c, call, why);
+        nested = why == 0; /* NOT_MINE: a dead thread's tag, not this thread's lock */
     }
     if (PP_UNLIKELY(ppi_cstack_left() < PPI_CSTACK_RESERVE))
         return refuse(t, b, c, call, REFUSE_CSTACK);
