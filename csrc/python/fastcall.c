@@ -570,15 +570,19 @@ static PyObject *fn_vectorcall(PyObject *self, PyObject *const *args, size_t nar
             frame.args = nargs ? block : NULL;
             frame.out = f->result != NO_RESULT ? &out : NULL;
             frame.arena = &arena->arena; /* reset by the call before the guest runs */
-            ppi_arena_taker *outer = ppi_arena_taker_current;
-            if (f->result == 'y') {
+            /* only a bytes function lends a taker: the thread-local is left alone (two
+             * TLS lookups through the dynamic loader) on every other call */
+            bool lends = f->result == 'y';
+            ppi_arena_taker *outer = NULL;
+            if (lends) {
+                outer = ppi_arena_taker_current;
                 arena->taker = (ppi_arena_taker){&arena->arena, LARGE_BYTES, take_large};
                 ppi_arena_taker_current = &arena->taker;
             }
             PyThreadState *ts = PyEval_SaveThread();
             uint32_t code = pp_call_frame_invoke(&frame);
             PyEval_RestoreThread(ts);
-            ppi_arena_taker_current = outer;
+            if (lends) ppi_arena_taker_current = outer;
             if (code)
                 result = call_failed(f, code, frame.err.message);
             else if (f->result == 'y')
@@ -802,8 +806,8 @@ static PyType_Spec fn_spec = {
 
 static PyMethodDef fastcall_methods[] = {
     {"mark_finalizing", mark_finalizing, METH_NOARGS,
-     "Called at interpreter exit (atexit): calls stop taking the GIL back mid-call; "
-     "takes already under way finish first."},
+     "Called at interpreter exit (atexit): C code on other threads stops entering "
+     "Python (pp_python_enter); entries already under way finish first."},
     {NULL, NULL, 0, NULL},
 };
 
